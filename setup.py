@@ -1,0 +1,31 @@
+"""Packaging for afterkernel: `pip install -e '.[test]'` sets up a checkout."""
+
+import setuptools
+
+setuptools.setup(
+    name='afterkernel',
+    version='0.1.0',
+    description=(
+        'Gradient-feature kernels of Keras networks: FNTK vs after kernel, '
+        'hard-margin SVMs on Gram matrices, invariance and alignment.'),
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['afterkernel', 'afterkernel.*',
+                                               'binaries', 'binaries.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        # TF 2.16+ ships Keras 3 as `keras`; the code uses keras 3 APIs only.
+        'tensorflow>=2.16',
+        'keras>=3.0',
+        'tensorflow-datasets>=4.9',
+        # tfds' file access (etils.epath) imports it but does not require it.
+        'importlib_resources',
+        'numpy>=1.24',
+        'scipy>=1.10',
+        'absl-py>=1.4',
+        'matplotlib>=3.7',
+        # The embedded offline dataset (UCI handwritten digits) ships with it.
+        'scikit-learn>=1.3',
+    ],
+    extras_require={'test': ['pytest>=7']},
+)

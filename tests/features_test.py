@@ -1,0 +1,146 @@
+"""Tests for afterkernel.features against plain per-example tape.gradient."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+from afterkernel import errors
+from afterkernel import features
+from afterkernel import models
+
+
+def _reference_features(model, images):
+  """One example at a time, eager tape.gradient: the obvious computation."""
+  rows = []
+  for image in images:
+    with tf.GradientTape() as tape:
+      logit = tf.reduce_sum(model(image[None], training=False))
+    grads = tape.gradient(logit, model.trainable_variables)
+    rows.append(np.concatenate([
+        np.ravel(np.zeros(v.shape) if g is None else g.numpy())
+        for g, v in zip(grads, model.trainable_variables)]))
+  return np.stack(rows)
+
+
+def _perturb_weights(model, rng, scale=0.1):
+  """Non-zero biases, so every parameter's gradient is exercised."""
+  for v in model.trainable_variables:
+    v.assign(v.numpy() + scale * rng.standard_normal(v.shape).astype(
+        np.float32))
+
+
+_ARCHITECTURES = (('vgg', 'vgg', (12, 12, 1)),
+                  ('mega_vgg', 'mega_vgg', (8, 8, 1)),
+                  ('fully_connected', 'fully_connected', (10, 10, 1)),
+                  ('sum', 'sum', (6, 6, 3)),
+                  ('vgg_rgb', 'vgg', (8, 8, 3)))
+
+
+class GradientFeaturesTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*_ARCHITECTURES)
+  def test_matches_per_example_tape_gradient(self, architecture, input_shape):
+    keras.utils.set_random_seed(1)
+    model = models.build_model(architecture, input_shape)
+    rng = np.random.default_rng(0)
+    _perturb_weights(model, rng)
+    images = rng.random((7,) + input_shape).astype(np.float32)
+    expected = _reference_features(model, images)
+    # batch_size 3 exercises a ragged last block.
+    got = features.gradient_features(model, images, batch_size=3)
+    self.assertEqual(got.shape, (7, models.count_parameters(model)))
+    self.assertEqual(got.dtype, np.float32)
+    relative = (np.linalg.norm(got - expected, axis=1) /
+                np.linalg.norm(expected, axis=1))
+    self.assertLess(relative.max(), 1e-5)
+
+  def test_loop_method_matches_vectorized(self):
+    keras.utils.set_random_seed(2)
+    model = models.build_model('vgg', (8, 8, 1))
+    images = np.random.default_rng(1).random((5, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(
+        features.gradient_features(model, images, method='loop'),
+        features.gradient_features(model, images), rtol=1e-4, atol=1e-6)
+
+  def test_directional_derivative_matches_finite_difference(self):
+    # Independent of any flattening code: f(theta + eps v) - f(theta - eps v)
+    # ~= 2 eps phi(x).v, with v laid out in `parameter_vector` order.
+    keras.utils.set_random_seed(3)
+    model = models.build_model('fully_connected', (6, 6, 1))
+    images = np.random.default_rng(2).random((4, 6, 6, 1)).astype(np.float32)
+    phi = features.gradient_features(model, images).astype(np.float64)
+    theta = features.parameter_vector(model)
+    direction = np.random.default_rng(3).standard_normal(theta.size)
+    direction /= np.linalg.norm(direction)
+    eps = 1e-2
+
+    def logits_at(vector):
+      offset = 0
+      for v in model.trainable_variables:
+        size = int(np.prod(v.shape))
+        v.assign(vector[offset:offset + size].reshape(v.shape))
+        offset += size
+      return keras.ops.convert_to_numpy(model(images))[:, 0].astype(
+          np.float64)
+
+    difference = (logits_at(theta + eps * direction) -
+                  logits_at(theta - eps * direction)) / (2 * eps)
+    logits_at(theta)
+    np.testing.assert_allclose(difference, phi @ direction, rtol=2e-2,
+                               atol=1e-4)
+
+  def test_blocks_concatenate_to_full_matrix(self):
+    keras.utils.set_random_seed(4)
+    model = models.build_model('sum', (4, 4, 1))
+    images = np.random.default_rng(4).random((10, 4, 4, 1)).astype(np.float32)
+    blocks = list(features.iter_feature_blocks(model, images, batch_size=4))
+    self.assertEqual([len(b) for b in blocks], [4, 4, 2])
+    np.testing.assert_array_equal(np.concatenate(blocks),
+                                  features.gradient_features(model, images, 4))
+
+
+class ConjugateFeaturesTest(absltest.TestCase):
+
+  def test_is_input_of_last_dense(self):
+    keras.utils.set_random_seed(5)
+    model = models.build_model('fully_connected', (5, 5, 1))
+    images = np.random.default_rng(5).random((6, 5, 5, 1)).astype(np.float32)
+    h = features.conjugate_features(model, images, batch_size=4)
+    self.assertEqual(h.shape, (6, models.FC_WIDTH))
+    phi = features.gradient_features(model, images)
+    # d f / d (last kernel) = h, so those feature coordinates equal h.
+    last_kernel_size = models.FC_WIDTH
+    np.testing.assert_allclose(phi[:, -last_kernel_size - 1:-1], h,
+                               rtol=1e-5, atol=1e-6)
+
+
+class BadInputTest(absltest.TestCase):
+
+  def test_shape_mismatch(self):
+    model = models.build_model('sum', (4, 4, 1))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'expects'):
+      features.gradient_features(model, np.zeros((2, 5, 5, 1), np.float32))
+
+  def test_unknown_method(self):
+    model = models.build_model('sum', (4, 4, 1))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'unknown feature'):
+      features.gradient_features(model, np.zeros((2, 4, 4, 1), np.float32),
+                                 method='magic')
+
+  def test_bad_batch_size(self):
+    model = models.build_model('sum', (4, 4, 1))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'batch_size'):
+      features.gradient_features(model, np.zeros((2, 4, 4, 1), np.float32),
+                                 batch_size=0)
+
+  def test_multi_output_model_rejected(self):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'one scalar output'):
+      features.gradient_features(model, np.zeros((2, 3), np.float32))
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,0 +1,110 @@
+"""Tests for afterkernel.kernels against direct numpy formulas."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+
+from afterkernel import errors
+from afterkernel import kernels
+
+
+class GramTest(parameterized.TestCase):
+
+  @parameterized.parameters((1, False), (3, False), (64, False), (7, True))
+  def test_symmetric_gram_equals_dense_product(self, block_size, use_float64):
+    features = np.random.default_rng(0).standard_normal((23, 40)).astype(
+        np.float32)
+    expected = features.astype(np.float64) @ features.T.astype(np.float64)
+    got = kernels.gram(features, block_size=block_size,
+                       accumulate_float64=use_float64)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(got, got.T)
+    self.assertEqual(got.dtype, np.float64 if use_float64 else np.float32)
+
+  def test_cross_gram(self):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((9, 15)).astype(np.float32)
+    b = rng.standard_normal((4, 15)).astype(np.float32)
+    np.testing.assert_allclose(kernels.gram(a, b, block_size=2),
+                               a.astype(np.float64) @ b.T, rtol=1e-5,
+                               atol=1e-5)
+
+  def test_streamed_blocks_equal_dense_gram(self):
+    features = np.random.default_rng(2).standard_normal((31, 12))
+    blocks = [features[i:i + 8] for i in range(0, 31, 8)]
+    np.testing.assert_allclose(
+        kernels.gram_from_blocks(blocks, accumulate_float64=True),
+        features @ features.T, rtol=1e-12, atol=1e-12)
+
+  def test_rejects_nonfinite_and_bad_shapes(self):
+    bad = np.ones((3, 4), np.float32)
+    bad[1, 2] = np.nan
+    with self.assertRaisesRegex(errors.AfterKernelError, '1 NaN/inf'):
+      kernels.gram(bad)
+    with self.assertRaisesRegex(errors.AfterKernelError, '2-D'):
+      kernels.gram(np.ones(5))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'widths differ'):
+      kernels.gram(np.ones((2, 3)), np.ones((2, 4)))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'no feature blocks'):
+      kernels.gram_from_blocks([])
+
+
+class ScaleTest(absltest.TestCase):
+
+  def test_scale_from_features_and_from_gram_agree(self):
+    features = np.random.default_rng(3).standard_normal((10, 6))
+    expected = np.mean(np.linalg.norm(features, axis=1))
+    self.assertAlmostEqual(kernels.feature_scale(features), expected)
+    self.assertAlmostEqual(
+        kernels.feature_scale(features @ features.T, is_gram=True), expected)
+    rescaled = features / expected
+    self.assertAlmostEqual(kernels.feature_scale(rescaled), 1.0)
+
+  def test_zero_features(self):
+    with self.assertRaisesRegex(errors.AfterKernelError, 'mean norm'):
+      kernels.feature_scale(np.zeros((3, 2)))
+
+
+class AlignmentTest(absltest.TestCase):
+
+  def test_matches_formula_and_scale_invariance(self):
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((2, 8, 5))
+    g, h = a @ a.T, b @ b.T
+    expected = np.sum(g * h) / np.sqrt(np.sum(g * g) * np.sum(h * h))
+    self.assertAlmostEqual(kernels.kernel_alignment(g, h), expected)
+    self.assertAlmostEqual(kernels.kernel_alignment(g, 3.5 * g), 1.0)
+    self.assertAlmostEqual(kernels.kernel_alignment(g, 2 * h), expected)
+
+  def test_shape_mismatch(self):
+    with self.assertRaisesRegex(errors.AfterKernelError, 'shapes differ'):
+      kernels.kernel_alignment(np.eye(3), np.eye(4))
+
+
+class EffectiveRankTest(absltest.TestCase):
+
+  def test_known_spectra(self):
+    # Eigenvalues 4, 2, 2, 0 in a random orthonormal basis.
+    q, _ = np.linalg.qr(np.random.default_rng(5).standard_normal((4, 4)))
+    g = q @ np.diag([4.0, 2.0, 2.0, 0.0]) @ q.T
+    self.assertAlmostEqual(kernels.trace_effective_rank(g), 8.0 / 4.0)
+    p = np.array([0.5, 0.25, 0.25])
+    self.assertAlmostEqual(kernels.entropy_effective_rank(g),
+                           np.exp(-np.sum(p * np.log(p))))
+
+  def test_extremes(self):
+    self.assertAlmostEqual(kernels.entropy_effective_rank(np.eye(6)), 6.0)
+    v = np.arange(1.0, 6.0)
+    self.assertAlmostEqual(kernels.entropy_effective_rank(np.outer(v, v)),
+                           1.0, places=6)
+    self.assertAlmostEqual(kernels.trace_effective_rank(np.outer(v, v)), 1.0)
+
+  def test_zero_and_nonsquare(self):
+    with self.assertRaisesRegex(errors.AfterKernelError, 'zero Gram'):
+      kernels.trace_effective_rank(np.zeros((3, 3)))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'square'):
+      kernels.entropy_effective_rank(np.zeros((3, 2)))
+
+
+if __name__ == '__main__':
+  absltest.main()

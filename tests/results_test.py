@@ -1,0 +1,93 @@
+"""Tests for afterkernel.results: atomic files and confidence intervals."""
+
+import json
+import os
+import tempfile
+from unittest import mock
+
+from absl.testing import absltest
+import numpy as np
+from scipy import stats
+
+from afterkernel import errors
+from afterkernel import results
+
+
+class SummaryTest(absltest.TestCase):
+
+  def test_matches_scipy_t_interval(self):
+    values = [0.1, 0.15, 0.12, 0.2, 0.11]
+    summary = results.metric_summary(values)
+    low, high = stats.t.interval(0.95, len(values) - 1,
+                                 loc=np.mean(values), scale=stats.sem(values))
+    self.assertAlmostEqual(summary['mean'], np.mean(values))
+    self.assertAlmostEqual(summary['std'], np.std(values, ddof=1))
+    self.assertAlmostEqual(summary['ci95'], (high - low) / 2)
+    self.assertEqual(summary['n'], 5)
+
+  def test_single_value_has_no_interval(self):
+    self.assertEqual(results.metric_summary([0.3]),
+                     {'mean': 0.3, 'std': None, 'ci95': None, 'n': 1})
+
+  def test_skips_missing_and_nonfinite(self):
+    summary = results.metric_summary([1.0, None, float('nan'), 3.0])
+    self.assertEqual(summary['n'], 2)
+    self.assertAlmostEqual(summary['mean'], 2.0)
+
+  def test_summarize_collects_all_metrics(self):
+    records = [{'metrics': {'a': 1.0, 'b': 2.0}}, {'metrics': {'a': 3.0}}]
+    summary = results.summarize(records)
+    self.assertEqual(summary['a']['n'], 2)
+    self.assertEqual(summary['b']['n'], 1)
+
+  def test_table_shows_pairs_side_by_side(self):
+    summary = results.summarize([{'metrics': {'ntk_x': 0.5, 'ak_x': 0.25,
+                                              'nn_error': 0.1}}])
+    table = results.format_table(summary, [('x', 'ntk_x', 'ak_x')])
+    self.assertRegex(table, r'x\s+0\.5000\s+0\.2500')
+    self.assertIn('nn_error', table)
+
+
+class FilesTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.directory = tempfile.mkdtemp()
+
+  def test_append_and_read_runs(self):
+    results.append_run(self.directory, {'run': 0, 'metrics': {'a': np.float32(
+        0.5)}})
+    results.append_run(self.directory, {'run': 1, 'metrics': {'a': float(
+        'nan')}})
+    records = results.read_runs(self.directory)
+    self.assertEqual([r['run'] for r in records], [0, 1])
+    self.assertEqual(records[0]['metrics']['a'], 0.5)
+    self.assertIsNone(records[1]['metrics']['a'])
+
+  def test_failed_write_keeps_old_file_and_leaves_no_temporary(self):
+    results.append_run(self.directory, {'run': 0})
+    path = os.path.join(self.directory, results.RUNS_FILE)
+    with open(path) as f:
+      before = f.read()
+    with mock.patch.object(os, 'replace', side_effect=OSError('disk full')):
+      with self.assertRaises(OSError):
+        results.append_run(self.directory, {'run': 1})
+    with open(path) as f:
+      self.assertEqual(f.read(), before)
+    self.assertEqual(sorted(os.listdir(self.directory)), [results.RUNS_FILE])
+
+  def test_summary_file_is_valid_json(self):
+    path = results.write_summary(self.directory,
+                                 {'a': results.metric_summary([1.0, 2.0])})
+    with open(path) as f:
+      self.assertEqual(json.load(f)['a']['n'], 2)
+
+  def test_corrupt_runs_file_is_reported(self):
+    with open(os.path.join(self.directory, results.RUNS_FILE), 'w') as f:
+      f.write('{"run": 0}\n{not json\n')
+    with self.assertRaisesRegex(errors.AfterKernelError, 'line 2'):
+      results.read_runs(self.directory)
+
+
+if __name__ == '__main__':
+  absltest.main()

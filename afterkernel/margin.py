@@ -81,6 +81,18 @@ DEFAULT_TOLERANCE = 1e-4
 # A check costs one extra Gram mat-vec ('dual'), i.e. +10% time at this value.
 DEFAULT_CHECK_EVERY = 10
 
+# Progress lines (when a `log` is given) at most this often.
+LOG_EVERY_SECONDS = 30.0
+# q_t entries below this fraction of its largest are left out of G_y q_t:
+# their total effect is < n * 1e-20 relative, invisible in float64.
+SUPPORT_CUTOFF = 1e-20
+# Above this support fraction a dense mat-vec is cheaper than gathering rows.
+DENSE_FRACTION = 0.25
+# Support rows gathered at a time (at most n / 32): bounds the temporary.
+SUPPORT_CHUNK = 64
+# The incrementally updated G_y a_t is recomputed exactly this often (one
+# dense mat-vec), bounding accumulated rounding.
+RESYNC_EVERY = 100
 STOP_TOLERANCE = 'tolerance'
 STOP_MAX_ITERATIONS = 'max_iterations'
 STOP_MAX_SECONDS = 'max_seconds'
@@ -203,7 +215,10 @@ class _Progress:
   """Tracks the best iterate and bounds, and decides when to stop."""
 
   def __init__(self, n: int, tolerance: float, max_iterations: int,
-               check_every: int, max_seconds: Optional[float]):
+               check_every: int, max_seconds: Optional[float],
+               log: Optional[Callable[[str], None]] = None):
+    self.log = log
+    self.last_log = time.perf_counter()
     self.tolerance = tolerance
     self.max_iterations = max_iterations
     self.check_every = check_every
@@ -253,6 +268,12 @@ class _Progress:
   def stop_reason(self, iteration: int) -> Optional[str]:
     """At a check: records history and returns why to stop, or None."""
     self.history.append((iteration, self.best_lower, self.best_upper))
+    now = time.perf_counter()
+    if self.log is not None and now - self.last_log >= LOG_EVERY_SECONDS:
+      self.last_log = now
+      self.log(f'    iteration {iteration}: margin {self.best_lower:.6g}, '
+               f'upper bound {self.best_upper:.6g}, relative gap '
+               f'{self.gap():.2e} (target {self.tolerance:.0e})')
     if self.gap() <= self.tolerance:
       return STOP_TOLERANCE
     if iteration >= self.max_iterations:
@@ -303,10 +324,31 @@ def _scaled_gram_operator(gram: np.ndarray, labels: np.ndarray, scale: float):
     entries = gram[index] if by_rows else gram[:, index]
     return (labels * (labels[index] * inv_scale_sq)) * entries
 
-  return matvec, row
+  def support_matvec(vector: np.ndarray) -> np.ndarray:
+    # For a nonnegative vector (q_t): entries below SUPPORT_CUTOFF * max add
+    # at most n * SUPPORT_CUTOFF relative to the product, far below float64
+    # rounding, so only the rows of the remaining support are read. q_t
+    # concentrates on the few examples near the margin, so late iterations
+    # touch a small fraction of the Gram.
+    keep = np.flatnonzero(vector > vector.max() * SUPPORT_CUTOFF)
+    if len(keep) > DENSE_FRACTION * len(vector):
+      return matvec(vector)
+    weights = (labels[keep] * vector[keep]).astype(dtype)
+    product = np.zeros(len(vector), np.float64)
+    # K symmetric: sum_k w_k K[k, :] reads whole rows (or columns), gathered
+    # in chunks so the temporary copy stays small.
+    step = max(1, min(SUPPORT_CHUNK, len(vector) // 32))
+    for start in range(0, len(keep), step):
+      chunk = keep[start:start + step]
+      rows = gram[chunk] if by_rows else gram[:, chunk].T
+      product += weights[start:start + step] @ rows
+    return labels * product * inv_scale_sq
+
+  return matvec, row, support_matvec
 
 
-def _run_dual(matvec: Callable[[np.ndarray], np.ndarray], n: int,
+def _run_dual(matvec: Callable[[np.ndarray], np.ndarray],
+              support_matvec: Callable[[np.ndarray], np.ndarray], n: int,
               progress: _Progress) -> tuple:
   """Algorithm 1 on coefficients; returns (iterations, stop_reason)."""
   a = np.zeros(n)      # w_t = Z^T a_t
@@ -316,9 +358,10 @@ def _run_dual(matvec: Callable[[np.ndarray], np.ndarray], n: int,
   iteration = 0
   while True:
     check = progress.is_check(iteration)
-    if check:
+    if iteration > 0 and (iteration % RESYNC_EVERY == 0 or
+                          iteration >= progress.max_iterations):
       # u is updated incrementally below; recompute it exactly so rounding
-      # never accumulates over more than check_every steps.
+      # never accumulates over more than RESYNC_EVERY steps.
       u = matvec(a)
     if iteration > 0:
       progress.observe_iterate(iteration, a, u, math.sqrt(max(a @ u, 0.0)))
@@ -326,7 +369,7 @@ def _run_dual(matvec: Callable[[np.ndarray], np.ndarray], n: int,
       if b_sum > 0:
         progress.observe_upper(math.sqrt(max(b @ v, 0.0)) / b_sum)
     q = _softmax_of_negative(u)
-    gram_q = matvec(q)
+    gram_q = support_matvec(q)
     progress.observe_upper(math.sqrt(max(q @ gram_q, 0.0)))
     if check:
       reason = progress.stop_reason(iteration)
@@ -405,6 +448,7 @@ def max_margin_from_gram(
     max_seconds: Optional[float] = None,
     seed: int = 0,
     dtype=np.float64,
+    log: Optional[Callable[[str], None]] = None,
 ) -> MarginResult:
   """Hard-margin SVM (no bias) on a Gram matrix, by dual acceleration.
 
@@ -429,6 +473,8 @@ def max_margin_from_gram(
     dtype: np.float64 (default) or np.float32 for the Gram products; float32
       halves memory and time for very large n but limits the relative accuracy
       of the margin to roughly 1e-7 / margin^2.
+    log: if given, called with a progress line (margin, bound, gap) at most
+      every LOG_EVERY_SECONDS.
 
   Returns:
     A `MarginResult`; `margin` is recomputed exactly for the returned iterate.
@@ -470,10 +516,11 @@ def max_margin_from_gram(
   if not (gram.flags.c_contiguous or gram.flags.f_contiguous):
     # BLAS would otherwise copy a strided view on every product.
     gram = np.ascontiguousarray(gram)
-  matvec, row = _scaled_gram_operator(gram, labels, scale)
-  progress = _Progress(n, tolerance, max_iterations, check_every, max_seconds)
+  matvec, row, support_matvec = _scaled_gram_operator(gram, labels, scale)
+  progress = _Progress(n, tolerance, max_iterations, check_every, max_seconds,
+                       log)
   if solver == 'dual':
-    iteration, reason = _run_dual(matvec, n, progress)
+    iteration, reason = _run_dual(matvec, support_matvec, n, progress)
   else:
     iteration, reason = _run_stochastic(matvec, row, n, progress, seed)
   # The tracked margins come from incrementally updated products: recompute
@@ -494,6 +541,7 @@ def max_margin_from_features(
     tolerance: float = DEFAULT_TOLERANCE,
     check_every: int = DEFAULT_CHECK_EVERY,
     max_seconds: Optional[float] = None,
+    log: Optional[Callable[[str], None]] = None,
 ) -> MarginResult:
   """Hard-margin SVM (no bias) on explicit features: Algorithm 1 in the primal.
 
@@ -509,6 +557,7 @@ def max_margin_from_features(
     tolerance: stop once (upper - margin) / upper <= tolerance; in [0, 1).
     check_every: test the gap every this many iterations.
     max_seconds: optional wall-clock limit (makes results machine-dependent).
+    log: optional progress printer, as for `max_margin_from_gram`.
 
   Returns:
     A `MarginResult` with solver='primal' and `weights` (P,) in original
@@ -533,7 +582,8 @@ def max_margin_from_features(
   errors.require(scale > 0, 'features are all zero, so no margin exists')
   z = features * (labels / scale)[:, None]  # rows z_i = y_i phi_i / s
 
-  progress = _Progress(n, tolerance, max_iterations, check_every, max_seconds)
+  progress = _Progress(n, tolerance, max_iterations, check_every, max_seconds,
+                       log)
   w = np.zeros(z.shape[1])
   g = np.zeros(z.shape[1])
   a = np.zeros(n)

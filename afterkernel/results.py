@@ -148,7 +148,7 @@ def format_table(summary: Mapping[str, Mapping[str, Any]],
   Args:
     summary: metric -> {mean, std, ci95, n}.
     pairs: (row label, FNTK metric, after-kernel metric) rows shown side by
-      side; metrics not in a pair are listed after them, one per row.
+      side; the other metrics follow, one per row, after a blank line.
 
   Returns:
     The table, one line per row.
@@ -169,9 +169,10 @@ def format_table(summary: Mapping[str, Mapping[str, Any]],
     if ntk_name in summary or ak_name in summary:
       lines.append(f'{label:<28} {cell(ntk_name):>22} {cell(ak_name):>22}')
       shown.update((ntk_name, ak_name))
-  for name in summary:
-    if name not in shown:
-      lines.append(f'{name:<28} {cell(name):>22}')
+  others = [name for name in summary if name not in shown]
+  if others:
+    lines.append('')
+    lines.extend(f'{name:<28} {cell(name):>22}' for name in others)
   counts = sorted({entry['n'] for entry in summary.values()})
   lines.append(f'(mean ± 95% CI half-width over n = '
                f'{"/".join(map(str, counts))} runs)')

@@ -1,0 +1,423 @@
+"""The after-kernel experiment: FNTK vs after kernel of one network, repeated.
+
+One run (`run_once`) of the paper's protocol:
+  1. permute the task's data with the run's seed, build the network with
+     Keras default initialization under the same seed;
+  2. at initialization (the FNTK): hard-margin SVM test error and margin of the
+     kernel (if `train_linear_model`), the four invariances, alignment of the
+     kernel with its conjugate projection, effective rank;
+  3. train the network (fixed epochs, or until the training loss target);
+  4. the same numbers for the after kernel, plus the network's test error.
+`run_experiment` repeats this `num_runs` times (seed, seed+1, ...), appending
+one record per run to `runs.jsonl` and rewriting `summary.json` after each run
+(see `results`), and resumes an interrupted experiment.
+
+Metric names follow the original after-kernel script (nn_error, linear_error,
+margin, {ntk,ak}_{trans,zoom,swap,rotation}_inv, {ntk,ak}_kalignment,
+{ntk,ak}_eff_rank) so its users can compare; added metrics: ntk_linear_error
+and ntk_margin (the FNTK's SVM), {ntk,ak}_entropy_eff_rank, nn_train_loss,
+epochs_trained, and the solvers' iteration counts.
+
+Which kernel: by default the gradient-feature kernel; with
+`use_conjugate_kernel` the SVM, invariances and effective rank use the
+conjugate projection K_c instead (as the original's flag did), and the
+alignment metric is unchanged (kernel vs its conjugate projection).
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+from absl import logging
+import keras
+import numpy as np
+
+from afterkernel import data
+from afterkernel import errors
+from afterkernel import features
+from afterkernel import invariance
+from afterkernel import kernels
+from afterkernel import margin
+from afterkernel import models
+from afterkernel import results
+from afterkernel import training
+
+VERSION = '0.1.0'
+
+# Rows shown side by side in the printed table: (label, FNTK, after kernel).
+TABLE_ROWS = (
+    ('SVM test error', 'ntk_linear_error', 'linear_error'),
+    ('margin (features norm 1)', 'ntk_margin', 'margin'),
+    ('translation invariance', 'ntk_trans_inv', 'ak_trans_inv'),
+    ('rotation invariance', 'ntk_rotation_inv', 'ak_rotation_inv'),
+    ('zoom invariance', 'ntk_zoom_inv', 'ak_zoom_inv'),
+    ('swap (locality) invariance', 'ntk_swap_inv', 'ak_swap_inv'),
+    ('alignment with conjugate', 'ntk_kalignment', 'ak_kalignment'),
+    ('eff. rank trace/max', 'ntk_eff_rank', 'ak_eff_rank'),
+    ('eff. rank (Roy-Vetterli)', 'ntk_entropy_eff_rank',
+     'ak_entropy_eff_rank'),
+)
+_INVARIANCE_METRIC = {'translation': 'trans_inv', 'rotation': 'rotation_inv',
+                      'zoom': 'zoom_inv', 'swap': 'swap_inv'}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything that defines an after-kernel experiment.
+
+  Attributes mirror the binary's flags; see `binaries/run_after_kernel.py`
+  for their documentation.
+  """
+  dataset: str = 'digits'
+  plus_class: int = 8
+  minus_class: int = 3
+  data_dir: Optional[str] = None
+  cifar_test_source: str = data.DEFAULT_CIFAR_TEST_SOURCE
+  train_subset: Optional[int] = None
+  test_subset: Optional[int] = None
+  nn_architecture: str = 'vgg'
+  num_parameters: Optional[int] = None
+  num_blocks: int = 2
+  num_layers: Optional[int] = None
+  filter_size: int = 3
+  pool_size: int = 2
+  max_num_epochs: int = 10
+  training_loss_target: Optional[float] = None
+  learning_rate: Optional[float] = None
+  batch_size: int = training.DEFAULT_BATCH_SIZE
+  use_augmentation: bool = False
+  num_runs: int = 3
+  seed: int = 0
+  train_linear_model: bool = True
+  use_conjugate_kernel: bool = False
+  svm_solver: str = margin.DEFAULT_SOLVER
+  svm_max_iterations: Optional[int] = None
+  svm_tolerance: float = margin.DEFAULT_TOLERANCE
+  svm_max_seconds: Optional[float] = None
+  num_translations: int = 100
+  num_zooms: int = 100
+  num_swaps: int = 100
+  num_rotations: int = 100
+  rotation_angle: float = invariance.DEFAULT_ROTATION_ANGLE
+  ker_alignment_sample_size: int = 100
+  effective_rank_sample_size: int = 100
+  feature_batch_size: int = features.DEFAULT_BATCH_SIZE
+
+  def validate(self) -> None:
+    """Checks every field; raises AfterKernelError naming the first bad one."""
+    errors.require(self.dataset in data.DATASETS,
+                   f'unknown dataset {self.dataset!r}; choose one of '
+                   f'{", ".join(data.DATASETS)}')
+    errors.require(self.nn_architecture in models.ARCHITECTURES,
+                   f'unknown nn_architecture {self.nn_architecture!r}; choose '
+                   f'one of {", ".join(models.ARCHITECTURES)}')
+    errors.require(self.svm_solver in margin.SOLVERS,
+                   f'unknown svm_solver {self.svm_solver!r}; choose one of '
+                   f'{", ".join(margin.SOLVERS)}')
+    errors.require(self.plus_class != self.minus_class,
+                   f'plus_class and minus_class are both {self.plus_class}; '
+                   'choose two different classes')
+    for name in ('num_runs', 'batch_size', 'feature_batch_size', 'num_blocks',
+                 'filter_size', 'pool_size'):
+      errors.require_positive(getattr(self, name), name)
+    for name in ('train_subset', 'test_subset', 'num_parameters',
+                 'num_layers', 'training_loss_target', 'learning_rate',
+                 'svm_max_iterations', 'svm_max_seconds'):
+      if getattr(self, name) is not None:
+        errors.require_positive(getattr(self, name), name)
+    for name in ('max_num_epochs', 'num_translations', 'num_zooms',
+                 'num_swaps', 'num_rotations', 'ker_alignment_sample_size',
+                 'effective_rank_sample_size'):
+      value = getattr(self, name)
+      errors.require(isinstance(value, int) and value >= 0,
+                     f'{name} must be a non-negative integer, got {value!r}')
+    errors.require(self.training_loss_target is None or
+                   self.max_num_epochs > 0,
+                   'training_loss_target needs max_num_epochs > 0 as the cap')
+    errors.require(self.svm_tolerance >= 0,
+                   f'svm_tolerance must be >= 0, got {self.svm_tolerance}')
+    errors.require(self.seed >= 0, f'seed must be >= 0, got {self.seed}')
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def fingerprint(self) -> str:
+    """Hash of the fields that change results (not num_runs or data_dir)."""
+    fields = self.to_dict()
+    for name in ('num_runs', 'data_dir'):
+      fields.pop(name)
+    text = json.dumps(fields, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _model_kwargs(config: ExperimentConfig) -> Dict[str, Any]:
+  if config.nn_architecture == 'sum':
+    return {}
+  kwargs = {}
+  if config.num_layers is not None:
+    kwargs['num_layers'] = config.num_layers
+  if config.nn_architecture in ('vgg', 'mega_vgg'):
+    kwargs.update(num_blocks=config.num_blocks, filter_size=config.filter_size,
+                  pool_size=config.pool_size)
+  return kwargs
+
+
+def build_network(config: ExperimentConfig, input_shape) -> keras.Model:
+  """The experiment's network, freshly initialized from Keras' global seed."""
+  return models.build_model(config.nn_architecture, input_shape,
+                            num_parameters=config.num_parameters,
+                            **_model_kwargs(config))
+
+
+def load_task(config: ExperimentConfig) -> data.BinaryTask:
+  """Loads the config's binary task and checks the sample sizes fit it."""
+  task = data.load_binary_task(config.dataset, config.plus_class,
+                               config.minus_class, data_dir=config.data_dir,
+                               cifar_test_source=config.cifar_test_source)
+  if config.train_subset or config.test_subset:
+    errors.require(
+        (config.train_subset or 0) <= len(task.y_train) and
+        (config.test_subset or 0) <= len(task.y_test),
+        f'train_subset={config.train_subset} / test_subset='
+        f'{config.test_subset} exceed the task\'s {len(task.y_train)} train / '
+        f'{len(task.y_test)} test examples')
+  n_train = config.train_subset or len(task.y_train)
+  n_test = config.test_subset or len(task.y_test)
+  for name in ('num_translations', 'num_zooms', 'num_swaps', 'num_rotations',
+               'ker_alignment_sample_size'):
+    errors.require(getattr(config, name) <= n_test,
+                   f'{name}={getattr(config, name)} exceeds the {n_test} test '
+                   f'images of {config.dataset} {config.plus_class}-vs-'
+                   f'{config.minus_class}; lower it')
+  errors.require(config.effective_rank_sample_size <= n_train,
+                 f'effective_rank_sample_size='
+                 f'{config.effective_rank_sample_size} exceeds the {n_train} '
+                 'training images; lower it')
+  return task
+
+
+class _KernelProbe:
+  """Measures one network's kernel: SVM, invariances, alignment, rank."""
+
+  def __init__(self, config: ExperimentConfig, task: data.BinaryTask,
+               seed: int, log: Callable[[str], None]):
+    self.config = config
+    self.seed = seed
+    self.task = task
+    self.log = log
+
+  def _feature_fn(self, model):
+    batch = self.config.feature_batch_size
+    if self.config.use_conjugate_kernel:
+      return lambda x: features.conjugate_features(model, x, batch)
+    return lambda x: features.gradient_features(model, x, batch)
+
+  def measure(self, model: keras.Model, prefix: str) -> Dict[str, Any]:
+    """All kernel metrics of `model`, names prefixed 'ntk_' or 'ak_'.
+
+    The SVM metrics are named as in the original: `linear_error` and `margin`
+    for the after kernel, `ntk_linear_error` / `ntk_margin` for the FNTK.
+    """
+    config, task = self.config, self.task
+    feature_fn = self._feature_fn(model)
+    metrics, timings = {}, {}
+    svm_prefix = 'ntk_' if prefix == 'ntk_' else ''
+    if config.train_linear_model:
+      start = time.time()
+      self.log(f'  {prefix}features of {len(task.y_train)} train + '
+               f'{len(task.y_test)} test examples')
+      train_features = feature_fn(task.x_train)
+      test_features = feature_fn(task.x_test)
+      timings[prefix + 'features_seconds'] = time.time() - start
+      start = time.time()
+      solver_kwargs = dict(max_iterations=config.svm_max_iterations,
+                           tolerance=config.svm_tolerance,
+                           max_seconds=config.svm_max_seconds, log=self.log)
+      if config.svm_solver == 'primal':
+        self.log(f'  {prefix}max-margin SVM (primal) on '
+                 f'{train_features.shape} features')
+        if solver_kwargs['max_iterations'] is None:
+          solver_kwargs['max_iterations'] = margin.DEFAULT_MAX_ITERATIONS
+        solution = margin.max_margin_from_features(
+            train_features, task.y_train, **solver_kwargs)
+        decisions = test_features.astype(np.float64) @ solution.weights
+      else:
+        train_gram = kernels.gram(train_features)
+        cross_gram = kernels.gram(test_features, train_features)
+        timings[prefix + 'gram_seconds'] = time.time() - start
+        del train_features, test_features
+        start = time.time()
+        self.log(f'  {prefix}max-margin SVM ({config.svm_solver}) on a '
+                 f'{len(train_gram)}x{len(train_gram)} Gram')
+        solution = margin.max_margin_from_gram(
+            train_gram, task.y_train, solver=config.svm_solver,
+            seed=self.seed, **solver_kwargs)
+        del train_gram
+        decisions = margin.decision_function(solution, cross_gram)
+      timings[prefix + 'svm_seconds'] = time.time() - start
+      metrics[svm_prefix + 'linear_error'] = float(
+          np.mean((decisions > 0).astype(np.float32) != task.y_test))
+      metrics[svm_prefix + 'margin'] = solution.margin
+      metrics[prefix + 'svm_iterations'] = solution.iterations
+      metrics[prefix + 'svm_converged'] = float(solution.converged)
+      metrics[prefix + 'svm_relative_gap'] = (
+          (solution.margin_upper_bound - solution.margin) /
+          solution.margin_upper_bound
+          if solution.margin_upper_bound > 0 else None)
+    counts = {'translation': config.num_translations,
+              'rotation': config.num_rotations, 'zoom': config.num_zooms,
+              'swap': config.num_swaps}
+    if any(counts.values()):
+      start = time.time()
+      self.log(f'  {prefix}invariances on {max(counts.values())} test images')
+      for kind, value in invariance.invariances(
+          feature_fn, task.x_test, counts=counts,
+          rotation_angle=config.rotation_angle).items():
+        metrics[prefix + _INVARIANCE_METRIC[kind]] = value
+      timings[prefix + 'invariance_seconds'] = time.time() - start
+    if config.ker_alignment_sample_size:
+      sample = task.x_test[:config.ker_alignment_sample_size]
+      gradient_gram = kernels.gram(features.gradient_features(
+          model, sample, config.feature_batch_size))
+      conjugate_gram = kernels.gram(features.conjugate_features(
+          model, sample, config.feature_batch_size))
+      metrics[prefix + 'kalignment'] = kernels.kernel_alignment(
+          gradient_gram, conjugate_gram)
+    if config.effective_rank_sample_size:
+      sample_gram = kernels.gram(
+          feature_fn(task.x_train[:config.effective_rank_sample_size]))
+      metrics[prefix + 'eff_rank'] = kernels.trace_effective_rank(sample_gram)
+      metrics[prefix + 'entropy_eff_rank'] = kernels.entropy_effective_rank(
+          sample_gram)
+    return {'metrics': metrics, 'timings': timings}
+
+
+def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
+             log: Callable[[str], None] = logging.info) -> Dict[str, Any]:
+  """One run of the protocol; returns its record (see module docstring).
+
+  Args:
+    config: a validated configuration.
+    task: the loaded task (unpermuted; permuted here with the run's seed).
+    run_index: 0-based run number; the run's seed is `config.seed + run_index`.
+    log: progress printer.
+
+  Returns:
+    The run record: {'config_fingerprint', 'run', 'seed', 'version',
+    'data', 'metrics', 'timings'}.
+  """
+  seed = config.seed + run_index
+  start = time.time()
+  task = data.permute(task, seed)
+  if config.train_subset or config.test_subset:
+    task = data.subsample(task, config.train_subset, config.test_subset)
+  keras.utils.set_random_seed(seed)
+  model = build_network(config, task.x_train.shape[1:])
+  probe = _KernelProbe(config, task, seed, log)
+  log(f'run {run_index + 1}/{config.num_runs} (seed {seed}): '
+      f'{config.nn_architecture} with {models.count_parameters(model)} '
+      f'parameters, {len(task.y_train)} train / {len(task.y_test)} test')
+  ntk = probe.measure(model, 'ntk_')
+  metrics, timings = dict(ntk['metrics']), dict(ntk['timings'])
+
+  log(f'  training ({config.max_num_epochs} epochs max)')
+  train_start = time.time()
+  train_kwargs = dict(learning_rate=config.learning_rate,
+                      batch_size=config.batch_size,
+                      augment=config.use_augmentation, seed=seed)
+  if config.training_loss_target is not None:
+    trained = training.train_to_loss_target(
+        model, task.x_train, task.y_train, config.training_loss_target,
+        config.max_num_epochs, **train_kwargs)
+  else:
+    trained = training.train(model, task.x_train, task.y_train,
+                             config.max_num_epochs, **train_kwargs)
+  timings['training_seconds'] = time.time() - train_start
+  metrics['epochs_trained'] = trained.epochs
+  metrics['nn_train_loss'] = trained.final_train_loss
+  metrics['nn_error'] = training.classification_error(model, task.x_test,
+                                                      task.y_test)
+  if trained.reached_loss_target is not None:
+    metrics['reached_loss_target'] = float(trained.reached_loss_target)
+
+  if trained.epochs == 0:
+    # Untrained: the after kernel is the FNTK; copy rather than recompute.
+    for name, value in ntk['metrics'].items():
+      ak_name = 'ak_' + name[len('ntk_'):]
+      if name in ('ntk_linear_error', 'ntk_margin'):
+        ak_name = name[len('ntk_'):]
+      metrics[ak_name] = value
+  else:
+    after = probe.measure(model, 'ak_')
+    metrics.update(after['metrics'])
+    timings.update(after['timings'])
+  timings['run_seconds'] = time.time() - start
+  return {'config_fingerprint': config.fingerprint(), 'run': run_index,
+          'seed': seed, 'version': VERSION, 'data': task.info,
+          'metrics': metrics, 'timings': timings}
+
+
+def _prepare_output_dir(config: ExperimentConfig, output_dir: str) -> None:
+  """Writes config.json, or checks an existing one describes this config."""
+  path = os.path.join(output_dir, results.CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      try:
+        previous = json.load(f)
+      except json.JSONDecodeError:
+        previous = {}
+    errors.require(
+        previous.get('fingerprint') == config.fingerprint(),
+        f'{output_dir} already holds results of a different configuration '
+        f'({path}); choose another --output_dir (nothing was changed)')
+  else:
+    results.atomic_write_text(
+        path, results.to_json({'fingerprint': config.fingerprint(),
+                               'version': VERSION, 'config': config.to_dict()},
+                              indent=2, sort_keys=True) + '\n')
+
+
+def run_experiment(config: ExperimentConfig, output_dir: str,
+                   log: Callable[[str], None] = logging.info
+                   ) -> Dict[str, Dict[str, Any]]:
+  """Runs (or resumes) `config.num_runs` runs and writes the result files.
+
+  Args:
+    config: the experiment.
+    output_dir: where config.json, runs.jsonl and summary.json go. If it holds
+      a finished part of the same experiment, those runs are kept and skipped;
+      if it holds a different experiment, nothing is run.
+    log: progress printer.
+
+  Returns:
+    The summary: metric -> {mean, std, ci95, n}.
+
+  Raises:
+    AfterKernelError: bad configuration, data or output directory; raised
+      before anything is written.
+  """
+  config.validate()
+  task = load_task(config)
+  _prepare_output_dir(config, output_dir)
+  done = {r['run'] for r in results.read_runs(output_dir)
+          if r.get('config_fingerprint') == config.fingerprint()}
+  for run_index in range(config.num_runs):
+    if run_index in done:
+      log(f'run {run_index + 1}/{config.num_runs} already in {output_dir}; '
+          'skipped')
+      continue
+    record = run_once(config, task, run_index, log)
+    results.append_run(output_dir, record)
+    records = [r for r in results.read_runs(output_dir)
+               if r.get('config_fingerprint') == config.fingerprint()
+               and r['run'] < config.num_runs]
+    results.write_summary(output_dir, results.summarize(records))
+  records = [r for r in results.read_runs(output_dir)
+             if r.get('config_fingerprint') == config.fingerprint()
+             and r['run'] < config.num_runs]
+  summary = results.summarize(records)
+  results.write_summary(output_dir, summary)
+  return summary

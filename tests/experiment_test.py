@@ -1,0 +1,183 @@
+"""Tests for afterkernel.experiment on tiny slices of the embedded digits."""
+
+import dataclasses
+import json
+import os
+import tempfile
+from unittest import mock
+
+from absl.testing import absltest
+import numpy as np
+
+from afterkernel import errors
+from afterkernel import experiment
+from afterkernel import results
+
+# Tiny but complete: every stage runs, in a few seconds.
+_TINY = experiment.ExperimentConfig(
+    dataset='digits', plus_class=8, minus_class=3, train_subset=48,
+    test_subset=24, nn_architecture='fully_connected', num_layers=1,
+    num_parameters=3000, max_num_epochs=2, num_runs=2, num_translations=8,
+    num_zooms=8, num_swaps=8, num_rotations=8, ker_alignment_sample_size=10,
+    effective_rank_sample_size=12, svm_max_iterations=3000)
+
+_ORIGINAL_METRICS = (
+    'nn_error', 'linear_error', 'margin', 'ntk_trans_inv', 'ak_trans_inv',
+    'ntk_zoom_inv', 'ak_zoom_inv', 'ntk_swap_inv', 'ak_swap_inv',
+    'ntk_rotation_inv', 'ak_rotation_inv', 'ntk_kalignment', 'ak_kalignment',
+    'ntk_eff_rank', 'ak_eff_rank')
+
+
+def _quiet(message):
+  del message
+
+
+class RunExperimentTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.directory = os.path.join(tempfile.mkdtemp(), 'out')
+
+  def test_writes_records_and_summary_with_original_names(self):
+    summary = experiment.run_experiment(_TINY, self.directory, log=_quiet)
+    records = results.read_runs(self.directory)
+    self.assertEqual([r['run'] for r in records], [0, 1])
+    self.assertEqual([r['seed'] for r in records], [0, 1])
+    for name in _ORIGINAL_METRICS + ('ntk_linear_error', 'ntk_margin'):
+      self.assertIn(name, summary)
+      self.assertEqual(summary[name]['n'], 2)
+    for record in records:
+      metrics = record['metrics']
+      for name in ('nn_error', 'linear_error', 'ntk_linear_error'):
+        self.assertBetween(metrics[name], 0.0, 1.0)
+      for name in ('ak_trans_inv', 'ntk_swap_inv', 'ak_kalignment'):
+        self.assertBetween(metrics[name], -1.0, 1.0)
+      self.assertGreater(metrics['margin'], 0.0)
+      self.assertEqual(record['data']['n_train'], 48)
+      self.assertEqual(record['data']['permutation_seed'], record['seed'])
+    with open(os.path.join(self.directory, results.SUMMARY_FILE)) as f:
+      self.assertEqual(json.load(f), json.loads(results.to_json(summary)))
+    with open(os.path.join(self.directory, results.CONFIG_FILE)) as f:
+      self.assertEqual(json.load(f)['config'], _TINY.to_dict())
+    # Different seeds give different runs.
+    self.assertNotEqual(records[0]['metrics']['ntk_trans_inv'],
+                        records[1]['metrics']['ntk_trans_inv'])
+
+  def test_resume_skips_finished_runs(self):
+    one_run = dataclasses.replace(_TINY, num_runs=1)
+    experiment.run_experiment(one_run, self.directory, log=_quiet)
+    first = results.read_runs(self.directory)
+    with mock.patch.object(experiment, 'run_once',
+                           wraps=experiment.run_once) as spy:
+      summary = experiment.run_experiment(_TINY, self.directory, log=_quiet)
+    self.assertEqual([c.args[2] for c in spy.call_args_list], [1])
+    records = results.read_runs(self.directory)
+    self.assertEqual([r['run'] for r in records], [0, 1])
+    self.assertEqual(records[0], first[0])
+    self.assertEqual(summary['nn_error']['n'], 2)
+
+  def test_same_seed_reproduces_the_run(self):
+    one_run = dataclasses.replace(_TINY, num_runs=1)
+    a = experiment.run_experiment(one_run, self.directory, log=_quiet)
+    b = experiment.run_experiment(one_run, self.directory + '2', log=_quiet)
+    for name in ('ntk_linear_error', 'ntk_margin', 'ntk_trans_inv'):
+      self.assertAlmostEqual(a[name]['mean'], b[name]['mean'], places=5)
+
+  def test_other_config_in_same_directory_is_refused_untouched(self):
+    one_run = dataclasses.replace(_TINY, num_runs=1)
+    experiment.run_experiment(one_run, self.directory, log=_quiet)
+    before = {name: open(os.path.join(self.directory, name)).read()
+              for name in os.listdir(self.directory)}
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'different configuration'):
+      experiment.run_experiment(dataclasses.replace(one_run, seed=5),
+                                self.directory, log=_quiet)
+    after = {name: open(os.path.join(self.directory, name)).read()
+             for name in os.listdir(self.directory)}
+    self.assertEqual(before, after)
+
+  def test_zero_epochs_after_kernel_is_the_fntk(self):
+    config = dataclasses.replace(_TINY, num_runs=1, max_num_epochs=0)
+    summary = experiment.run_experiment(config, self.directory, log=_quiet)
+    self.assertEqual(summary['linear_error'], summary['ntk_linear_error'])
+    self.assertEqual(summary['ak_trans_inv'], summary['ntk_trans_inv'])
+
+  def test_primal_and_dual_solvers_agree_through_the_pipeline(self):
+    config = dataclasses.replace(_TINY, num_runs=1, max_num_epochs=0,
+                                 num_translations=0, num_zooms=0,
+                                 num_swaps=0, num_rotations=0,
+                                 svm_tolerance=1e-6, svm_max_iterations=20000)
+    dual = experiment.run_experiment(config, self.directory, log=_quiet)
+    primal = experiment.run_experiment(
+        dataclasses.replace(config, svm_solver='primal'),
+        self.directory + 'p', log=_quiet)
+    self.assertAlmostEqual(dual['ntk_margin']['mean'],
+                           primal['ntk_margin']['mean'], delta=1e-4)
+    self.assertEqual(dual['ntk_linear_error'], primal['ntk_linear_error'])
+
+  def test_conjugate_kernel_option(self):
+    config = dataclasses.replace(_TINY, num_runs=1, use_conjugate_kernel=True)
+    summary = experiment.run_experiment(config, self.directory, log=_quiet)
+    self.assertIn('linear_error', summary)
+    self.assertIn('ak_trans_inv', summary)
+
+
+def _real_data_dir():
+  path = os.environ.get('AFTERKERNEL_DATA_DIR') or os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data')
+  return path if os.path.isdir(os.path.join(path, 'mnist')) else None
+
+
+@absltest.skipUnless(os.environ.get('AFTERKERNEL_SLOW_TESTS'),
+                     'slow; set AFTERKERNEL_SLOW_TESTS=1')
+class RealMnistTest(absltest.TestCase):
+  """The paper's protocol on a 2,000-image slice of real MNIST 3-vs-8."""
+
+  def test_after_kernel_is_accurate_and_more_invariant(self):
+    data_dir = _real_data_dir()
+    if data_dir is None:
+      self.skipTest('real MNIST not found: set AFTERKERNEL_DATA_DIR or put '
+                    'mnist/ under ../shared/data')
+    config = experiment.ExperimentConfig(
+        dataset='mnist', plus_class=8, minus_class=3, data_dir=data_dir,
+        train_subset=2000, test_subset=500, nn_architecture='vgg',
+        max_num_epochs=5, num_runs=1, num_translations=200, num_zooms=200,
+        num_swaps=200, num_rotations=200, ker_alignment_sample_size=200,
+        effective_rank_sample_size=200)
+    summary = experiment.run_experiment(
+        config, os.path.join(tempfile.mkdtemp(), 'mnist'), log=_quiet)
+    mean = {name: entry['mean'] for name, entry in summary.items()}
+    # Loose bounds that a broken pipeline (wrong labels, wrong features,
+    # unconverged solver) would miss: MNIST 3-vs-8 is easy.
+    self.assertLess(mean['nn_error'], 0.05)
+    self.assertLess(mean['linear_error'], 0.05)
+    self.assertLess(mean['ntk_linear_error'], 0.08)
+    self.assertEqual(mean['ak_svm_converged'], 1.0)
+    self.assertGreater(mean['ak_rotation_inv'], mean['ntk_rotation_inv'])
+
+
+class ValidationTest(absltest.TestCase):
+
+  def assert_refused(self, pattern, **changes):
+    directory = os.path.join(tempfile.mkdtemp(), 'never')
+    with self.assertRaisesRegex(errors.AfterKernelError, pattern):
+      experiment.run_experiment(dataclasses.replace(_TINY, **changes),
+                                directory, log=_quiet)
+    self.assertFalse(os.path.exists(directory))
+
+  def test_bad_inputs_fail_before_writing(self):
+    self.assert_refused('unknown dataset', dataset='imagenet')
+    self.assert_refused('unknown nn_architecture', nn_architecture='resnet')
+    self.assert_refused('both 3', plus_class=3)
+    self.assert_refused(r'class id in \[0, 10\)', plus_class=12)
+    self.assert_refused('num_runs must be positive', num_runs=0)
+    self.assert_refused('num_translations', num_translations=-1)
+    self.assert_refused('exceeds the 24 test images', num_zooms=25)
+    self.assert_refused('train_subset', train_subset=100000)
+    self.assert_refused('unknown svm_solver', svm_solver='smo')
+    self.assert_refused('learning_rate', learning_rate=-0.1)
+    self.assert_refused('data_dir', dataset='mnist', data_dir='/nonexistent')
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,0 +1,107 @@
+"""Smoke and bad-input tests of binaries/run_after_kernel.py."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl import flags
+from absl.testing import absltest
+from absl.testing import flagsaver
+
+from afterkernel import results
+from binaries import run_after_kernel
+
+FLAGS = flags.FLAGS
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TINY_FLAGS = ('--dataset=digits', '--train_subset=40', '--test_subset=20',
+               '--nn_architecture=fully_connected', '--num_layers=1',
+               '--num_parameters=2000', '--max_num_epochs=1', '--num_runs=1',
+               '--num_translations=5', '--num_zooms=5', '--num_swaps=5',
+               '--num_rotations=5', '--ker_alignment_sample_size=5',
+               '--effective_rank_sample_size=5')
+
+
+def _run_main(*argv):
+  """Parses `argv` as the binary's flags and runs its main in-process."""
+  with flagsaver.flagsaver():
+    FLAGS.unparse_flags()
+    FLAGS(['run_after_kernel'] + list(argv))
+    return run_after_kernel.main(['run_after_kernel'])
+
+
+class FlagsTest(absltest.TestCase):
+
+  def test_booleans_are_real_booleans(self):
+    # The original's type=bool flags read "--use_augmentation=False" as True.
+    with flagsaver.flagsaver():
+      FLAGS.unparse_flags()
+      FLAGS(['prog', '--use_augmentation=False', '--train_linear_model=false',
+             '--output_dir=x'])
+      config = run_after_kernel.config_from_flags()
+    self.assertFalse(config.use_augmentation)
+    self.assertFalse(config.train_linear_model)
+    with flagsaver.flagsaver():
+      FLAGS.unparse_flags()
+      FLAGS(['prog', '--use_augmentation', '--nouse_conjugate_kernel',
+             '--output_dir=x'])
+      config = run_after_kernel.config_from_flags()
+    self.assertTrue(config.use_augmentation)
+    self.assertFalse(config.use_conjugate_kernel)
+
+
+class MainTest(absltest.TestCase):
+
+  def test_tiny_run_writes_results(self):
+    directory = tempfile.mkdtemp()
+    self.assertEqual(_run_main(*_TINY_FLAGS, f'--output_dir={directory}'), 0)
+    self.assertLen(results.read_runs(directory), 1)
+    with open(os.path.join(directory, results.SUMMARY_FILE)) as f:
+      self.assertIn('ak_trans_inv', json.load(f))
+
+  def test_bad_inputs_return_2_and_keep_existing_results(self):
+    directory = tempfile.mkdtemp()
+    self.assertEqual(_run_main(*_TINY_FLAGS, f'--output_dir={directory}'), 0)
+    before = {n: open(os.path.join(directory, n)).read()
+              for n in os.listdir(directory)}
+    for bad in ('--plus_class=3', '--minus_class=11', '--num_runs=0',
+                '--num_swaps=-2', '--num_zooms=1000', '--seed=3',
+                '--dataset=mnist --data_dir=/nonexistent'):
+      with self.subTest(bad):
+        self.assertEqual(
+            _run_main(*_TINY_FLAGS, *bad.split(), f'--output_dir={directory}'),
+            2)
+    after = {n: open(os.path.join(directory, n)).read()
+             for n in os.listdir(directory)}
+    self.assertEqual(before, after)
+
+
+class CommandLineTest(absltest.TestCase):
+
+  def test_error_is_one_line_and_exit_code_2(self):
+    process = subprocess.run(
+        [sys.executable, '-m', 'binaries.run_after_kernel', *_TINY_FLAGS,
+         '--plus_class=3', f'--output_dir={tempfile.mkdtemp()}'],
+        cwd=_REPO, capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(process.returncode, 2, process.stderr)
+    error_lines = [l for l in process.stderr.splitlines()
+                   if l.startswith('error:')]
+    self.assertEqual(error_lines, [
+        'error: plus_class and minus_class are both 3; choose two different '
+        'classes'])
+    self.assertNotIn('Traceback', process.stderr)
+
+  def test_prints_table(self):
+    directory = tempfile.mkdtemp()
+    process = subprocess.run(
+        [sys.executable, '-m', 'binaries.run_after_kernel', *_TINY_FLAGS,
+         f'--output_dir={directory}'],
+        cwd=_REPO, capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(process.returncode, 0, process.stderr)
+    self.assertRegex(process.stdout, r'SVM test error\s+\d\.\d+\s+\d\.\d+')
+    self.assertIn('nn_error', process.stdout)
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -199,8 +199,13 @@ def load_task(config: ExperimentConfig) -> data.BinaryTask:
   return task
 
 
-class _KernelProbe:
-  """Measures one network's kernel: SVM, invariances, alignment, rank."""
+class KernelProbe:
+  """Measures one network's kernel: SVM, invariances, alignment, rank.
+
+  Reusable by any experiment that looks at a network's kernel at some point
+  of training (e.g. snapshots along one trajectory): build it once per run
+  with the run's (permuted) task, then call `measure(model, prefix)`.
+  """
 
   def __init__(self, config: ExperimentConfig, task: data.BinaryTask,
                seed: int, log: Callable[[str], None]):
@@ -316,7 +321,7 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
     task = data.subsample(task, config.train_subset, config.test_subset)
   keras.utils.set_random_seed(seed)
   model = build_network(config, task.x_train.shape[1:])
-  probe = _KernelProbe(config, task, seed, log)
+  probe = KernelProbe(config, task, seed, log)
   log(f'run {run_index + 1}/{config.num_runs} (seed {seed}): '
       f'{config.nn_architecture} with {models.count_parameters(model)} '
       f'parameters, {len(task.y_train)} train / {len(task.y_test)} test')

@@ -31,17 +31,20 @@ def _perturb_weights(model, rng, scale=0.1):
         np.float32))
 
 
-_ARCHITECTURES = (('vgg', 'vgg', (12, 12, 1)),
-                  ('mega_vgg', 'mega_vgg', (8, 8, 1)),
-                  ('fully_connected', 'fully_connected', (10, 10, 1)),
-                  ('sum', 'sum', (6, 6, 3)),
-                  ('vgg_rgb', 'vgg', (8, 8, 3)))
+_ARCHITECTURES = tuple(
+    (f'{name}_{method}', architecture, shape, method)
+    for name, architecture, shape in (
+        ('vgg', 'vgg', (12, 12, 1)), ('mega_vgg', 'mega_vgg', (8, 8, 1)),
+        ('fully_connected', 'fully_connected', (10, 10, 1)),
+        ('sum', 'sum', (6, 6, 3)), ('vgg_rgb', 'vgg', (8, 8, 3)))
+    for method in ('per_layer', 'vectorized'))
 
 
 class GradientFeaturesTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*_ARCHITECTURES)
-  def test_matches_per_example_tape_gradient(self, architecture, input_shape):
+  def test_matches_per_example_tape_gradient(self, architecture, input_shape,
+                                             method):
     keras.utils.set_random_seed(1)
     model = models.build_model(architecture, input_shape)
     rng = np.random.default_rng(0)
@@ -49,12 +52,56 @@ class GradientFeaturesTest(parameterized.TestCase):
     images = rng.random((7,) + input_shape).astype(np.float32)
     expected = _reference_features(model, images)
     # batch_size 3 exercises a ragged last block.
-    got = features.gradient_features(model, images, batch_size=3)
+    got = features.gradient_features(model, images, batch_size=3,
+                                     method=method)
     self.assertEqual(got.shape, (7, models.count_parameters(model)))
     self.assertEqual(got.dtype, np.float32)
     relative = (np.linalg.norm(got - expected, axis=1) /
                 np.linalg.norm(expected, axis=1))
     self.assertLess(relative.max(), 1e-5)
+
+  @parameterized.named_parameters(
+      ('valid_stride2', dict(padding='valid', strides=2)),
+      ('same_stride2_odd', dict(padding='same', strides=2)),
+      ('dilated', dict(padding='same', dilation_rate=2)),
+      ('rect_kernel', dict(padding='valid', kernel_size=(3, 2))),
+      ('no_bias_tanh', dict(padding='same', use_bias=False,
+                            activation='tanh')))
+  def test_per_layer_conv_variants(self, conv_kwargs):
+    conv_kwargs = dict(conv_kwargs)
+    kernel_size = conv_kwargs.pop('kernel_size', 3)
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([
+        keras.Input((9, 7, 2)),
+        keras.layers.Conv2D(3, kernel_size, **conv_kwargs),
+        keras.layers.AveragePooling2D(2, padding='same'),
+        keras.layers.Flatten(),
+        keras.layers.Dense(4, activation='sigmoid'),
+        keras.layers.Dense(1)])
+    self.assertTrue(features.supports_per_layer(model))
+    _perturb_weights(model, np.random.default_rng(6))
+    images = np.random.default_rng(7).random((5, 9, 7, 2)).astype(np.float32)
+    np.testing.assert_allclose(
+        features.gradient_features(model, images, method='per_layer'),
+        _reference_features(model, images), rtol=1e-4, atol=1e-6)
+
+  def test_unsupported_models_fall_back_or_refuse(self):
+    inputs = keras.Input((4, 4, 1))
+    flat = keras.layers.Flatten()(inputs)
+    branch = keras.layers.Dense(3)(flat)
+    merged = keras.layers.Concatenate()([flat, branch])
+    model = keras.Model(inputs, keras.layers.Dense(1)(merged))
+    self.assertFalse(features.supports_per_layer(model))
+    images = np.random.default_rng(8).random((3, 4, 4, 1)).astype(np.float32)
+    np.testing.assert_allclose(features.gradient_features(model, images),
+                               _reference_features(model, images), rtol=1e-5,
+                               atol=1e-6)
+    with self.assertRaisesRegex(errors.AfterKernelError, "'per_layer'"):
+      features.gradient_features(model, images, method='per_layer')
+    normalized = keras.Sequential([
+        keras.Input((3,)), keras.layers.Dense(2),
+        keras.layers.LayerNormalization(), keras.layers.Dense(1)])
+    self.assertFalse(features.supports_per_layer(normalized))
 
   def test_loop_method_matches_vectorized(self):
     keras.utils.set_random_seed(2)

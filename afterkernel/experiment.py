@@ -105,6 +105,8 @@ class ExperimentConfig:
   ker_alignment_sample_size: int = 100
   effective_rank_sample_size: int = 100
   feature_batch_size: int = features.DEFAULT_BATCH_SIZE
+  feature_method: str = features.DEFAULT_FEATURE_METHOD
+  memory_budget_gb: Optional[float] = None
 
   def validate(self) -> None:
     """Checks every field; raises AfterKernelError naming the first bad one."""
@@ -117,6 +119,9 @@ class ExperimentConfig:
     errors.require(self.svm_solver in margin.SOLVERS,
                    f'unknown svm_solver {self.svm_solver!r}; choose one of '
                    f'{", ".join(margin.SOLVERS)}')
+    errors.require(self.feature_method in features.FEATURE_METHODS,
+                   f'unknown feature_method {self.feature_method!r}; choose '
+                   f'one of {", ".join(features.FEATURE_METHODS)}')
     errors.require(self.plus_class != self.minus_class,
                    f'plus_class and minus_class are both {self.plus_class}; '
                    'choose two different classes')
@@ -125,7 +130,7 @@ class ExperimentConfig:
       errors.require_positive(getattr(self, name), name)
     for name in ('train_subset', 'test_subset', 'num_parameters',
                  'num_layers', 'training_loss_target', 'learning_rate',
-                 'svm_max_iterations', 'svm_max_seconds'):
+                 'svm_max_iterations', 'svm_max_seconds', 'memory_budget_gb'):
       if getattr(self, name) is not None:
         errors.require_positive(getattr(self, name), name)
     for name in ('max_num_epochs', 'num_translations', 'num_zooms',
@@ -145,9 +150,14 @@ class ExperimentConfig:
     return dataclasses.asdict(self)
 
   def fingerprint(self) -> str:
-    """Hash of the fields that change results (not num_runs or data_dir)."""
+    """Hash of the fields that change results.
+
+    Leaves out num_runs (more runs extend an experiment), data_dir (where
+    the same data lives) and the fields that change only speed or memory.
+    """
     fields = self.to_dict()
-    for name in ('num_runs', 'data_dir'):
+    for name in ('num_runs', 'data_dir', 'feature_batch_size',
+                 'feature_method', 'memory_budget_gb'):
       fields.pop(name)
     text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -218,7 +228,8 @@ class KernelProbe:
     batch = self.config.feature_batch_size
     if self.config.use_conjugate_kernel:
       return lambda x: features.conjugate_features(model, x, batch)
-    return lambda x: features.gradient_features(model, x, batch)
+    method = self.config.feature_method
+    return lambda x: features.gradient_features(model, x, batch, method)
 
   def measure(self, model: keras.Model, prefix: str) -> Dict[str, Any]:
     """All kernel metrics of `model`, names prefixed 'ntk_' or 'ak_'.
@@ -234,14 +245,14 @@ class KernelProbe:
       start = time.time()
       self.log(f'  {prefix}features of {len(task.y_train)} train + '
                f'{len(task.y_test)} test examples')
-      train_features = feature_fn(task.x_train)
-      test_features = feature_fn(task.x_test)
-      timings[prefix + 'features_seconds'] = time.time() - start
-      start = time.time()
       solver_kwargs = dict(max_iterations=config.svm_max_iterations,
                            tolerance=config.svm_tolerance,
                            max_seconds=config.svm_max_seconds, log=self.log)
       if config.svm_solver == 'primal':
+        train_features = feature_fn(task.x_train)
+        test_features = feature_fn(task.x_test)
+        timings[prefix + 'features_seconds'] = time.time() - start
+        start = time.time()
         self.log(f'  {prefix}max-margin SVM (primal) on '
                  f'{train_features.shape} features')
         if solver_kwargs['max_iterations'] is None:
@@ -250,10 +261,11 @@ class KernelProbe:
             train_features, task.y_train, **solver_kwargs)
         decisions = test_features.astype(np.float64) @ solution.weights
       else:
-        train_gram = kernels.gram(train_features)
-        cross_gram = kernels.gram(test_features, train_features)
-        timings[prefix + 'gram_seconds'] = time.time() - start
-        del train_features, test_features
+        width = feature_fn(task.x_train[:1]).shape[1]
+        train_gram, cross_gram = kernels.train_and_cross_gram(
+            feature_fn, width, task.x_train, task.x_test,
+            memory_budget_gb=config.memory_budget_gb, log=self.log)
+        timings[prefix + 'features_and_gram_seconds'] = time.time() - start
         start = time.time()
         self.log(f'  {prefix}max-margin SVM ({config.svm_solver}) on a '
                  f'{len(train_gram)}x{len(train_gram)} Gram')

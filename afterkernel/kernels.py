@@ -15,7 +15,8 @@ and computes:
     eigenvalues of G (which, for PSD G, are its singular values).
 """
 
-from typing import Iterable, Optional
+import math
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from afterkernel import errors
 # Rows per matmul block: bounds the temporary copy made for float64
 # accumulation (block x P) while keeping BLAS calls large.
 DEFAULT_BLOCK_SIZE = 2048
+# Rows of features recomputed per streamed block in `streamed_gram`.
+DEFAULT_STREAM_BLOCK = 512
+_GIB = 1024**3
 
 
 def _as_2d_finite(features: np.ndarray, name: str) -> np.ndarray:
@@ -188,3 +192,133 @@ def entropy_effective_rank(gram_matrix: np.ndarray) -> float:
   errors.require(total > 0, 'effective rank of a zero Gram matrix')
   p = eigenvalues[eigenvalues > 0] / total
   return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def streamed_gram(feature_fn: Callable[[np.ndarray], np.ndarray],
+                  num_features: int,
+                  rows: np.ndarray,
+                  columns: Optional[np.ndarray] = None,
+                  memory_budget_gb: Optional[float] = None,
+                  stream_block: Optional[int] = None,
+                  accumulate_float64: bool = False,
+                  log: Optional[Callable[[str], None]] = None) -> np.ndarray:
+  """Gram of feature_fn(rows) vs feature_fn(columns) within a memory budget.
+
+  If all features fit in the budget they are computed once and multiplied
+  (`gram`). Otherwise the features are never all held: a chunk of row
+  features as large as the budget allows stays in memory while the column
+  features are recomputed block by block and multiplied against it; then the
+  next chunk. Recomputing beats spilling to disk here: features come at
+  hundreds to thousands of examples per second (a few hundred MB/s), while
+  a spill of the mega-VGG features of MNIST (12k x 905k float32 = 43 GB)
+  would have to be written once and read back once per chunk. With chunks
+  of C rows, about n + n^2 / (2C) feature rows are computed for a
+  symmetric Gram of n examples (2x for n = 3C).
+
+  Args:
+    feature_fn: maps (m, ...) inputs to (m, num_features) float32 features;
+      must be deterministic (e.g. gradient features of a fixed model).
+    num_features: P, the width of feature_fn's output.
+    rows: (n, ...) inputs of the Gram's rows.
+    columns: (m, ...) inputs of its columns; None means `rows` (symmetric).
+    memory_budget_gb: bytes (in GiB) the held features may take, besides the
+      (n, m) output itself; None means no limit.
+    stream_block: rows per recomputed column block; None means
+      DEFAULT_STREAM_BLOCK, or a quarter of the rows the budget holds if
+      that is smaller (so the held chunk stays the larger part).
+    accumulate_float64: multiply in float64 (output float64).
+    log: optional progress printer.
+
+  Returns:
+    The (n, m) Gram matrix.
+
+  Raises:
+    AfterKernelError: a budget too small for one block of each side.
+  """
+  errors.require_positive(num_features, 'num_features')
+  symmetric = columns is None
+  columns = rows if symmetric else columns
+  n, m = len(rows), len(columns)
+  row_bytes = 4 * num_features * (2 if accumulate_float64 else 1)
+  if memory_budget_gb is None or (n + (0 if symmetric else m)) * row_bytes <= (
+      memory_budget_gb * _GIB):
+    features_rows = feature_fn(rows)
+    features_columns = None if symmetric else feature_fn(columns)
+    return gram(features_rows, features_columns,
+                accumulate_float64=accumulate_float64)
+  errors.require_positive(memory_budget_gb, 'memory_budget_gb')
+  budget_rows = int(memory_budget_gb * _GIB // row_bytes)
+  if stream_block is None:
+    stream_block = max(1, min(DEFAULT_STREAM_BLOCK, budget_rows // 4))
+  errors.require_positive(stream_block, 'stream_block')
+  chunk = budget_rows - stream_block
+  errors.require(
+      chunk >= stream_block,
+      f'memory_budget_gb={memory_budget_gb} holds fewer than '
+      f'{2 * stream_block} feature rows of {num_features} parameters '
+      f'({2 * stream_block * row_bytes / _GIB:.2f} GiB needed); raise it')
+  dtype = np.float64 if accumulate_float64 else np.float32
+  out = np.empty((n, m), dtype)
+  num_chunks = math.ceil(n / chunk)
+  for index, start in enumerate(range(0, n, chunk)):
+    stop = min(start + chunk, n)
+    if log:
+      log(f'    streamed Gram: row chunk {index + 1}/{num_chunks} '
+          f'({stop - start} rows)')
+    held = _as_2d_finite(feature_fn(rows[start:stop]), 'features').astype(
+        dtype, copy=False)
+    # Symmetric: the chunk's own block, then only the columns after it.
+    column_start = start if symmetric else 0
+    if symmetric:
+      out[start:stop, start:stop] = gram(held, block_size=len(held),
+                                         accumulate_float64=accumulate_float64)
+      column_start = stop
+    for block_start in range(column_start, m, stream_block):
+      block_stop = min(block_start + stream_block, m)
+      block = _as_2d_finite(feature_fn(columns[block_start:block_stop]),
+                            'features').astype(dtype, copy=False)
+      product = held @ block.T
+      out[start:stop, block_start:block_stop] = product
+      if symmetric:
+        out[block_start:block_stop, start:stop] = product.T
+    del held
+  return out
+
+
+def train_and_cross_gram(feature_fn: Callable[[np.ndarray], np.ndarray],
+                         num_features: int,
+                         train_inputs: np.ndarray,
+                         test_inputs: np.ndarray,
+                         memory_budget_gb: Optional[float] = None,
+                         log: Optional[Callable[[str], None]] = None) -> tuple:
+  """The training Gram and the (test x train) cross-Gram of one feature map.
+
+  When the features of both sets fit in `memory_budget_gb` (or there is no
+  budget) each example's features are computed once; otherwise both Grams
+  are streamed (`streamed_gram`), recomputing features instead of holding
+  them.
+
+  Args:
+    feature_fn: deterministic map from inputs to (m, num_features) features.
+    num_features: width of the features.
+    train_inputs: (n, ...) training inputs.
+    test_inputs: (m, ...) test inputs.
+    memory_budget_gb: GiB the held features may take; None = no limit.
+    log: optional progress printer.
+
+  Returns:
+    (train_gram (n, n), cross_gram (m, n)), float32.
+  """
+  needed = (len(train_inputs) + len(test_inputs)) * num_features * 4
+  if memory_budget_gb is None or needed <= memory_budget_gb * _GIB:
+    train_features = feature_fn(train_inputs)
+    test_features = feature_fn(test_inputs)
+    return (gram(train_features),
+            gram(test_features, train_features))
+  if log:
+    log(f'    features need {needed / _GIB:.1f} GiB > budget '
+        f'{memory_budget_gb} GiB: streaming the Grams')
+  return (streamed_gram(feature_fn, num_features, train_inputs,
+                        memory_budget_gb=memory_budget_gb, log=log),
+          streamed_gram(feature_fn, num_features, test_inputs, train_inputs,
+                        memory_budget_gb=memory_budget_gb, log=log))

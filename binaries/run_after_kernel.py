@@ -150,6 +150,16 @@ _FEATURE_BATCH_SIZE = flags.DEFINE_integer(
     'feature_batch_size', _DEFAULTS.feature_batch_size,
     'Examples per vectorized gradient-feature block.')
 
+_FEATURE_METHOD = flags.DEFINE_enum(
+    'feature_method', _DEFAULTS.feature_method,
+    list(afterkernel.features.FEATURE_METHODS),
+    'Gradient-feature algorithm: auto (per_layer when the model allows, else '
+    'vectorized), per_layer, vectorized, or loop (slow reference).')
+_MEMORY_BUDGET_GB = flags.DEFINE_float(
+    'memory_budget_gb', None,
+    'GiB the gradient features may take; above it the Gram matrices are '
+    'streamed (features recomputed block by block, never all held).')
+
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Where config.json, runs.jsonl, summary.json go.')
 flags.mark_flag_as_required('output_dir')
@@ -180,7 +190,9 @@ def config_from_flags() -> experiment.ExperimentConfig:
       rotation_angle=_ROTATION_ANGLE.value,
       ker_alignment_sample_size=_KER_ALIGNMENT_SAMPLE_SIZE.value,
       effective_rank_sample_size=_EFFECTIVE_RANK_SAMPLE_SIZE.value,
-      feature_batch_size=_FEATURE_BATCH_SIZE.value)
+      feature_batch_size=_FEATURE_BATCH_SIZE.value,
+      feature_method=_FEATURE_METHOD.value,
+      memory_budget_gb=_MEMORY_BUDGET_GB.value)
 
 
 def main(argv):

@@ -115,6 +115,20 @@ class RunExperimentTest(absltest.TestCase):
                            primal['ntk_margin']['mean'], delta=1e-4)
     self.assertEqual(dual['ntk_linear_error'], primal['ntk_linear_error'])
 
+  def test_memory_budget_streams_to_the_same_svm(self):
+    config = dataclasses.replace(_TINY, num_runs=1, max_num_epochs=0,
+                                 num_translations=0, num_zooms=0,
+                                 num_swaps=0, num_rotations=0)
+    dense = experiment.run_experiment(config, self.directory, log=_quiet)
+    # ~3000 parameters x 4 bytes x 40 rows: 48 + 24 examples do not fit, so
+    # the Grams are streamed in several chunks.
+    streamed = experiment.run_experiment(
+        dataclasses.replace(config, memory_budget_gb=40 * 3000 * 4 / 1024**3),
+        self.directory + 's', log=_quiet)
+    self.assertEqual(dense['ntk_linear_error'], streamed['ntk_linear_error'])
+    self.assertAlmostEqual(dense['ntk_margin']['mean'],
+                           streamed['ntk_margin']['mean'], delta=1e-5)
+
   def test_conjugate_kernel_option(self):
     config = dataclasses.replace(_TINY, num_runs=1, use_conjugate_kernel=True)
     summary = experiment.run_experiment(config, self.directory, log=_quiet)

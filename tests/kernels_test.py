@@ -49,6 +49,50 @@ class GramTest(parameterized.TestCase):
       kernels.gram_from_blocks([])
 
 
+class StreamedGramTest(parameterized.TestCase):
+  """Streamed Grams (features never all held) equal the dense Gram."""
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(6)
+    self.projection = rng.standard_normal((5, 64)).astype(np.float32)
+    self.inputs = rng.standard_normal((37, 5)).astype(np.float32)
+    self.other = rng.standard_normal((11, 5)).astype(np.float32)
+    self.calls = []
+
+  def feature_fn(self, x):
+    self.calls.append(len(x))
+    return np.tanh(x @ self.projection)
+
+  @parameterized.parameters(None, 1000, 20, 9)
+  def test_symmetric(self, budget_rows):
+    dense = kernels.gram(self.feature_fn(self.inputs), accumulate_float64=True)
+    budget_gb = budget_rows and budget_rows * 64 * 8 / 1024**3
+    got = kernels.streamed_gram(self.feature_fn, 64, self.inputs,
+                                memory_budget_gb=budget_gb, stream_block=4,
+                                accumulate_float64=True)
+    # float32 features may differ in the last bit with the batch size.
+    np.testing.assert_allclose(got, dense, rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(got, got.T)
+
+  def test_cross_and_recompute_count(self):
+    dense = kernels.gram(self.feature_fn(self.inputs),
+                         self.feature_fn(self.other), accumulate_float64=True)
+    self.calls = []
+    budget_rows = 12  # chunk = 12 - stream_block(4) = 8 rows
+    got = kernels.streamed_gram(
+        self.feature_fn, 64, self.inputs, self.other,
+        memory_budget_gb=budget_rows * 64 * 4 / 1024**3, stream_block=4)
+    np.testing.assert_allclose(got, dense, rtol=1e-5, atol=1e-5)
+    # 5 row chunks (8, 8, 8, 8, 5), each streaming 11 columns in 3 blocks.
+    self.assertEqual(self.calls, [8, 4, 4, 3] * 4 + [5, 4, 4, 3])
+
+  def test_budget_too_small(self):
+    with self.assertRaisesRegex(errors.AfterKernelError, 'raise it'):
+      kernels.streamed_gram(self.feature_fn, 64, self.inputs,
+                            memory_budget_gb=1e-9, stream_block=4)
+
+
 class ScaleTest(absltest.TestCase):
 
   def test_scale_from_features_and_from_gram_agree(self):

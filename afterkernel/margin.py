@@ -42,9 +42,18 @@ never drops below 1 and the result has converged=False, stop_reason
 from separable, not a max-margin solution).
 
 Solvers (`SOLVERS`), all returning a `MarginResult`:
+  'working_set' (default): 'dual' on the full Gram until the relative gap is
+    1e-2, then 'dual' on the sub-Gram of a working set (the support of q_t
+    and the smallest margins), growing the set with every example its
+    solution does not separate, until the FULL problem's gap meets the
+    tolerance. The certificate is the same as for 'dual' (a simplex point's
+    ||Z^T p|| and the margin of w over all examples), so it is as exact; it
+    is faster because the slow O~(1/t) tail of Algorithm 1 runs on |W|^2
+    instead of n^2 entries (on a 3,000-example VGG FNTK of MNIST: 545-example
+    working set, about 2x fewer Gram reads in total, 2-3x faster).
   'dual': Algorithm 1 on the n x n Gram matrix, one O(n^2) mat-vec per
-    iteration. The default: deterministic and the fewest iterations; use it
-    whenever you have a Gram matrix. dtype=np.float32 halves memory and runs
+    iteration (only the rows on the support of q_t once it is sparse).
+    Deterministic; the reference the other solvers are tested against. dtype=np.float32 halves memory and runs
     2-3x faster, at some accuracy cost for small margins.
   'primal': Algorithm 1 on an explicit (n, P) feature matrix, O(nP) per
     iteration. Use it when you have features but no Gram (cheaper when P < n),
@@ -71,8 +80,10 @@ import numpy as np
 
 from afterkernel import errors
 
-SOLVERS = ('dual', 'primal', 'stochastic')
-DEFAULT_SOLVER = 'dual'
+SOLVERS = ('dual', 'working_set', 'primal', 'stochastic')
+# Algorithm 1 with a working set: the same certified gap, several times fewer
+# Gram reads once the support vectors are a small fraction of the examples.
+DEFAULT_SOLVER = 'working_set'
 # A 1e-4 gap took ~300 / margin iterations: this covers margins >= ~0.015.
 DEFAULT_MAX_ITERATIONS = 20_000
 # A 1e-4 gap took ~5000-8000 / margin O(n) steps: covers margins >= ~0.01.
@@ -93,6 +104,11 @@ SUPPORT_CHUNK = 64
 # The incrementally updated G_y a_t is recomputed exactly this often (one
 # dense mat-vec), bounding accumulated rounding.
 RESYNC_EVERY = 100
+# 'working_set': the full-problem run stops at this gap, then the working
+# set takes over.
+WORKING_SET_COARSE_TOLERANCE = 1e-2
+# 'working_set': rounds of (solve on the set, add violators) at most.
+WORKING_SET_MAX_ROUNDS = 30
 STOP_TOLERANCE = 'tolerance'
 STOP_MAX_ITERATIONS = 'max_iterations'
 STOP_MAX_SECONDS = 'max_seconds'
@@ -438,6 +454,95 @@ def _run_stochastic(matvec: Callable[[np.ndarray], np.ndarray],
     iteration += 1
 
 
+def _solve_working_set(gram: np.ndarray, labels: np.ndarray, scale: float,
+                       tolerance: float, max_iterations: int,
+                       check_every: int, max_seconds: Optional[float],
+                       log: Optional[Callable[[str], None]]) -> MarginResult:
+  """Algorithm 1 on the full Gram to a coarse gap, then on working sets.
+
+  The optimal p* of min_{p in simplex} ||Z^T p|| is supported on the support
+  vectors, typically a small fraction of the examples. After a coarse run on
+  the full problem, Algorithm 1 is run on the sub-Gram of a working set W
+  (the support of q_t plus the smallest margins): each iteration costs
+  |W|^2 instead of n^2. Its solution p (zero outside W) is feasible for the
+  full problem, so ||Z^T p|| is still an upper bound, and the margin of
+  w = Z^T p over ALL examples is still a lower bound: the full duality gap
+  certifies the result exactly as for 'dual'. Examples outside W whose
+  margin falls below W's are added and the set is solved again.
+  """
+  start = time.perf_counter()
+  n = len(labels)
+  matvec, _, support_matvec = _scaled_gram_operator(gram, labels, scale)
+  coarse = _Progress(n, max(tolerance, WORKING_SET_COARSE_TOLERANCE),
+                     max_iterations, check_every, max_seconds, log)
+  iterations, reason = _run_dual(matvec, support_matvec, n, coarse)
+  history = list(coarse.history)
+  best_coef, best_upper = coarse.best_coef.copy(), coarse.best_upper
+  margins = matvec(best_coef)
+  norm = math.sqrt(max(best_coef @ margins, 0.0))
+  best_lower = margins.min() / norm if norm > 0 else -math.inf
+
+  def gap():
+    return ((best_upper - best_lower) / best_upper if best_upper > 0
+            else math.inf)
+
+  if reason == STOP_TOLERANCE and gap() > tolerance and norm > 0:
+    q = _softmax_of_negative(margins)
+    smallest = np.argsort(margins)[:max(64, int(np.sum(q > 1e-12)))]
+    working = np.union1d(np.flatnonzero(q > q.max() * SUPPORT_CUTOFF),
+                         smallest)
+    reason = STOP_MAX_ITERATIONS
+    for _ in range(WORKING_SET_MAX_ROUNDS):
+      remaining = (None if max_seconds is None else
+                   max(max_seconds - (time.perf_counter() - start), 1e-3))
+      sub_gram = np.ascontiguousarray(gram[np.ix_(working, working)])
+      sub_matvec, _, sub_support = _scaled_gram_operator(
+          sub_gram, labels[working], scale)
+      sub = _Progress(len(working), tolerance,
+                      max(max_iterations - iterations, 1), check_every,
+                      remaining, None)
+      sub_iterations, sub_reason = _run_dual(sub_matvec, sub_support,
+                                             len(working), sub)
+      iterations += sub_iterations
+      coef = np.zeros(n)
+      coef[working] = sub.best_coef
+      margins = matvec(coef)
+      norm = math.sqrt(max(coef @ margins, 0.0))
+      lower = margins.min() / norm if norm > 0 else -math.inf
+      best_upper = min(best_upper, sub.best_upper)
+      if lower > best_lower:
+        best_lower, best_coef = lower, coef
+      history.append((iterations, best_lower, best_upper))
+      if log:
+        log(f'    working set of {len(working)}: margin {best_lower:.6g}, '
+            f'upper bound {best_upper:.6g}, relative gap {gap():.2e}')
+      if gap() <= tolerance:
+        reason = STOP_TOLERANCE
+        break
+      if sub_reason != STOP_TOLERANCE:
+        reason = sub_reason
+        break
+      # Examples outside W that the set's solution does not separate as
+      # well as W's own worst example: the set is missing support vectors.
+      outside = np.setdiff1d(np.arange(n), working)
+      set_margin = margins[working].min()
+      violators = outside[margins[outside] < set_margin]
+      if not len(violators):
+        break
+      worst = violators[np.argsort(margins[violators])][:max(len(working),
+                                                              64)]
+      working = np.union1d(working, worst)
+  margins = matvec(best_coef)
+  norm = math.sqrt(max(best_coef @ margins, 0.0))
+  margin = margins.min() / norm if norm > 0 else -math.inf
+  return MarginResult(
+      dual_coef=labels * best_coef / scale**2, margin=float(margin),
+      margin_upper_bound=float(best_upper), feature_scale=float(scale),
+      iterations=iterations, converged=reason == STOP_TOLERANCE,
+      stop_reason=reason, history=history, solver='working_set',
+      seconds=time.perf_counter() - start)
+
+
 def max_margin_from_gram(
     gram: np.ndarray,
     labels: np.ndarray,
@@ -485,12 +590,13 @@ def max_margin_from_gram(
       bad iteration arguments.
   """
   errors.require(
-      solver in ('dual', 'stochastic'),
-      f"solver {solver!r} is unknown for a Gram matrix: use 'dual' or "
-      "'stochastic' (for 'primal', call max_margin_from_features)")
+      solver in ('dual', 'working_set', 'stochastic'),
+      f"solver {solver!r} is unknown for a Gram matrix: use 'dual', "
+      "'working_set' or 'stochastic' (for 'primal', call "
+      "max_margin_from_features)")
   if max_iterations is None:
-    max_iterations = (DEFAULT_MAX_ITERATIONS if solver == 'dual' else
-                      DEFAULT_STOCHASTIC_MAX_ITERATIONS)
+    max_iterations = (DEFAULT_STOCHASTIC_MAX_ITERATIONS
+                      if solver == 'stochastic' else DEFAULT_MAX_ITERATIONS)
   _require_iteration_args(max_iterations, tolerance, check_every, max_seconds)
   dtype = np.dtype(dtype)
   errors.require(dtype in (np.float64, np.float32),
@@ -516,6 +622,9 @@ def max_margin_from_gram(
   if not (gram.flags.c_contiguous or gram.flags.f_contiguous):
     # BLAS would otherwise copy a strided view on every product.
     gram = np.ascontiguousarray(gram)
+  if solver == 'working_set':
+    return _solve_working_set(gram, labels, scale, tolerance, max_iterations,
+                              check_every, max_seconds, log)
   matvec, row, support_matvec = _scaled_gram_operator(gram, labels, scale)
   progress = _Progress(n, tolerance, max_iterations, check_every, max_seconds,
                        log)

@@ -107,7 +107,7 @@ class DualMatchesPrimalTest(absltest.TestCase):
     gram = features @ features.T
     iterations = 300
     dual = margin.max_margin_from_gram(
-        gram, labels, max_iterations=iterations, tolerance=0)
+        gram, labels, solver='dual', max_iterations=iterations, tolerance=0)
     primal = margin.max_margin_from_features(
         features, labels, max_iterations=iterations, tolerance=0)
     self.assertEqual(dual.iterations, iterations)
@@ -154,15 +154,18 @@ class CertifiedOptimumTest(parameterized.TestCase):
   """Against an independent hard-margin solution (scipy + KKT polish)."""
 
   @parameterized.named_parameters(
-      ('wide_seed0', 40, 100, 0), ('wide_seed1', 40, 100, 1),
-      ('wide_seed2', 80, 200, 2), ('narrow_seed0', 80, 10, 0),
-      ('narrow_seed1', 80, 10, 1), ('narrow_seed2', 60, 5, 2))
-  def test_converged_margin_matches_optimum(self, n, dims, seed):
+      (f'{name}_{solver}', n, dims, seed, solver)
+      for name, n, dims, seed in (
+          ('wide_seed0', 40, 100, 0), ('wide_seed1', 40, 100, 1),
+          ('wide_seed2', 80, 200, 2), ('narrow_seed0', 80, 10, 0),
+          ('narrow_seed1', 80, 10, 1), ('narrow_seed2', 60, 5, 2))
+      for solver in ('dual', 'working_set'))
+  def test_converged_margin_matches_optimum(self, n, dims, seed, solver):
     features, labels, _, _ = _separable_problem(n, dims, seed, gap=0.08)
     gram = features @ features.T
     optimum, reference_gap = _certified_optimum(gram, labels)
     self.assertLess(reference_gap, 1e-10, 'reference solution not certified')
-    result = margin.max_margin_from_gram(gram, labels)
+    result = margin.max_margin_from_gram(gram, labels, solver=solver)
     self.assertTrue(result.converged)
     self.assertEqual(result.stop_reason, 'tolerance')
     np.testing.assert_allclose(result.margin, optimum, rtol=1e-3)
@@ -177,6 +180,33 @@ class CertifiedOptimumTest(parameterized.TestCase):
     self.assertTrue(np.all(history[:, 2] >= optimum - 1e-9))
     self.assertTrue(np.all(np.diff(history[:, 1]) >= 0))
     self.assertTrue(np.all(np.diff(history[:, 2]) <= 0))
+
+  def test_working_set_rounds_match_plain_dual(self):
+    # Large enough that the coarse phase stops early and several working
+    # set rounds run (the log says so).
+    features, labels, test, _ = _separable_problem(300, 400, seed=11,
+                                                   gap=0.02, n_test=50)
+    gram = features @ features.T
+    lines = []
+    result = margin.max_margin_from_gram(gram, labels, solver='working_set',
+                                         tolerance=1e-5, log=lines.append)
+    reference = margin.max_margin_from_gram(gram, labels, solver='dual',
+                                            tolerance=1e-6,
+                                            max_iterations=200_000)
+    self.assertTrue(result.converged)
+    self.assertTrue(any('working set of' in line for line in lines))
+    np.testing.assert_allclose(result.margin, reference.margin, rtol=2e-5)
+    self.assertGreaterEqual(result.margin_upper_bound, reference.margin)
+    self.assertLessEqual(result.margin, reference.margin_upper_bound)
+    np.testing.assert_array_equal(
+        margin.predict_labels(result, test @ features.T),
+        margin.predict_labels(reference, test @ features.T))
+    # The reported margin is that of the returned coefficients.
+    decisions = margin.decision_function(result, gram) * np.where(
+        labels > 0, 1, -1)
+    norm = np.sqrt(result.dual_coef @ gram @ result.dual_coef)
+    np.testing.assert_allclose(decisions.min() / norm / result.feature_scale,
+                               result.margin, rtol=1e-9)
 
   def test_primal_converges_to_optimum(self):
     features, labels, _, _ = _separable_problem(60, 8, seed=4, gap=0.08)

@@ -260,4 +260,7 @@ def conjugate_model(model: keras.Model) -> keras.Model:
     to (batch, features).
   """
   head = model.layers[-1]
-  return keras.Model(model.inputs, head.input, name=f'{model.name}_conjugate')
+  # A single input stays a single tensor (not a one-element list), so calls
+  # with a plain array match the model's input structure.
+  inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+  return keras.Model(inputs, head.input, name=f'{model.name}_conjugate')

@@ -1,0 +1,446 @@
+"""A Keras callback that tracks a network's kernel during `model.fit`.
+
+`KernelMetricsCallback` snapshots the network's kernel
+K_t(u, v) = grad_theta f_t(u) . grad_theta f_t(v) (the FNTK at the start of
+training, the after kernel at its end) on a fixed probe set, at chosen epochs
+and optionally every k optimizer steps, and writes kernel metrics into the
+Keras logs, so they appear in `History.history`, the progress bar and, when
+the callback comes BEFORE `keras.callbacks.TensorBoard` in the callbacks
+list, in TensorBoard (Keras passes one logs dict through the callbacks in
+list order). It can also write them itself with `tf.summary` (`summary_dir`).
+
+Metrics (`METRICS`), logged as '<prefix><name>' (default prefix 'kernel_'):
+  * 'svm_error': test error on the probe test set of the hard-margin SVM
+    (no bias) of the current kernel, trained on the probe training set
+    (`margin.max_margin_from_gram` on `kernels.gram` of the features);
+  * 'svm_margin': its margin, features rescaled to mean norm 1;
+  * 'trans_inv', 'rotation_inv', 'zoom_inv', 'swap_inv': the four
+    invariances of `invariance.invariances` on the probe test images;
+  * 'conjugate_alignment': alignment <K, K_c>_F / (|K|_F |K_c|_F) of the
+    kernel with its conjugate projection K_c(u, v) = h(u).h(v), h the
+    penultimate layer (`kernels.kernel_alignment`), on the probe test images;
+  * 'label_alignment': y^T K y / (|K|_F |y|^2) with y in {-1, +1}^n on the
+    probe training set (Cristianini et al. 2002: the alignment of K with the
+    ideal kernel y y^T);
+  * 'distance_from_init': 1 - alignment(K, K_0) on the probe training set,
+    K_0 the kernel when training began (the first `fit` call the callback
+    saw): 0 while the network is in the lazy (kernel) regime.
+
+Snapshots at epoch 0 (before the first step) cannot appear in
+`History.history`, which Keras fills at epoch ends; they are in
+`callback.records` (as are all snapshots, with their epoch and step) and in
+the `tf.summary` output at step 0. Only snapshot epochs get the metrics in
+their logs, so with sparse `epochs` the History lists of kernel metrics are
+shorter than the loss list: pair them with `callback.records`.
+
+Requirements: the model has one scalar output per example (e.g. a final
+Dense(1) logit) and binary probe labels. The penultimate representation is
+the input of the last layer for Sequential and functional models; for any
+other model (or to use another layer) pass `penultimate`: a layer name, a
+layer of the model, or a callable mapping an input batch to (batch, ...)
+activations.
+"""
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from afterkernel import errors
+from afterkernel import invariance
+from afterkernel import jacobians
+from afterkernel import kernels
+from afterkernel import margin
+
+METRICS = ('svm_error', 'svm_margin', 'trans_inv', 'rotation_inv', 'zoom_inv',
+           'swap_inv', 'conjugate_alignment', 'label_alignment',
+           'distance_from_init')
+DEFAULT_PREFIX = 'kernel_'
+# Probe test images per invariance: enough for a stable mean cosine, and the
+# perturbed features cost 7 extra feature passes per snapshot.
+DEFAULT_INVARIANCE_COUNT = 100
+# The SVM is a diagnostic here: a 1e-3 relative duality gap fixes the test
+# error of a few hundred probe points and costs ~1/3 of the 1e-4 iterations.
+DEFAULT_SVM_TOLERANCE = 1e-3
+DEFAULT_SVM_MAX_ITERATIONS = 5000
+# TensorBoard shows summaries tagged with this plugin as scalar charts.
+_SCALARS_PLUGIN = 'scalars'
+_INVARIANCE_METRIC = {'translation': 'trans_inv', 'rotation': 'rotation_inv',
+                      'zoom': 'zoom_inv', 'swap': 'swap_inv'}
+
+Penultimate = Union[None, str, keras.layers.Layer, Callable[[np.ndarray], Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSet:
+  """The fixed examples on which kernels are compared across training.
+
+  Attributes:
+    x_train: (n, ...) inputs the SVM is trained on (and the label alignment
+      and distance from init are measured on).
+    y_train: (n,) binary labels, {0, 1} or {-1, +1}.
+    x_test: (m, ...) inputs for the SVM test error, invariances and
+      conjugate alignment.
+    y_test: (m,) binary labels.
+  """
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+
+  @classmethod
+  def create(cls, x_train, y_train, x_test, y_test) -> 'ProbeSet':
+    """Converts to float32 and checks sizes and binary labels."""
+    arrays = [np.asarray(a, np.float32) for a in (x_train, y_train, x_test,
+                                                  y_test)]
+    x_train, y_train, x_test, y_test = arrays
+    for name, x, y in (('train', x_train, y_train), ('test', x_test, y_test)):
+      errors.require(len(x) == len(y) and len(x) > 0,
+                     f'probe {name} set has {len(x)} inputs but {len(y)} '
+                     'labels (need equal, > 0)')
+      errors.require(set(np.unique(y).tolist()) <= {0.0, 1.0, -1.0},
+                     f'probe {name} labels must be binary (0/1 or -1/+1), got '
+                     f'{np.unique(y)[:5]}')
+    errors.require(len(np.unique(y_train > 0)) == 2,
+                   'probe training labels must contain both classes')
+    return cls(x_train, y_train, x_test, y_test)
+
+
+def signed_labels(labels: np.ndarray) -> np.ndarray:
+  """{0, 1} or {-1, +1} labels as float64 in {-1, +1} (> 0 means +1)."""
+  return np.where(np.asarray(labels) > 0, 1.0, -1.0)
+
+
+def label_alignment(gram: np.ndarray, labels: np.ndarray) -> float:
+  """y^T K y / (|K|_F |y|^2), y in {-1, +1}: alignment of K with y y^T.
+
+  Args:
+    gram: (n, n) Gram matrix.
+    labels: (n,) binary labels.
+
+  Returns:
+    A value in [-1, 1].
+  """
+  gram = np.asarray(gram, np.float64)
+  y = signed_labels(labels)
+  errors.require(gram.shape == (len(y), len(y)),
+                 f'gram {gram.shape} does not match {len(y)} labels')
+  norm = np.linalg.norm(gram)
+  errors.require(norm > 0, 'label alignment of a zero Gram matrix')
+  return float(y @ gram @ y / (norm * (y @ y)))
+
+
+def penultimate_fn(model: keras.Model,
+                   penultimate: Penultimate = None) -> Callable:
+  """Maps an input batch to flattened penultimate activations (batch, d).
+
+  Args:
+    model: the network.
+    penultimate: None (the input of the model's last layer; Sequential and
+      functional models only), a layer name or layer of `model`, or a
+      callable taking an input batch.
+
+  Returns:
+    A function numpy batch -> (batch, d) float32 numpy array.
+
+  Raises:
+    AfterKernelError: when the representation cannot be found.
+  """
+  if callable(penultimate) and not isinstance(penultimate, keras.layers.Layer):
+    function = penultimate
+  else:
+    errors.require(
+        bool(getattr(model, 'inputs', None)),
+        f'cannot find the penultimate layer of {type(model).__name__} '
+        f'{model.name!r} (not a Sequential/functional model); pass '
+        'penultimate=<callable returning h(x)>')
+    if penultimate is None:
+      tensor = model.layers[-1].input
+    else:
+      layer = (model.get_layer(penultimate) if isinstance(penultimate, str)
+               else penultimate)
+      tensor = layer.output
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    function = keras.Model(inputs, tensor)
+
+  def apply(images):
+    outputs = keras.ops.convert_to_numpy(function(images, training=False)
+                                         if isinstance(function, keras.Model)
+                                         else function(images))
+    return np.asarray(outputs, np.float32).reshape(len(images), -1)
+
+  return apply
+
+
+def gradient_features(model: keras.Model, inputs: np.ndarray,
+                      batch_size: int = jacobians.DEFAULT_BATCH_SIZE
+                      ) -> np.ndarray:
+  """(n, P) gradients of the model's single output, for any Keras model."""
+  return jacobians.output_gradients(model, inputs, 0, batch_size)
+
+
+def kernel_metrics(model: keras.Model,
+                   probe: ProbeSet,
+                   metrics: Sequence[str] = METRICS,
+                   reference_gram: Optional[np.ndarray] = None,
+                   penultimate: Penultimate = None,
+                   invariance_count: int = DEFAULT_INVARIANCE_COUNT,
+                   rotation_angle: float = invariance.DEFAULT_ROTATION_ANGLE,
+                   svm_tolerance: float = DEFAULT_SVM_TOLERANCE,
+                   svm_max_iterations: int = DEFAULT_SVM_MAX_ITERATIONS,
+                   batch_size: int = jacobians.DEFAULT_BATCH_SIZE
+                   ) -> Dict[str, float]:
+  """The kernel metrics of `model`'s current weights on a probe set.
+
+  Args:
+    model: a Keras model with one scalar output per example.
+    probe: the probe examples.
+    metrics: names from `METRICS` to compute.
+    reference_gram: K_0 on probe.x_train, for 'distance_from_init'.
+    penultimate: see `penultimate_fn`.
+    invariance_count: probe test images per invariance (capped at m).
+    rotation_angle: radians, for 'rotation_inv'.
+    svm_tolerance: relative duality gap at which the SVM stops.
+    svm_max_iterations: SVM iteration cap.
+    batch_size: examples per vectorized gradient block.
+
+  Returns:
+    name -> value for the requested metrics.
+
+  Raises:
+    AfterKernelError: unknown metric, a model with several outputs, or a
+      missing reference Gram.
+  """
+  unknown = sorted(set(metrics) - set(METRICS))
+  errors.require(not unknown, f'unknown kernel metrics {unknown}; choose from '
+                 f'{", ".join(METRICS)}')
+  errors.require(
+      jacobians.num_outputs(model, probe.x_train) == 1,
+      'kernel metrics need a model with one scalar output (a final Dense(1)); '
+      'for several outputs use afterkernel.jacobians.jacobian_gram')
+  wanted = set(metrics)
+  result = {}
+  train_gram = None
+  if wanted & {'svm_error', 'svm_margin', 'label_alignment',
+               'distance_from_init'}:
+    train_features = gradient_features(model, probe.x_train, batch_size)
+    train_gram = kernels.gram(train_features)
+    if wanted & {'svm_error', 'svm_margin'}:
+      test_features = gradient_features(model, probe.x_test, batch_size)
+      solution = margin.max_margin_from_gram(
+          train_gram, probe.y_train, tolerance=svm_tolerance,
+          max_iterations=svm_max_iterations)
+      cross_gram = kernels.gram(test_features, train_features)
+      result['svm_error'] = margin.test_error(solution, cross_gram,
+                                              probe.y_test)
+      result['svm_margin'] = float(solution.margin)
+    if 'label_alignment' in wanted:
+      result['label_alignment'] = label_alignment(train_gram, probe.y_train)
+    if 'distance_from_init' in wanted:
+      errors.require(reference_gram is not None,
+                     'distance_from_init needs the reference Gram K_0')
+      result['distance_from_init'] = 1.0 - kernels.kernel_alignment(
+          train_gram, reference_gram)
+  kinds = [k for k, name in _INVARIANCE_METRIC.items() if name in wanted]
+  if kinds:
+    count = min(int(invariance_count), len(probe.x_test))
+    values = invariance.invariances(
+        lambda x: gradient_features(model, x, batch_size), probe.x_test,
+        counts={k: count for k in kinds}, rotation_angle=rotation_angle)
+    for kind, value in values.items():
+      result[_INVARIANCE_METRIC[kind]] = value
+  if 'conjugate_alignment' in wanted:
+    gradient_gram = kernels.gram(gradient_features(model, probe.x_test,
+                                                   batch_size))
+    conjugate_gram = kernels.gram(penultimate_fn(model, penultimate)(
+        probe.x_test))
+    result['conjugate_alignment'] = kernels.kernel_alignment(gradient_gram,
+                                                             conjugate_gram)
+  return {name: float(result[name]) for name in METRICS if name in result}
+
+
+def write_scalar_summary(tag: str, value: float, step: int) -> None:
+  """Writes one scalar to the default tf.summary writer, TensorBoard-style.
+
+  `tf.summary.scalar` needs the tensorboard package; this writes the same
+  event (a float32 tensor with the 'scalars' plugin metadata, which
+  TensorBoard displays as a scalar) with core TensorFlow only.
+
+  Args:
+    tag: summary name.
+    value: the scalar.
+    step: the x-axis value.
+  """
+  metadata = summary_pb2.SummaryMetadata(
+      plugin_data=summary_pb2.SummaryMetadata.PluginData(
+          plugin_name=_SCALARS_PLUGIN))
+  tf.summary.write(tag, tf.constant(value, tf.float32), step=step,
+                   metadata=metadata.SerializeToString())
+
+
+class KernelMetricsCallback(keras.callbacks.Callback):
+  """Logs kernel metrics of the network being fitted (see module docstring).
+
+  Example:
+    callback = KernelMetricsCallback(x_probe, y_probe, x_test, y_test,
+                                     epochs=[0, 1, 5])
+    history = model.fit(x, y, epochs=5,
+                        callbacks=[callback, keras.callbacks.TensorBoard(d)])
+    history.history['kernel_svm_error']     # after epochs 1 and 5
+    callback.records[0]['kernel_svm_error']  # the FNTK (epoch 0)
+
+  Attributes:
+    records: one dict per snapshot: {'epoch', 'step', 'seconds',
+      '<prefix><metric>': value, ...}; 'epoch' counts completed epochs (0 =
+      before training) and 'step' optimizer steps since the first fit.
+    reference_gram: K_0 on the probe training set.
+  """
+
+  def __init__(self,
+               x_train: np.ndarray,
+               y_train: np.ndarray,
+               x_test: np.ndarray,
+               y_test: np.ndarray,
+               epochs: Optional[Sequence[int]] = None,
+               every_n_steps: Optional[int] = None,
+               metrics: Sequence[str] = METRICS,
+               penultimate: Penultimate = None,
+               invariance_count: int = DEFAULT_INVARIANCE_COUNT,
+               rotation_angle: float = invariance.DEFAULT_ROTATION_ANGLE,
+               svm_tolerance: float = DEFAULT_SVM_TOLERANCE,
+               svm_max_iterations: int = DEFAULT_SVM_MAX_ITERATIONS,
+               prefix: str = DEFAULT_PREFIX,
+               summary_dir: Optional[str] = None,
+               batch_size: int = jacobians.DEFAULT_BATCH_SIZE,
+               verbose: bool = False):
+    """Configures the snapshots.
+
+    Args:
+      x_train: probe training inputs (the SVM's training set).
+      y_train: their binary labels.
+      x_test: probe test inputs.
+      y_test: their binary labels.
+      epochs: completed-epoch counts at which to snapshot (0 = before the
+        first step); None means 0 and every epoch.
+      every_n_steps: also snapshot every this many optimizer steps (logged
+        in the batch logs, `records` and tf.summary, not in History).
+      metrics: names from `METRICS`.
+      penultimate: see `penultimate_fn` (for 'conjugate_alignment').
+      invariance_count: probe test images per invariance.
+      rotation_angle: radians, for 'rotation_inv'.
+      svm_tolerance: relative duality gap of the SVM.
+      svm_max_iterations: SVM iteration cap.
+      prefix: prepended to metric names in logs.
+      summary_dir: if set, also write each snapshot with tf.summary there
+        (tags '<prefix><metric>', step = epoch for epoch snapshots; tags
+        '<prefix>steps/<metric>', step = optimizer step for step snapshots).
+      batch_size: examples per vectorized gradient block.
+      verbose: log one line per snapshot with absl logging.
+
+    Raises:
+      AfterKernelError: bad probe data, epochs or step interval.
+    """
+    super().__init__()
+    self.probe = ProbeSet.create(x_train, y_train, x_test, y_test)
+    unknown = sorted(set(metrics) - set(METRICS))
+    errors.require(not unknown, f'unknown kernel metrics {unknown}; choose '
+                   f'from {", ".join(METRICS)}')
+    self.metrics = tuple(metrics)
+    errors.require(
+        epochs is None or all(isinstance(e, (int, np.integer)) and e >= 0
+                              for e in epochs),
+        f'epochs must be non-negative integers, got {epochs!r}')
+    self.epochs = None if epochs is None else frozenset(int(e) for e in epochs)
+    if every_n_steps is not None:
+      errors.require_positive(every_n_steps, 'every_n_steps')
+    self.every_n_steps = every_n_steps
+    self.penultimate = penultimate
+    self.invariance_count = invariance_count
+    self.rotation_angle = rotation_angle
+    self.svm_tolerance = svm_tolerance
+    self.svm_max_iterations = svm_max_iterations
+    self.prefix = prefix
+    self.summary_dir = summary_dir
+    self.batch_size = batch_size
+    self.verbose = verbose
+    self.records: List[Dict[str, Any]] = []
+    self.reference_gram: Optional[np.ndarray] = None
+    self._step = 0
+    self._epoch = 0
+    self._writer = None
+
+  def _wants_epoch(self, completed_epochs: int) -> bool:
+    return self.epochs is None or completed_epochs in self.epochs
+
+  def measure(self) -> Dict[str, float]:
+    """The metrics of the model's current weights, names prefixed."""
+    values = kernel_metrics(
+        self.model, self.probe, self.metrics, self.reference_gram,
+        self.penultimate, self.invariance_count, self.rotation_angle,
+        self.svm_tolerance, self.svm_max_iterations, self.batch_size)
+    return {self.prefix + name: value for name, value in values.items()}
+
+  def _snapshot(self, epoch: int, kind: str) -> Dict[str, float]:
+    start = time.time()
+    values = self.measure()
+    seconds = time.time() - start
+    self.records.append(dict(epoch=epoch, step=self._step, kind=kind,
+                             seconds=seconds, **values))
+    if self.verbose:
+      logging.info('kernel snapshot at epoch %d step %d (%.1f s): %s', epoch,
+                   self._step, seconds,
+                   ', '.join(f'{k}={v:.4f}' for k, v in values.items()))
+    if self.summary_dir:
+      if self._writer is None:
+        self._writer = tf.summary.create_file_writer(self.summary_dir)
+      step = epoch if kind == 'epoch' else self._step
+      with self._writer.as_default():
+        for name, value in values.items():
+          tag = (name if kind == 'epoch' else
+                 f'{self.prefix}steps/{name[len(self.prefix):]}')
+          write_scalar_summary(tag, value, step)
+      self._writer.flush()
+    return values
+
+  def on_train_begin(self, logs=None):
+    if self.reference_gram is None:
+      # K_0 of the first fit: the FNTK when training starts from init.
+      self.reference_gram = kernels.gram(gradient_features(
+          self.model, self.probe.x_train, self.batch_size))
+    if self._wants_epoch(self._epoch) and not any(
+        r['epoch'] == self._epoch and r['kind'] == 'epoch'
+        for r in self.records):
+      self._snapshot(self._epoch, 'epoch')
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._step += 1
+    if self.every_n_steps and self._step % self.every_n_steps == 0:
+      values = self._snapshot(self._epoch, 'step')
+      if logs is not None:
+        logs.update(values)
+
+  def on_epoch_end(self, epoch, logs=None):
+    self._epoch = epoch + 1
+    if self._wants_epoch(self._epoch):
+      values = self._snapshot(self._epoch, 'epoch')
+      if logs is not None:
+        logs.update(values)
+
+  def on_train_end(self, logs=None):
+    if self._writer is not None:
+      self._writer.flush()
+
+  def history(self) -> Mapping[str, List[float]]:
+    """Epoch snapshots as {'epoch': [...], '<prefix><metric>': [...]}."""
+    rows = [r for r in self.records if r['kind'] == 'epoch']
+    out = {'epoch': [r['epoch'] for r in rows]}
+    for name in self.metrics:
+      key = self.prefix + name
+      out[key] = [r.get(key, math.nan) for r in rows]
+    return out

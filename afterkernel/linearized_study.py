@@ -1,0 +1,384 @@
+"""A network vs its linearization, trained alike, over a range of widths.
+
+For each width multiplier k (and each seed), one run:
+  1. build the architecture at width k (`architectures`), weights theta_0;
+  2. measure the empirical NTK at theta_0 on `rank_sample_size` training
+     inputs (trace over outputs, `jacobians.jacobian_gram`) and its entropy
+     effective rank (Roy & Vetterli 2007, `kernels.entropy_effective_rank`);
+     this kernel is the linearized model's kernel for the whole run;
+  3. train the network and its linearization f_lin around theta_0
+     (`linearize.linearize`) with the same optimizer (SGD with momentum and
+     decoupled weight decay), loss, batch order and number of epochs;
+     multi-class tasks use the L2 loss on one-hot targets, binary tasks BCE
+     on the logit;
+  4. record train / test accuracy of both, the gap (network minus
+     linearization) and the effective rank of the trained network's kernel
+     (its after kernel) on the same inputs.
+
+This is the comparison of Samarin et al. (2020; full-MNIST LeNet-5: 99.2%
+for the network vs 93.2% for its linearization) and Ortiz-Jimenez et al.
+(2021), whose "Jacobian embedding" of 600 examples is the NTK Gram used
+here for the effective rank.
+
+Results follow the other experiments' layout (`results`): `config.json`,
+`runs.jsonl` (one record per width and seed, appended atomically; re-running
+the same configuration resumes), `summary.json` ({width: {metric: {mean,
+std, ci95, n}}}) and a figure `accuracy_vs_width.png`.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from absl import logging
+import keras
+import numpy as np
+
+from afterkernel import architectures
+from afterkernel import data
+from afterkernel import errors
+from afterkernel import jacobians
+from afterkernel import kernels
+from afterkernel import linearize
+from afterkernel import multiclass
+from afterkernel import results
+
+TASKS = ('multiclass', 'binary')
+FIGURE_FILE = 'accuracy_vs_width.png'
+# Ortiz-Jimenez et al. measure the Jacobian embedding on 600 examples.
+DEFAULT_RANK_SAMPLE_SIZE = 600
+# The metrics summarized per width and plotted.
+ACCURACY_METRICS = ('nn_train_accuracy', 'nn_test_accuracy',
+                    'lin_train_accuracy', 'lin_test_accuracy')
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+  """Everything that defines a network-vs-linearization study.
+
+  Attributes mirror the flags of `binaries/linearized_vs_network.py`.
+  """
+  dataset: str = 'digits'
+  task: str = 'multiclass'
+  plus_class: int = 8
+  minus_class: int = 3
+  data_dir: Optional[str] = None
+  num_train: Optional[int] = None
+  num_test: Optional[int] = None
+  architecture: str = 'lenet5'
+  width_multipliers: tuple = (0.25, 0.5, 1.0)
+  parameterization: str = architectures.DEFAULT_PARAMETERIZATION
+  unbiased: bool = False
+  epochs: int = 10
+  batch_size: int = 64
+  learning_rate: float = 0.05
+  momentum: float = 0.9
+  weight_decay: float = 0.0
+  rank_sample_size: int = DEFAULT_RANK_SAMPLE_SIZE
+  num_runs: int = 1
+  seed: int = 0
+
+  def validate(self) -> None:
+    """Checks the fields; raises AfterKernelError naming the first bad one."""
+    errors.require(self.task in TASKS,
+                   f'unknown task {self.task!r}; choose one of '
+                   f'{", ".join(TASKS)}')
+    datasets = (multiclass.DATASETS if self.task == 'multiclass' else
+                data.DATASETS)
+    errors.require(self.dataset in datasets,
+                   f'dataset {self.dataset!r} is not available for the '
+                   f'{self.task} task; choose one of {", ".join(datasets)}')
+    errors.require(self.architecture in architectures.ARCHITECTURES,
+                   f'unknown architecture {self.architecture!r}; choose one '
+                   f'of {", ".join(architectures.ARCHITECTURES)}')
+    errors.require(self.parameterization in architectures.PARAMETERIZATIONS,
+                   f'unknown parameterization {self.parameterization!r}')
+    errors.require(bool(self.width_multipliers),
+                   'width_multipliers is empty; give at least one')
+    for width in self.width_multipliers:
+      errors.require_positive(width, 'width multiplier')
+    for name in ('epochs', 'batch_size', 'learning_rate', 'num_runs',
+                 'rank_sample_size'):
+      errors.require_positive(getattr(self, name), name)
+    for name in ('num_train', 'num_test'):
+      if getattr(self, name) is not None:
+        errors.require_positive(getattr(self, name), name)
+    errors.require(0 <= self.momentum < 1,
+                   f'momentum must be in [0, 1), got {self.momentum}')
+    errors.require(self.weight_decay >= 0,
+                   f'weight_decay must be >= 0, got {self.weight_decay}')
+    errors.require(self.seed >= 0, f'seed must be >= 0, got {self.seed}')
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def fingerprint(self) -> str:
+    """Hash of the fields that change a run's results."""
+    fields = self.to_dict()
+    for name in ('num_runs', 'data_dir', 'width_multipliers'):
+      fields.pop(name)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
+                          ).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """Inputs and targets of the study: integer labels and the fit targets."""
+  x_train: np.ndarray
+  y_train: np.ndarray  # int64 classes (binary: 0/1)
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_outputs: int
+  info: dict
+
+
+def load_task(config: StudyConfig) -> Task:
+  """Loads the configured task (seeded subsets of num_train / num_test)."""
+  if config.task == 'multiclass':
+    task = multiclass.load_multiclass_task(
+        config.dataset, config.data_dir, config.num_train, config.num_test,
+        seed=config.seed)
+    return Task(task.x_train, task.y_train, task.x_test, task.y_test,
+                task.num_classes, task.info)
+  binary = data.load_binary_task(config.dataset, config.plus_class,
+                                 config.minus_class, data_dir=config.data_dir)
+  binary = data.permute(binary, config.seed)
+  if config.num_train or config.num_test:
+    binary = data.subsample(binary, config.num_train, config.num_test)
+  return Task(binary.x_train, binary.y_train.astype(np.int64), binary.x_test,
+              binary.y_test.astype(np.int64), 1, dict(binary.info))
+
+
+def _targets(task: Task, labels: np.ndarray) -> np.ndarray:
+  if task.num_outputs == 1:
+    return labels.astype(np.float32)[:, None]
+  return multiclass.one_hot(labels, task.num_outputs)
+
+
+def l2_loss(targets, outputs):
+  """Per-example L2 loss 0.5 |f(x) - y|^2, summed over the outputs."""
+  return 0.5 * keras.ops.sum(keras.ops.square(outputs - targets), axis=-1)
+
+
+def compile_model(model: keras.Model, config: StudyConfig,
+                  num_outputs: int) -> None:
+  """SGD with momentum and weight decay; `l2_loss` on one-hot, or BCE."""
+  optimizer = keras.optimizers.SGD(
+      learning_rate=config.learning_rate, momentum=config.momentum,
+      weight_decay=config.weight_decay or None)
+  loss = (keras.losses.BinaryCrossentropy(from_logits=True)
+          if num_outputs == 1 else l2_loss)
+  model.compile(optimizer=optimizer, loss=loss)
+
+
+def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray,
+             batch_size: int = 512) -> float:
+  """Fraction correct: argmax of the outputs, or logit > 0 for one output."""
+  outputs = np.concatenate([
+      keras.ops.convert_to_numpy(model(images[s:s + batch_size],
+                                       training=False))
+      for s in range(0, len(images), batch_size)])
+  if outputs.shape[1] == 1:
+    predictions = (outputs[:, 0] > 0).astype(np.int64)
+  else:
+    predictions = np.argmax(outputs, axis=1)
+  return float(np.mean(predictions == labels))
+
+
+def _fit(model, config, task, seed) -> List[float]:
+  keras.utils.set_random_seed(seed)  # Same batch order for both models.
+  history = model.fit(task.x_train, _targets(task, task.y_train),
+                      batch_size=config.batch_size, epochs=config.epochs,
+                      shuffle=True, verbose=0)
+  return [float(v) for v in history.history['loss']]
+
+
+def _effective_rank(model, images) -> float:
+  return kernels.entropy_effective_rank(jacobians.jacobian_gram(
+      model, images, kind='trace'))
+
+
+def run_once(config: StudyConfig, task: Task, width: float, run_index: int,
+             log: Callable[[str], None] = logging.info) -> Dict[str, Any]:
+  """One width and seed: trains both models; returns the run record."""
+  seed = config.seed + run_index
+  keras.utils.set_random_seed(seed)
+  network = architectures.build_architecture(
+      config.architecture, task.x_train.shape[1:], task.num_outputs, width,
+      config.parameterization)
+  num_parameters = jacobians.count_parameters(network)
+  log(f'width {width} run {run_index}: {config.architecture} with '
+      f'{num_parameters} parameters')
+  timings, metrics = {}, {}
+  sample = task.x_train[:config.rank_sample_size]
+  start = time.time()
+  metrics['ntk_entropy_eff_rank'] = _effective_rank(network, sample)
+  timings['ntk_rank_seconds'] = time.time() - start
+
+  linear = linearize.linearize(network, unbiased=config.unbiased)
+  for name, model in (('nn', network), ('lin', linear)):
+    compile_model(model, config, task.num_outputs)
+    start = time.time()
+    losses = _fit(model, config, task, seed)
+    timings[f'{name}_train_seconds'] = time.time() - start
+    metrics[f'{name}_final_loss'] = losses[-1]
+    metrics[f'{name}_train_accuracy'] = accuracy(model, task.x_train,
+                                                 task.y_train)
+    metrics[f'{name}_test_accuracy'] = accuracy(model, task.x_test,
+                                                task.y_test)
+    log(f'  {name}: train acc {metrics[f"{name}_train_accuracy"]:.4f}, test '
+        f'acc {metrics[f"{name}_test_accuracy"]:.4f} '
+        f'({timings[f"{name}_train_seconds"]:.1f} s)')
+  metrics['test_accuracy_gap'] = (metrics['nn_test_accuracy'] -
+                                  metrics['lin_test_accuracy'])
+  metrics['train_accuracy_gap'] = (metrics['nn_train_accuracy'] -
+                                   metrics['lin_train_accuracy'])
+  start = time.time()
+  metrics['ak_entropy_eff_rank'] = _effective_rank(network, sample)
+  timings['ak_rank_seconds'] = time.time() - start
+  return dict(config_fingerprint=config.fingerprint(), width=float(width),
+              run=run_index, seed=seed, num_parameters=num_parameters,
+              data=task.info, metrics=metrics, timings=timings)
+
+
+def summarize_by_width(records: Sequence[Dict[str, Any]]
+                       ) -> Dict[str, Dict[str, Dict[str, Any]]]:
+  """{str(width): {metric: {mean, std, ci95, n}}} over the runs."""
+  widths = sorted({r['width'] for r in records})
+  return {str(w): results.summarize(r for r in records if r['width'] == w)
+          for w in widths}
+
+
+def plot_accuracy_vs_width(summary: Dict[str, Dict[str, Dict[str, Any]]],
+                           path: str, title: str = '') -> str:
+  """Train/test accuracy of network and linearization vs width, as a PNG.
+
+  Written atomically (temporary file + rename). Error bars are 95% CI
+  half-widths when there are several runs per width.
+
+  Args:
+    summary: the output of `summarize_by_width`.
+    path: the PNG to write.
+    title: figure title.
+
+  Returns:
+    `path`.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  widths = sorted(summary, key=float)
+  x = [float(w) for w in widths]
+  figure, axes = pyplot.subplots(figsize=(6, 4))
+  styles = {'nn_test_accuracy': ('network, test', 'C0', '-'),
+            'nn_train_accuracy': ('network, train', 'C0', ':'),
+            'lin_test_accuracy': ('linearized, test', 'C1', '-'),
+            'lin_train_accuracy': ('linearized, train', 'C1', ':')}
+  for metric, (label, color, line) in styles.items():
+    means = [summary[w].get(metric, {}).get('mean') for w in widths]
+    errs = [summary[w].get(metric, {}).get('ci95') or 0.0 for w in widths]
+    if any(m is None for m in means):
+      continue
+    axes.errorbar(x, means, yerr=errs, label=label, color=color,
+                  linestyle=line, marker='o', capsize=3)
+  axes.set_xscale('log', base=2)
+  axes.set_xlabel('width multiplier k')
+  axes.set_ylabel('accuracy')
+  axes.set_title(title)
+  axes.grid(alpha=0.3)
+  axes.legend()
+  figure.tight_layout()
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  temporary = os.path.join(directory, '.' + os.path.basename(path) + '.tmp')
+  figure.savefig(temporary, format='png', dpi=120)
+  pyplot.close(figure)
+  os.replace(temporary, path)
+  return path
+
+
+def run_study(config: StudyConfig, output_dir: str,
+              log: Callable[[str], None] = logging.info
+              ) -> Dict[str, Dict[str, Dict[str, Any]]]:
+  """Runs every (width, seed) not yet in `output_dir`; returns the summary.
+
+  Args:
+    config: the study configuration (validated here).
+    output_dir: result folder (created); a different configuration already
+      there is refused.
+    log: progress printer.
+
+  Returns:
+    `summarize_by_width` of this configuration's records.
+
+  Raises:
+    AfterKernelError: bad configuration or a foreign config.json.
+  """
+  config.validate()
+  os.makedirs(output_dir, exist_ok=True)
+  config_path = os.path.join(output_dir, results.CONFIG_FILE)
+  if os.path.exists(config_path):
+    with open(config_path, encoding='utf-8') as f:
+      existing = json.load(f).get('fingerprint')
+    errors.require(existing == config.fingerprint(),
+                   f'{output_dir} holds results of a different configuration '
+                   f'(fingerprint {existing}); use another --output_dir')
+  else:
+    results.atomic_write_text(config_path, results.to_json(
+        dict(config=config.to_dict(), fingerprint=config.fingerprint()),
+        indent=2, sort_keys=True) + '\n')
+  task = load_task(config)
+  errors.require(config.rank_sample_size <= len(task.y_train),
+                 f'rank_sample_size={config.rank_sample_size} exceeds the '
+                 f'{len(task.y_train)} training examples; lower it')
+
+  def mine():
+    return [r for r in results.read_runs(output_dir)
+            if r.get('config_fingerprint') == config.fingerprint()
+            and r['width'] in [float(w) for w in config.width_multipliers]
+            and r['run'] < config.num_runs]
+
+  done = {(r['width'], r['run']) for r in mine()}
+  for width in config.width_multipliers:
+    for run_index in range(config.num_runs):
+      if (float(width), run_index) in done:
+        log(f'width {width} run {run_index} already in {output_dir}; '
+            'skipped')
+        continue
+      results.append_run(output_dir, run_once(config, task, width, run_index,
+                                              log))
+      summary = summarize_by_width(mine())
+      results.atomic_write_text(
+          os.path.join(output_dir, results.SUMMARY_FILE),
+          results.to_json(summary, indent=2, sort_keys=True) + '\n')
+  summary = summarize_by_width(mine())
+  results.atomic_write_text(os.path.join(output_dir, results.SUMMARY_FILE),
+                            results.to_json(summary, indent=2,
+                                            sort_keys=True) + '\n')
+  plot_accuracy_vs_width(
+      summary, os.path.join(output_dir, FIGURE_FILE),
+      title=f'{config.architecture} on {config.dataset} ({config.task})')
+  return summary
+
+
+def format_summary(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
+  """One line per width: accuracies of both models, gap and ranks."""
+  columns = ('nn_train_accuracy', 'nn_test_accuracy', 'lin_train_accuracy',
+             'lin_test_accuracy', 'test_accuracy_gap', 'ntk_entropy_eff_rank',
+             'ak_entropy_eff_rank')
+  header = ['width', 'nn train', 'nn test', 'lin train', 'lin test',
+            'test gap', 'rank NTK', 'rank AK']
+  lines = [' '.join(f'{h:>10}' for h in header)]
+  for width in sorted(summary, key=float):
+    cells = [f'{float(width):>10g}']
+    for name in columns:
+      entry = summary[width].get(name, {})
+      mean = entry.get('mean')
+      cells.append(f'{mean:>10.4f}' if mean is not None else f'{"-":>10}')
+    lines.append(' '.join(cells))
+  counts = sorted({e['n'] for s in summary.values() for e in s.values()})
+  lines.append(f'(means over n = {"/".join(map(str, counts))} runs per width)')
+  return '\n'.join(lines)

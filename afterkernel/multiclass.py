@@ -1,0 +1,113 @@
+"""Ten-class digit tasks (MNIST, embedded UCI digits) for multi-output nets.
+
+`data` provides binary tasks (the after-kernel paper's protocol); the
+linearization studies (Samarin et al. 2020, Ortiz-Jimenez et al. 2021) train
+10-output networks on all ten digits. This module reuses `data`'s readers
+(the local MNIST IDX files of --data_dir, checked and cached there, or
+tensorflow-datasets; the UCI digits shipped with scikit-learn) and returns
+all classes, pixels scaled to [0, 1], optionally a seeded random subset.
+CIFAR-10 is not offered here: its local test images need a test-source
+choice that belongs in `data`.
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from afterkernel import data
+from afterkernel import errors
+
+DATASETS = ('mnist', 'digits')
+NUM_CLASSES = 10
+# Largest pixel value of each source (digits are 16 grey levels).
+_PIXEL_MAX = {'mnist': 255.0, 'digits': 16.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class MulticlassTask:
+  """A classification task with integer labels.
+
+  Attributes:
+    x_train: (n, H, W, C) float32 in [0, 1].
+    y_train: (n,) int64 in [0, num_classes).
+    x_test: (m, H, W, C) float32.
+    y_test: (m,) int64.
+    num_classes: number of classes.
+    info: provenance (dataset, source, sizes, subset seed).
+  """
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+  info: dict
+
+
+def _subset(x, y, size, rng, name):
+  if size is None:
+    return x, y
+  errors.require(0 < size <= len(y),
+                 f'{name} must be in [1, {len(y)}], got {size}')
+  index = np.sort(rng.permutation(len(y))[:size])
+  return x[index], y[index]
+
+
+def load_multiclass_task(dataset: str = 'digits',
+                         data_dir: Optional[str] = None,
+                         num_train: Optional[int] = None,
+                         num_test: Optional[int] = None,
+                         seed: int = 0) -> MulticlassTask:
+  """All ten classes of MNIST or the UCI digits.
+
+  Args:
+    dataset: 'mnist' or 'digits' (offline, 8x8, 1200 train / 597 test).
+    data_dir: folder with mnist/{train,t10k}-{images-idx3,labels-idx1}-
+      ubyte.gz (as in /work/shared/data); None = tensorflow-datasets for
+      MNIST.
+    num_train: keep a uniformly random subset of this many training
+      examples (None = all).
+    num_test: the same for the test set.
+    seed: seed of the subsets (np.random.default_rng).
+
+  Returns:
+    The task.
+
+  Raises:
+    AfterKernelError: unknown dataset, missing files, bad subset sizes.
+  """
+  errors.require(dataset in DATASETS,
+                 f'unknown multiclass dataset {dataset!r}; choose one of '
+                 f'{", ".join(DATASETS)}')
+  # pylint: disable=protected-access
+  if dataset == 'digits':
+    x_train, y_train, x_test, y_test = data._digits_arrays()
+    source = 'sklearn.datasets.load_digits'
+  elif data_dir is not None:
+    x_train, y_train, x_test, y_test = data._local_mnist(data_dir)
+    source = f'local IDX files in {data_dir}'
+  else:
+    x_train, y_train, x_test, y_test = data._tfds_or_raise('mnist')
+    source = 'tensorflow-datasets'
+  # pylint: enable=protected-access
+  rng = np.random.default_rng(seed)
+  x_train, y_train = _subset(x_train, y_train, num_train, rng, 'num_train')
+  x_test, y_test = _subset(x_test, y_test, num_test, rng, 'num_test')
+  scale = _PIXEL_MAX[dataset]
+  return MulticlassTask(
+      x_train=(np.asarray(x_train, np.float32) / scale),
+      y_train=np.asarray(y_train, np.int64),
+      x_test=(np.asarray(x_test, np.float32) / scale),
+      y_test=np.asarray(y_test, np.int64),
+      num_classes=NUM_CLASSES,
+      info=dict(dataset=dataset, source=source, num_train=len(y_train),
+                num_test=len(y_test), subset_seed=seed))
+
+
+def one_hot(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+  """(n,) integer labels -> (n, num_classes) float32 one-hot targets."""
+  labels = np.asarray(labels)
+  errors.require(labels.ndim == 1 and np.all((labels >= 0) &
+                                             (labels < num_classes)),
+                 f'labels must be integers in [0, {num_classes})')
+  return np.eye(num_classes, dtype=np.float32)[labels.astype(np.int64)]

@@ -262,9 +262,26 @@ class KernelProbe:
         decisions = test_features.astype(np.float64) @ solution.weights
       else:
         width = feature_fn(task.x_train[:1]).shape[1]
-        train_gram, cross_gram = kernels.train_and_cross_gram(
-            feature_fn, width, task.x_train, task.x_test,
-            memory_budget_gb=config.memory_budget_gb, log=self.log)
+        needed_gb = (len(task.x_train) + len(task.x_test)) * width * 4 / 2**30
+        if (not config.use_conjugate_kernel and
+            config.feature_method in ('auto', 'per_layer') and
+            features.supports_per_layer(model) and
+            (config.memory_budget_gb is None or
+             needed_gb <= config.memory_budget_gb)):
+          # Dense layers' Gram contributions from factors: same numbers,
+          # far less work for fully connected nets.
+          batch = config.feature_batch_size
+          train_factors = features.structured_features(model, task.x_train,
+                                                       batch)
+          train_gram = kernels.structured_gram(train_factors)
+          cross_gram = kernels.structured_gram(
+              features.structured_features(model, task.x_test, batch),
+              train_factors)
+          del train_factors
+        else:
+          train_gram, cross_gram = kernels.train_and_cross_gram(
+              feature_fn, width, task.x_train, task.x_test,
+              memory_budget_gb=config.memory_budget_gb, log=self.log)
         timings[prefix + 'features_and_gram_seconds'] = time.time() - start
         start = time.time()
         self.log(f'  {prefix}max-margin SVM ({config.svm_solver}) on a '

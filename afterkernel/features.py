@@ -30,6 +30,7 @@ Features are produced in blocks (`iter_feature_blocks`) so callers can stream
 them into Gram matrices without holding all n x P values.
 """
 
+import dataclasses
 from typing import Iterator
 import weakref
 
@@ -180,66 +181,162 @@ def _conv2d_per_example_kernel_grads(layer, h, output_grad):
   return tf.stack(rows, axis=1)
 
 
+def _chain_forward(chain, images):
+  """Runs a chain model; returns the logits and, per trainable layer, its
+  entry, its input and its pre-activation output."""
+  h = images
+  records = []
+  for entry in chain:
+    layer = entry.layer
+    if entry.kind == 'dense':
+      z = tf.matmul(h, layer.kernel)
+      if layer.use_bias:
+        z = z + layer.bias
+      records.append((entry, h, z))
+      h = layer.activation(z)
+    elif entry.kind == 'conv2d':
+      z = tf.nn.conv2d(h, layer.kernel, strides=(1,) + layer.strides + (1,),
+                       padding=layer.padding.upper(),
+                       dilations=(1,) + layer.dilation_rate + (1,))
+      if layer.use_bias:
+        z = z + layer.bias
+      records.append((entry, h, z))
+      h = layer.activation(z)
+    else:
+      h = layer(h, training=False)
+  return h, records
+
+
+def _chain_output_gradients(chain, images):
+  """One batched forward/backward: the records and d f(x_i) / d z_l[i].
+
+  Examples do not interact, so the gradient of the batch sum of logits at
+  example i's pre-activations is the gradient of f(x_i) alone.
+  """
+  with tf.GradientTape() as tape:
+    logits, records = _chain_forward(chain, images)
+    total = tf.reduce_sum(logits)
+  return records, tape.gradient(total, [z for _, _, z in records])
+
+
+def _layer_gradients(entry, h, output_grad):
+  """Per-example gradients of one layer's weights, keyed by variable id."""
+  layer = entry.layer
+  batch = tf.shape(h)[0]
+  if entry.kind == 'dense':
+    kernel = tf.einsum('bi,bo->bio', h, output_grad)
+    bias_axes = []
+  else:
+    kernel = _conv2d_per_example_kernel_grads(layer, h, output_grad)
+    bias_axes = [1, 2]
+  grads = {id(layer.kernel): tf.reshape(kernel, [batch, -1])}
+  if layer.use_bias:
+    bias = (tf.reduce_sum(output_grad, axis=bias_axes) if bias_axes
+            else output_grad)
+    grads[id(layer.bias)] = bias
+  return grads
+
+
 def _per_layer_block_fn(model: keras.Model, chain):
   """A tf.function: images -> (block, P) features from one fwd/bwd pass."""
   variables = model.trainable_variables
 
-  def forward(images):
-    """Runs the chain; returns the logits and, per trainable layer, its
-    input and pre-activation output."""
-    h = images
-    records = []
-    for entry in chain:
-      layer = entry.layer
-      if entry.kind == 'dense':
-        z = tf.matmul(h, layer.kernel)
-        if layer.use_bias:
-          z = z + layer.bias
-        records.append((entry, h, z))
-        h = layer.activation(z)
-      elif entry.kind == 'conv2d':
-        z = tf.nn.conv2d(h, layer.kernel, strides=(1,) + layer.strides + (1,),
-                         padding=layer.padding.upper(),
-                         dilations=(1,) + layer.dilation_rate + (1,))
-        if layer.use_bias:
-          z = z + layer.bias
-        records.append((entry, h, z))
-        h = layer.activation(z)
-      else:
-        h = layer(h, training=False)
-    return h, records
-
-  def layer_gradients(entry, h, output_grad):
-    """Per-example gradients of the layer's weights, keyed by variable id."""
-    layer = entry.layer
-    batch = tf.shape(h)[0]
-    if entry.kind == 'dense':
-      kernel = tf.einsum('bi,bo->bio', h, output_grad)
-      bias_axes = []
-    else:
-      kernel = _conv2d_per_example_kernel_grads(layer, h, output_grad)
-      bias_axes = [1, 2]
-    grads = {id(layer.kernel): tf.reshape(kernel, [batch, -1])}
-    if layer.use_bias:
-      bias = (tf.reduce_sum(output_grad, axis=bias_axes) if bias_axes
-              else output_grad)
-      grads[id(layer.bias)] = bias
-    return grads
-
   @tf.function(reduce_retracing=True)
   def block_features(images):
-    with tf.GradientTape() as tape:
-      logits, records = forward(images)
-      total = tf.reduce_sum(logits)
-    # Examples do not interact, so the gradient of the batch sum at example
-    # i's pre-activations is the gradient of f(x_i) alone.
-    output_grads = tape.gradient(total, [z for _, _, z in records])
+    records, output_grads = _chain_output_gradients(chain, images)
     grads = {}
     for (entry, h, _), output_grad in zip(records, output_grads):
-      grads.update(layer_gradients(entry, h, output_grad))
+      grads.update(_layer_gradients(entry, h, output_grad))
     return tf.concat([grads[id(v)] for v in variables], axis=1)
 
   return block_features
+
+
+def _factor_block_fn(model: keras.Model, chain):
+  """A tf.function: images -> (dense factors, other-layer features)."""
+  del model
+
+  @tf.function(reduce_retracing=True)
+  def block_factors(images):
+    records, output_grads = _chain_output_gradients(chain, images)
+    dense, others = [], []
+    for (entry, h, _), output_grad in zip(records, output_grads):
+      if entry.kind == 'dense':
+        if entry.layer.use_bias:
+          h = tf.concat([h, tf.ones_like(h[:, :1])], axis=1)
+        dense.append((h, output_grad))
+      else:
+        others.extend(_layer_gradients(entry, h, output_grad).values())
+    other = (tf.concat(others, axis=1) if others
+             else tf.zeros([tf.shape(images)[0], 0]))
+    return dense, other
+
+  return block_factors
+
+
+@dataclasses.dataclass
+class StructuredFeatures:
+  """Gradient features of a chain model, with Dense layers kept factored.
+
+  For a Dense layer z = h W + b, d f / d(W, b) = (h, 1) outer d f / d z, so
+  its contribution to K(u, v) is ((h_u, 1).(h_v, 1)) (g_u . g_v): two small
+  Grams multiplied elementwise, n^2 (d_in + d_out) work instead of
+  n^2 d_in d_out (the structured-derivatives trick of neural-tangents).
+  Convolution gradients are kept materialized, concatenated in `other`.
+
+  Attributes:
+    dense: per Dense layer, (inputs with a ones column if it has a bias
+      (n, d_in[+1]), output gradients (n, d_out)), float32.
+    other: (n, P_other) float32 per-example gradients of the other trainable
+      layers (convolutions).
+  """
+  dense: list
+  other: np.ndarray
+
+  @property
+  def num_examples(self) -> int:
+    return len(self.other)
+
+
+def structured_features(model: keras.Model,
+                        images: np.ndarray,
+                        batch_size: int = DEFAULT_BATCH_SIZE
+                        ) -> StructuredFeatures:
+  """Gradient features with Dense layers factored (see StructuredFeatures).
+
+  Args:
+    model: a chain model (see `supports_per_layer`).
+    images: (n, ...) float32 inputs.
+    batch_size: examples per batched forward/backward pass.
+
+  Returns:
+    The factored features of `images`; `kernels.structured_gram` turns two
+    of them into a Gram matrix equal to phi_a phi_b^T.
+
+  Raises:
+    AfterKernelError: unsupported model or bad input.
+  """
+  images = np.asarray(images, dtype=np.float32)
+  _check_inputs(model, images, batch_size)
+  chain = _chain_layers(model)
+  errors.require(chain is not None,
+                 f'structured features need a chain model whose trainable '
+                 f'layers are Dense/Conv2D; {model.name!r} is not one (use '
+                 'gradient_features)')
+  cached = _BLOCK_FNS.setdefault(model, {})
+  if 'factors' not in cached:
+    cached['factors'] = _factor_block_fn(model, chain)
+  dense_parts, other_parts = [], []
+  for start in range(0, len(images), batch_size):
+    dense, other = cached['factors'](tf.constant(images[start:start +
+                                                        batch_size]))
+    dense_parts.append([(h.numpy(), g.numpy()) for h, g in dense])
+    other_parts.append(other.numpy())
+  dense = [(np.concatenate([block[i][0] for block in dense_parts]),
+            np.concatenate([block[i][1] for block in dense_parts]))
+           for i in range(len(dense_parts[0]))]
+  return StructuredFeatures(dense=dense,
+                            other=np.concatenate(other_parts))
 
 
 def _loop_block_fn(model: keras.Model):

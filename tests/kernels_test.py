@@ -2,10 +2,13 @@
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import keras
 import numpy as np
 
 from afterkernel import errors
+from afterkernel import features
 from afterkernel import kernels
+from afterkernel import models
 
 
 class GramTest(parameterized.TestCase):
@@ -91,6 +94,42 @@ class StreamedGramTest(parameterized.TestCase):
     with self.assertRaisesRegex(errors.AfterKernelError, 'raise it'):
       kernels.streamed_gram(self.feature_fn, 64, self.inputs,
                             memory_budget_gb=1e-9, stream_block=4)
+
+
+class StructuredGramTest(parameterized.TestCase):
+  """Factored Dense-layer Grams equal the Gram of the full features."""
+
+  @parameterized.named_parameters(
+      ('fully_connected', 'fully_connected', (6, 6, 1)),
+      ('vgg', 'vgg', (8, 8, 1)), ('sum', 'sum', (5, 5, 2)))
+  def test_equals_gram_of_materialized_features(self, architecture, shape):
+    keras.utils.set_random_seed(9)
+    model = models.build_model(architecture, shape)
+    rng = np.random.default_rng(9)
+    for v in model.trainable_variables:  # non-zero biases
+      v.assign(v.numpy() + 0.1 * rng.standard_normal(v.shape).astype(
+          np.float32))
+    a = rng.random((13,) + shape).astype(np.float32)
+    b = rng.random((5,) + shape).astype(np.float32)
+    phi_a = features.gradient_features(model, a, method='loop')
+    phi_b = features.gradient_features(model, b, method='loop')
+    factors_a = features.structured_features(model, a, batch_size=4)
+    np.testing.assert_allclose(
+        kernels.structured_gram(factors_a),
+        kernels.gram(phi_a, accumulate_float64=True), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        kernels.structured_gram(factors_a,
+                                features.structured_features(model, b)),
+        kernels.gram(phi_a, phi_b, accumulate_float64=True),
+        rtol=1e-4, atol=1e-5)
+
+  def test_unsupported_model(self):
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(2)(inputs)
+    merged = keras.layers.Concatenate()([inputs, hidden])
+    model = keras.Model(inputs, keras.layers.Dense(1)(merged))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'chain model'):
+      features.structured_features(model, np.zeros((2, 3), np.float32))
 
 
 class ScaleTest(absltest.TestCase):

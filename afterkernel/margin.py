@@ -128,7 +128,9 @@ class MarginResult:
       p in the simplex (same units). An upper bound on the optimum when the
       data are separable.
     feature_scale: s = mean_i ||phi(x_i)||, the rescale applied to features.
-    iterations: number of updates w_t -> w_{t+1} performed.
+    iterations: number of updates w_t -> w_{t+1} performed ('working_set':
+      summed over the full problem and all working-set rounds, each of
+      which may use up to max_iterations).
     converged: True iff the relative gap (upper - margin) / upper met the
       tolerance.
     stop_reason: 'tolerance', 'max_iterations' or 'max_seconds'.
@@ -498,8 +500,9 @@ def _solve_working_set(gram: np.ndarray, labels: np.ndarray, scale: float,
       sub_gram = np.ascontiguousarray(gram[np.ix_(working, working)])
       sub_matvec, _, sub_support = _scaled_gram_operator(
           sub_gram, labels[working], scale)
-      sub = _Progress(len(working), tolerance,
-                      max(max_iterations - iterations, 1), check_every,
+      # Each round gets the full iteration budget: its iterations cost
+      # |W|^2, not n^2, and the tail needs as many as the full problem.
+      sub = _Progress(len(working), tolerance, max_iterations, check_every,
                       remaining, None)
       sub_iterations, sub_reason = _run_dual(sub_matvec, sub_support,
                                              len(working), sub)

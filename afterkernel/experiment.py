@@ -36,6 +36,7 @@ import keras
 import numpy as np
 
 from afterkernel import data
+from afterkernel import distribute
 from afterkernel import errors
 from afterkernel import features
 from afterkernel import invariance
@@ -107,6 +108,7 @@ class ExperimentConfig:
   feature_batch_size: int = features.DEFAULT_BATCH_SIZE
   feature_method: str = features.DEFAULT_FEATURE_METHOD
   memory_budget_gb: Optional[float] = None
+  distribution_strategy: str = distribute.DEFAULT_STRATEGY
 
   def validate(self) -> None:
     """Checks every field; raises AfterKernelError naming the first bad one."""
@@ -119,6 +121,10 @@ class ExperimentConfig:
     errors.require(self.svm_solver in margin.SOLVERS,
                    f'unknown svm_solver {self.svm_solver!r}; choose one of '
                    f'{", ".join(margin.SOLVERS)}')
+    errors.require(self.distribution_strategy in distribute.STRATEGIES,
+                   'unknown distribution_strategy '
+                   f'{self.distribution_strategy!r}; choose one of '
+                   f'{", ".join(distribute.STRATEGIES)}')
     errors.require(self.feature_method in features.FEATURE_METHODS,
                    f'unknown feature_method {self.feature_method!r}; choose '
                    f'one of {", ".join(features.FEATURE_METHODS)}')
@@ -142,6 +148,12 @@ class ExperimentConfig:
     errors.require(self.training_loss_target is None or
                    self.max_num_epochs > 0,
                    'training_loss_target needs max_num_epochs > 0 as the cap')
+    errors.require(self.distribution_strategy != 'multi_worker' or
+                   self.max_num_epochs == 0,
+                   'distribution_strategy=multi_worker cannot train: Keras '
+                   "3's fit fails under MultiWorkerMirroredStrategy "
+                   '(keras-team/keras#20585); use mirrored on one machine, '
+                   'or max_num_epochs=0 for the FNTK alone')
     errors.require(self.svm_tolerance >= 0,
                    f'svm_tolerance must be >= 0, got {self.svm_tolerance}')
     errors.require(self.seed >= 0, f'seed must be >= 0, got {self.seed}')
@@ -153,11 +165,14 @@ class ExperimentConfig:
     """Hash of the fields that change results.
 
     Leaves out num_runs (more runs extend an experiment), data_dir (where
-    the same data lives) and the fields that change only speed or memory.
+    the same data lives) and the fields that change only speed or memory
+    (distribution_strategy: the same features and SGD on other devices,
+    though training is not bit-identical; each run record names it).
     """
     fields = self.to_dict()
     for name in ('num_runs', 'data_dir', 'feature_batch_size',
-                 'feature_method', 'memory_budget_gb'):
+                 'feature_method', 'memory_budget_gb',
+                 'distribution_strategy'):
       fields.pop(name)
     text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -176,10 +191,15 @@ def _model_kwargs(config: ExperimentConfig) -> Dict[str, Any]:
 
 
 def build_network(config: ExperimentConfig, input_shape) -> keras.Model:
-  """The experiment's network, freshly initialized from Keras' global seed."""
-  return models.build_model(config.nn_architecture, input_shape,
-                            num_parameters=config.num_parameters,
-                            **_model_kwargs(config))
+  """The experiment's network, freshly initialized from Keras' global seed.
+
+  Built in the scope of the config's distribution strategy, so that it
+  trains with it (the initial weights do not depend on the strategy).
+  """
+  with distribute.make_strategy(config.distribution_strategy).scope():
+    return models.build_model(config.nn_architecture, input_shape,
+                              num_parameters=config.num_parameters,
+                              **_model_kwargs(config))
 
 
 def load_task(config: ExperimentConfig) -> data.BinaryTask:
@@ -223,13 +243,19 @@ class KernelProbe:
     self.seed = seed
     self.task = task
     self.log = log
+    self.strategy = distribute.make_strategy(config.distribution_strategy)
+
+  def _gradient_features(self, model, images, method=None):
+    """Gradient features, sharded across the strategy's replicas."""
+    return distribute.sharded_gradient_features(
+        model, images, self.strategy, self.config.feature_batch_size,
+        method or self.config.feature_method)
 
   def _feature_fn(self, model):
     batch = self.config.feature_batch_size
     if self.config.use_conjugate_kernel:
       return lambda x: features.conjugate_features(model, x, batch)
-    method = self.config.feature_method
-    return lambda x: features.gradient_features(model, x, batch, method)
+    return lambda x: self._gradient_features(model, x)
 
   def measure(self, model: keras.Model, prefix: str) -> Dict[str, Any]:
     """All kernel metrics of `model`, names prefixed 'ntk_' or 'ak_'.
@@ -264,6 +290,7 @@ class KernelProbe:
         width = feature_fn(task.x_train[:1]).shape[1]
         needed_gb = (len(task.x_train) + len(task.x_test)) * width * 4 / 2**30
         if (not config.use_conjugate_kernel and
+            self.strategy.num_replicas_in_sync == 1 and
             config.feature_method in ('auto', 'per_layer') and
             features.supports_per_layer(model) and
             (config.memory_budget_gb is None or
@@ -314,8 +341,8 @@ class KernelProbe:
       timings[prefix + 'invariance_seconds'] = time.time() - start
     if config.ker_alignment_sample_size:
       sample = task.x_test[:config.ker_alignment_sample_size]
-      gradient_gram = kernels.gram(features.gradient_features(
-          model, sample, config.feature_batch_size))
+      gradient_gram = kernels.gram(self._gradient_features(
+          model, sample, features.DEFAULT_FEATURE_METHOD))
       conjugate_gram = kernels.gram(features.conjugate_features(
           model, sample, config.feature_batch_size))
       metrics[prefix + 'kalignment'] = kernels.kernel_alignment(
@@ -341,7 +368,7 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
 
   Returns:
     The run record: {'config_fingerprint', 'run', 'seed', 'version',
-    'data', 'metrics', 'timings'}.
+    'data', 'distribution' (strategy name and replicas), 'metrics', 'timings'}.
   """
   seed = config.seed + run_index
   start = time.time()
@@ -391,6 +418,9 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
   timings['run_seconds'] = time.time() - start
   return {'config_fingerprint': config.fingerprint(), 'run': run_index,
           'seed': seed, 'version': VERSION, 'data': task.info,
+          'distribution': {
+              'strategy': config.distribution_strategy,
+              'replicas': probe.strategy.num_replicas_in_sync},
           'metrics': metrics, 'timings': timings}
 
 
@@ -434,6 +464,12 @@ def run_experiment(config: ExperimentConfig, output_dir: str,
       before anything is written.
   """
   config.validate()
+  # First, before other TensorFlow work: a TPU system or multi-worker
+  # collectives are set up once, at program start.
+  strategy = distribute.make_strategy(config.distribution_strategy)
+  if config.distribution_strategy != distribute.DEFAULT_STRATEGY:
+    log(f'distribution strategy {config.distribution_strategy}: '
+        f'{strategy.num_replicas_in_sync} replica(s)')
   task = load_task(config)
   _prepare_output_dir(config, output_dir)
   done = {r['run'] for r in results.read_runs(output_dir)

@@ -67,13 +67,19 @@ def augmentation_layers(image_shape: Sequence[int]) -> keras.Sequential:
 
 def compile_for_binary(model: keras.Model,
                        learning_rate: Optional[float] = None) -> None:
-  """Compiles `model` with SGD and binary cross-entropy on logits."""
+  """Compiles `model` with SGD and binary cross-entropy on logits.
+
+  Compiles in the scope of the tf.distribute strategy the model was built
+  under (a no-op for the default strategy), as Keras requires for
+  distributed training (see `distribute`).
+  """
   rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
   errors.require(rate > 0 and math.isfinite(rate),
                  f'learning_rate must be positive, got {rate!r}')
-  model.compile(
-      optimizer=keras.optimizers.SGD(learning_rate=rate),
-      loss=keras.losses.BinaryCrossentropy(from_logits=True))
+  with model.distribute_strategy.scope():
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=rate),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True))
 
 
 def _check_data(images: np.ndarray, labels: np.ndarray) -> None:

@@ -35,6 +35,7 @@ from absl import logging
 
 import afterkernel
 from afterkernel import data
+from afterkernel import distribute
 from afterkernel import errors
 from afterkernel import experiment
 from afterkernel import invariance
@@ -159,6 +160,14 @@ _MEMORY_BUDGET_GB = flags.DEFINE_float(
     'memory_budget_gb', None,
     'GiB the gradient features may take; above it the Gram matrices are '
     'streamed (features recomputed block by block, never all held).')
+_DISTRIBUTION_STRATEGY = flags.DEFINE_enum(
+    'distribution_strategy', _DEFAULTS.distribution_strategy,
+    list(distribute.STRATEGIES),
+    'default: one device (the first GPU if any, else the CPU); mirrored: all '
+    'local GPUs (or logical CPUs); tpu: the TPU of this TPU VM or TPU_NAME; '
+    'multi_worker: the workers in TF_CONFIG, each running this command '
+    '(features only: needs --max_num_epochs=0). Training and gradient '
+    'features are split across the replicas.')
 
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Where config.json, runs.jsonl, summary.json go.')
@@ -192,7 +201,8 @@ def config_from_flags() -> experiment.ExperimentConfig:
       effective_rank_sample_size=_EFFECTIVE_RANK_SAMPLE_SIZE.value,
       feature_batch_size=_FEATURE_BATCH_SIZE.value,
       feature_method=_FEATURE_METHOD.value,
-      memory_budget_gb=_MEMORY_BUDGET_GB.value)
+      memory_budget_gb=_MEMORY_BUDGET_GB.value,
+      distribution_strategy=_DISTRIBUTION_STRATEGY.value)
 
 
 def main(argv):

@@ -1,0 +1,333 @@
+"""Tests for afterkernel.distribute: features and training on two CPU devices.
+
+TensorFlow fixes its devices when it initializes, and other tests in the same
+pytest process may have initialized it already, so `TwoCpuTest` runs in a
+child process (this file, run with `_CHILD_ENV=two_cpus`) that splits the CPU
+into two logical devices before any TensorFlow op;
+`SingleProcessTest.test_two_logical_cpu_devices` starts it and checks that
+all of its tests ran and passed. Likewise the slow multi-worker test starts
+two worker processes on localhost (`_CHILD_ENV=worker`, `WorkerTest`).
+"""
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+from afterkernel import distribute
+from afterkernel import errors
+from afterkernel import experiment
+from afterkernel import features
+from afterkernel import kernels
+from afterkernel import models
+from afterkernel import results
+from afterkernel import training
+
+_CHILD_ENV = 'AFTERKERNEL_DISTRIBUTE_TEST_CHILD'
+_MODE = os.environ.get(_CHILD_ENV)
+_IN_CHILD = _MODE is not None
+# Before any TensorFlow op: the devices, or the multi-worker collectives.
+if _MODE == 'two_cpus':
+  distribute.split_cpu(2)
+elif _MODE == 'worker':
+  distribute.make_strategy('multi_worker')
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SHAPE = (8, 8, 1)
+# Features and Grams on two replicas vs one device: float32 rounding only.
+_RTOL = 1e-5
+# A tiny but complete experiment (every stage runs) on the embedded digits.
+_TINY = experiment.ExperimentConfig(
+    dataset='digits', train_subset=40, test_subset=20,
+    nn_architecture='fully_connected', num_layers=1, num_parameters=2000,
+    max_num_epochs=1, num_runs=1, num_translations=6, num_zooms=6,
+    num_swaps=6, num_rotations=6, ker_alignment_sample_size=6,
+    effective_rank_sample_size=10, svm_max_iterations=2000,
+    feature_batch_size=8)
+
+
+def _toy_task(n, seed=0):
+  """Images labelled by whether their left half is brighter."""
+  images = np.random.default_rng(seed).random((n,) + _SHAPE).astype(
+      np.float32)
+  labels = (images[:, :, :4].sum(axis=(1, 2, 3)) >
+            images[:, :, 4:].sum(axis=(1, 2, 3))).astype(np.float32)
+  return images, labels
+
+
+def _relative_error(actual, expected):
+  return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def _quiet(message):
+  del message
+
+
+def _child_env(**changes):
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **changes)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _check_child(test, returncode, stderr, test_case):
+  """Asserts a child process ran all of `test_case`'s tests, unskipped."""
+  tail = stderr[-4000:]
+  test.assertEqual(returncode, 0, tail)
+  expected = unittest.TestLoader().loadTestsFromTestCase(
+      test_case).countTestCases()
+  test.assertRegex(tail, rf'Ran {expected} tests?\b')
+  test.assertNotIn('skipped', tail)
+
+
+class SingleProcessTest(absltest.TestCase):
+
+  def test_unknown_strategy_is_one_line_error(self):
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                "unknown distribution strategy 'gpu'.*"
+                                'default, mirrored, tpu, multi_worker') as cm:
+      distribute.make_strategy('gpu')
+    self.assertNotIn('\n', str(cm.exception))
+
+  def test_config_checks_strategy_and_fingerprint_ignores_it(self):
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'unknown distribution_strategy'):
+      dataclasses.replace(_TINY, distribution_strategy='gpu').validate()
+    mirrored = dataclasses.replace(_TINY, distribution_strategy='mirrored')
+    mirrored.validate()
+    self.assertEqual(mirrored.fingerprint(), _TINY.fingerprint())
+
+  def test_multi_worker_config_refuses_training(self):
+    config = dataclasses.replace(_TINY, distribution_strategy='multi_worker')
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'multi_worker cannot train'):
+      config.validate()
+    dataclasses.replace(config, max_num_epochs=0).validate()
+
+  def test_default_strategy_is_one_device_and_exact(self):
+    strategy = distribute.make_strategy('default')
+    self.assertEqual(strategy.num_replicas_in_sync, 1)
+    keras.utils.set_random_seed(0)
+    model = models.build_model('fully_connected', _SHAPE)
+    images, _ = _toy_task(9)
+    np.testing.assert_array_equal(
+        distribute.sharded_gradient_features(model, images, strategy, 4),
+        features.gradient_features(model, images, 4))
+
+  def test_split_cpu_after_initialization_is_one_line_error(self):
+    tf.constant(1.0).numpy()  # Makes sure TensorFlow is initialized.
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'already initialized.*program start') as cm:
+      distribute.split_cpu(2)
+    self.assertNotIn('\n', str(cm.exception))
+
+  @absltest.skipIf(_IN_CHILD, 'starts the child process itself')
+  def test_two_logical_cpu_devices(self):
+    process = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), 'TwoCpuTest'],
+        cwd=_REPO, env=_child_env(**{_CHILD_ENV: 'two_cpus'}),
+        capture_output=True, text=True, timeout=600, check=False)
+    _check_child(self, process.returncode, process.stderr, TwoCpuTest)
+
+  @absltest.skipIf(_IN_CHILD, 'starts the worker processes itself')
+  @absltest.skipUnless(os.environ.get('AFTERKERNEL_SLOW_TESTS'),
+                       'slow; set AFTERKERNEL_SLOW_TESTS=1')
+  def test_two_workers_on_localhost(self):
+    workers = [f'localhost:{_free_port()}' for _ in range(2)]
+    processes = []
+    for index in range(2):
+      tf_config = json.dumps({'cluster': {'worker': workers},
+                              'task': {'type': 'worker', 'index': index}})
+      processes.append(subprocess.Popen(
+          [sys.executable, os.path.abspath(__file__), 'WorkerTest'],
+          cwd=_REPO, env=_child_env(TF_CONFIG=tf_config,
+                                    **{_CHILD_ENV: 'worker'}),
+          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+      outcomes = [(p.communicate(timeout=900)[1], p.returncode)
+                  for p in processes]
+    finally:
+      for process in processes:  # A failed worker leaves its peer waiting.
+        if process.poll() is None:
+          process.kill()
+    for stderr, returncode in outcomes:
+      _check_child(self, returncode, stderr, WorkerTest)
+
+  @absltest.skipIf(_IN_CHILD, 'a binary run, not a two-device test')
+  def test_binary_without_tpu_fails_in_one_line_and_writes_nothing(self):
+    directory = os.path.join(tempfile.mkdtemp(), 'out')
+    process = subprocess.run(
+        [sys.executable, '-m', 'binaries.run_after_kernel',
+         '--distribution_strategy=tpu', '--max_num_epochs=0',
+         f'--output_dir={directory}'],
+        cwd=_REPO, env=_child_env(), capture_output=True, text=True,
+        timeout=300, check=False)
+    self.assertEqual(process.returncode, 2, process.stderr[-2000:])
+    lines = [l for l in process.stderr.splitlines() if l.startswith('error:')]
+    self.assertLen(lines, 1)
+    self.assertRegex(lines[0], r'^error: distribution strategy tpu: no TPU '
+                     r'found \(.*\); run on a TPU VM or set TPU_NAME')
+    self.assertFalse(os.path.exists(directory))
+
+
+@absltest.skipUnless(_MODE == 'two_cpus', 'runs in a child process with two '
+                     'logical CPUs, started by test_two_logical_cpu_devices')
+class TwoCpuTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.strategy = distribute.make_strategy('mirrored')
+    cls.untrained = {}  # Shared by the feature tests: traced once.
+
+  def _models(self, architecture, fresh=False):
+    """The same initial network, on one device and mirrored."""
+    if fresh or architecture not in self.untrained:
+      keras.utils.set_random_seed(0)
+      single = models.build_model(architecture, _SHAPE)
+      keras.utils.set_random_seed(0)
+      with self.strategy.scope():
+        mirrored = models.build_model(architecture, _SHAPE)
+      if fresh:
+        return single, mirrored
+      self.untrained[architecture] = single, mirrored
+    return self.untrained[architecture]
+
+  def test_mirrored_spans_both_cpus(self):
+    self.assertIs(distribute.make_strategy('mirrored'), self.strategy)
+    self.assertEqual(self.strategy.num_replicas_in_sync, 2)
+    self.assertEqual(
+        [d.split('/')[-1] for d in self.strategy.extended.worker_devices],
+        ['device:CPU:0', 'device:CPU:1'])
+
+  def test_model_built_in_scope_is_mirrored_with_same_weights(self):
+    single, mirrored = self._models('vgg')
+    self.assertIs(mirrored.distribute_strategy, self.strategy)
+    for a, b in zip(single.trainable_variables, mirrored.trainable_variables):
+      self.assertIsInstance(b.value, tf.distribute.DistributedValues)
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+  @parameterized.parameters(
+      # 13 = 2 x 4 + 5: the last block is ragged and split 3 / 2.
+      ('vgg', 'auto', 13),
+      ('vgg', 'per_layer', 16),
+      ('vgg', 'auto', 1),  # Fewer examples than replicas.
+      ('fully_connected', 'vectorized', 13),
+  )
+  def test_features_and_gram_equal_one_device(self, architecture, method, n):
+    single, mirrored = self._models(architecture)
+    images, _ = _toy_task(n, seed=n)
+    expected = features.gradient_features(single, images, 4, method)
+    actual = distribute.sharded_gradient_features(
+        mirrored, images, self.strategy, batch_size=4, method=method)
+    self.assertEqual(actual.shape, expected.shape)
+    self.assertEqual(actual.dtype, np.float32)
+    self.assertLess(_relative_error(actual, expected), _RTOL)
+    self.assertLess(
+        _relative_error(kernels.gram(actual), kernels.gram(expected)), _RTOL)
+
+  def test_loop_method_is_refused(self):
+    _, mirrored = self._models('fully_connected')
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                "'loop' cannot be sharded"):
+      distribute.sharded_gradient_features(
+          mirrored, _toy_task(4)[0], self.strategy, method='loop')
+
+  def test_full_batch_steps_equal_one_device(self):
+    # One minibatch per epoch: the step does not depend on the shuffle order,
+    # so mirrored SGD (gradients summed over replicas) must match one device.
+    single, mirrored = self._models('fully_connected', fresh=True)
+    images, labels = _toy_task(24)
+    for model in (single, mirrored):
+      training.train(model, images, labels, epochs=2, learning_rate=0.5,
+                     batch_size=24)
+    initial, _ = self._models('fully_connected')
+    for a, b, c in zip(single.trainable_variables,
+                       mirrored.trainable_variables,
+                       initial.trainable_variables):
+      self.assertLess(_relative_error(b.numpy(), a.numpy()), 1e-5)
+      self.assertGreater(np.abs(a.numpy() - c.numpy()).max(), 1e-4)
+
+  def test_minibatch_epoch_gives_finite_loss(self):
+    _, mirrored = self._models('vgg', fresh=True)
+    images, labels = _toy_task(40)  # Minibatches of 16, 16 and 8.
+    result = training.train(mirrored, images, labels, epochs=1,
+                            learning_rate=0.1, batch_size=16)
+    self.assertEqual(result.epochs, 1)
+    self.assertTrue(np.isfinite(result.final_train_loss))
+    self.assertTrue(np.all(np.isfinite(result.epoch_losses)))
+
+  def test_experiment_fntk_metrics_equal_default(self):
+    # The FNTK (epoch 0) depends only on the seeded initialization and the
+    # features, so mirrored and default runs must agree on its metrics.
+    records = {}
+    for name in ('default', 'mirrored'):
+      directory = os.path.join(tempfile.mkdtemp(), name)
+      config = dataclasses.replace(_TINY, distribution_strategy=name)
+      experiment.run_experiment(config, directory, log=_quiet)
+      (records[name],) = results.read_runs(directory)
+    default, mirrored = records['default'], records['mirrored']
+    self.assertEqual(mirrored['distribution'],
+                     {'strategy': 'mirrored', 'replicas': 2})
+    self.assertEqual(default['distribution'],
+                     {'strategy': 'default', 'replicas': 1})
+    self.assertEqual(mirrored['config_fingerprint'],
+                     default['config_fingerprint'])
+    for name in ('ntk_trans_inv', 'ntk_rotation_inv', 'ntk_zoom_inv',
+                 'ntk_swap_inv', 'ntk_kalignment', 'ntk_eff_rank',
+                 'ntk_entropy_eff_rank', 'ntk_margin'):
+      self.assertAlmostEqual(mirrored['metrics'][name],
+                             default['metrics'][name], delta=1e-4, msg=name)
+    self.assertEqual(mirrored['metrics']['ntk_linear_error'],
+                     default['metrics']['ntk_linear_error'])
+    for name in ('nn_train_loss', 'linear_error', 'ak_trans_inv',
+                 'ak_kalignment'):
+      self.assertTrue(np.isfinite(mirrored['metrics'][name]), name)
+
+
+@absltest.skipUnless(_MODE == 'worker', 'runs in two worker processes, '
+                     'started by test_two_workers_on_localhost')
+class WorkerTest(absltest.TestCase):
+
+  def test_features_and_fntk_equal_one_device(self):
+    strategy = distribute.make_strategy('multi_worker')
+    self.assertEqual(strategy.num_replicas_in_sync, 2)
+    keras.utils.set_random_seed(0)
+    single = models.build_model('vgg', _SHAPE)
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+      mirrored = models.build_model('vgg', _SHAPE)
+    images, _ = _toy_task(13)
+    # Every worker gets all rows, in order.
+    self.assertLess(_relative_error(
+        distribute.sharded_gradient_features(mirrored, images, strategy, 4),
+        features.gradient_features(single, images, 4)), _RTOL)
+    # The runner (no training: Keras 3 cannot fit under this strategy).
+    metrics = {}
+    for name in ('default', 'multi_worker'):
+      directory = os.path.join(tempfile.mkdtemp(), name)
+      config = dataclasses.replace(_TINY, distribution_strategy=name,
+                                   max_num_epochs=0)
+      experiment.run_experiment(config, directory, log=_quiet)
+      metrics[name] = results.read_runs(directory)[0]['metrics']
+    for name in ('ntk_trans_inv', 'ntk_kalignment', 'ntk_eff_rank',
+                 'ntk_margin'):
+      self.assertAlmostEqual(metrics['multi_worker'][name],
+                             metrics['default'][name], delta=1e-4, msg=name)
+
+
+if __name__ == '__main__':
+  absltest.main()

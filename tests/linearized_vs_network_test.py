@@ -9,9 +9,15 @@ from absl.testing import flagsaver
 
 from afterkernel import linearized_study
 from afterkernel import results
-from binaries import linearized_vs_network
+import binary_flags
 
 FLAGS = flags.FLAGS
+linearized_vs_network = None  # loaded in setUpModule, see binary_flags
+
+
+def setUpModule():
+  global linearized_vs_network
+  linearized_vs_network = binary_flags.load_binary('binaries.linearized_vs_network')
 _TINY_FLAGS = ('--dataset=digits', '--num_train=50', '--num_test=30',
                '--architecture=myrtle5', '--width_multipliers=0.0625',
                '--epochs=1', '--batch_size=25', '--rank_sample_size=10',

@@ -11,9 +11,15 @@ from absl.testing import absltest
 from absl.testing import flagsaver
 
 from afterkernel import results
-from binaries import run_after_kernel
+import binary_flags
 
 FLAGS = flags.FLAGS
+run_after_kernel = None  # loaded in setUpModule, see binary_flags
+
+
+def setUpModule():
+  global run_after_kernel
+  run_after_kernel = binary_flags.load_binary('binaries.run_after_kernel')
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY_FLAGS = ('--dataset=digits', '--train_subset=40', '--test_subset=20',
                '--nn_architecture=fully_connected', '--num_layers=1',

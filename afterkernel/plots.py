@@ -1,0 +1,431 @@
+"""The paper's figures from a sweep summary, with matplotlib.
+
+Long, *Properties of the after kernel* (2021) reports its findings as line
+plots of a metric against training epochs or learning rate. `FIGURES` lists
+one `FigureSpec` per figure (numbered as in the paper, Figs 1-16); each is
+drawn from `store.summarize` entries of one sweep family (see `sweeps`):
+
+  fig01 after-kernel SVM test error vs epochs (epoch 0 = the FNTK)
+  fig02 / fig03 SVM and network test error vs epochs (MNIST / CIFAR-10)
+  fig04 quadrant-swap invariance ("locality") vs epochs
+  fig05 translation, zoom and rotation invariance vs epochs
+  fig06 alignment of the kernel with its conjugate projection vs epochs
+  fig07 SVM test error of the after kernel vs the conjugate projection
+  fig08 augmentation: SVM error and invariances with / without augmentation
+  fig09-14 learning rate (loss-target training): SVM error, network error,
+        swap invariance, the other invariances, alignment and conjugate SVM,
+        epochs needed to reach the loss target
+  fig15 width: SVM error and swap invariance vs epochs for ~60K/80K/100K nets
+  fig16 augmentation sanity check: network test error with / without it
+
+Every line is the mean over runs with a band of +- the 95% confidence
+half-width (Student t; no band when a point has a single run; clipped to
+the metric's range, e.g. errors to [0, 1]), and the legend names the
+series. Panels are one per task (and architecture, where
+the figure says so) and metric group. Any point field that varies within a
+panel but is not an axis of the figure (e.g. two --train_subset settings in
+one store) is added to the series, so different settings are never
+averaged together.
+
+Figures are drawn with matplotlib's object-oriented API (`Figure`, Agg
+canvas) and never touch pyplot's global state, so this module is safe to use
+from tests and servers.
+"""
+
+import dataclasses
+import math
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from matplotlib import figure as mpl_figure
+
+from afterkernel import errors
+
+FORMATS = ('png', 'pdf')
+# Screen- and print-friendly size of one panel, inches.
+PANEL_SIZE = (4.2, 3.2)
+MAX_COLUMNS = 3
+# Room for the title and a legend row under a single panel, inches.
+MIN_FIGURE_WIDTH = 7.5
+DPI = 120
+
+# Legend names of metrics.
+METRIC_LABELS = {
+    'svm_error': 'kernel SVM',
+    'conjugate_svm_error': 'conjugate-projection SVM',
+    'nn_error': 'network',
+    'trans_inv': 'translation',
+    'zoom_inv': 'zoom',
+    'rotation_inv': 'rotation',
+    'swap_inv': 'quadrant swap',
+    'kalignment': 'alignment',
+    'epochs_trained': 'epochs trained',
+}
+# Y-axis label (with units) of a metric.
+Y_LABELS = {
+    'svm_error': 'test error (fraction of test set)',
+    'conjugate_svm_error': 'test error (fraction of test set)',
+    'nn_error': 'test error (fraction of test set)',
+    'trans_inv': 'translation invariance (mean cosine)',
+    'zoom_inv': 'zoom invariance (mean cosine)',
+    'rotation_inv': 'rotation invariance (mean cosine)',
+    'swap_inv': 'swap invariance (mean cosine)',
+    'kalignment': 'alignment with conjugate (cosine of Grams)',
+    'epochs_trained': 'epochs to reach loss target (epochs)',
+}
+# Values a metric can take; confidence bands are clipped to them.
+VALID_RANGES = {
+    'svm_error': (0.0, 1.0), 'conjugate_svm_error': (0.0, 1.0),
+    'nn_error': (0.0, 1.0), 'trans_inv': (-1.0, 1.0), 'zoom_inv': (-1.0, 1.0),
+    'rotation_inv': (-1.0, 1.0), 'swap_inv': (-1.0, 1.0),
+    'kalignment': (-1.0, 1.0), 'epochs_trained': (0.0, math.inf),
+}
+X_LABELS = {
+    'epoch': 'epochs of training (0 = init., the FNTK)',
+    'learning_rate': 'SGD learning rate (log scale)',
+}
+_ARCHITECTURE_NAMES = {'vgg': 'VGG-like', 'mega_vgg': 'mega-VGG',
+                       'fully_connected': 'fully connected', 'sum': 'Sum net'}
+_DATASET_NAMES = {'mnist': 'MNIST', 'cifar10': 'CIFAR-10', 'digits': 'digits'}
+_CIFAR_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
+                  'frog', 'horse', 'ship', 'truck')
+# Fields never used to split series (identity, or the figure's axes).
+_NON_SERIES_FIELDS = ('family', 'task', 'epoch')
+# Width of one legend entry (marker and a label like 'VGG-like, augmented').
+_LEGEND_ENTRY_WIDTH = 2.6
+_LINESTYLES = ('-', '--', ':', '-.')
+_MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X')
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+  """What one figure shows.
+
+  Attributes:
+    name: file stem, e.g. 'fig01_svm_error_vs_epochs'.
+    title: the figure's title (suptitle).
+    family: sweep family whose entries are plotted.
+    x: point field on the x axis: 'epoch' or 'learning_rate'.
+    metric_groups: one panel column per group; metrics of a group share the
+      panel (told apart by line style).
+    panels_by: point fields with one panel (row) per value combination.
+    series_by: point fields with one line (colour) per value combination.
+    where: (field, allowed values) filters applied first.
+    needs_both: a boolean point field that must take both values, else the
+      figure is skipped (e.g. 'use_augmentation' for the augmentation plots).
+  """
+  name: str
+  title: str
+  family: str
+  x: str
+  metric_groups: Tuple[Tuple[str, ...], ...]
+  panels_by: Tuple[str, ...] = ('task',)
+  series_by: Tuple[str, ...] = ('nn_architecture',)
+  where: Tuple[Tuple[str, Tuple[Any, ...]], ...] = ()
+  needs_both: Optional[str] = None
+
+
+_NO_AUG = (('use_augmentation', (False,)),)
+_MNIST_LIKE = (('use_augmentation', (False,)), ('dataset', ('mnist', 'digits')))
+_CIFAR = (('use_augmentation', (False,)), ('dataset', ('cifar10',)))
+_INVARIANCES = (('trans_inv',), ('zoom_inv',), ('rotation_inv',))
+
+FIGURES = (
+    FigureSpec('fig01_svm_error_vs_epochs',
+               'Kernel SVM test error after training (epoch 0 = FNTK)',
+               'epochs', 'epoch', (('svm_error',),), where=_NO_AUG),
+    FigureSpec('fig02_svm_and_nn_error_vs_epochs_mnist',
+               'Kernel SVM and network test error, MNIST (and digits)',
+               'epochs', 'epoch', (('svm_error', 'nn_error'),),
+               panels_by=('task', 'nn_architecture'), series_by=(),
+               where=_MNIST_LIKE),
+    FigureSpec('fig03_svm_and_nn_error_vs_epochs_cifar10',
+               'Kernel SVM and network test error, CIFAR-10',
+               'epochs', 'epoch', (('svm_error', 'nn_error'),),
+               panels_by=('task', 'nn_architecture'), series_by=(),
+               where=_CIFAR),
+    FigureSpec('fig04_swap_invariance_vs_epochs',
+               'Quadrant-swap invariance (lower = more global kernel)',
+               'epochs', 'epoch', (('swap_inv',),), where=_NO_AUG),
+    FigureSpec('fig05_invariances_vs_epochs',
+               'Translation, zoom and rotation invariance of the kernel',
+               'epochs', 'epoch', _INVARIANCES, where=_NO_AUG),
+    FigureSpec('fig06_alignment_vs_epochs',
+               'Alignment of the kernel with its conjugate projection',
+               'epochs', 'epoch', (('kalignment',),), where=_NO_AUG),
+    FigureSpec('fig07_after_vs_conjugate_svm_error',
+               'SVM test error: after kernel vs conjugate projection',
+               'epochs', 'epoch', (('svm_error', 'conjugate_svm_error'),),
+               where=_NO_AUG),
+    FigureSpec('fig08_augmentation',
+               'Effect of data augmentation on the kernel',
+               'epochs', 'epoch', (('svm_error',),) + _INVARIANCES,
+               series_by=('nn_architecture', 'use_augmentation'),
+               needs_both='use_augmentation'),
+    FigureSpec('fig09_lr_svm_error',
+               'Kernel SVM test error vs learning rate (trained to loss '
+               'target)',
+               'learning_rate', 'learning_rate', (('svm_error',),)),
+    FigureSpec('fig10_lr_nn_error',
+               'Network test error vs learning rate (trained to loss target)',
+               'learning_rate', 'learning_rate', (('nn_error',),)),
+    FigureSpec('fig11_lr_swap_invariance',
+               'Quadrant-swap invariance vs learning rate',
+               'learning_rate', 'learning_rate', (('swap_inv',),)),
+    FigureSpec('fig12_lr_invariances',
+               'Translation, zoom and rotation invariance vs learning rate',
+               'learning_rate', 'learning_rate', _INVARIANCES),
+    FigureSpec('fig13_lr_alignment_and_conjugate',
+               'Alignment and conjugate-projection SVM vs learning rate',
+               'learning_rate', 'learning_rate',
+               (('kalignment',), ('svm_error', 'conjugate_svm_error'))),
+    FigureSpec('fig14_lr_epochs_to_target',
+               'Epochs of SGD needed to reach the training-loss target',
+               'learning_rate', 'learning_rate', (('epochs_trained',),)),
+    FigureSpec('fig15_width',
+               'Networks of different sizes (parameter counts)',
+               'width', 'epoch', (('svm_error',), ('swap_inv',)),
+               panels_by=('task', 'nn_architecture'),
+               series_by=('num_parameters',)),
+    FigureSpec('fig16_augmentation_sanity_check',
+               'Sanity check: network test error with / without augmentation',
+               'epochs', 'epoch', (('nn_error',),),
+               series_by=('nn_architecture', 'use_augmentation'),
+               needs_both='use_augmentation'),
+)
+
+
+def task_label(task: str) -> str:
+  """'mnist_3v8' -> 'MNIST 3 vs 8'; CIFAR-10 tasks get class names."""
+  dataset, _, classes = task.rpartition('_')
+  minus, _, plus = classes.partition('v')
+  name = _DATASET_NAMES.get(dataset, dataset)
+  if dataset == 'cifar10' and minus.isdigit() and plus.isdigit() and max(
+      int(minus), int(plus)) < len(_CIFAR_CLASSES):
+    return (f'{name} {_CIFAR_CLASSES[int(minus)]}s vs '
+            f'{_CIFAR_CLASSES[int(plus)]}s')
+  return f'{name} {minus} vs {plus}' if plus else task
+
+
+def _value_label(field: str, value: Any) -> str:
+  if field == 'nn_architecture':
+    return _ARCHITECTURE_NAMES.get(value, str(value))
+  if field == 'task':
+    return task_label(str(value))
+  if field == 'use_augmentation':
+    return 'augmented' if value else 'no augmentation'
+  if field == 'num_parameters':
+    return 'default width' if value is None else f'~{value:,} params'
+  if field == 'learning_rate':
+    return f'lr {value:g}'
+  if field in ('train_subset', 'test_subset'):
+    return f'{field} {"all" if value is None else value}'
+  if field == 'training_loss_target':
+    return f'loss target {value:g}' if value is not None else 'no loss target'
+  return str(value)
+
+
+def _select(spec: FigureSpec,
+            entries: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+  selected = []
+  for entry in entries:
+    if entry.get('family') != spec.family:
+      continue
+    point = entry.get('point', {})
+    if point.get(spec.x) is None:
+      continue
+    if all(point.get(field) in values for field, values in spec.where):
+      selected.append(entry)
+  return selected
+
+
+def _has_metrics(spec: FigureSpec, entries) -> bool:
+  wanted = {m for group in spec.metric_groups for m in group}
+  return any(entry['metrics'].get(m, {}).get('mean') is not None
+             for entry in entries for m in wanted)
+
+
+def skip_reason(spec: FigureSpec,
+                entries: Sequence[Mapping[str, Any]]) -> Optional[str]:
+  """Why `spec` cannot be drawn from `entries`, or None if it can."""
+  selected = _select(spec, entries)
+  if not selected:
+    filters = ', '.join(f'{f} in {list(v)}' for f, v in spec.where)
+    return (f'no records of the {spec.family!r} family'
+            f'{" with " + filters if filters else ""}')
+  if not _has_metrics(spec, selected):
+    return 'no values of ' + ', '.join(m for g in spec.metric_groups for m in g)
+  if spec.needs_both:
+    values = {bool(e['point'].get(spec.needs_both)) for e in selected}
+    if values != {False, True}:
+      return f'needs records both with and without {spec.needs_both}'
+  return None
+
+
+def _key(point: Mapping[str, Any], fields: Sequence[str]) -> tuple:
+  return tuple(point.get(field) for field in fields)
+
+
+def _sortable(key: tuple) -> tuple:
+  # None first, then numbers (bools as 0/1) in order, then strings.
+  return tuple((v is not None, isinstance(v, str),
+                v if isinstance(v, str) else (0.0 if v is None else float(v)))
+               for v in key)
+
+
+def _series_fields(spec: FigureSpec,
+                   selected: Sequence[Mapping[str, Any]]) -> Tuple[str, ...]:
+  """spec.series_by plus every other field that varies within a panel."""
+  axis_fields = (_NON_SERIES_FIELDS + (spec.x,) + spec.panels_by +
+                 spec.series_by)
+  panels = {}
+  for entry in selected:
+    panels.setdefault(_key(entry['point'], spec.panels_by), []).append(entry)
+  extra = sorted(
+      field for field in selected[0]['point'] if field not in axis_fields and
+      any(len({repr(e['point'].get(field)) for e in members}) > 1
+          for members in panels.values()))
+  return spec.series_by + tuple(extra)
+
+
+def render(spec: FigureSpec, entries: Sequence[Mapping[str, Any]]
+           ) -> Optional[mpl_figure.Figure]:
+  """Draws one figure; None (nothing drawn) if `skip_reason` says so.
+
+  Args:
+    spec: the figure.
+    entries: `store.summarize` output (any families; filtered here).
+
+  Returns:
+    The matplotlib Figure, or None.
+  """
+  if skip_reason(spec, entries) is not None:
+    return None
+  selected = _select(spec, entries)
+  series_fields = _series_fields(spec, selected)
+  panel_keys = sorted({_key(e['point'], spec.panels_by) for e in selected},
+                      key=_sortable)
+  series_keys = sorted({_key(e['point'], series_fields) for e in selected},
+                       key=_sortable)
+  panels = [(p, g) for p in panel_keys for g in spec.metric_groups]
+  columns = (len(spec.metric_groups) if len(spec.metric_groups) > 1
+             else min(len(panels), MAX_COLUMNS))
+  rows = math.ceil(len(panels) / columns)
+  width = max(PANEL_SIZE[0] * columns, MIN_FIGURE_WIDTH)
+  fig = mpl_figure.Figure(figsize=(width, PANEL_SIZE[1] * rows + 1.2),
+                          dpi=DPI)
+  axes = fig.subplots(rows, columns, squeeze=False)
+  runs = set()
+  for index, (panel_key, group) in enumerate(panels):
+    ax = axes[index // columns][index % columns]
+    for series_index, series_key in enumerate(series_keys):
+      members = [e for e in selected
+                 if _key(e['point'], spec.panels_by) == panel_key and
+                 _key(e['point'], series_fields) == series_key]
+      members.sort(key=lambda e: e['point'][spec.x])
+      for metric_index, metric in enumerate(group):
+        points = [(e['point'][spec.x], e['metrics'][metric])
+                  for e in members
+                  if e['metrics'].get(metric, {}).get('mean') is not None]
+        if not points:
+          continue
+        runs.update(stats['n'] for _, stats in points)
+        xs = [x for x, _ in points]
+        means = [s['mean'] for _, s in points]
+        half = [s['ci95'] or 0.0 for _, s in points]
+        label_parts = [_value_label(f, v)
+                       for f, v in zip(series_fields, series_key)]
+        if len(group) > 1 or not label_parts:
+          label_parts.append(METRIC_LABELS.get(metric, metric))
+        color = f'C{series_index % 10}'
+        ax.plot(xs, means, color=color,
+                linestyle=_LINESTYLES[metric_index % len(_LINESTYLES)],
+                marker=_MARKERS[series_index % len(_MARKERS)], markersize=4,
+                label=', '.join(label_parts))
+        if any(half):
+          # Clipped to the metric's range (an error is never below 0).
+          low, high = VALID_RANGES.get(metric, (-math.inf, math.inf))
+          ax.fill_between(
+              xs, [max(m - h, low) for m, h in zip(means, half)],
+              [min(m + h, high) for m, h in zip(means, half)], color=color,
+              alpha=0.18, linewidth=0)
+    if spec.x == 'epoch':
+      ax.set_xscale('symlog', linthresh=1.0)
+    else:
+      ax.set_xscale('log')
+    ax.set_xlabel(X_LABELS[spec.x])
+    ax.set_ylabel(Y_LABELS.get(group[0], group[0]))
+    ax.set_title(', '.join(_value_label(f, v)
+                           for f, v in zip(spec.panels_by, panel_key)) or
+                 spec.family, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if spec.x == 'epoch':
+      ticks = sorted({x for e in selected for x in [e['point'][spec.x]]})
+      ax.set_xticks(ticks, [str(t) for t in ticks])
+      ax.minorticks_off()
+  for index in range(len(panels), rows * columns):
+    axes[index // columns][index % columns].set_visible(False)
+  # One legend for the figure: the series are the same in every panel.
+  legend = {}
+  for ax in fig.axes:
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+      legend.setdefault(label, handle)
+  legend_columns = max(1, min(len(legend), int(width / _LEGEND_ENTRY_WIDTH)))
+  legend_rows = math.ceil(len(legend) / legend_columns)
+  fig.legend(list(legend.values()), list(legend.keys()), loc='lower center',
+             ncol=legend_columns, fontsize=8, frameon=False)
+  runs_text = '/'.join(str(n) for n in sorted(runs))
+  fig.suptitle(f'{spec.title}\n(mean ± 95% CI over n = {runs_text} runs)',
+               fontsize=11)
+  bottom = (0.25 * legend_rows + 0.1) / fig.get_figheight()
+  fig.tight_layout(rect=(0, bottom, 1, 1))
+  return fig
+
+
+def save(fig: mpl_figure.Figure, directory: str, name: str,
+         formats: Sequence[str] = FORMATS) -> List[str]:
+  """Writes `fig` as DIRECTORY/NAME.<format> for each format; returns paths."""
+  for fmt in formats:
+    errors.require(fmt in ('png', 'pdf', 'svg'),
+                   f'unknown figure format {fmt!r}; use png, pdf or svg')
+  os.makedirs(directory, exist_ok=True)
+  paths = []
+  for fmt in formats:
+    path = os.path.join(directory, f'{name}.{fmt}')
+    # Write then rename, so a crash never leaves a half-written figure.
+    temporary = os.path.join(directory, f'.{name}.tmp.{fmt}')
+    fig.savefig(temporary, format=fmt)
+    os.replace(temporary, path)
+    paths.append(path)
+  return paths
+
+
+def render_all(entries: Sequence[Mapping[str, Any]], directory: str,
+               formats: Sequence[str] = FORMATS,
+               names: Optional[Sequence[str]] = None,
+               log: Callable[[str], None] = print) -> Dict[str, List[str]]:
+  """Draws every figure the entries support; notes the others.
+
+  Args:
+    entries: `store.summarize` output.
+    directory: where the files go.
+    formats: file formats to write.
+    names: only these figures (names or 'figNN' prefixes); None = all.
+    log: receives one line per figure: written paths or why it was skipped.
+
+  Returns:
+    Figure name -> written paths (skipped figures are absent).
+  """
+  written = {}
+  for spec in FIGURES:
+    if names and not any(spec.name == n or spec.name.startswith(n + '_')
+                         for n in names):
+      continue
+    reason = skip_reason(spec, entries)
+    if reason is not None:
+      log(f'skipped {spec.name}: {reason}')
+      continue
+    fig = render(spec, entries)
+    written[spec.name] = save(fig, directory, spec.name, formats)
+    log(f'wrote {", ".join(written[spec.name])}')
+  return written

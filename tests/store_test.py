@@ -1,0 +1,171 @@
+"""Tests for afterkernel.store: atomic records, resume keys, summary tables."""
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+from scipy import stats
+
+from afterkernel import errors
+from afterkernel import store
+
+
+def _record(key, run, point_id='p1', metrics=None, **point):
+  point = dict({'family': 'epochs', 'task': 'digits_3v8', 'epoch': 1},
+               **point)
+  return {'key': key, 'family': point['family'], 'point_id': point_id,
+          'point': point, 'run': run,
+          'metrics': metrics if metrics is not None else {'svm_error': 0.1}}
+
+
+class ResultStoreTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.directory = os.path.join(tempfile.mkdtemp(), 'store')
+    self.store = store.ResultStore(self.directory)
+
+  def test_put_then_read_back(self):
+    self.assertFalse(self.store.has('a-run0000'))
+    self.assertEqual(self.store.keys(), [])
+    self.assertEqual(self.store.records(), [])
+    record = _record('a-run0000', 0, metrics={'svm_error': np.float32(0.25),
+                                              'bad': float('nan')})
+    path = self.store.put(record)
+    self.assertTrue(self.store.has('a-run0000'))
+    self.assertEqual(path, os.path.join(self.directory, 'records',
+                                        'a-run0000.json'))
+    read = self.store.get('a-run0000')
+    self.assertEqual(read['metrics'], {'svm_error': 0.25, 'bad': None})
+    self.assertEqual(self.store.keys(), ['a-run0000'])
+
+  def test_put_replaces_and_leaves_no_temporary_files(self):
+    self.store.put(_record('k', 0, metrics={'svm_error': 0.1}))
+    self.store.put(_record('k', 0, metrics={'svm_error': 0.2}))
+    self.assertEqual(self.store.get('k')['metrics']['svm_error'], 0.2)
+    self.assertEqual(os.listdir(self.store.records_dir), ['k.json'])
+
+  def test_orphaned_temporary_file_of_a_killed_writer_is_ignored(self):
+    self.store.put(_record('done', 0))
+    # What `kill -9` during atomic_write_text can leave behind.
+    with open(os.path.join(self.store.records_dir, '.half.json.x1.tmp'),
+              'w') as f:
+      f.write('{"key": "half", "metr')
+    self.assertEqual(self.store.keys(), ['done'])
+    self.assertLen(self.store.records(), 1)
+    self.assertFalse(self.store.has('half'))
+
+  def test_corrupt_record_is_reported_with_its_path(self):
+    os.makedirs(self.store.records_dir)
+    path = os.path.join(self.store.records_dir, 'broken.json')
+    with open(path, 'w') as f:
+      f.write('{"key": ')
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'broken.json is not valid JSON'):
+      self.store.records()
+
+  def test_bad_keys_are_refused(self):
+    for key in ('', '../escape', 'a/b', '.hidden', 'x' * 201, 'sp ace'):
+      with self.subTest(key=key):
+        with self.assertRaisesRegex(errors.AfterKernelError, 'bad record key'):
+          self.store.put({'key': key})
+    with self.assertRaisesRegex(errors.AfterKernelError, 'needs a "key"'):
+      self.store.put({'metrics': {}})
+    self.assertFalse(os.path.exists(self.directory))
+
+
+class SummarizeTest(absltest.TestCase):
+
+  def test_matches_independent_statistics(self):
+    values = [0.1, 0.3, 0.2, 0.6]
+    records = [_record(f'p1-run{r}', r, metrics={'svm_error': v,
+                                                 'note': 'text'})
+               for r, v in enumerate(values)]
+    records.append(_record('p2-run0', 0, point_id='p2', epoch=3,
+                           metrics={'svm_error': 0.05}))
+    entries = store.summarize(records)
+    self.assertEqual([e['point_id'] for e in entries], ['p1', 'p2'])
+    first = entries[0]
+    self.assertEqual(first['runs'], [0, 1, 2, 3])
+    self.assertNotIn('note', first['metrics'])  # not a number: left out
+    summary = first['metrics']['svm_error']
+    sample = np.array(values)
+    self.assertAlmostEqual(summary['mean'], sample.mean())
+    self.assertAlmostEqual(summary['std'], sample.std(ddof=1))
+    low, high = stats.t.interval(0.95, len(sample) - 1, loc=sample.mean(),
+                                 scale=stats.sem(sample))
+    self.assertAlmostEqual(summary['ci95'], (high - low) / 2)
+    self.assertEqual(summary['n'], 4)
+    self.assertEqual(entries[1]['metrics']['svm_error'],
+                     {'mean': 0.05, 'std': None, 'ci95': None, 'n': 1})
+
+  def test_missing_values_lower_n(self):
+    records = [_record('a', 0, metrics={'svm_error': 0.1, 'swap_inv': 0.5}),
+               _record('b', 1, metrics={'svm_error': 0.2, 'swap_inv': None}),
+               _record('c', 2, metrics={'svm_error': 0.3})]
+    metrics = store.summarize(records)[0]['metrics']
+    self.assertEqual(metrics['svm_error']['n'], 3)
+    self.assertEqual(metrics['swap_inv']['n'], 1)
+
+  def test_duplicate_run_is_an_error(self):
+    with self.assertRaisesRegex(errors.AfterKernelError, 'duplicate runs'):
+      store.summarize([_record('a', 0), _record('b', 0)])
+
+  def test_entries_sorted_by_point_numerically(self):
+    records = [_record(f'e{e}', 0, point_id=f'p{e}', epoch=e)
+               for e in (10, 0, 3, 1)]
+    self.assertEqual([e['point']['epoch'] for e in store.summarize(records)],
+                     [0, 1, 3, 10])
+
+
+class WriteSummaryTest(absltest.TestCase):
+
+  def test_csv_and_json_agree(self):
+    directory = tempfile.mkdtemp()
+    result_store = store.ResultStore(directory)
+    for run, value in enumerate((0.1, 0.2, 0.4)):
+      result_store.put(_record(f'a-run{run}', run, metrics={
+          'svm_error': value, 'nn_error': value / 2}))
+    result_store.put(_record('b-run0', 0, point_id='p2', epoch=10,
+                             metrics={'svm_error': 0.01}))
+    entries = store.summarize_store(directory)
+    with open(os.path.join(directory, store.SUMMARY_JSON)) as f:
+      self.assertEqual(json.load(f), json.loads(json.dumps(entries)))
+    with open(os.path.join(directory, store.SUMMARY_CSV)) as f:
+      rows = list(csv.DictReader(f))
+    self.assertEqual(list(rows[0]), list(store.SUMMARY_COLUMNS))
+    self.assertLen(rows, 3)  # 2 metrics of p1 + 1 of p2
+    by_metric = {(r['point_id'], r['metric']): r for r in rows}
+    row = by_metric[('p1', 'svm_error')]
+    self.assertAlmostEqual(float(row['mean']), 0.7 / 3)
+    self.assertEqual(row['n'], '3')
+    self.assertEqual(row['epoch'], '1')
+    self.assertEqual(row['task'], 'digits_3v8')
+    self.assertEqual(by_metric[('p2', 'svm_error')]['ci95'], '')
+    self.assertTrue(math.isclose(
+        float(by_metric[('p1', 'nn_error')]['std']),
+        float(np.std([0.05, 0.1, 0.2], ddof=1))))
+
+  def test_table_shows_points(self):
+    entries = store.summarize([
+        _record('a', 0, metrics={'svm_error': 0.1}),
+        _record('b', 1, metrics={'svm_error': 0.3}),
+        _record('c', 0, point_id='p2', epoch=3, metrics={'svm_error': 0.05})])
+    table = store.format_summary(entries, ('svm_error', 'nn_error'))
+    lines = table.splitlines()
+    self.assertIn('epoch', lines[0])
+    self.assertRegex(lines[1], r'epochs\s+1\s+2\s+0\.2000±1\.2706\s+-')
+    self.assertRegex(lines[2], r'epochs\s+3\s+1\s+0\.0500\s+-')
+
+  def test_empty_store_is_an_error(self):
+    with self.assertRaisesRegex(errors.AfterKernelError, 'no records'):
+      store.summarize_store(tempfile.mkdtemp())
+
+
+if __name__ == '__main__':
+  absltest.main()

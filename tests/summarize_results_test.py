@@ -1,0 +1,50 @@
+"""Tests of binaries/summarize_results.py on a fixture store (subprocess)."""
+
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+
+from afterkernel import store
+import store_fixture  # tests/store_fixture.py
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*flags):
+  return subprocess.run(
+      [sys.executable, '-m', 'binaries.summarize_results', *flags],
+      cwd=_REPO, capture_output=True, text=True, timeout=300, check=False)
+
+
+class SummarizeResultsTest(absltest.TestCase):
+
+  def test_writes_tables_of_every_point(self):
+    directory = tempfile.mkdtemp()
+    records = store_fixture.write_fixture_store(directory)
+    process = _run(f'--store_dir={directory}', '--metrics=svm_error,swap_inv')
+    self.assertEqual(process.returncode, 0, process.stderr)
+    expected = store.summarize(records)
+    self.assertIn(f'{len(expected)} points; wrote', process.stdout)
+    lines = process.stdout.splitlines()
+    self.assertRegex(lines[0], r'family .* n\s+svm_error\s+swap_inv')
+    self.assertLen([l for l in lines if l.startswith(('epochs', 'learning',
+                                                      'width'))],
+                   len(expected))
+    with open(os.path.join(directory, store.SUMMARY_CSV)) as f:
+      rows = list(csv.DictReader(f))
+    self.assertLen(rows, sum(len(e['metrics']) for e in expected))
+    first = expected[0]
+    row = next(r for r in rows if r['point_id'] == first['point_id'] and
+               r['metric'] == 'svm_error')
+    self.assertAlmostEqual(float(row['mean']),
+                           first['metrics']['svm_error']['mean'])
+    self.assertAlmostEqual(float(row['ci95']),
+                           first['metrics']['svm_error']['ci95'])
+
+
+if __name__ == '__main__':
+  absltest.main()

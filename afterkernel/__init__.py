@@ -12,27 +12,58 @@ Public API, one module per concept:
   * `training`: Keras SGD training as in the paper.
   * `results`: atomic result files and confidence intervals.
   * `experiment`: the FNTK-vs-after-kernel protocol, repeated over runs.
+  * `sweeps`: the paper's experiment families (epochs, learning rate,
+    width, augmentation) as resumable sweeps.
+  * `store`: the sweeps' result store (one atomic JSON file per record) and
+    its summary tables.
+  * `plots`: the paper's figures from a store's summary.
+
+Keras extension (for use with your own models):
+  * `callbacks`: `KernelMetricsCallback`, kernel metrics logged during fit.
+  * `jacobians`: per-example Jacobians (n, L, P) of any Keras model with L
+    outputs; traced or full empirical NTK Grams.
+  * `linearize`: the first-order Taylor model of a network as a Keras model.
+  * `architectures`: LeNet-5, AlexNet, Myrtle CNNs with width multipliers and
+    an NTK parameterization.
+  * `multiclass`: ten-class MNIST / digits tasks.
+  * `linearized_study`: network vs linearization over widths.
 """
 
+from afterkernel import architectures
+from afterkernel import callbacks
 from afterkernel import data
 from afterkernel import errors
 from afterkernel import experiment
 from afterkernel import features
 from afterkernel import invariance
+from afterkernel import jacobians
 from afterkernel import kernels
+from afterkernel import linearize
+from afterkernel import linearized_study
 from afterkernel import margin
 from afterkernel import models
+from afterkernel import multiclass
+from afterkernel import plots
 from afterkernel import results
+from afterkernel import store
+from afterkernel import sweeps
 from afterkernel import training
+from afterkernel.callbacks import KernelMetricsCallback
 from afterkernel.errors import AfterKernelError
 from afterkernel.experiment import ExperimentConfig
 from afterkernel.experiment import run_experiment
 from afterkernel.features import conjugate_features
 from afterkernel.features import gradient_features
+from afterkernel.jacobians import jacobian_gram
+from afterkernel.jacobians import per_example_jacobians
 from afterkernel.kernels import gram
 from afterkernel.kernels import kernel_alignment
+from afterkernel.linearize import LinearizedModel
 from afterkernel.margin import max_margin_from_features
 from afterkernel.margin import max_margin_from_gram
 from afterkernel.models import build_model
+from afterkernel.store import ResultStore
+from afterkernel.sweeps import run_sweep
+from afterkernel.sweeps import Sweep
 
 __version__ = experiment.VERSION

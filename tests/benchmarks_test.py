@@ -1,0 +1,180 @@
+"""Smoke tests of benchmarks/ at toy size, so the benchmark code does not rot.
+
+The benchmarks themselves are not part of the test suite (see BENCHMARKS.md);
+this runs each one's code path on a few 8x8 images in seconds, and checks the
+baselines they compare against: the original eager-Jacobian features equal
+afterkernel's, and the original primal eager-TF loop is Algorithm 1 (same
+margins per iteration as `margin.max_margin_from_features`).
+"""
+
+import os
+import sys
+
+from absl.testing import absltest
+import keras
+import numpy as np
+
+from afterkernel import features
+from afterkernel import margin
+from afterkernel import models
+
+# benchmarks/ is not an installed package: make the project root importable
+# when this file runs as a script (python tests/benchmarks_test.py).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import baselines
+from benchmarks import common
+from benchmarks import end_to_end_bench
+from benchmarks import features_bench
+from benchmarks import gram_bench
+from benchmarks import margin_bench
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+# A folder without MNIST: the benchmarks must fall back to noise / digits.
+_NO_DATA = '/nonexistent/afterkernel-benchmarks-test'
+_TOY_SHAPE = (8, 8, 1)
+
+
+def _toy_model(architecture='fully_connected'):
+  keras.utils.set_random_seed(0)
+  return models.build_model(architecture, _TOY_SHAPE)
+
+
+class BaselinesTest(absltest.TestCase):
+
+  def test_original_features_equal_afterkernel_features(self):
+    model = _toy_model('vgg')
+    images = np.random.default_rng(0).random((5,) + _TOY_SHAPE,
+                                             dtype=np.float32)
+    # Batches of 2 exercise the batching and the short last batch.
+    original = baselines.original_gradient_features(model, images,
+                                                    batch_size=2)
+    reference = features.gradient_features(model, images, method='loop')
+    self.assertEqual(original.dtype, np.float64)
+    self.assertEqual(original.shape, reference.shape)
+    np.testing.assert_allclose(original, reference, rtol=1e-5,
+                               atol=1e-6 * np.abs(reference).max())
+
+  def test_original_solver_follows_algorithm_1(self):
+    rng = np.random.default_rng(1)
+    labels = (np.arange(40) % 2).astype(np.float32)
+    phi = rng.standard_normal((40, 15)) + 2.0 * (2 * labels[:, None] - 1)
+    ours = baselines.original_primal_solver(phi, labels, max_iterations=30)
+    library = margin.max_margin_from_features(phi, labels, max_iterations=30,
+                                              tolerance=0.0, check_every=1)
+    running_best = np.maximum.accumulate(ours.margins)
+    library_best = [lower for _, lower, _ in library.history]
+    self.assertEqual(ours.iterations, 30)
+    np.testing.assert_allclose(running_best, library_best[:30], rtol=1e-9)
+
+  def test_original_solver_stops_at_target(self):
+    rng = np.random.default_rng(2)
+    labels = (np.arange(30) % 2).astype(np.float32)
+    phi = rng.standard_normal((30, 8)) + 3.0 * (2 * labels[:, None] - 1)
+    optimum = margin.max_margin_from_gram(phi @ phi.T, labels,
+                                          tolerance=1e-6)
+    target = 0.99 * optimum.margin
+    solve = baselines.original_primal_solver(phi, labels,
+                                             target_margin=target,
+                                             max_iterations=100_000)
+    self.assertTrue(solve.reached_target)
+    self.assertGreaterEqual(solve.margins[-1], target)
+    self.assertLess(max(solve.margins[:-1], default=-1.0), target)
+    self.assertEqual(solve.iterations_to_target, len(solve.margins))
+    self.assertEqual(baselines.iterations_to_reach(
+        list(enumerate(solve.margins, start=1)), target),
+                     solve.iterations_to_target)
+
+
+class CommonTest(absltest.TestCase):
+
+  def test_run_cases_warms_up_then_repeats_round_robin(self):
+    calls = []
+    cases = [common.Case('a', lambda: calls.append('a')),
+             common.Case('b', lambda: calls.append('b'),
+                         warmup=lambda: calls.append('b-warm'))]
+    timings = common.run_cases(cases, repeats=3)
+    self.assertEqual(calls, ['a', 'b-warm'] + ['a', 'b'] * 3)
+    self.assertLen(timings['a'].seconds, 3)
+    self.assertEqual(timings['a'].median, sorted(timings['a'].seconds)[1])
+
+  def test_peak_rss_sees_a_large_temporary(self):
+    if not common.reset_peak_rss():
+      self.skipTest('no resettable RSS high-water mark on this system')
+    seconds, peak, delta, per_call, _ = common.time_call(
+        lambda: np.ones(25_000_000).sum())  # 200 MB, freed at once.
+    self.assertTrue(per_call)
+    self.assertGreater(seconds, 0)
+    self.assertGreater(delta, 150)
+    self.assertGreater(peak, common.current_rss_mib() + 100)
+
+  def test_format_table(self):
+    table = common.format_table(['x', 'y'], [[1.23456, None], ['a', 2]])
+    self.assertEqual(table.splitlines(),
+                     ['| x | y |', '|---|---|', '| 1.23 | — |', '| a | 2 |'])
+
+
+class BenchmarksSmokeTest(absltest.TestCase):
+  """Each benchmark at toy size, without MNIST (its fallbacks)."""
+
+  def test_features_bench(self):
+    report = features_bench.run(
+        [features_bench.FeatureConfig('fully_connected', 8, 4),
+         features_bench.FeatureConfig('vgg', 8, 0)],
+        input_shape=_TOY_SHAPE, data_dir=_NO_DATA, repeats=1, batch_size=4)
+    fc = report.raw['fully_connected']
+    for method in features_bench.METHODS:
+      self.assertLess(fc['max_relative_error_vs_original'][method], 1e-5)
+      self.assertGreater(fc['fraction_of_ceiling'][method], 0)
+    self.assertNotIn('original', report.raw['vgg']['examples_per_second'])
+    self.assertIn('| fully_connected |', report.text())
+
+  def test_gram_bench(self):
+    report = gram_bench.run([gram_bench.GramConfig('fully_connected', 12)],
+                            input_shape=_TOY_SHAPE, data_dir=_NO_DATA,
+                            repeats=1, batch_size=8)
+    raw = report.raw['fully_connected n=12']
+    for name, error in raw['max_relative_error_vs_original'].items():
+      self.assertLess(error, 1e-5, name)
+    self.assertGreater(raw['gemm_fraction']['kernels.gram (float32)'], 0)
+    self.assertLen(report.tables, 2)  # No peer figures at this size.
+
+  def test_margin_bench(self):
+    report = margin_bench.run([margin_bench.MarginConfig(60)],
+                              data_dir=_NO_DATA, repeats=1,
+                              tolerances=(1e-3,), original_max_seconds=60)
+    raw = report.raw['n=60']
+    self.assertIn('FALLBACK', raw['source'])
+    self.assertLess(raw['reference']['gap'], 1e-6)
+    # The original ran to the target, as many iterations as the recursion.
+    measured = raw['original']['measured']
+    self.assertTrue(measured['reached_target'])
+    self.assertEqual(measured['iterations_to_target'],
+                     raw['dual_iterations_to_target'])
+    self.assertGreater(raw['speedup_best'], 0)
+    self.assertIn('| True |', report.text())
+
+  def test_end_to_end_bench(self):
+    protocol = dict(train_subset=40, test_subset=12, max_num_epochs=1,
+                    num_translations=6, num_zooms=6, num_swaps=6,
+                    num_rotations=6, ker_alignment_sample_size=6,
+                    effective_rank_sample_size=10)
+    report = end_to_end_bench.run(data_dir=_NO_DATA, protocol=protocol,
+                                  repeats=1, original_feature_examples=4)
+    raw = report.raw
+    self.assertEqual(raw['config']['dataset'], 'digits')
+    # Per kernel: 1 (the experiment probes the width), train + test for the
+    # SVM, 6 images + 6 perturbed versions of them (translation and rotation
+    # have 2 each), alignment and effective rank.
+    per_kernel = 1 + 40 + 12 + 6 + 6 * 6 + 6 + 10
+    self.assertEqual(raw['feature_rows'], 2 * per_kernel)
+    self.assertLen(raw['solves'], 2)
+    self.assertGreater(raw['speedup'], 0)
+    self.assertIn('FALLBACK', report.text())
+
+
+if __name__ == '__main__':
+  absltest.main()

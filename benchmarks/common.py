@@ -108,7 +108,7 @@ class Timing:
       the call itself needed on top of what was already held.
     peak_is_per_call: whether the peak could be reset before each call.
     warmup_result: what the warm-up call returned.
-    warmup_seconds: how long the warm-up took (tracing included).
+    warmup_seconds: how long the warm-up calls took (tracing included).
   """
   name: str
   seconds: List[float]
@@ -140,18 +140,22 @@ def time_call(fn: Callable[[], Any]) -> tuple:
 
 
 def run_cases(cases: Sequence[Case], repeats: int = DEFAULT_REPEATS,
-              log: Optional[Callable[[str], None]] = None
-              ) -> Dict[str, Timing]:
+              log: Optional[Callable[[str], None]] = None,
+              warmups: int = 1) -> Dict[str, Timing]:
   """Warms up every case, then times them round-robin; returns name -> Timing.
 
   Round-robin (repeat r of every case before repeat r + 1 of any) spreads
   load changes on a shared machine over all cases, so in-run ratios are
-  more trustworthy than back-to-back blocks of repeats.
+  more trustworthy than back-to-back blocks of repeats. `warmups` untimed
+  calls per case come first: the first traces tf.functions; a second one
+  lets the process's memory reach its steady state (in a fresh process the
+  second call of a memory-hungry case was still up to 3x slower).
   """
   warm = {}
   for case in cases:
     start = time.perf_counter()
-    result = (case.warmup or case.fn)()
+    for _ in range(warmups):
+      result = (case.warmup or case.fn)()
     warm[case.name] = (result, time.perf_counter() - start)
     if log:
       log(f'    warm-up {case.name}: {warm[case.name][1]:.2f} s')
@@ -231,6 +235,27 @@ class Report:
       parts += [table, '']
     parts += [f'* {note}' for note in self.notes]
     return '\n'.join(parts).rstrip() + '\n'
+
+
+def merge_reports(reports: Sequence[Report]) -> Report:
+  """One report from several runs of the same benchmark on other configs.
+
+  Tables with the same header are concatenated row-wise (in order of first
+  appearance); notes are concatenated without repeats; raw dicts are merged.
+  """
+  merged = Report(reports[0].title)
+  tables = {}
+  for report in reports:
+    for table in report.tables:
+      header, rows = '\n'.join(table.splitlines()[:2]), table.splitlines()[2:]
+      tables.setdefault(header, []).extend(rows)
+    for note in report.notes:
+      if note not in merged.notes:
+        merged.notes.append(note)
+    merged.raw.update(report.raw)
+  merged.tables = [header + '\n' + '\n'.join(rows)
+                   for header, rows in tables.items()]
+  return merged
 
 
 def machine_info() -> Dict[str, Any]:

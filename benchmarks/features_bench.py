@@ -10,8 +10,9 @@ For each network, in one process and round-robin:
     (gradient of sum_i f(x_i) with respect to all weights) over the same n
     examples in the same blocks, a `tf.function`; per-example features cannot
     cost less than the passes they are computed from;
-  * the write floor: allocating and filling an (n, P) float32 array, the
-    least any method that returns the features must spend on memory;
+  * writing n x P: allocating and filling an (n, P) float32 array (one
+    thread), a reference for the memory traffic of any method that returns
+    the features (not a strict floor: multi-threaded writes can beat it);
   * for information, `features.structured_features` (when the library has
     it): the factors its structured Gram uses, Dense layers kept as
     (inputs, output gradients) instead of n x d_in x d_out values.
@@ -44,6 +45,8 @@ CEILING_TARGET = 0.5
 # Examples of the original's warm-up call, also used to check its features
 # against afterkernel's.
 CHECK_EXAMPLES = 2
+# Untimed calls per case: tracing, then the memory's steady state.
+WARMUPS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +55,7 @@ class FeatureConfig:
 
   Attributes:
     architecture: a `models.ARCHITECTURES` name.
-    n: examples for afterkernel, the ceiling and the write floor.
+    n: examples for afterkernel, the ceiling and the write reference.
     n_original: examples for the original method (0 = skip it).
   """
   architecture: str
@@ -125,8 +128,9 @@ def run(configs: Sequence[FeatureConfig] = FULL_CONFIGS,
           STRUCTURED, lambda: structured(model, x, batch_size)))
     cases.append(common.Case('ceiling', lambda: ceiling(x)))
     cases.append(common.Case(
-        'write floor', lambda: write_floor(config.n, num_parameters)))
-    timings = common.run_cases(cases, repeats, log)
+        'write n x P (alloc+fill)',
+        lambda: write_floor(config.n, num_parameters)))
+    timings = common.run_cases(cases, repeats, log, warmups=WARMUPS)
     if config.n_original:
       # Timed after, not interleaved: each eager tape.jacobian call builds a
       # new pfor graph, and the afterkernel call right after it ran up to 4x
@@ -136,7 +140,7 @@ def run(configs: Sequence[FeatureConfig] = FULL_CONFIGS,
           'original',
           lambda: baselines.original_gradient_features(model, x_original),
           warmup=lambda: baselines.original_gradient_features(
-              model, x[:CHECK_EXAMPLES]))], repeats, log))
+              model, x[:CHECK_EXAMPLES]))], repeats, log, warmups=WARMUPS))
     rate = {name: (config.n_original if name == 'original' else config.n) /
             t.median for name, t in timings.items()}
     ceiling_rate = rate['ceiling']
@@ -148,7 +152,7 @@ def run(configs: Sequence[FeatureConfig] = FULL_CONFIGS,
         ours = timings[method].warmup_result[:CHECK_EXAMPLES]
         errors[method] = float(np.max(np.abs(ours - reference)) / scale)
     for name in ('original',) + METHODS + (STRUCTURED, 'ceiling',
-                                           'write floor'):
+                                           'write n x P (alloc+fill)'):
       if name not in timings:
         continue
       t = timings[name]
@@ -182,7 +186,8 @@ def run(configs: Sequence[FeatureConfig] = FULL_CONFIGS,
       f'Inputs: {source}; blocks of {batch_size}; original on batches of '
       f'{baselines.ORIGINAL_BATCH_SIZE} (per-example rate from n_original '
       'examples); medians of '
-      f'{repeats} round-robin repeats after a warm-up (tracing excluded). '
+      f'{repeats} round-robin repeats after {WARMUPS} warm-up calls (tracing '
+      'excluded). '
       '"max rel. diff" = max |ours - original| / max |original| on the first '
       f'{CHECK_EXAMPLES} examples. ΔRSS = peak during the call minus RSS '
       'before it.')

@@ -113,7 +113,8 @@ def run(configs: Sequence[GramConfig] = FULL_CONFIGS,
     if structured is not None:
       cases.append(common.Case(STRUCTURED, structured))
     cases.append(common.Case('ceiling', lambda: ceiling(x)))
-    timings = common.run_cases(cases, repeats, log)
+    timings = common.run_cases(cases, repeats, log,
+                               warmups=features_bench.WARMUPS)
     # The original in its own round (see features_bench: interleaved eager
     # tape.jacobian calls slow the next afterkernel call).
     original_case = common.Case(
@@ -121,7 +122,8 @@ def run(configs: Sequence[GramConfig] = FULL_CONFIGS,
             baselines.original_gradient_features(model, x)),
         warmup=lambda: baselines.original_gram(
             baselines.original_gradient_features(model, x[:2])))
-    timings.update(common.run_cases([original_case], repeats, log))
+    timings.update(common.run_cases([original_case], repeats, log,
+                                    warmups=features_bench.WARMUPS))
     cases.append(original_case)
 
     # Correctness: our Grams against the original's float64 Gram on 2 rows.
@@ -152,7 +154,8 @@ def run(configs: Sequence[GramConfig] = FULL_CONFIGS,
         common.Case('numpy GEMM phi @ phi_copy.T', lambda: phi @ phi_copy.T),
         common.Case('numpy phi @ phi.T (same operand)', lambda: phi @ phi.T),
     ]
-    matmul = common.run_cases(matmul_cases, repeats, log)
+    matmul = common.run_cases(matmul_cases, repeats, log,
+                              warmups=features_bench.WARMUPS)
     gemm = matmul['numpy GEMM phi @ phi_copy.T'].median
     for case in matmul_cases:
       t = matmul[case.name]

@@ -111,6 +111,19 @@ class CommonTest(absltest.TestCase):
     self.assertGreater(delta, 150)
     self.assertGreater(peak, common.current_rss_mib() + 100)
 
+  def test_merge_reports_concatenates_tables_with_the_same_header(self):
+    first = common.Report('t', [common.format_table(['a'], [[1]]),
+                                common.format_table(['b'], [[2]])],
+                          ['same note', 'first'], {'x': 1})
+    second = common.Report('t', [common.format_table(['a'], [[3]])],
+                           ['same note', 'second'], {'y': 2})
+    merged = common.merge_reports([first, second])
+    self.assertEqual(merged.tables, [
+        common.format_table(['a'], [[1], [3]]),
+        common.format_table(['b'], [[2]])])
+    self.assertEqual(merged.notes, ['same note', 'first', 'second'])
+    self.assertEqual(merged.raw, {'x': 1, 'y': 2})
+
   def test_format_table(self):
     table = common.format_table(['x', 'y'], [[1.23456, None], ['a', 2]])
     self.assertEqual(table.splitlines(),

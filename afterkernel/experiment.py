@@ -109,6 +109,7 @@ class ExperimentConfig:
   feature_method: str = features.DEFAULT_FEATURE_METHOD
   memory_budget_gb: Optional[float] = None
   distribution_strategy: str = distribute.DEFAULT_STRATEGY
+  measure_ntk: bool = True
 
   def validate(self) -> None:
     """Checks every field; raises AfterKernelError naming the first bad one."""
@@ -174,6 +175,9 @@ class ExperimentConfig:
                  'feature_method', 'memory_budget_gb',
                  'distribution_strategy'):
       fields.pop(name)
+    if fields['measure_ntk']:
+      # Added later: the default leaves earlier fingerprints unchanged.
+      fields.pop('measure_ntk')
     text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -381,7 +385,11 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
   log(f'run {run_index + 1}/{config.num_runs} (seed {seed}): '
       f'{config.nn_architecture} with {models.count_parameters(model)} '
       f'parameters, {len(task.y_train)} train / {len(task.y_test)} test')
-  ntk = probe.measure(model, 'ntk_')
+  if config.measure_ntk:
+    ntk = probe.measure(model, 'ntk_')
+  else:
+    log('  skipping the FNTK (measure_ntk=False)')
+    ntk = {'metrics': {}, 'timings': {}}
   metrics, timings = dict(ntk['metrics']), dict(ntk['timings'])
 
   log(f'  training ({config.max_num_epochs} epochs max)')
@@ -404,7 +412,7 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
   if trained.reached_loss_target is not None:
     metrics['reached_loss_target'] = float(trained.reached_loss_target)
 
-  if trained.epochs == 0:
+  if trained.epochs == 0 and config.measure_ntk:
     # Untrained: the after kernel is the FNTK; copy rather than recompute.
     for name, value in ntk['metrics'].items():
       ak_name = 'ak_' + name[len('ntk_'):]

@@ -109,6 +109,10 @@ _SEED = flags.DEFINE_integer('seed', _DEFAULTS.seed,
 _TRAIN_LINEAR_MODEL = flags.DEFINE_bool(
     'train_linear_model', _DEFAULTS.train_linear_model,
     'Fit the hard-margin SVM on the FNTK and the after kernel.')
+_MEASURE_NTK = flags.DEFINE_bool(
+    'measure_ntk', _DEFAULTS.measure_ntk,
+    'Measure the FNTK at initialization too; --nomeasure_ntk measures only '
+    'the after kernel (half the kernel work, e.g. for mega-VGG).')
 _USE_CONJUGATE_KERNEL = flags.DEFINE_bool(
     'use_conjugate_kernel', _DEFAULTS.use_conjugate_kernel,
     'Use the conjugate projection (penultimate features) instead of the '
@@ -190,6 +194,7 @@ def config_from_flags() -> experiment.ExperimentConfig:
       use_augmentation=_USE_AUGMENTATION.value, num_runs=_NUM_RUNS.value,
       seed=_SEED.value, train_linear_model=_TRAIN_LINEAR_MODEL.value,
       use_conjugate_kernel=_USE_CONJUGATE_KERNEL.value,
+      measure_ntk=_MEASURE_NTK.value,
       svm_solver=_SVM_SOLVER.value,
       svm_max_iterations=_SVM_MAX_ITERATIONS.value,
       svm_tolerance=_SVM_TOLERANCE.value,

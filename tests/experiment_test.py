@@ -102,6 +102,21 @@ class RunExperimentTest(absltest.TestCase):
     self.assertEqual(summary['linear_error'], summary['ntk_linear_error'])
     self.assertEqual(summary['ak_trans_inv'], summary['ntk_trans_inv'])
 
+  def test_skipping_the_fntk_gives_the_same_after_kernel(self):
+    config = dataclasses.replace(_TINY, num_runs=1)
+    both = experiment.run_experiment(config, self.directory, log=_quiet)
+    after_only = experiment.run_experiment(
+        dataclasses.replace(config, measure_ntk=False), self.directory + 'a',
+        log=_quiet)
+    self.assertFalse([name for name in after_only if name.startswith('ntk_')])
+    self.assertEqual(both['linear_error'], after_only['linear_error'])
+    self.assertAlmostEqual(both['ak_trans_inv']['mean'],
+                           after_only['ak_trans_inv']['mean'], delta=1e-5)
+    # The default keeps fingerprints of configs made before the field.
+    self.assertNotEqual(config.fingerprint(),
+                        dataclasses.replace(config,
+                                            measure_ntk=False).fingerprint())
+
   def test_primal_and_dual_solvers_agree_through_the_pipeline(self):
     config = dataclasses.replace(_TINY, num_runs=1, max_num_epochs=0,
                                  num_translations=0, num_zooms=0,

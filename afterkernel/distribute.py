@@ -199,6 +199,8 @@ def sharded_gradient_features(
   images = np.asarray(images, dtype=np.float32)
   # pylint: disable-next=protected-access
   features._check_inputs(model, images, batch_size)
+  # 'auto' is timed on one device; every replica runs the same code.
+  method = features.resolve_method(model, images, batch_size, method)
   step = _step_fn(model, strategy, method)
   out = np.empty((len(images), models.count_parameters(model)), np.float32)
   block = replicas * batch_size

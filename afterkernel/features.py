@@ -6,9 +6,14 @@ parameter, flattened in `model.trainable_variables` order (one float32 per
 parameter). The conjugate features are the penultimate activations h(x).
 
 Extraction methods (`FEATURE_METHODS`):
-  * 'auto' (default): 'per_layer' when the model supports it, else
-    'vectorized'. Both give the same numbers (to float32 rounding); only the
-    speed differs.
+  * 'auto' (default): 'vectorized' when the model does not support
+    'per_layer'; 'per_layer' for small jobs (fewer than
+    AUTOTUNE_MIN_BLOCKS blocks); otherwise the faster of the two as timed on
+    the first block of the job (measured, not modelled: which one wins
+    depends on layer shapes and the machine, e.g. per_layer is 1.25x faster
+    on the VGG-like net but vectorized 2x faster on mega-VGG on 2 CPU cores,
+    see BENCHMARKS.md). The choice is cached per (model, block size). Both
+    give the same numbers to float32 rounding; only the speed differs.
   * 'per_layer': one batched forward and backward pass, then each layer's
     per-example weight gradients assembled from its inputs and the
     per-example gradients at its outputs (Dense: an outer product; Conv2D:
@@ -31,7 +36,8 @@ them into Gram matrices without holding all n x P values.
 """
 
 import dataclasses
-from typing import Iterator
+import time
+from typing import Callable, Dict, Iterator
 import weakref
 
 import keras
@@ -49,6 +55,13 @@ DEFAULT_BATCH_SIZE = 256
 # model -> {method: block function}; reusing the tf.function avoids a retrace
 # (seconds for conv nets) on every call with the same model.
 _BLOCK_FNS = weakref.WeakKeyDictionary()
+# 'auto' times both methods only for jobs of at least this many blocks. The
+# timing costs about six block calls (two traces, four timed calls) once per
+# model: a pipeline extracts features of the same model many times (train,
+# test, invariances, streamed chunks), so a 2x faster method repays it.
+AUTOTUNE_MIN_BLOCKS = 4
+# Timed calls per candidate when autotuning (after one untimed tracing call).
+AUTOTUNE_REPEATS = 2
 
 
 def _check_inputs(model: keras.Model, images: np.ndarray,
@@ -375,6 +388,54 @@ def _block_fn(model: keras.Model, method: str):
   return cached[method]
 
 
+def choose_fastest(candidates: Dict[str, Callable[[], object]],
+                   repeats: int = AUTOTUNE_REPEATS) -> str:
+  """Name of the candidate with the smallest median time over `repeats` calls.
+
+  Each candidate is called once untimed (tracing), then the candidates are
+  timed round-robin so a load change on a shared machine hits all of them.
+  """
+  errors.require(bool(candidates), 'choose_fastest needs candidates')
+  for fn in candidates.values():
+    fn()
+  seconds = {name: [] for name in candidates}
+  for _ in range(repeats):
+    for name, fn in candidates.items():
+      start = time.perf_counter()
+      fn()
+      seconds[name].append(time.perf_counter() - start)
+  return min(candidates, key=lambda name: float(np.median(seconds[name])))
+
+
+def resolve_method(model: keras.Model, images: np.ndarray,
+                   batch_size: int = DEFAULT_BATCH_SIZE,
+                   method: str = DEFAULT_FEATURE_METHOD) -> str:
+  """The concrete method ('per_layer', 'vectorized' or 'loop') for a job.
+
+  For 'auto', see the module docstring: 'vectorized' without per_layer
+  support, 'per_layer' for jobs under AUTOTUNE_MIN_BLOCKS blocks, else the
+  faster of the two on the job's first block (timed once per model and
+  block size, then cached).
+  """
+  if method != 'auto':
+    return method
+  if not supports_per_layer(model):
+    return 'vectorized'
+  cached = _BLOCK_FNS.setdefault(model, {})
+  key = ('auto_choice', batch_size)
+  if key in cached:
+    return cached[key]
+  if len(images) < AUTOTUNE_MIN_BLOCKS * batch_size:
+    return 'per_layer'
+  block = tf.constant(np.asarray(images[:batch_size], np.float32))
+  functions = {name: _block_fn(model, name)
+               for name in ('per_layer', 'vectorized')}
+  cached[key] = choose_fastest(
+      {name: (lambda fn=fn: fn(block).numpy())
+       for name, fn in functions.items()})
+  return cached[key]
+
+
 def iter_feature_blocks(model: keras.Model,
                         images: np.ndarray,
                         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -400,7 +461,8 @@ def iter_feature_blocks(model: keras.Model,
                  f'{", ".join(FEATURE_METHODS)}')
   images = np.asarray(images, dtype=np.float32)
   _check_inputs(model, images, batch_size)
-  block_fn = _block_fn(model, method)
+  block_fn = _block_fn(model, resolve_method(model, images, batch_size,
+                                             method))
   for start in range(0, len(images), batch_size):
     yield block_fn(tf.constant(images[start:start + batch_size])).numpy()
 

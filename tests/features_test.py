@@ -1,5 +1,7 @@
 """Tests for afterkernel.features against plain per-example tape.gradient."""
 
+import time
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import keras
@@ -146,6 +148,53 @@ class GradientFeaturesTest(parameterized.TestCase):
     self.assertEqual([len(b) for b in blocks], [4, 4, 2])
     np.testing.assert_array_equal(np.concatenate(blocks),
                                   features.gradient_features(model, images, 4))
+
+
+class AutoMethodTest(absltest.TestCase):
+
+  def test_choose_fastest_picks_the_quicker_candidate(self):
+    calls = {'slow': 0, 'fast': 0}
+
+    def slow():
+      calls['slow'] += 1
+      time.sleep(0.03)
+
+    def fast():
+      calls['fast'] += 1
+
+    self.assertEqual(features.choose_fastest({'slow': slow, 'fast': fast},
+                                             repeats=2), 'fast')
+    self.assertEqual(calls, {'slow': 3, 'fast': 3})  # 1 untimed + 2 timed
+
+  def test_auto_resolution_and_cache(self):
+    model = models.build_model('fully_connected', (8, 8, 1), num_layers=1,
+                               width=6)
+    images = np.random.default_rng(0).random((40, 8, 8, 1), np.float32)
+    # Small jobs: per_layer without timing.
+    self.assertEqual(features.resolve_method(model, images, batch_size=16),
+                     'per_layer')
+    # Large enough (4 blocks of 8): timed once, then cached.
+    choice = features.resolve_method(model, images, batch_size=8)
+    self.assertIn(choice, ('per_layer', 'vectorized'))
+    self.assertEqual(features._BLOCK_FNS[model][('auto_choice', 8)], choice)
+    self.assertEqual(features.resolve_method(model, images, batch_size=8),
+                     choice)
+    self.assertEqual(features.resolve_method(model, images, 8, 'loop'), 'loop')
+    # Whatever 'auto' picks, the features are the per-example gradients.
+    np.testing.assert_allclose(
+        features.gradient_features(model, images, batch_size=8),
+        features.gradient_features(model, images, batch_size=8,
+                                   method='loop'), rtol=1e-5, atol=1e-6)
+
+  def test_auto_without_per_layer_support_is_vectorized(self):
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3)(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.Add()([hidden, hidden]))
+    model = keras.Model(inputs, outputs)
+    self.assertFalse(features.supports_per_layer(model))
+    self.assertEqual(
+        features.resolve_method(model, np.zeros((64, 4), np.float32), 8),
+        'vectorized')
 
 
 class ConjugateFeaturesTest(absltest.TestCase):

@@ -143,6 +143,12 @@ def run(configs: Sequence[FeatureConfig] = FULL_CONFIGS,
               model, x[:CHECK_EXAMPLES]))], repeats, log, warmups=WARMUPS))
     rate = {name: (config.n_original if name == 'original' else config.n) /
             t.median for name, t in timings.items()}
+    auto_choice = features.resolve_method(model, x, batch_size, 'auto')
+    fastest = max(METHODS, key=lambda m: rate[m])
+    report.notes.append(
+        f"{config.architecture}, n={config.n}: 'auto' chose {auto_choice} "
+        f'(timed on one block); fastest here: {fastest} '
+        f'({rate[fastest] / rate[auto_choice]:.2f}x the choice)')
     ceiling_rate = rate['ceiling']
     errors = {}
     if 'original' in timings:
@@ -168,6 +174,7 @@ def run(configs: Sequence[FeatureConfig] = FULL_CONFIGS,
     raw[config.architecture] = {
         'num_parameters': num_parameters, 'n': config.n,
         'n_original': config.n_original, 'timings': timings,
+        'auto_choice': auto_choice,
         'examples_per_second': rate,
         'fraction_of_ceiling': {m: rate[m] / ceiling_rate for m in METHODS},
         'max_relative_error_vs_original': errors}

@@ -27,6 +27,8 @@ from afterkernel import errors
 DEFAULT_BLOCK_SIZE = 2048
 # Rows of features recomputed per streamed block in `streamed_gram`.
 DEFAULT_STREAM_BLOCK = 512
+# Values per slice when checking features for NaN/inf (bounds the temporary).
+_FINITE_CHECK_VALUES = 1 << 24
 _GIB = 1024**3
 
 
@@ -35,7 +37,13 @@ def _as_2d_finite(features: np.ndarray, name: str) -> np.ndarray:
   errors.require(features.ndim == 2,
                  f'{name} must be a 2-D (examples, features) array, got shape '
                  f'{features.shape}')
-  bad = int(np.size(features) - np.count_nonzero(np.isfinite(features)))
+  # Checked in slices of ~16M values: np.isfinite on the whole array would
+  # allocate a boolean copy (2.2 GB for a 2,452 x 905,591 chunk of mega-VGG
+  # features) on top of a memory budget.
+  rows = max(1, _FINITE_CHECK_VALUES // max(1, features.shape[1]))
+  bad = sum(int(features[s:s + rows].size -
+                np.count_nonzero(np.isfinite(features[s:s + rows])))
+            for s in range(0, features.shape[0], rows))
   errors.require(bad == 0,
                  f'{name} has {bad} NaN/inf values (did training diverge? try '
                  'a smaller --learning_rate)')
@@ -221,8 +229,11 @@ def streamed_gram(feature_fn: Callable[[np.ndarray], np.ndarray],
     num_features: P, the width of feature_fn's output.
     rows: (n, ...) inputs of the Gram's rows.
     columns: (m, ...) inputs of its columns; None means `rows` (symmetric).
-    memory_budget_gb: bytes (in GiB) the held features may take, besides the
-      (n, m) output itself; None means no limit.
+    memory_budget_gb: GiB the features may take (the held row chunk, the
+      column block being multiplied and the next one being computed),
+      besides the (n, m) output and the feature function's own working
+      memory (about 2 GiB for mega-VGG at 256-example blocks); None means no
+      limit.
     stream_block: rows per recomputed column block; None means
       DEFAULT_STREAM_BLOCK, or a quarter of the rows the budget holds if
       that is smaller (so the held chunk stays the larger part).
@@ -251,12 +262,14 @@ def streamed_gram(feature_fn: Callable[[np.ndarray], np.ndarray],
   if stream_block is None:
     stream_block = max(1, min(DEFAULT_STREAM_BLOCK, budget_rows // 4))
   errors.require_positive(stream_block, 'stream_block')
-  chunk = budget_rows - stream_block
+  # The budget holds the row chunk, the column block being multiplied and
+  # the block feature_fn is filling while it computes the next one.
+  chunk = budget_rows - 2 * stream_block
   errors.require(
       chunk >= stream_block,
       f'memory_budget_gb={memory_budget_gb} holds fewer than '
-      f'{2 * stream_block} feature rows of {num_features} parameters '
-      f'({2 * stream_block * row_bytes / _GIB:.2f} GiB needed); raise it')
+      f'{3 * stream_block} feature rows of {num_features} parameters '
+      f'({3 * stream_block * row_bytes / _GIB:.2f} GiB needed); raise it')
   dtype = np.float64 if accumulate_float64 else np.float32
   out = np.empty((n, m), dtype)
   num_chunks = math.ceil(n / chunk)

@@ -1,5 +1,7 @@
 """Tests for afterkernel.kernels against direct numpy formulas."""
 
+from unittest import mock
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import keras
@@ -67,7 +69,7 @@ class StreamedGramTest(parameterized.TestCase):
     self.calls.append(len(x))
     return np.tanh(x @ self.projection)
 
-  @parameterized.parameters(None, 1000, 20, 9)
+  @parameterized.parameters(None, 1000, 20, 12)
   def test_symmetric(self, budget_rows):
     dense = kernels.gram(self.feature_fn(self.inputs), accumulate_float64=True)
     budget_gb = budget_rows and budget_rows * 64 * 8 / 1024**3
@@ -82,13 +84,20 @@ class StreamedGramTest(parameterized.TestCase):
     dense = kernels.gram(self.feature_fn(self.inputs),
                          self.feature_fn(self.other), accumulate_float64=True)
     self.calls = []
-    budget_rows = 12  # chunk = 12 - stream_block(4) = 8 rows
+    budget_rows = 16  # chunk = 16 - 2 x stream_block(4) = 8 rows
     got = kernels.streamed_gram(
         self.feature_fn, 64, self.inputs, self.other,
         memory_budget_gb=budget_rows * 64 * 4 / 1024**3, stream_block=4)
     np.testing.assert_allclose(got, dense, rtol=1e-5, atol=1e-5)
     # 5 row chunks (8, 8, 8, 8, 5), each streaming 11 columns in 3 blocks.
     self.assertEqual(self.calls, [8, 4, 4, 3] * 4 + [5, 4, 4, 3])
+
+  def test_nan_found_by_the_sliced_check(self):
+    features = np.ones((50, 64), np.float32)
+    features[47, 3] = np.nan
+    with mock.patch.object(kernels, '_FINITE_CHECK_VALUES', 100):
+      with self.assertRaisesRegex(errors.AfterKernelError, '1 NaN/inf'):
+        kernels.gram(features)
 
   def test_budget_too_small(self):
     with self.assertRaisesRegex(errors.AfterKernelError, 'raise it'):

@@ -90,6 +90,10 @@ class NTKDense(keras.layers.Layer):
     return self.activation(
         keras.ops.matmul(inputs, self.kernel) * self.scale + self.bias)
 
+  def multipliers(self):
+    """(kernel, bias) factors of z = k (x.W) + c b; `features` uses them."""
+    return self.scale, 1.0
+
   def compute_output_shape(self, input_shape):
     return tuple(input_shape[:-1]) + (self.units,)
 

@@ -20,7 +20,9 @@ Extraction methods (`FEATURE_METHODS`):
     image patches x output gradients, one einsum), as per-sample-gradient
     libraries do. Runs near the speed of a batched forward+backward. Needs a
     chain of layers (Sequential, or functional without branches) whose only
-    trainable layers are Dense and Conv2D (channels_last, groups=1), and no
+    trainable layers are Dense, NTK-parameterized dense layers
+    (`architectures.NTKDense` and subclasses) and Conv2D (channels_last,
+    groups=1), and no
     cross-example coupling in inference mode (true of all Keras layers in
     inference mode). TF's pfor cannot do this for convolutions: it turns
     Conv2DBackpropFilter into a while_loop.
@@ -44,6 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from afterkernel import architectures
 from afterkernel import errors
 from afterkernel import models
 
@@ -107,8 +110,16 @@ class _ChainLayer:
   def __init__(self, layer):
     self.layer = layer
     self.kind = 'apply'
+    # z = kernel_scale * (h @ W) + bias_scale * b: Keras Dense has scales 1;
+    # NTK-parameterized dense layers (architectures.NTKDense and subclasses)
+    # report theirs through `multipliers()` once built.
+    self.use_bias = bool(getattr(layer, 'use_bias', True))
+    self.kernel_scale, self.bias_scale = 1.0, 1.0
     if isinstance(layer, keras.layers.Dense):
       self.kind = 'dense'
+    elif isinstance(layer, architectures.NTKDense) and layer.built:
+      self.kind = 'dense'
+      self.kernel_scale, self.bias_scale = layer.multipliers()
     elif isinstance(layer, keras.layers.Conv2D) and not isinstance(
         layer, (keras.layers.Conv2DTranspose, keras.layers.DepthwiseConv2D,
                 keras.layers.SeparableConv2D)):
@@ -203,8 +214,11 @@ def _chain_forward(chain, images):
     layer = entry.layer
     if entry.kind == 'dense':
       z = tf.matmul(h, layer.kernel)
-      if layer.use_bias:
-        z = z + layer.bias
+      if entry.kernel_scale != 1.0:
+        z = z * entry.kernel_scale
+      if entry.use_bias:
+        z = z + (layer.bias if entry.bias_scale == 1.0
+                 else layer.bias * entry.bias_scale)
       records.append((entry, h, z))
       h = layer.activation(z)
     elif entry.kind == 'conv2d':
@@ -238,14 +252,18 @@ def _layer_gradients(entry, h, output_grad):
   batch = tf.shape(h)[0]
   if entry.kind == 'dense':
     kernel = tf.einsum('bi,bo->bio', h, output_grad)
+    if entry.kernel_scale != 1.0:
+      kernel = kernel * entry.kernel_scale
     bias_axes = []
   else:
     kernel = _conv2d_per_example_kernel_grads(layer, h, output_grad)
     bias_axes = [1, 2]
   grads = {id(layer.kernel): tf.reshape(kernel, [batch, -1])}
-  if layer.use_bias:
+  if entry.use_bias:
     bias = (tf.reduce_sum(output_grad, axis=bias_axes) if bias_axes
             else output_grad)
+    if entry.bias_scale != 1.0:
+      bias = bias * entry.bias_scale
     grads[id(layer.bias)] = bias
   return grads
 
@@ -275,8 +293,12 @@ def _factor_block_fn(model: keras.Model, chain):
     dense, others = [], []
     for (entry, h, _), output_grad in zip(records, output_grads):
       if entry.kind == 'dense':
-        if entry.layer.use_bias:
-          h = tf.concat([h, tf.ones_like(h[:, :1])], axis=1)
+        if entry.kernel_scale != 1.0:
+          h = h * entry.kernel_scale
+        if entry.use_bias:
+          h = tf.concat([h, tf.fill([tf.shape(h)[0], 1],
+                                    tf.constant(entry.bias_scale, h.dtype))],
+                        axis=1)
         dense.append((h, output_grad))
       else:
         others.extend(_layer_gradients(entry, h, output_grad).values())

@@ -8,8 +8,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from afterkernel import architectures
 from afterkernel import errors
 from afterkernel import features
+from afterkernel import kernels
 from afterkernel import models
 
 
@@ -195,6 +197,28 @@ class AutoMethodTest(absltest.TestCase):
     self.assertEqual(
         features.resolve_method(model, np.zeros((64, 4), np.float32), 8),
         'vectorized')
+
+
+class NTKLayerFeaturesTest(absltest.TestCase):
+
+  def test_ntk_dense_chain_uses_per_layer_with_its_scale(self):
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((6,)),
+        architectures.NTKDense(5, 'relu', weight_std=1.7),
+        architectures.NTKDense(1, weight_std=0.9)])
+    # Biases start at 0; make them matter.
+    for layer in model.layers:
+      layer.bias.assign(np.linspace(-1, 1, layer.units).astype(np.float32))
+    self.assertTrue(features.supports_per_layer(model))
+    x = np.random.default_rng(3).standard_normal((7, 6)).astype(np.float32)
+    loop = features.gradient_features(model, x, method='loop')
+    np.testing.assert_allclose(
+        features.gradient_features(model, x, method='per_layer'), loop,
+        rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        kernels.structured_gram(features.structured_features(model, x)),
+        loop @ loop.T, rtol=1e-5, atol=1e-5)
 
 
 class ConjugateFeaturesTest(absltest.TestCase):

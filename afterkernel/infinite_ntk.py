@@ -1,0 +1,317 @@
+"""Infinite-width NTK and NNGP kernels of fully connected ReLU networks.
+
+The data-scaling study of Vyas et al. (2022) compares a network with its
+empirical NTK at initialization and with its infinite-width NTK. This module
+holds the model family and its closed-form limit, kept in one place so that the
+two are exactly the same family:
+
+  * `build_ntk_fully_connected`: Flatten -> `depth` x NTKBiasDense(width,
+    relu) -> NTKBiasDense(1) named `models.LOGIT_LAYER_NAME`, in the NTK
+    parameterization of Jacot et al. (2018) with biases (as neural-tangents'
+    `stax.Dense(W_std, b_std, parameterization='ntk')`):
+        z_1 = (sigma_w / sqrt(d_0)) W_1 x + sigma_b b_1,
+        z_{l+1} = (sigma_w / sqrt(n)) W_{l+1} relu(z_l) + sigma_b b_{l+1},
+    all W and b drawn from N(0, 1), f(x) = z_{L+1} (one unit), L = depth,
+    d_0 = number of input values (inputs are flattened), n = width.
+  * `nngp_gram`, `ntk_gram`: the n -> infinity limits of the covariance
+    E[f(x) f(x')] at initialization and of the tangent kernel
+    Theta(x, x') = grad_theta f(x) . grad_theta f(x') (the latter is also
+    constant during gradient-flow training in that limit).
+
+Numerics: float64 throughout; correlations are clipped to [-1, 1]; an input
+paired with itself in a symmetric Gram gets correlation exactly 1, because
+arccos is ill-conditioned there (t ~ sqrt(2 (1 - rho))): identical or
+parallel rows of a *cross* Gram (x_b given) carry a relative error up to
+~1e-8 for that reason. Work is vectorized over blocks of ROW_BLOCK rows.
+The empirical NTK of these models goes through `features`' per-layer and
+structured (factored dense-layer) paths: the layers report their scales via
+`multipliers()`.
+
+Only fully connected ReLU networks are covered. Convolutional infinite-width
+kernels (CNTK, Arora et al. 2019) depend on padding, pooling and the readout,
+and computing them costs O(n^2 pixels^2) per layer; use neural-tangents (JAX)
+for those, which this TensorFlow library does not depend on.
+"""
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+
+from afterkernel import architectures
+from afterkernel import errors
+from afterkernel import models
+
+# sqrt(2) keeps the ReLU pre-activation variance constant through depth (He).
+DEFAULT_WEIGHT_STD = architectures.DEFAULT_NTK_WEIGHT_STD
+# No bias by default: the plain arc-cosine recursion of Cho & Saul / Jacot.
+DEFAULT_BIAS_STD = 0.0
+# Rows of x_a per vectorized pass: caps the float64 temporaries at about
+# 8 x ROW_BLOCK x n_b values (64 MB for n_b = 10k) whatever n_a is.
+ROW_BLOCK = 1024
+
+
+@keras.saving.register_keras_serializable(package='afterkernel')
+class NTKBiasDense(architectures.NTKDense):
+  """`architectures.NTKDense` with a scaled Gaussian bias.
+
+  z = (weight_std / sqrt(fan_in)) x.W + bias_std * b, with W and b drawn from
+  N(0, 1), so the bias adds bias_std^2 to the pre-activation covariance at
+  initialization and bias_std^2 to the tangent kernel through d z / d b, the
+  parameterization the infinite-width formulas assume. (`NTKDense` itself
+  keeps b = 0 at initialization with gradient 1, a different family.) With
+  bias_std = 0 the bias has no effect and zero gradient.
+  """
+
+  def __init__(self, units: int, activation=None,
+               weight_std: float = DEFAULT_WEIGHT_STD,
+               bias_std: float = DEFAULT_BIAS_STD, **kwargs):
+    super().__init__(units, activation, weight_std, **kwargs)
+    self.bias_std = float(bias_std)
+
+  def build(self, input_shape):
+    fan_in = int(input_shape[-1])
+    self.scale = self.weight_std / math.sqrt(fan_in)
+    self.kernel = self.add_weight(
+        shape=(fan_in, self.units), name='kernel',
+        initializer=keras.initializers.RandomNormal(0.0, 1.0))
+    self.bias = self.add_weight(
+        shape=(self.units,), name='bias',
+        initializer=keras.initializers.RandomNormal(0.0, 1.0))
+
+  def call(self, inputs):
+    return self.activation(
+        keras.ops.matmul(inputs, self.kernel) * self.scale +
+        self.bias * self.bias_std)
+
+  def multipliers(self):
+    """(kernel, bias) factors of z = k (x.W) + c b; `features` uses them."""
+    return self.scale, self.bias_std
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(bias_std=self.bias_std)
+    return config
+
+
+def _check_hyperparameters(depth, weight_std, bias_std) -> None:
+  errors.require(
+      isinstance(depth, (int, np.integer)) and not isinstance(depth, bool) and
+      depth >= 1,
+      f'depth (hidden layers) must be an integer >= 1, got {depth!r}')
+  errors.require_positive(weight_std, 'weight_std')
+  errors.require(bias_std is not None and bias_std >= 0 and
+                 math.isfinite(bias_std),
+                 f'bias_std must be a finite number >= 0, got {bias_std!r}')
+
+
+def build_ntk_fully_connected(input_shape: Sequence[int],
+                              width: int,
+                              depth: int,
+                              weight_std: float = DEFAULT_WEIGHT_STD,
+                              bias_std: float = DEFAULT_BIAS_STD,
+                              seed: Optional[int] = None,
+                              name: str = 'ntk_fully_connected'
+                              ) -> keras.Model:
+  """Fully connected ReLU network in the NTK parameterization, scalar output.
+
+  Flatten -> `depth` x NTKBiasDense(width, relu) named dense0, dense1, ... ->
+  NTKBiasDense(1) named `models.LOGIT_LAYER_NAME` (see the module docstring
+  for the exact function). Its empirical NTK at initialization converges to
+  `ntk_gram(..., depth, weight_std, bias_std)` as width grows, with
+  fluctuations of order 1 / sqrt(width).
+
+  Args:
+    input_shape: shape of one input (without the batch axis); flattened.
+    width: units per hidden layer.
+    depth: number of hidden ReLU layers, >= 1.
+    weight_std: sigma_w.
+    bias_std: sigma_b (0 disables the bias).
+    seed: seeds the initializers (via `keras.utils.set_random_seed`, which
+      also seeds Python's and NumPy's global generators); None leaves the
+      global state alone.
+    name: Keras model name.
+
+  Returns:
+    A functional model mapping (batch,) + input_shape to (batch, 1).
+
+  Raises:
+    AfterKernelError: non-positive width or depth, bad stds or input_shape.
+  """
+  _check_hyperparameters(depth, weight_std, bias_std)
+  errors.require(isinstance(width, (int, np.integer)) and width >= 1,
+                 f'width must be a positive integer, got {width!r}')
+  errors.require(len(input_shape) >= 1 and all(
+      isinstance(d, (int, np.integer)) and d >= 1 for d in input_shape),
+                 f'input_shape must be positive sizes, got {input_shape!r}')
+  if seed is not None:
+    keras.utils.set_random_seed(int(seed))
+  inputs = keras.Input(shape=tuple(int(d) for d in input_shape), name='inputs')
+  x = keras.layers.Flatten(name='flatten')(inputs)
+  for layer in range(depth):
+    x = NTKBiasDense(int(width), 'relu', weight_std, bias_std,
+                     name=f'dense{layer}')(x)
+  outputs = NTKBiasDense(1, None, weight_std, bias_std,
+                         name=models.LOGIT_LAYER_NAME)(x)
+  return keras.Model(inputs, outputs, name=name)
+
+
+def _as_float64_rows(x, name: str) -> np.ndarray:
+  x = np.asarray(x)
+  errors.require(x.ndim >= 2 and x.shape[0] >= 1,
+                 f'{name} must have shape (n, ...) with n >= 1 examples, got '
+                 f'{x.shape}')
+  x = x.reshape(x.shape[0], -1).astype(np.float64)
+  errors.require(x.shape[1] >= 1, f'{name} has no feature values: {x.shape}')
+  errors.require(bool(np.all(np.isfinite(x))),
+                 f'{name} has NaN/inf values')
+  return x
+
+
+def _relu_expectations(cov, var_a, var_b, diagonal=None
+                       ) -> Tuple[np.ndarray, np.ndarray]:
+  """E[relu(u) relu(v)] and E[relu'(u) relu'(v)], (u, v) Gaussian.
+
+  (u, v) ~ N(0, [[var_a, cov], [cov, var_b]]) elementwise over the block.
+  With rho = cov / sqrt(var_a var_b) clipped to [-1, 1], theta = arccos(rho):
+    E[relu(u) relu(v)] = sqrt(var_a var_b) (sin theta + (pi - theta) rho)
+                         / (2 pi),
+    E[step(u) step(v)] = (pi - theta) / (2 pi)
+  (the degree-1 and degree-0 arc-cosine kernels of Cho & Saul 2009). Where a
+  variance is 0 the variable is 0 almost surely: both are 0 (relu'(0) = 0, as
+  in TensorFlow). `diagonal` = (rows, cols) of entries pairing an input with
+  itself, where rho is set to exactly 1: arccos is ill-conditioned there
+  (t ~ sqrt(2 (1 - rho))), so a rounding error of 1e-16 in rho would move
+  those entries by ~1e-8.
+  """
+  norm = np.sqrt(var_a[:, None] * var_b[None, :])
+  positive = norm > 0
+  rho = np.divide(cov, norm, out=np.zeros_like(cov), where=positive)
+  np.clip(rho, -1.0, 1.0, out=rho)
+  if diagonal is not None:
+    rho[diagonal] = np.where(positive[diagonal], 1.0, 0.0)
+  theta = np.arccos(rho)
+  sin_theta = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
+  relu = norm * (sin_theta + (np.pi - theta) * rho) / (2.0 * np.pi)
+  step = np.where(positive, (np.pi - theta) / (2.0 * np.pi), 0.0)
+  return relu, step
+
+
+def _diagonal_variances(sq_norms, d0, depth, weight_std, bias_std):
+  """Sigma_l(x, x) for l = 1..depth: rho = 1 gives Sigma/2 exactly."""
+  w2, b2 = weight_std ** 2, bias_std ** 2
+  var = w2 * sq_norms / d0 + b2
+  out = [var]
+  for _ in range(depth - 1):
+    var = w2 * var / 2.0 + b2
+    out.append(var)
+  return out
+
+
+def _kernels(x_a, x_b, depth, weight_std, bias_std, want_ntk: bool):
+  """Shared recursion; returns the NNGP or NTK Gram of the output."""
+  _check_hyperparameters(depth, weight_std, bias_std)
+  a = _as_float64_rows(x_a, 'x_a')
+  symmetric = x_b is None
+  b = a if symmetric else _as_float64_rows(x_b, 'x_b')
+  errors.require(a.shape[1] == b.shape[1],
+                 f'x_a and x_b have {a.shape[1]} vs {b.shape[1]} values per '
+                 'example; they must match (inputs are flattened)')
+  d0 = a.shape[1]
+  w2, b2 = float(weight_std) ** 2, float(bias_std) ** 2
+  vars_a = _diagonal_variances(np.einsum('ij,ij->i', a, a), d0, depth,
+                               weight_std, bias_std)
+  vars_b = vars_a if symmetric else _diagonal_variances(
+      np.einsum('ij,ij->i', b, b), d0, depth, weight_std, bias_std)
+  out = np.empty((len(a), len(b)), np.float64)
+  for start in range(0, len(a), ROW_BLOCK):
+    rows = slice(start, start + ROW_BLOCK)
+    cov = w2 * (a[rows] @ b.T) / d0 + b2  # Sigma_1
+    diagonal = None
+    if symmetric:
+      # Exact rho = 1 on the diagonal, whatever the rounding of a @ a.T.
+      idx = np.arange(start, min(start + ROW_BLOCK, len(a)))
+      diagonal = (idx - start, idx)
+      cov[diagonal] = vars_a[0][idx]
+    ntk = cov.copy()  # Theta_1 = Sigma_1
+    for layer in range(depth):
+      relu, step = _relu_expectations(cov, vars_a[layer][rows],
+                                      vars_b[layer], diagonal)
+      cov = w2 * relu + b2  # Sigma_{l+1}
+      if want_ntk:
+        ntk = cov + ntk * (w2 * step)  # Theta_{l+1}
+    out[rows] = ntk if want_ntk else cov
+  if symmetric:
+    out = (out + out.T) / 2.0
+  return out
+
+
+def nngp_gram(x_a: np.ndarray,
+              x_b: Optional[np.ndarray] = None,
+              *,
+              depth: int,
+              weight_std: float = DEFAULT_WEIGHT_STD,
+              bias_std: float = DEFAULT_BIAS_STD) -> np.ndarray:
+  """Infinite-width NNGP kernel E[f(x) f(x')] of `build_ntk_fully_connected`.
+
+  With d_0 input values, L = depth, sigma_w = weight_std, sigma_b = bias_std:
+    Sigma_1(x, x') = sigma_w^2 x.x' / d_0 + sigma_b^2,
+    Sigma_{l+1}(x, x') = sigma_w^2 E[relu(u) relu(v)] + sigma_b^2,
+      (u, v) ~ N(0, Sigma_l restricted to {x, x'}), in closed form
+      sqrt(Sigma_l(x,x) Sigma_l(x',x')) (sin t + (pi - t) cos t) / (2 pi),
+      t = arccos of the correlation (clipped to [-1, 1]) (Cho & Saul 2009),
+  and the output's covariance is Sigma_{L+1} (Lee et al. 2018; Matthews et al.
+  2018). The output's mean is 0, so this is also its covariance.
+
+  Args:
+    x_a: (n_a, ...) inputs, flattened to (n_a, d_0).
+    x_b: (n_b, ...) inputs with the same d_0; None means x_a (the result is
+      then exactly symmetric).
+    depth: number of hidden ReLU layers, >= 1.
+    weight_std: sigma_w.
+    bias_std: sigma_b.
+
+  Returns:
+    (n_a, n_b) float64 Gram matrix.
+
+  Raises:
+    AfterKernelError: depth < 1, bad stds, mismatched or non-finite inputs.
+  """
+  return _kernels(x_a, x_b, depth, weight_std, bias_std, want_ntk=False)
+
+
+def ntk_gram(x_a: np.ndarray,
+             x_b: Optional[np.ndarray] = None,
+             *,
+             depth: int,
+             weight_std: float = DEFAULT_WEIGHT_STD,
+             bias_std: float = DEFAULT_BIAS_STD) -> np.ndarray:
+  """Infinite-width NTK of `build_ntk_fully_connected` (same family).
+
+  With Sigma_l as in `nngp_gram` and
+    Sigma'_{l+1}(x, x') = sigma_w^2 E[relu'(u) relu'(v)]
+                        = sigma_w^2 (pi - t) / (2 pi),
+  the tangent kernel obeys (Jacot et al. 2018; Arora et al. 2019, eq. 4-5)
+    Theta_1 = Sigma_1,
+    Theta_{l+1}(x, x') = Sigma_{l+1}(x, x')
+                         + Theta_l(x, x') Sigma'_{l+1}(x, x'),
+  and the network's NTK is Theta_{L+1}: the first term is the gradient with
+  respect to layer l+1's weights and biases, the second backpropagates the
+  earlier layers' gradients through one ReLU layer. Zero-variance inputs
+  (x = 0 with sigma_b = 0) give a zero row, as the network does.
+
+  Args:
+    x_a: (n_a, ...) inputs, flattened to (n_a, d_0).
+    x_b: (n_b, ...) inputs with the same d_0; None means x_a.
+    depth: number of hidden ReLU layers, >= 1.
+    weight_std: sigma_w.
+    bias_std: sigma_b.
+
+  Returns:
+    (n_a, n_b) float64 Gram matrix (exactly symmetric when x_b is None).
+
+  Raises:
+    AfterKernelError: depth < 1, bad stds, mismatched or non-finite inputs.
+  """
+  return _kernels(x_a, x_b, depth, weight_std, bias_std, want_ntk=True)

@@ -27,6 +27,15 @@ Keras extension (for use with your own models):
     an NTK parameterization.
   * `multiclass`: ten-class MNIST / digits tasks.
   * `linearized_study`: network vs linearization over widths.
+
+Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
+  * `infinite_ntk`: fully connected ReLU nets in the NTK parameterization
+    and their closed-form infinite-width NTK / NNGP.
+  * `kernel_fit`: kernel sources (EmpiricalNTK snapshot, FunctionKernel) and
+    kernel predictors fit by SGD with momentum + optimal early stopping,
+    leave-one-out-tuned ridge regression, or the hard-margin SVM.
+  * `scaling`: data-scaling laws L(n) = A (1/n + alpha)^beta and bootstrap
+    intervals for beta.
 """
 
 from afterkernel import architectures
@@ -35,8 +44,10 @@ from afterkernel import data
 from afterkernel import errors
 from afterkernel import experiment
 from afterkernel import features
+from afterkernel import infinite_ntk
 from afterkernel import invariance
 from afterkernel import jacobians
+from afterkernel import kernel_fit
 from afterkernel import kernels
 from afterkernel import linearize
 from afterkernel import linearized_study
@@ -45,6 +56,7 @@ from afterkernel import models
 from afterkernel import multiclass
 from afterkernel import plots
 from afterkernel import results
+from afterkernel import scaling
 from afterkernel import store
 from afterkernel import sweeps
 from afterkernel import training

@@ -36,11 +36,16 @@ Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
     leave-one-out-tuned ridge regression, or the hard-margin SVM.
   * `scaling`: data-scaling laws L(n) = A (1/n + alpha)^beta and bootstrap
     intervals for beta.
+  * `eigentasks`: NTK eigenfunction tasks (Gram eigenvectors, Nystroem
+    extension, target alignment; network vs linearization per eigenfunction).
+  * `kernel_rotation`: label energy on the top-K NTK eigenvectors and
+    eigenvector alignment through training.
 """
 
 from afterkernel import architectures
 from afterkernel import callbacks
 from afterkernel import data
+from afterkernel import eigentasks
 from afterkernel import errors
 from afterkernel import experiment
 from afterkernel import features
@@ -48,6 +53,7 @@ from afterkernel import infinite_ntk
 from afterkernel import invariance
 from afterkernel import jacobians
 from afterkernel import kernel_fit
+from afterkernel import kernel_rotation
 from afterkernel import kernels
 from afterkernel import linearize
 from afterkernel import linearized_study

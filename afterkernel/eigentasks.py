@@ -1,0 +1,667 @@
+"""NTK eigenfunction tasks: which labelings does a network's kernel find easy?
+
+Ortiz-Jimenez, Moosavi-Dezfooli and Frossard (2021), "What can linearized
+neural networks actually say about generalization?" (NeurIPS), build
+binary tasks from the network's own empirical NTK at initialization:
+
+  1. K = Phi Phi^T, the Gram of the gradient features phi(x) = d f(theta_0,
+     x) / d theta on n training inputs, with eigenpairs K u_j = lambda_j u_j,
+     lambda_1 >= lambda_2 >= ... (j is 1-based: j = 1 is the top one);
+  2. the j-th eigenfunction, extended to any input by the Nystroem formula
+       phi_j(x) = sum_i K(x, x_i) u_ij / lambda_j,
+     which equals u_ij at the training inputs x_i (K u_j = lambda_j u_j) and,
+     in feature space, is phi(x) . v_j / s_j for the SVD Phi = U S V^T;
+  3. the j-th task labels every input with sign(phi_j(x));
+  4. the network and its linearization f_lin (`linearize`) are trained on
+     each task with the same optimizer and batch order; their test accuracy
+     vs j shows how fast learnability decays down the NTK spectrum (the
+     linearization is kernel regression with K itself, so it degrades with
+     j; the network may do better or worse, depending on how its kernel
+     moves);
+  5. the target alignment of the task with the kernel,
+       alpha(f) = || E_x[ f(x) grad_theta f_theta(x) ] ||^2
+                = (1/n^2) sum_{i,k} y_i K_theta(x_i, x_k) y_k,
+     at theta_0 and after training (Ortiz-Jimenez et al. use it to show
+     that training rotates the NTK towards the task).
+
+Choice of f in alpha: we use f = the task's target y(x) in {-1, +1}, the
+paper's "target alignment" (the labels are the function being learned; the
+gradient is that of the network output at theta_0 or theta_T), estimated on
+the n training inputs the eigenvectors live on. Because ||K|| itself grows in
+training, we also record the scale-free kernel-target alignment
+A(K, y y^T) = y^T K y / (||K||_F ||y||^2) (Cristianini et al. 2002). For the
+linearized model the kernel never changes (its gradient features are J(theta_0,
+x) at every step), so its alpha after training equals alpha at init and is
+not measured again.
+
+Sign convention: eigenvectors are defined up to sign; we flip each u_j so
+that sum_i u_ij >= 0 (ties: the first non-zero entry is positive), so the
+tasks are reproducible. Flipping all labels gives an equally hard task.
+
+The study (`run_study`) follows the library's study pattern: a frozen
+`EigentaskConfig` with `PRESETS`, one record per (eigen index j, run) in a
+`store.ResultStore` (existing keys are skipped, so a killed study resumes),
+a summary (`store.write_summary`) and a figure (PNG + PDF).
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import keras
+from matplotlib import figure as mpl_figure
+import numpy as np
+
+from afterkernel import data
+from afterkernel import errors
+from afterkernel import features
+from afterkernel import kernels
+from afterkernel import linearize
+from afterkernel import models
+from afterkernel import plots
+from afterkernel import results
+from afterkernel import store
+
+FAMILY = 'eigentasks'
+FIGURE_NAME = 'eigentask_accuracy'
+CONFIG_FILE = results.CONFIG_FILE
+# Architectures the studies build (small nets whose kernels are cheap).
+ARCHITECTURES = ('fully_connected', 'vgg')
+# 'bce': logistic loss on the logit with {0, 1} targets (the library's
+# training loss); 'mse': 0.5 (f(x) - y)^2 on +-1 targets (the kernel-regression
+# loss of the NTK theory).
+LOSSES = ('bce', 'mse')
+# Eigenvalues below this fraction of lambda_1 are numerically zero: the
+# Nystroem extension divides by lambda_j and would amplify round-off.
+EIGENVALUE_RTOL = 1e-7
+
+
+# ----------------------------------------------------------------------------
+# Kernel spectra.
+
+
+def empirical_ntk_gram(model: keras.Model,
+                       inputs_a: np.ndarray,
+                       inputs_b: Optional[np.ndarray] = None,
+                       batch_size: int = features.DEFAULT_BATCH_SIZE
+                       ) -> np.ndarray:
+  """The empirical NTK K(a, b) = phi(a) . phi(b) at the model's weights.
+
+  Uses `features.structured_features` + `kernels.structured_gram` (Dense
+  layers kept factored) when the model is a Dense/Conv2D chain, else the
+  full `features.gradient_features` and `kernels.gram`.
+
+  Args:
+    model: a Keras model with one scalar output.
+    inputs_a: (n_a, ...) inputs of the rows.
+    inputs_b: (n_b, ...) inputs of the columns; None means `inputs_a`.
+    batch_size: examples per feature block.
+
+  Returns:
+    (n_a, n_b) float64 Gram (float32 products, cast).
+  """
+  if features.supports_per_layer(model):
+    rows = features.structured_features(model, inputs_a, batch_size)
+    columns = (None if inputs_b is None else
+               features.structured_features(model, inputs_b, batch_size))
+    gram = kernels.structured_gram(rows, columns)
+  else:
+    rows = features.gradient_features(model, inputs_a, batch_size)
+    columns = (None if inputs_b is None else
+               features.gradient_features(model, inputs_b, batch_size))
+    gram = kernels.gram(rows, columns)
+  return np.asarray(gram, np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Eigensystem:
+  """Eigenpairs of a symmetric PSD Gram, largest first.
+
+  Attributes:
+    eigenvalues: (n,) float64, descending (tiny negative round-off clipped
+      to 0).
+    eigenvectors: (n, n) float64; column j-1 is u_j (unit norm, sign fixed
+      so that its entries sum to >= 0).
+    gram: the (symmetrized, float64) Gram they decompose.
+  """
+  eigenvalues: np.ndarray
+  eigenvectors: np.ndarray
+  gram: np.ndarray
+
+  @property
+  def size(self) -> int:
+    return len(self.eigenvalues)
+
+
+def _fix_signs(vectors: np.ndarray) -> np.ndarray:
+  """Flips columns so each sums to >= 0 (zero sum: first non-zero > 0)."""
+  sums = vectors.sum(axis=0)
+  scale = np.abs(vectors).max(axis=0)
+  signs = np.where(sums > 1e-12 * vectors.shape[0] * scale, 1.0,
+                   np.where(sums < -1e-12 * vectors.shape[0] * scale, -1.0,
+                            0.0))
+  for column in np.flatnonzero(signs == 0):
+    nonzero = np.flatnonzero(vectors[:, column])
+    signs[column] = (1.0 if not len(nonzero) or vectors[nonzero[0], column] > 0
+                     else -1.0)
+  return vectors * signs
+
+
+def eigensystem(gram: np.ndarray) -> Eigensystem:
+  """Eigendecomposition of a Gram matrix, sorted by decreasing eigenvalue.
+
+  Args:
+    gram: (n, n) symmetric PSD matrix (float32 or float64).
+
+  Returns:
+    The `Eigensystem` (float64; the matrix is symmetrized as (G + G^T) / 2).
+
+  Raises:
+    AfterKernelError: not square, or non-finite entries.
+  """
+  g = np.asarray(gram, np.float64)
+  errors.require(g.ndim == 2 and g.shape[0] == g.shape[1] and g.shape[0] > 0,
+                 f'a Gram matrix must be square and non-empty, got shape '
+                 f'{g.shape}')
+  errors.require(bool(np.all(np.isfinite(g))),
+                 'the Gram matrix has NaN/inf entries (did training diverge? '
+                 'try a smaller learning_rate)')
+  g = (g + g.T) / 2
+  values, vectors = np.linalg.eigh(g)
+  order = np.argsort(values)[::-1]
+  return Eigensystem(eigenvalues=np.maximum(values[order], 0.0),
+                     eigenvectors=_fix_signs(vectors[:, order]), gram=g)
+
+
+def _check_indices(system: Eigensystem, indices: Sequence[int]) -> List[int]:
+  indices = [int(j) for j in indices]
+  errors.require(bool(indices), 'no eigen indices given')
+  for j in indices:
+    errors.require(1 <= j <= system.size,
+                   f'eigen index {j} is out of range: the Gram has '
+                   f'{system.size} eigenvectors, indices are 1-based')
+    errors.require(
+        system.eigenvalues[j - 1] > EIGENVALUE_RTOL * system.eigenvalues[0],
+        f'eigenvalue {j} is numerically zero ({system.eigenvalues[j - 1]:.3g}'
+        f' vs lambda_1 = {system.eigenvalues[0]:.3g}); its eigenfunction is '
+        'not defined off the training set; use a smaller index or more '
+        'training inputs')
+  return indices
+
+
+def nystroem_extension(cross_gram: np.ndarray, system: Eigensystem,
+                       indices: Sequence[int]) -> np.ndarray:
+  """Eigenfunctions at new inputs: phi_j(x) = sum_i K(x, x_i) u_ij / lambda_j.
+
+  At a training input (a row of the training Gram) this returns u_ij
+  exactly, since K u_j = lambda_j u_j.
+
+  Args:
+    cross_gram: (m, n) kernel values K(x, x_i) between m new inputs and the
+      n inputs of `system`.
+    system: the training Gram's `Eigensystem`.
+    indices: 1-based eigen indices j.
+
+  Returns:
+    (m, len(indices)) float64, column k = phi_{indices[k]} at the m inputs.
+
+  Raises:
+    AfterKernelError: shape mismatch, index out of range, or a numerically
+      zero eigenvalue.
+  """
+  cross = np.asarray(cross_gram, np.float64)
+  errors.require(cross.ndim == 2 and cross.shape[1] == system.size,
+                 f'cross_gram must be (m, {system.size}), got {cross.shape}')
+  columns = np.array(_check_indices(system, indices)) - 1
+  return (cross @ system.eigenvectors[:, columns] /
+          system.eigenvalues[columns])
+
+
+def eigenfunction_labels(values: np.ndarray) -> np.ndarray:
+  """{0, 1} float32 labels: 1 where phi_j(x) > 0 (the plus class), else 0."""
+  return (np.asarray(values) > 0).astype(np.float32)
+
+
+def _as_targets(gram: np.ndarray, targets: np.ndarray) -> tuple:
+  g = np.asarray(gram, np.float64)
+  y = np.asarray(targets, np.float64).reshape(-1)
+  errors.require(g.shape == (len(y), len(y)),
+                 f'Gram shape {g.shape} does not match {len(y)} targets')
+  return g, y
+
+
+def target_alignment(gram: np.ndarray, targets: np.ndarray) -> float:
+  """alpha(f) = ||E_x[f(x) grad f(x)]||^2 = f^T K f / n^2 (Ortiz-Jimenez).
+
+  With K = Phi Phi^T, (1/n) Phi^T f is the empirical E[f(x) phi(x)] and its
+  squared norm is f^T K f / n^2; only the Gram is needed.
+
+  Args:
+    gram: (n, n) Gram of the gradient features on the n inputs.
+    targets: (n,) values f(x_i), e.g. the task's +-1 labels.
+
+  Returns:
+    alpha >= 0 (for PSD K); it scales with ||K||.
+  """
+  g, y = _as_targets(gram, targets)
+  return float(y @ g @ y / len(y)**2)
+
+
+def normalized_target_alignment(gram: np.ndarray,
+                                targets: np.ndarray) -> float:
+  """A(K, y y^T) = y^T K y / (||K||_F ||y||^2), in [-1, 1]; scale-free."""
+  g, y = _as_targets(gram, targets)
+  denominator = np.linalg.norm(g) * float(y @ y)
+  errors.require(denominator > 0, 'alignment of a zero Gram or zero targets')
+  return float(y @ g @ y / denominator)
+
+
+# ----------------------------------------------------------------------------
+# Shared pieces of the spectral studies (also used by `kernel_rotation`).
+
+
+def build_network(architecture: str, input_shape: Sequence[int], width: int,
+                  num_layers: int) -> keras.Model:
+  """A small network of `models`: FC (num_layers x width) or VGG-like.
+
+  Args:
+    architecture: 'fully_connected' or 'vgg' (2 blocks of `num_layers`
+      3x3 convolutions, `width` then 2 * `width` channels).
+    input_shape: (H, W, C).
+    width: hidden units (FC) or first-block channels (VGG).
+    num_layers: hidden layers (FC) or convolutions per block (VGG).
+
+  Returns:
+    The Keras model (built, Keras default initializers).
+  """
+  errors.require(architecture in ARCHITECTURES,
+                 f'unknown architecture {architecture!r}; choose one of '
+                 f'{", ".join(ARCHITECTURES)}')
+  if architecture == 'fully_connected':
+    return models.build_fully_connected(input_shape, width=width,
+                                        num_layers=num_layers)
+  return models.build_vgg(input_shape, width=width, num_layers=num_layers)
+
+
+def load_inputs(dataset: str, plus_class: int, minus_class: int,
+                data_dir: Optional[str], num_train: int, num_test: int,
+                seed: int) -> data.BinaryTask:
+  """The binary task, permuted with `seed`, cut to the first num_train/test."""
+  task = data.load_binary_task(dataset, plus_class, minus_class,
+                               data_dir=data_dir)
+  return data.subsample(data.permute(task, seed), num_train, num_test)
+
+
+def check_output_dir(output_dir: str, config_dict: Mapping[str, Any],
+                     fingerprint: str) -> None:
+  """Writes output_dir/config.json, or checks the existing one matches.
+
+  Raises:
+    AfterKernelError: the folder holds results of another configuration.
+  """
+  errors.require(bool(output_dir), 'output_dir is required: where results '
+                 'are written')
+  path = os.path.join(output_dir, CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      try:
+        previous = json.load(f)
+      except json.JSONDecodeError:
+        previous = {}
+    errors.require(
+        previous.get('fingerprint') == fingerprint,
+        f'{output_dir} already holds results of a different configuration '
+        f'({path}); choose another --output_dir (nothing was changed)')
+  else:
+    results.atomic_write_text(path, results.to_json(
+        {'fingerprint': fingerprint, 'config': dict(config_dict)},
+        indent=2, sort_keys=True) + '\n')
+
+
+def fingerprint_of(fields: Mapping[str, Any], ignored: Sequence[str]) -> str:
+  """Hash of the config fields that change results (not `ignored` ones)."""
+  kept = {k: v for k, v in fields.items() if k not in ignored}
+  return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()
+                        ).hexdigest()[:16]
+
+
+def _positive_ints(values, name: str) -> None:
+  errors.require(bool(values), f'{name} is empty; give at least one value')
+  for value in values:
+    errors.require(isinstance(value, (int, np.integer)) and value > 0,
+                   f'{name} must hold positive integers, got {value!r}')
+
+
+# ----------------------------------------------------------------------------
+# The study.
+
+
+@dataclasses.dataclass(frozen=True)
+class EigentaskConfig:
+  """Everything that defines an eigenfunction-task study.
+
+  Attributes:
+    dataset, plus_class, minus_class, data_dir: where the inputs come from
+      (`data.load_binary_task`); the class labels themselves are discarded.
+    num_train: n, training inputs (the Gram and its eigenvectors live on
+      them).
+    num_test: test inputs, labelled by the Nystroem extension.
+    architecture, width, num_layers: the network (`build_network`).
+    eigen_indices: 1-based j of the tasks (j = 1: top eigenvector).
+    epochs, batch_size, learning_rate, momentum, loss: the optimizer,
+      identical for the network and its linearization (SGD with momentum).
+    num_runs: independent initializations (seed + run); the data subset is
+      fixed by `seed`.
+    seed: first seed.
+    feature_batch_size: examples per gradient-feature block.
+  """
+  dataset: str = 'digits'
+  plus_class: int = 8
+  minus_class: int = 3
+  data_dir: Optional[str] = None
+  num_train: int = 60
+  num_test: int = 40
+  architecture: str = 'fully_connected'
+  width: int = 16
+  num_layers: int = 1
+  eigen_indices: tuple = (1, 2, 8)
+  epochs: int = 2
+  batch_size: int = 20
+  learning_rate: float = 0.05
+  momentum: float = 0.9
+  loss: str = 'bce'
+  num_runs: int = 1
+  seed: int = 0
+  feature_batch_size: int = features.DEFAULT_BATCH_SIZE
+
+  def validate(self) -> None:
+    """Raises AfterKernelError (one line) naming the first bad field."""
+    errors.require(self.dataset in data.DATASETS,
+                   f'unknown dataset {self.dataset!r}; choose one of '
+                   f'{", ".join(data.DATASETS)}')
+    errors.require(self.architecture in ARCHITECTURES,
+                   f'unknown architecture {self.architecture!r}; choose one '
+                   f'of {", ".join(ARCHITECTURES)}')
+    errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
+                   f'choose one of {", ".join(LOSSES)}')
+    for name in ('num_train', 'num_test', 'width', 'num_layers', 'epochs',
+                 'batch_size', 'num_runs', 'feature_batch_size'):
+      _positive_ints([getattr(self, name)], name)
+    errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
+                   f'learning_rate must be positive, got {self.learning_rate}')
+    errors.require(0 <= self.momentum < 1,
+                   f'momentum must be in [0, 1), got {self.momentum}')
+    errors.require(isinstance(self.seed, int) and self.seed >= 0,
+                   f'seed must be a non-negative integer, got {self.seed}')
+    _positive_ints(self.eigen_indices, 'eigen_indices')
+    errors.require(max(self.eigen_indices) <= self.num_train,
+                   f'eigen index {max(self.eigen_indices)} exceeds num_train='
+                   f'{self.num_train} (the Gram has that many eigenvectors)')
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def fingerprint(self) -> str:
+    """Hash of the fields that change a record (not num_runs, data_dir,
+    eigen_indices: adding runs or indices extends a study)."""
+    return fingerprint_of(self.to_dict(),
+                          ('num_runs', 'data_dir', 'eigen_indices'))
+
+
+PRESETS = {
+    # Seconds, offline (embedded 8x8 digits): for tests and smoke runs.
+    'tiny': EigentaskConfig(),
+    # MNIST 3-vs-8 (pass data_dir), 1000 train / 1000 test inputs, FC 2x256,
+    # 9 tasks from j = 1 to 200, 20 epochs each for both models, 2 inits.
+    'cpu': EigentaskConfig(
+        dataset='mnist', num_train=1000, num_test=1000, width=256,
+        num_layers=2, eigen_indices=(1, 2, 3, 5, 10, 20, 50, 100, 200),
+        epochs=20, batch_size=64, learning_rate=0.01, momentum=0.9,
+        num_runs=2),
+}
+
+
+def record_key(eigen_index: int, run: int) -> str:
+  return f'{FAMILY}_j{eigen_index:05d}_run{run}'
+
+
+def _compile(model: keras.Model, config: EigentaskConfig) -> None:
+  optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate,
+                                   momentum=config.momentum)
+  loss = (keras.losses.BinaryCrossentropy(from_logits=True)
+          if config.loss == 'bce' else keras.losses.MeanSquaredError())
+  model.compile(optimizer=optimizer, loss=loss)
+
+
+def _targets(labels01: np.ndarray, loss: str) -> np.ndarray:
+  labels01 = labels01.astype(np.float32)
+  return (labels01 if loss == 'bce' else 2 * labels01 - 1)[:, None]
+
+
+def _outputs(model: keras.Model, inputs: np.ndarray,
+             batch_size: int = 512) -> np.ndarray:
+  return np.concatenate([
+      keras.ops.convert_to_numpy(model(inputs[s:s + batch_size],
+                                       training=False))[:, 0]
+      for s in range(0, len(inputs), batch_size)]).astype(np.float64)
+
+
+def accuracy(model: keras.Model, inputs: np.ndarray,
+             labels01: np.ndarray) -> float:
+  """Fraction with (output > 0) == label: the decision rule of both losses."""
+  return float(np.mean((_outputs(model, inputs) > 0) == (labels01 > 0.5)))
+
+
+def _train(model: keras.Model, inputs: np.ndarray, labels01: np.ndarray,
+           config: EigentaskConfig, seed: int) -> float:
+  """Trains in place; returns the last epoch's mean training loss."""
+  _compile(model, config)
+  keras.utils.set_random_seed(seed)  # The same batch order for both models.
+  history = model.fit(inputs, _targets(labels01, config.loss),
+                      batch_size=config.batch_size, epochs=config.epochs,
+                      shuffle=True, verbose=0)
+  return float(history.history['loss'][-1])
+
+
+def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
+             indices: Sequence[int], log: Callable[[str], None] = print
+             ) -> List[Dict[str, Any]]:
+  """One initialization: the Gram, its eigenfunctions, and the tasks `indices`.
+
+  Returns:
+    One record per eigen index (not yet stored).
+  """
+  seed = config.seed + run
+  keras.utils.set_random_seed(seed)
+  network = build_network(config.architecture, task.x_train.shape[1:],
+                          config.width, config.num_layers)
+  initial_weights = network.get_weights()
+  start = time.time()
+  system = eigensystem(empirical_ntk_gram(network, task.x_train,
+                                          batch_size=config.feature_batch_size))
+  cross = empirical_ntk_gram(network, task.x_test, task.x_train,
+                             config.feature_batch_size)
+  train_values = system.eigenvectors[:, np.array(_check_indices(
+      system, indices)) - 1]
+  test_values = nystroem_extension(cross, system, indices)
+  gram_seconds = time.time() - start
+  log(f'run {run}: NTK Gram of {len(task.x_train)} inputs and its '
+      f'eigenvectors in {gram_seconds:.1f} s; lambda_1 = '
+      f'{system.eigenvalues[0]:.4g}')
+  records = []
+  for column, j in enumerate(indices):
+    y_train = eigenfunction_labels(train_values[:, column])
+    y_test = eigenfunction_labels(test_values[:, column])
+    signed = 2.0 * y_train - 1.0
+    metrics = {
+        'eigenvalue': float(system.eigenvalues[j - 1]),
+        'relative_eigenvalue': float(system.eigenvalues[j - 1] /
+                                     system.eigenvalues[0]),
+        'plus_fraction_train': float(y_train.mean()),
+        'plus_fraction_test': float(y_test.mean()),
+        'alpha_init': target_alignment(system.gram, signed),
+        'normalized_alignment_init': normalized_target_alignment(
+            system.gram, signed),
+    }
+    timings = {'gram_seconds': gram_seconds}
+    network.set_weights(initial_weights)
+    linear = linearize.linearize(network)
+    for name, model in (('nn', network), ('lin', linear)):
+      start = time.time()
+      metrics[f'{name}_final_loss'] = _train(model, task.x_train, y_train,
+                                             config, seed)
+      timings[f'{name}_train_seconds'] = time.time() - start
+      metrics[f'{name}_train_accuracy'] = accuracy(model, task.x_train,
+                                                   y_train)
+      metrics[f'{name}_test_accuracy'] = accuracy(model, task.x_test, y_test)
+    after = empirical_ntk_gram(network, task.x_train,
+                               batch_size=config.feature_batch_size)
+    metrics['alpha_after'] = target_alignment(after, signed)
+    metrics['normalized_alignment_after'] = normalized_target_alignment(
+        after, signed)
+    metrics['alpha_ratio'] = metrics['alpha_after'] / metrics['alpha_init']
+    metrics['test_accuracy_gap'] = (metrics['nn_test_accuracy'] -
+                                    metrics['lin_test_accuracy'])
+    log(f'  j = {j:4d} (lambda_j/lambda_1 = '
+        f'{metrics["relative_eigenvalue"]:.3g}): test accuracy network '
+        f'{metrics["nn_test_accuracy"]:.3f}, linearized '
+        f'{metrics["lin_test_accuracy"]:.3f}; alpha {metrics["alpha_init"]:.3g}'
+        f' -> {metrics["alpha_after"]:.3g}')
+    point = {'family': FAMILY, 'task': f'{config.dataset}_'
+             f'{config.minus_class}v{config.plus_class}',
+             'dataset': config.dataset,
+             'nn_architecture': config.architecture, 'eigen_index': int(j)}
+    records.append({
+        'key': record_key(j, run), 'family': FAMILY, 'point_id': f'j={j}',
+        'point': point, 'run': run, 'seed': seed,
+        'config_fingerprint': config.fingerprint(), 'data': task.info,
+        'metrics': metrics, 'timings': timings})
+  return records
+
+
+def summarize(output_dir: str, config: EigentaskConfig
+              ) -> List[Dict[str, Any]]:
+  """`store.summarize` of this config's records, sorted by eigen index."""
+  wanted = {record_key(j, r) for j in config.eigen_indices
+            for r in range(config.num_runs)}
+  result_store = store.ResultStore(output_dir)
+  records = [result_store.get(k) for k in result_store.keys() if k in wanted]
+  entries = store.summarize(records)
+  entries.sort(key=lambda e: e['point']['eigen_index'])
+  return entries
+
+
+def _series(entries, metric):
+  x, mean, half = [], [], []
+  for entry in entries:
+    stats = entry['metrics'].get(metric)
+    if stats and stats['mean'] is not None:
+      x.append(entry['point']['eigen_index'])
+      mean.append(stats['mean'])
+      half.append(stats['ci95'] or 0.0)
+  return np.array(x), np.array(mean), np.array(half)
+
+
+def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
+         title: str = '') -> List[str]:
+  """Test accuracy and target alignment vs eigen index j (PNG + PDF)."""
+  fig = mpl_figure.Figure(figsize=(10, 4), dpi=plots.DPI)
+  accuracy_axes, alignment_axes = fig.subplots(1, 2)
+  for metric, label, color in (('nn_test_accuracy', 'network', 'C0'),
+                               ('lin_test_accuracy', 'linearized', 'C1')):
+    x, mean, half = _series(entries, metric)
+    accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
+                           marker='o', capsize=3)
+  accuracy_axes.set_xscale('log')
+  accuracy_axes.set_xlabel('eigenfunction index j of the NTK at init.')
+  accuracy_axes.set_ylabel('test accuracy on sign(phi_j)')
+  accuracy_axes.legend()
+  accuracy_axes.grid(alpha=0.3)
+  for metric, label, color in (('alpha_init', 'at init. (both models)', 'C2'),
+                               ('alpha_after', 'network after training',
+                                'C0')):
+    x, mean, half = _series(entries, metric)
+    # Log axis: keep the lower bar above 0 (CIs of 2-3 runs are wide).
+    lower = np.minimum(half, 0.9 * mean)
+    alignment_axes.errorbar(x, mean, yerr=[lower, half], label=label,
+                            color=color, marker='o', capsize=3)
+  alignment_axes.set_xscale('log')
+  alignment_axes.set_yscale('log')
+  alignment_axes.set_xlabel('eigenfunction index j')
+  alignment_axes.set_ylabel('target alignment ||E[y grad f]||^2')
+  alignment_axes.legend()
+  alignment_axes.grid(alpha=0.3)
+  fig.suptitle(title)
+  fig.tight_layout()
+  return plots.save(fig, output_dir, FIGURE_NAME)
+
+
+def run_study(config: EigentaskConfig, output_dir: str,
+              log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+  """Runs every (eigen index, run) not yet in `output_dir`; summarizes.
+
+  Args:
+    config: the study (validated here).
+    output_dir: result folder: config.json, records/ (one JSON per record),
+      summary.json / summary.csv and the figure.
+    log: progress printer.
+
+  Returns:
+    The summary entries (`store.summarize` format), sorted by eigen index.
+
+  Raises:
+    AfterKernelError: bad configuration, data, or a foreign output_dir.
+  """
+  config.validate()
+  check_output_dir(output_dir, config.to_dict(), config.fingerprint())
+  result_store = store.ResultStore(output_dir)
+  task = None
+  for run in range(config.num_runs):
+    missing = [j for j in config.eigen_indices
+               if not result_store.has(record_key(j, run))]
+    if not missing:
+      log(f'run {run}: all {len(config.eigen_indices)} tasks already in '
+          f'{output_dir}; skipped')
+      continue
+    if task is None:
+      task = load_inputs(config.dataset, config.plus_class,
+                         config.minus_class, config.data_dir,
+                         config.num_train, config.num_test, config.seed)
+    for record in run_once(config, task, run, missing, log):
+      result_store.put(record)
+  entries = summarize(output_dir, config)
+  store.write_summary(output_dir, entries)
+  plot(entries, output_dir,
+       title=f'NTK eigenfunction tasks: {config.architecture} on '
+       f'{config.dataset} inputs (n = {config.num_train})')
+  return entries
+
+
+TABLE_COLUMNS = (('lambda_j/l_1', 'relative_eigenvalue'),
+                 ('plus frac', 'plus_fraction_train'),
+                 ('nn test', 'nn_test_accuracy'),
+                 ('lin test', 'lin_test_accuracy'),
+                 ('nn train', 'nn_train_accuracy'),
+                 ('lin train', 'lin_train_accuracy'),
+                 ('alpha init', 'alpha_init'),
+                 ('alpha after', 'alpha_after'),
+                 ('A(K,yy) init', 'normalized_alignment_init'),
+                 ('A(K,yy) after', 'normalized_alignment_after'))
+
+
+def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
+  """One line per eigen index: means over runs (and the run count)."""
+  header = ['j', 'runs'] + [name for name, _ in TABLE_COLUMNS]
+  lines = [' '.join(f'{h:>13}' for h in header)]
+  for entry in entries:
+    cells = [f'{entry["point"]["eigen_index"]:>13d}',
+             f'{len(entry["runs"]):>13d}']
+    for _, metric in TABLE_COLUMNS:
+      mean = entry['metrics'].get(metric, {}).get('mean')
+      cells.append(f'{mean:>13.4g}' if mean is not None else f'{"-":>13}')
+    lines.append(' '.join(cells))
+  return '\n'.join(lines)

@@ -1,0 +1,441 @@
+"""Kernel rotation: how training turns the NTK's top eigenvectors to the labels.
+
+Vyas et al. (2022, "Limitations of the NTK for understanding generalization
+in deep learning") and Baratin et al. (2021, "Implicit regularization via
+neural feature alignment") follow the empirical NTK K_t = Phi_t Phi_t^T of a
+network on n training inputs through training. Write K_t u_j^t = lambda_j^t
+u_j^t (lambda_1^t >= lambda_2^t >= ..., j 1-based) and y in {-1, +1}^n for
+the training labels. At each checkpoint t this module measures
+
+  * the label energy on the top-K eigenvectors, for a list of K,
+        E_K(t) = ||U_K^t^T y|| / ||y||,   U_K^t = [u_1^t ... u_K^t],
+    the fraction (in norm) of the labels that the K largest kernel
+    directions explain. E_n = 1 and E_K grows with K; a kernel that rotates
+    towards the task gets E_K(t) close to 1 at small K (for kernel
+    regression, large-eigenvalue directions are learned first, so the
+    labels' energy there sets how fast and how well the task is learned);
+  * the alignment of each of the first eigenfunctions with its value at
+    initialization,
+        a_j(t) = |<u_j^0, u_j^t>|   (unit vectors, so a cosine in [0, 1]).
+    It equals sqrt of the kernel alignment (Cristianini et al. 2002) of the
+    rank-one projections u_j^0 u_j^0^T and u_j^t u_j^t^T, since
+    <u u^T, v v^T>_F = (u.v)^2; the absolute value removes the arbitrary
+    sign of eigenvectors. Near-degenerate eigenvalues can swap order and
+    drive a_j down without the subspace moving, so we also record the
+    top-J subspace overlap ||U_J^0^T U_J^t||_F^2 / J (1: same subspace, J/n
+    in expectation for random subspaces);
+  * the kernel alignment A(K_t, K_0), the scale-free kernel-target alignment
+    A(K_t, y y^T), lambda_1^t, trace(K_t) / lambda_1^t, and the network's
+    training loss and train / test error.
+
+The network is trained with `training.train` (Keras SGD, BCE on the logit,
+the library's training protocol), with checkpoints at listed epochs (epoch 0
+is initialization). The Gram is measured on the first `num_kernel_examples`
+training inputs (all of them by default in the presets that fit).
+
+`run_study` follows the study pattern: frozen `RotationConfig` and
+`PRESETS`, one record per (checkpoint epoch, run) in a `store.ResultStore`
+(a run whose records all exist is skipped; a run killed midway is redone
+from its initialization, replacing its records), a summary and a figure.
+"""
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import keras
+from matplotlib import cm
+from matplotlib import figure as mpl_figure
+import numpy as np
+
+from afterkernel import data
+from afterkernel import eigentasks
+from afterkernel import errors
+from afterkernel import features
+from afterkernel import kernels
+from afterkernel import plots
+from afterkernel import store
+from afterkernel import training
+
+FAMILY = 'kernel_rotation'
+FIGURE_NAME = 'kernel_rotation'
+
+
+# ----------------------------------------------------------------------------
+# Spectral measurements.
+
+
+def label_energy(system: eigentasks.Eigensystem, labels: np.ndarray,
+                 ks: Sequence[int]) -> np.ndarray:
+  """E_K = ||U_K^T y|| / ||y|| for each K in `ks`.
+
+  Args:
+    system: `eigentasks.eigensystem` of the Gram on the n inputs.
+    labels: (n,) targets y (use +-1 labels; {0, 1} labels would measure the
+      constant direction too).
+    ks: numbers of top eigenvectors, each in [1, n].
+
+  Returns:
+    (len(ks),) float64 in [0, 1], non-decreasing in K; 1 at K = n.
+
+  Raises:
+    AfterKernelError: size mismatch, zero labels, or K out of range.
+  """
+  y = np.asarray(labels, np.float64).reshape(-1)
+  errors.require(len(y) == system.size,
+                 f'{len(y)} labels for a Gram of {system.size} inputs')
+  norm = np.linalg.norm(y)
+  errors.require(norm > 0, 'label energy of all-zero labels is undefined')
+  for k in ks:
+    errors.require(isinstance(k, (int, np.integer)) and 1 <= k <= system.size,
+                   f'K = {k!r} must be an integer in [1, {system.size}]')
+  cumulative = np.cumsum((system.eigenvectors.T @ y)**2)
+  # Round-off can push the total a hair above ||y||^2.
+  return np.minimum(np.sqrt(cumulative[np.asarray(ks, int) - 1]) / norm, 1.0)
+
+
+def eigenvector_alignment(before: eigentasks.Eigensystem,
+                          after: eigentasks.Eigensystem,
+                          num: int) -> np.ndarray:
+  """a_j = |<u_j^before, u_j^after>| for j = 1..num (a cosine in [0, 1])."""
+  errors.require(before.size == after.size,
+                 f'eigensystems of {before.size} and {after.size} inputs')
+  errors.require(1 <= num <= before.size,
+                 f'num must be in [1, {before.size}], got {num}')
+  return np.abs(np.sum(before.eigenvectors[:, :num] *
+                       after.eigenvectors[:, :num], axis=0))
+
+
+def subspace_overlap(before: eigentasks.Eigensystem,
+                     after: eigentasks.Eigensystem, k: int) -> float:
+  """||U_k^before^T U_k^after||_F^2 / k: 1 iff the top-k subspaces agree."""
+  errors.require(before.size == after.size and 1 <= k <= before.size,
+                 f'k must be in [1, {before.size}] for equal-size systems')
+  product = before.eigenvectors[:, :k].T @ after.eigenvectors[:, :k]
+  return float(np.sum(product**2) / k)
+
+
+# ----------------------------------------------------------------------------
+# The study.
+
+
+@dataclasses.dataclass(frozen=True)
+class RotationConfig:
+  """Everything that defines a kernel-rotation study.
+
+  Attributes:
+    dataset, plus_class, minus_class, data_dir: the binary task
+      (`data.load_binary_task`), seeded subset of num_train / num_test.
+    num_kernel_examples: the Gram is measured on the first this-many
+      training inputs (None: all num_train).
+    architecture, width, num_layers: the network (`eigentasks.build_network`).
+    checkpoint_epochs: epochs at which the kernel is measured (0 = init.);
+      training runs to the largest.
+    learning_rate, batch_size: Keras SGD (`training.train`).
+    energy_ks: the K of the label energies E_K.
+    num_eigenfunctions: J, eigenvectors whose alignment a_j is tracked (and
+      the size of the subspace overlap).
+    num_runs, seed: run r uses seed + r for the initialization and batch
+      order; the data subset is fixed by `seed`.
+    feature_batch_size: examples per gradient-feature block.
+  """
+  dataset: str = 'digits'
+  plus_class: int = 8
+  minus_class: int = 3
+  data_dir: Optional[str] = None
+  num_train: int = 80
+  num_test: int = 40
+  num_kernel_examples: Optional[int] = 60
+  architecture: str = 'fully_connected'
+  width: int = 16
+  num_layers: int = 1
+  checkpoint_epochs: tuple = (0, 1, 3)
+  learning_rate: float = 0.05
+  batch_size: int = 20
+  energy_ks: tuple = (1, 2, 5, 10, 60)
+  num_eigenfunctions: int = 5
+  num_runs: int = 1
+  seed: int = 0
+  feature_batch_size: int = features.DEFAULT_BATCH_SIZE
+
+  @property
+  def kernel_size(self) -> int:
+    return (self.num_train if self.num_kernel_examples is None
+            else self.num_kernel_examples)
+
+  def validate(self) -> None:
+    """Raises AfterKernelError (one line) naming the first bad field."""
+    errors.require(self.dataset in data.DATASETS,
+                   f'unknown dataset {self.dataset!r}; choose one of '
+                   f'{", ".join(data.DATASETS)}')
+    errors.require(self.architecture in eigentasks.ARCHITECTURES,
+                   f'unknown architecture {self.architecture!r}; choose one '
+                   f'of {", ".join(eigentasks.ARCHITECTURES)}')
+    for name in ('num_train', 'num_test', 'width', 'num_layers', 'batch_size',
+                 'num_eigenfunctions', 'num_runs', 'feature_batch_size',
+                 'kernel_size'):
+      value = getattr(self, name)
+      errors.require(isinstance(value, (int, np.integer)) and value > 0,
+                     f'{name} must be a positive integer, got {value!r}')
+    errors.require(self.kernel_size <= self.num_train,
+                   f'num_kernel_examples={self.kernel_size} exceeds '
+                   f'num_train={self.num_train}')
+    errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
+                   f'learning_rate must be positive, got {self.learning_rate}')
+    errors.require(isinstance(self.seed, int) and self.seed >= 0,
+                   f'seed must be a non-negative integer, got {self.seed}')
+    errors.require(bool(self.checkpoint_epochs),
+                   'checkpoint_epochs is empty; give at least one epoch')
+    for epoch in self.checkpoint_epochs:
+      errors.require(isinstance(epoch, (int, np.integer)) and epoch >= 0,
+                     f'checkpoint epochs must be integers >= 0, got {epoch!r}')
+    errors.require(0 in self.checkpoint_epochs,
+                   'checkpoint_epochs must include 0 (the kernel at init. is '
+                   'the reference of the eigenvector alignment)')
+    errors.require(bool(self.energy_ks), 'energy_ks is empty')
+    for k in self.energy_ks:
+      errors.require(
+          isinstance(k, (int, np.integer)) and 1 <= k <= self.kernel_size,
+          f'energy K = {k!r} must be an integer in [1, {self.kernel_size}] '
+          '(the Gram has num_kernel_examples eigenvectors)')
+    errors.require(self.num_eigenfunctions <= self.kernel_size,
+                   f'num_eigenfunctions={self.num_eigenfunctions} exceeds '
+                   f'the {self.kernel_size} kernel examples')
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def fingerprint(self) -> str:
+    """Hash of the fields that change a record (not num_runs, data_dir)."""
+    return eigentasks.fingerprint_of(self.to_dict(), ('num_runs', 'data_dir'))
+
+
+PRESETS = {
+    # Seconds, offline (embedded 8x8 digits): for tests and smoke runs.
+    'tiny': RotationConfig(),
+    # MNIST 3-vs-8 (pass data_dir): the after-kernel paper's 4 x 94 FC net,
+    # 2000 training inputs (all in the Gram), 1000 test, 30 epochs of SGD
+    # (lr 0.05, batch 32), kernels at 7 checkpoints, 3 initializations.
+    'cpu': RotationConfig(
+        dataset='mnist', num_train=2000, num_test=1000,
+        num_kernel_examples=None, width=94, num_layers=4,
+        checkpoint_epochs=(0, 1, 2, 4, 8, 16, 30), learning_rate=0.05,
+        batch_size=32, energy_ks=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000,
+                                  2000),
+        num_eigenfunctions=10, num_runs=3),
+}
+
+
+def record_key(epoch: int, run: int) -> str:
+  return f'{FAMILY}_epoch{epoch:05d}_run{run}'
+
+
+def measure(model: keras.Model, kernel_inputs: np.ndarray,
+            kernel_labels: np.ndarray, initial: Optional[
+                eigentasks.Eigensystem], config: RotationConfig
+            ) -> tuple:
+  """The kernel metrics of `model` now; returns (metrics, eigensystem)."""
+  system = eigentasks.eigensystem(eigentasks.empirical_ntk_gram(
+      model, kernel_inputs, batch_size=config.feature_batch_size))
+  reference = system if initial is None else initial
+  signed = 2.0 * np.asarray(kernel_labels, np.float64) - 1.0
+  metrics = {}
+  for k, energy in zip(config.energy_ks,
+                       label_energy(system, signed, config.energy_ks)):
+    metrics[f'energy_top{k}'] = float(energy)
+  num = config.num_eigenfunctions
+  for j, value in enumerate(eigenvector_alignment(reference, system, num), 1):
+    metrics[f'eigvec_alignment_{j}'] = float(value)
+  metrics[f'subspace_overlap_top{num}'] = subspace_overlap(reference, system,
+                                                           num)
+  metrics['kernel_alignment_init'] = kernels.kernel_alignment(reference.gram,
+                                                              system.gram)
+  metrics['target_alignment'] = eigentasks.normalized_target_alignment(
+      system.gram, signed)
+  metrics['top_eigenvalue'] = float(system.eigenvalues[0])
+  metrics['trace_effective_rank'] = float(system.eigenvalues.sum() /
+                                          system.eigenvalues[0])
+  return metrics, system
+
+
+def run_once(config: RotationConfig, task: data.BinaryTask, run: int,
+             log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+  """Trains one initialization, measuring at every checkpoint; its records."""
+  seed = config.seed + run
+  keras.utils.set_random_seed(seed)
+  network = eigentasks.build_network(config.architecture,
+                                     task.x_train.shape[1:], config.width,
+                                     config.num_layers)
+  kernel_inputs = task.x_train[:config.kernel_size]
+  kernel_labels = task.y_train[:config.kernel_size]
+  state = {'initial': None, 'last': time.time()}
+  records = []
+
+  def on_snapshot(epoch, model):
+    start = time.time()
+    metrics, system = measure(model, kernel_inputs, kernel_labels,
+                              state['initial'], config)
+    if state['initial'] is None:
+      state['initial'] = system
+    metrics['train_loss'] = training.binary_loss(model, task.x_train,
+                                                 task.y_train)
+    metrics['train_error'] = training.classification_error(
+        model, task.x_train, task.y_train)
+    metrics['test_error'] = training.classification_error(
+        model, task.x_test, task.y_test)
+    timings = {'kernel_seconds': time.time() - start,
+               'train_seconds_since_last': start - state['last']}
+    state['last'] = time.time()
+    energies = ', '.join(f'E_{k} {metrics[f"energy_top{k}"]:.3f}'
+                         for k in config.energy_ks[:4])
+    log(f'run {run} epoch {epoch:3d}: {energies}; a_1 '
+        f'{metrics["eigvec_alignment_1"]:.3f}, A(K_t,K_0) '
+        f'{metrics["kernel_alignment_init"]:.3f}, test error '
+        f'{metrics["test_error"]:.4f} ({timings["kernel_seconds"]:.1f} s)')
+    point = {'family': FAMILY, 'task': f'{config.dataset}_'
+             f'{config.minus_class}v{config.plus_class}',
+             'dataset': config.dataset,
+             'nn_architecture': config.architecture, 'epoch': int(epoch)}
+    records.append({
+        'key': record_key(epoch, run), 'family': FAMILY,
+        'point_id': f'epoch={epoch}', 'point': point, 'run': run,
+        'seed': seed, 'config_fingerprint': config.fingerprint(),
+        'data': task.info, 'metrics': metrics, 'timings': timings})
+
+  training.train(network, task.x_train, task.y_train,
+                 epochs=max(config.checkpoint_epochs),
+                 learning_rate=config.learning_rate,
+                 batch_size=config.batch_size, seed=seed,
+                 snapshot_epochs=config.checkpoint_epochs,
+                 on_snapshot=on_snapshot)
+  return records
+
+
+def summarize(output_dir: str, config: RotationConfig
+              ) -> List[Dict[str, Any]]:
+  """`store.summarize` of this config's records, sorted by epoch."""
+  wanted = {record_key(e, r) for e in config.checkpoint_epochs
+            for r in range(config.num_runs)}
+  result_store = store.ResultStore(output_dir)
+  entries = store.summarize(result_store.get(k) for k in result_store.keys()
+                            if k in wanted)
+  entries.sort(key=lambda e: e['point']['epoch'])
+  return entries
+
+
+def _mean(entry, metric):
+  stats = entry['metrics'].get(metric)
+  return None if not stats else stats['mean']
+
+
+def plot(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
+         output_dir: str, title: str = '') -> List[str]:
+  """Energy vs K, eigenvector alignment vs j (one line per checkpoint), and
+  energies / errors vs epoch; PNG + PDF."""
+  fig = mpl_figure.Figure(figsize=(14, 4.2), dpi=plots.DPI)
+  energy_axes, alignment_axes, time_axes = fig.subplots(1, 3)
+  colors = cm.viridis(np.linspace(0, 0.9, max(len(entries), 1)))
+  ks = list(config.energy_ks)
+  js = list(range(1, config.num_eigenfunctions + 1))
+  for color, entry in zip(colors, entries):
+    label = f'epoch {entry["point"]["epoch"]}'
+    energy_axes.plot(ks, [_mean(entry, f'energy_top{k}') for k in ks],
+                     marker='o', color=color, label=label)
+    alignment_axes.plot(js, [_mean(entry, f'eigvec_alignment_{j}')
+                             for j in js], marker='o', color=color,
+                        label=label)
+  energy_axes.set_xscale('log')
+  energy_axes.set_xlabel('K (top eigenvectors of the NTK Gram)')
+  energy_axes.set_ylabel('label energy ||U_K^T y|| / ||y||')
+  energy_axes.set_ylim(0, 1.02)
+  energy_axes.legend(fontsize=7)
+  alignment_axes.set_xlabel('eigenvector index j')
+  alignment_axes.set_ylabel('|<u_j(init.), u_j(epoch)>|')
+  alignment_axes.set_ylim(0, 1.02)
+  alignment_axes.legend(fontsize=7)
+  epochs = [e['point']['epoch'] for e in entries]
+  for index, k in enumerate(ks[:4]):
+    time_axes.plot(epochs, [_mean(e, f'energy_top{k}') for e in entries],
+                   marker='o', color=f'C{index}', label=f'E_{k}')
+  time_axes.plot(epochs, [_mean(e, 'test_error') for e in entries],
+                 marker='s', color='k', linestyle='--', label='test error')
+  time_axes.set_xscale('symlog', linthresh=1)
+  time_axes.set_xlabel('epoch (symlog)')
+  time_axes.set_ylabel('energy / error')
+  time_axes.legend(fontsize=7)
+  for axes in (energy_axes, alignment_axes, time_axes):
+    axes.grid(alpha=0.3)
+  fig.suptitle(title)
+  fig.tight_layout()
+  return plots.save(fig, output_dir, FIGURE_NAME)
+
+
+def run_study(config: RotationConfig, output_dir: str,
+              log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+  """Runs every run whose checkpoints are not all in `output_dir`.
+
+  Args:
+    config: the study (validated here).
+    output_dir: result folder: config.json, records/, summary.json /
+      summary.csv and the figure.
+    log: progress printer.
+
+  Returns:
+    The summary entries (`store.summarize` format), sorted by epoch.
+
+  Raises:
+    AfterKernelError: bad configuration, data, or a foreign output_dir.
+  """
+  config.validate()
+  eigentasks.check_output_dir(output_dir, config.to_dict(),
+                              config.fingerprint())
+  result_store = store.ResultStore(output_dir)
+  task = None
+  for run in range(config.num_runs):
+    if all(result_store.has(record_key(e, run))
+           for e in config.checkpoint_epochs):
+      log(f'run {run}: all {len(config.checkpoint_epochs)} checkpoints '
+          f'already in {output_dir}; skipped')
+      continue
+    if task is None:
+      task = eigentasks.load_inputs(config.dataset, config.plus_class,
+                                    config.minus_class, config.data_dir,
+                                    config.num_train, config.num_test,
+                                    config.seed)
+    for record in run_once(config, task, run, log):
+      result_store.put(record)
+  entries = summarize(output_dir, config)
+  store.write_summary(output_dir, entries)
+  plot(entries, config, output_dir,
+       title=f'Kernel rotation: {config.architecture} on {config.dataset} '
+       f'{config.minus_class}-vs-{config.plus_class} (n = '
+       f'{config.kernel_size})')
+  return entries
+
+
+def format_table(entries: Sequence[Mapping[str, Any]],
+                 config: RotationConfig) -> str:
+  """One line per checkpoint epoch: mean energies, alignments and errors."""
+  columns = ([(f'E_{k}', f'energy_top{k}') for k in config.energy_ks] +
+             [(f'a_{j}', f'eigvec_alignment_{j}')
+              for j in range(1, min(config.num_eigenfunctions, 5) + 1)] +
+             [(f'overlap{config.num_eigenfunctions}',
+               f'subspace_overlap_top{config.num_eigenfunctions}'),
+              ('A(Kt,K0)', 'kernel_alignment_init'),
+              ('A(Kt,yy)', 'target_alignment'),
+              ('test err', 'test_error'), ('train loss', 'train_loss')])
+  width = max(9, max(len(name) for name, _ in columns) + 1)
+  header = ['epoch', 'runs'] + [name for name, _ in columns]
+  lines = [' '.join(f'{h:>{width}}' for h in header)]
+  for entry in entries:
+    cells = [f'{entry["point"]["epoch"]:>{width}d}',
+             f'{len(entry["runs"]):>{width}d}']
+    for _, metric in columns:
+      mean = _mean(entry, metric)
+      cells.append(f'{mean:>{width}.4f}' if mean is not None
+                   else f'{"-":>{width}}')
+    lines.append(' '.join(cells))
+  lines.append('(means over runs; E_K = ||U_K^T y||/||y||, a_j = '
+               '|<u_j(0), u_j(t)>|)')
+  return '\n'.join(lines)

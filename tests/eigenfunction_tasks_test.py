@@ -1,0 +1,71 @@
+"""Smoke, resume and bad-input tests of binaries/eigenfunction_tasks.py."""
+
+import contextlib
+import io
+import os
+import tempfile
+
+from absl import flags
+from absl.testing import absltest
+from absl.testing import flagsaver
+
+from afterkernel import eigentasks
+from afterkernel import store
+import binary_flags
+
+FLAGS = flags.FLAGS
+binary = None  # loaded in setUpModule, see binary_flags
+
+_TINY_FLAGS = ('--preset=tiny', '--num_train=30', '--num_test=10',
+               '--eigen_indices=1,4', '--epochs=1', '--width=8')
+
+
+def setUpModule():
+  global binary
+  binary = binary_flags.load_binary('binaries.eigenfunction_tasks')
+
+
+def _run_main(*argv):
+  """Runs main in-process; returns (exit code, stdout, stderr)."""
+  out, err = io.StringIO(), io.StringIO()
+  with flagsaver.flagsaver(), contextlib.redirect_stdout(out), \
+      contextlib.redirect_stderr(err):
+    FLAGS.unparse_flags()
+    FLAGS(['eigenfunction_tasks'] + list(argv))
+    code = binary.main(['eigenfunction_tasks'])
+  return code, out.getvalue(), err.getvalue()
+
+
+class MainTest(absltest.TestCase):
+
+  def test_tiny_run_writes_results_and_resumes(self):
+    directory = os.path.join(tempfile.mkdtemp(), 'out')
+    code, out, _ = _run_main(*_TINY_FLAGS, f'--output_dir={directory}')
+    self.assertEqual(code, 0)
+    self.assertIn('alpha init', out)
+    self.assertLen(store.ResultStore(directory).keys(), 2)
+    self.assertTrue(os.path.exists(os.path.join(
+        directory, f'{eigentasks.FIGURE_NAME}.pdf')))
+    code, out, _ = _run_main(*_TINY_FLAGS, f'--output_dir={directory}')
+    self.assertEqual(code, 0)
+    self.assertIn('skipped', out)
+    self.assertNotIn('j =', out)  # no task was retrained
+
+  def test_bad_flags_exit_2_with_one_line(self):
+    directory = tempfile.mkdtemp()
+    for bad in (('--preset=huge',), ('--eigen_indices=0',),
+                ('--eigen_indices=x',), ('--eigen_indices=31',),
+                ('--loss=hinge',), ('--momentum=1.5',), ()):
+      argv = _TINY_FLAGS + bad
+      if bad:
+        argv += (f'--output_dir={directory}',)
+      code, out, err = _run_main(*argv)
+      self.assertEqual(code, 2, bad)
+      self.assertEqual(out, '')
+      lines = err.strip().splitlines()
+      self.assertLen(lines, 1, err)
+      self.assertStartsWith(lines[0], 'error: ')
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,0 +1,216 @@
+"""Tests of afterkernel.eigentasks: spectra, Nystroem extension, alignment,
+and the eigenfunction-task study on the embedded digits."""
+
+import dataclasses
+import os
+import tempfile
+
+from absl.testing import absltest
+import keras
+import numpy as np
+
+from afterkernel import eigentasks
+from afterkernel import errors
+from afterkernel import features
+from afterkernel import kernels
+from afterkernel import models
+from afterkernel import store
+
+_TINY = dataclasses.replace(eigentasks.PRESETS['tiny'], num_train=30,
+                            num_test=10, width=8, eigen_indices=(1,),
+                            epochs=1)
+
+
+def _random_features(seed=0, n=30, m=12, p=50):
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(n, p)), rng.normal(size=(m, p))
+
+
+def _quiet(message):
+  del message
+
+
+class EigensystemTest(absltest.TestCase):
+
+  def test_sorted_orthonormal_reconstructs_and_signs_fixed(self):
+    train, _ = _random_features()
+    gram = train @ train.T
+    system = eigentasks.eigensystem(gram)
+    self.assertTrue(np.all(np.diff(system.eigenvalues) <= 0))
+    vectors = system.eigenvectors
+    np.testing.assert_allclose(vectors.T @ vectors, np.eye(30), atol=1e-10)
+    np.testing.assert_allclose(
+        vectors @ np.diag(system.eigenvalues) @ vectors.T, gram, atol=1e-9)
+    self.assertTrue(np.all(vectors.sum(axis=0) >= 0))
+    # The same eigensystem whatever sign eigh returned: flip the input's
+    # eigenvectors' basis by a permutation of examples and compare.
+    order = np.random.default_rng(1).permutation(30)
+    permuted = eigentasks.eigensystem(gram[np.ix_(order, order)])
+    np.testing.assert_allclose(permuted.eigenvectors[order.argsort()][:, :5],
+                               vectors[:, :5], atol=1e-8)
+
+  def test_bad_gram_raises(self):
+    with self.assertRaises(errors.AfterKernelError):
+      eigentasks.eigensystem(np.zeros((3, 4)))
+    with self.assertRaises(errors.AfterKernelError):
+      eigentasks.eigensystem(np.full((2, 2), np.nan))
+
+
+class NystroemTest(absltest.TestCase):
+
+  def test_equals_eigenvectors_at_training_points(self):
+    train, _ = _random_features()
+    gram = train @ train.T
+    system = eigentasks.eigensystem(gram)
+    indices = [1, 2, 7, 30]
+    values = eigentasks.nystroem_extension(gram, system, indices)
+    np.testing.assert_allclose(values,
+                               system.eigenvectors[:, np.array(indices) - 1],
+                               atol=1e-8)
+
+  def test_matches_feature_space_svd(self):
+    # phi_j(x) = phi(x) . v_j / s_j for the SVD train = U S V^T: an
+    # independent computation that never forms the Gram's eigenvectors.
+    train, test = _random_features(seed=3)
+    system = eigentasks.eigensystem(train @ train.T)
+    _, singular, right = np.linalg.svd(train, full_matrices=False)
+    indices = [1, 4, 10]
+    got = eigentasks.nystroem_extension(test @ train.T, system, indices)
+    for column, j in enumerate(indices):
+      expected_train = train @ right[j - 1] / singular[j - 1]
+      sign = np.sign(expected_train @ system.eigenvectors[:, j - 1])
+      np.testing.assert_allclose(
+          got[:, column], sign * test @ right[j - 1] / singular[j - 1],
+          rtol=1e-7, atol=1e-9)
+
+  def test_network_gram_and_extension_against_loop_features(self):
+    keras.utils.set_random_seed(0)
+    model = models.build_fully_connected((4, 4, 1), width=6, num_layers=2)
+    rng = np.random.default_rng(0)
+    train = rng.uniform(size=(15, 4, 4, 1)).astype(np.float32)
+    test = rng.uniform(size=(5, 4, 4, 1)).astype(np.float32)
+    train_features = features.gradient_features(model, train, method='loop')
+    test_features = features.gradient_features(model, test, method='loop')
+    gram = eigentasks.empirical_ntk_gram(model, train)
+    np.testing.assert_allclose(gram, train_features @ train_features.T,
+                               rtol=1e-4, atol=1e-5)
+    cross = eigentasks.empirical_ntk_gram(model, test, train)
+    system = eigentasks.eigensystem(gram)
+    _, singular, right = np.linalg.svd(train_features.astype(np.float64),
+                                       full_matrices=False)
+    got = eigentasks.nystroem_extension(cross, system, [1, 2])
+    for column in range(2):
+      expected = test_features @ right[column] / singular[column]
+      sign = np.sign(got[:, column] @ expected)
+      np.testing.assert_allclose(got[:, column], sign * expected, rtol=2e-3,
+                                 atol=1e-4)
+
+  def test_vgg_gram_against_loop_features(self):
+    keras.utils.set_random_seed(1)
+    model = eigentasks.build_network('vgg', (4, 4, 1), width=2, num_layers=1)
+    inputs = np.random.default_rng(1).uniform(size=(6, 4, 4, 1)).astype(
+        np.float32)
+    loop = features.gradient_features(model, inputs, method='loop')
+    np.testing.assert_allclose(
+        eigentasks.empirical_ntk_gram(model, inputs[:4], inputs),
+        loop[:4] @ loop.T, rtol=1e-4, atol=1e-5)
+
+  def test_bad_indices_raise(self):
+    train, _ = _random_features(n=5, p=3)  # rank 3: lambda_4 = lambda_5 = 0
+    gram = train @ train.T
+    system = eigentasks.eigensystem(gram)
+    for indices in ([0], [6], [5]):
+      with self.assertRaises(errors.AfterKernelError):
+        eigentasks.nystroem_extension(gram, system, indices)
+    with self.assertRaises(errors.AfterKernelError):
+      eigentasks.nystroem_extension(gram[:, :4], system, [1])
+
+  def test_labels_are_signs(self):
+    np.testing.assert_array_equal(
+        eigentasks.eigenfunction_labels(np.array([-1.0, 0.5, 0.0, 2.0])),
+        [0, 1, 0, 1])
+
+
+class AlignmentTest(absltest.TestCase):
+
+  def test_target_alignment_is_squared_norm_of_mean_gradient(self):
+    train, _ = _random_features(seed=5)
+    y = np.where(np.random.default_rng(5).uniform(size=30) > 0.5, 1.0, -1.0)
+    expected = np.sum(np.mean(y[:, None] * train, axis=0)**2)
+    self.assertAlmostEqual(
+        eigentasks.target_alignment(train @ train.T, y), expected, places=10)
+
+  def test_normalized_alignment_matches_kernel_alignment(self):
+    train, _ = _random_features(seed=6)
+    y = np.sign(train[:, 0])
+    gram = train @ train.T
+    self.assertAlmostEqual(
+        eigentasks.normalized_target_alignment(gram, y),
+        kernels.kernel_alignment(gram, np.outer(y, y)), places=10)
+    self.assertAlmostEqual(
+        eigentasks.normalized_target_alignment(np.outer(y, y), y), 1.0,
+        places=12)
+    with self.assertRaises(errors.AfterKernelError):
+      eigentasks.target_alignment(gram, y[:-1])
+
+
+class StudyTest(absltest.TestCase):
+
+  def test_validate(self):
+    for bad in (dict(eigen_indices=()), dict(eigen_indices=(0,)),
+                dict(eigen_indices=(31,)), dict(loss='hinge'),
+                dict(momentum=1.0), dict(architecture='resnet'),
+                dict(num_train=0)):
+      with self.assertRaises(errors.AfterKernelError):
+        dataclasses.replace(_TINY, **bad).validate()
+    for preset in eigentasks.PRESETS.values():
+      preset.validate()
+
+  def test_tiny_study_runs_resumes_and_extends(self):
+    directory = os.path.join(tempfile.mkdtemp(), 'out')
+    entries = eigentasks.run_study(_TINY, directory, log=_quiet)
+    self.assertEqual([e['point']['eigen_index'] for e in entries], [1])
+    result_store = store.ResultStore(directory)
+    self.assertLen(result_store.keys(), 1)
+    for suffix in ('png', 'pdf'):
+      self.assertTrue(os.path.exists(os.path.join(
+          directory, f'{eigentasks.FIGURE_NAME}.{suffix}')))
+    self.assertTrue(os.path.exists(os.path.join(directory,
+                                                store.SUMMARY_JSON)))
+    mtimes = {k: os.path.getmtime(result_store.path(k))
+              for k in result_store.keys()}
+
+    messages = []
+    eigentasks.run_study(_TINY, directory, log=messages.append)
+    self.assertTrue(any('skipped' in m for m in messages))
+    self.assertEqual(mtimes, {k: os.path.getmtime(result_store.path(k))
+                              for k in result_store.keys()})
+
+    messages = []
+    extended = dataclasses.replace(_TINY, eigen_indices=(1, 3))
+    entries = eigentasks.run_study(extended, directory, log=messages.append)
+    self.assertEqual([e['point']['eigen_index'] for e in entries], [1, 3])
+    self.assertEqual(sum('j =' in m for m in messages), 1)  # only j = 3
+    self.assertEqual(mtimes, {k: os.path.getmtime(result_store.path(k))
+                              for k in mtimes})
+    for entry in entries:
+      metrics = {k: v['mean'] for k, v in entry['metrics'].items()}
+      for name in ('nn_test_accuracy', 'lin_test_accuracy',
+                   'plus_fraction_test'):
+        self.assertBetween(metrics[name], 0.0, 1.0)
+      self.assertGreater(metrics['alpha_init'], 0.0)
+      self.assertGreater(metrics['alpha_after'], 0.0)
+    # The resumed run rebuilt the same initialization: same spectrum.
+    self.assertGreater(entries[0]['metrics']['eigenvalue']['mean'],
+                       entries[1]['metrics']['eigenvalue']['mean'])
+    self.assertEqual(entries[0]['metrics']['plus_fraction_train']['mean'],
+                     1.0)  # u_1 of an NTK Gram has one sign (Perron)
+
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'different configuration'):
+      eigentasks.run_study(dataclasses.replace(_TINY, epochs=2), directory,
+                           log=_quiet)
+
+
+if __name__ == '__main__':
+  absltest.main()

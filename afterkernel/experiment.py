@@ -132,6 +132,22 @@ class ExperimentConfig:
     errors.require(self.plus_class != self.minus_class,
                    f'plus_class and minus_class are both {self.plus_class}; '
                    'choose two different classes')
+    if self.dataset in data.VECTOR_DATASETS:
+      # Vector inputs (n, d): image measurements and conv nets do not apply.
+      image_only = [name for name in ('num_translations', 'num_zooms',
+                                      'num_swaps', 'num_rotations')
+                    if getattr(self, name)]
+      errors.require(not image_only,
+                     f'dataset {self.dataset} has vector inputs, but '
+                     f'{", ".join(image_only)} measure image invariances; set '
+                     'them to 0')
+      errors.require(not self.use_augmentation,
+                     f'dataset {self.dataset} has vector inputs; image '
+                     'augmentation does not apply, turn use_augmentation off')
+      errors.require(self.nn_architecture in ('fully_connected', 'sum'),
+                     f'dataset {self.dataset} has vector inputs; use '
+                     'nn_architecture=fully_connected (or sum), not '
+                     f'{self.nn_architecture}')
     for name in ('num_runs', 'batch_size', 'feature_batch_size', 'num_blocks',
                  'filter_size', 'pool_size'):
       errors.require_positive(getattr(self, name), name)

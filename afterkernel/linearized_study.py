@@ -91,6 +91,9 @@ class StudyConfig:
     errors.require(self.dataset in datasets,
                    f'dataset {self.dataset!r} is not available for the '
                    f'{self.task} task; choose one of {", ".join(datasets)}')
+    errors.require(self.dataset not in data.VECTOR_DATASETS,
+                   f'dataset {self.dataset} has vector inputs; the study\'s '
+                   'architectures are convolutional and need images')
     errors.require(self.architecture in architectures.ARCHITECTURES,
                    f'unknown architecture {self.architecture!r}; choose one '
                    f'of {", ".join(architectures.ARCHITECTURES)}')

@@ -74,6 +74,9 @@ def build_vgg(input_shape: Sequence[int],
   """
   _check_positive(width=width, num_blocks=num_blocks, num_layers=num_layers,
                   filter_size=filter_size, pool_size=pool_size)
+  errors.require(len(input_shape) == 3,
+                 f'{name} needs images (height, width, channels), got input '
+                 f'shape {tuple(input_shape)}; use fully_connected for vectors')
   height, image_width = int(input_shape[0]), int(input_shape[1])
   errors.require(
       min(height, image_width) // pool_size**num_blocks >= 1,

@@ -98,7 +98,7 @@ METRICS = {
 }
 # KernelProbe.measure(model, 'ak_') name -> record name.
 _PROBE_NAMES = {'linear_error': 'svm_error', 'margin': 'svm_margin'}
-_TASK_PATTERN = re.compile(r'^([a-z0-9]+)_(\d+)v(\d+)$')
+_TASK_PATTERN = re.compile(r'^([a-z0-9_]+)_(\d+)v(\d+)$')
 
 
 def parse_task(name: str) -> Tuple[str, int, int]:

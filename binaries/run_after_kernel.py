@@ -47,15 +47,19 @@ _DEFAULTS = experiment.ExperimentConfig()
 # Data.
 _DATASET = flags.DEFINE_enum(
     'dataset', _DEFAULTS.dataset, list(data.DATASETS),
-    'digits: embedded UCI digits (8x8, offline); mnist; cifar10.')
+    'digits: embedded UCI digits (8x8, offline); mnist; cifar10; synthetic '
+    '(Vyas et al., vectors: fully_connected, no invariances; classes 1/0); '
+    'svhn_parity, cifar2, cifar5m2 (classes 1/0, see afterkernel.data); '
+    'cifar5m (local files only).')
 _PLUS_CLASS = flags.DEFINE_integer('plus_class', _DEFAULTS.plus_class,
                                    'Class labelled 1 (positive).')
 _MINUS_CLASS = flags.DEFINE_integer('minus_class', _DEFAULTS.minus_class,
                                     'Class labelled 0 (negative).')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None,
-    'Folder with local copies (mnist/*-ubyte.gz, cifar10/*.bin.gz); if unset, '
-    'mnist and cifar10 come from tensorflow-datasets.')
+    'Folder with local copies (mnist/*-ubyte.gz, cifar10/*.bin.gz, '
+    'svhn/*_32x32.mat, cifar5m/cifar5m_part*.npz); if unset, mnist, cifar10, '
+    'cifar2 and svhn_parity come from tensorflow-datasets.')
 _CIFAR_TEST_SOURCE = flags.DEFINE_enum(
     'cifar_test_source', _DEFAULTS.cifar_test_source,
     list(data.CIFAR_TEST_SOURCES),

@@ -1,5 +1,6 @@
 """Tests for afterkernel.data: loaders on tiny files written here, real data."""
 
+import dataclasses
 import gzip
 import json
 import os
@@ -519,6 +520,414 @@ class DigitsTest(absltest.TestCase):
     self.assertEqual(a.info, b.info)
 
 
+class SyntheticTest(parameterized.TestCase):
+  """Vyas et al.'s task: z on {-1,1}^30, x = z + N(0, 0.25 I), y = z_1 z_2."""
+
+  def test_shapes_dtypes_and_info(self):
+    task = data.load_binary_task('synthetic', 1, 0, num_train=200,
+                                 num_test=50, synthetic_seed=3)
+    self.assertEqual(task.x_train.shape, (200, 30))
+    self.assertEqual(task.x_test.shape, (50, 30))
+    for array in (task.x_train, task.y_train, task.x_test, task.y_test):
+      self.assertEqual(array.dtype, np.float32)
+    self.assertEqual(set(np.unique(task.y_train)), {0.0, 1.0})
+    info = json.loads(json.dumps(task.info))
+    self.assertEqual(info['source'], 'generated')
+    self.assertEqual(info['image_shape'], [30])
+    self.assertEqual(info['input_kind'], 'vector')
+    self.assertEqual(info['synthetic']['seed'], 3)
+    self.assertEqual(info['synthetic']['noise_std'], 0.5)
+    self.assertEqual(info['plus_meaning'], 'z_1 z_2 = +1')
+    self.assertEqual((info['n_train'], info['n_test']), (200, 50))
+
+  def test_default_sizes(self):
+    task = data.load_binary_task('synthetic', 1, 0)
+    self.assertEqual((len(task.y_train), len(task.y_test)),
+                     data.DEFAULT_SIZES['synthetic'])
+
+  def test_noise_free_labels_are_z1_times_z2(self):
+    # Without noise x = z exactly, so the label must be [x_1 x_2 = +1].
+    with mock.patch.object(data, 'SYNTHETIC_NOISE_STD', 0.0):
+      task = data.load_binary_task('synthetic', 1, 0, num_train=300,
+                                   num_test=100)
+    for x, y in ((task.x_train, task.y_train), (task.x_test, task.y_test)):
+      self.assertTrue(np.all(np.abs(x) == 1.0))
+      np.testing.assert_array_equal(y, x[:, 0] * x[:, 1] == 1.0)
+      # z is uniform: every coordinate is +-1 about half of the time.
+      self.assertBetween(float((x > 0).mean()), 0.45, 0.55)
+
+  def test_moments_match_the_definition(self):
+    task = data.load_binary_task('synthetic', 1, 0, num_train=20000,
+                                 num_test=10)
+    x = task.x_train.astype(np.float64)
+    y_pm = 2.0 * task.y_train - 1.0  # Back to z_1 z_2 in {-1, +1}.
+    # Var x_i = Var z_i + 0.25 = 1.25; E x_i = 0 (tolerances ~5 std errors).
+    np.testing.assert_allclose(x.var(axis=0), 1.25, atol=0.06)
+    np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=0.05)
+    # E[y x_1 x_2] = E[(z_1 z_2)^2] = 1; y is independent of x_3 and of x_1
+    # alone.
+    self.assertBetween(float(np.mean(y_pm * x[:, 0] * x[:, 1])), 0.95, 1.05)
+    self.assertLess(abs(float(np.mean(y_pm * x[:, 2]))), 0.05)
+    self.assertLess(abs(float(np.mean(y_pm * x[:, 0]))), 0.05)
+    # sign(x_i) = z_i unless the N(0, 0.25) noise crosses 0: p = Phi(-2) =
+    # 0.02275, so sign(x_1) sign(x_2) = y with probability (1-p)^2 + p^2.
+    p = 0.02275
+    self.assertBetween(float(np.mean(np.sign(x[:, 0]) * np.sign(x[:, 1])
+                                     == y_pm)),
+                       (1 - p)**2 + p**2 - 0.006, (1 - p)**2 + p**2 + 0.006)
+    # Median |noise| of N(0, 0.5^2) is 0.6745 * 0.5 = 0.337.
+    residual = x - np.sign(x)
+    self.assertBetween(float(np.median(np.abs(residual))), 0.33, 0.345)
+
+  def test_deterministic_and_prefix_stable(self):
+    big = data.load_binary_task('synthetic', 1, 0, num_train=300, num_test=40)
+    small = data.load_binary_task('synthetic', 1, 0, num_train=50, num_test=40)
+    np.testing.assert_array_equal(small.x_train, big.x_train[:50])
+    np.testing.assert_array_equal(small.y_train, big.y_train[:50])
+    np.testing.assert_array_equal(small.x_test, big.x_test)  # Independent.
+    other = data.load_binary_task('synthetic', 1, 0, num_train=50, num_test=40,
+                                  synthetic_seed=1)
+    self.assertFalse(np.allclose(other.x_train, small.x_train))
+    # Train and test are different draws.
+    self.assertFalse(np.allclose(small.x_train[:40], small.x_test))
+
+  def test_swap_classes_permute_subsample(self):
+    a = data.load_binary_task('synthetic', 1, 0, num_train=60, num_test=20)
+    b = data.load_binary_task('synthetic', 0, 1, num_train=60, num_test=20,
+                              data_dir='/ignored')
+    np.testing.assert_array_equal(a.y_train, 1.0 - b.y_train)
+    task = data.subsample(data.permute(a, 2), 10, 5)
+    self.assertEqual(task.x_train.shape, (10, 30))
+    order = np.random.default_rng(2).permutation(60)[:10]
+    np.testing.assert_array_equal(task.x_train, a.x_train[order])
+
+  def test_fully_connected_net_trains_on_vectors(self):
+    from afterkernel import models  # pylint: disable=g-import-not-at-top
+    from afterkernel import training  # pylint: disable=g-import-not-at-top
+    task = data.load_binary_task('synthetic', 1, 0, num_train=64, num_test=16)
+    model = models.build_fully_connected(task.x_train.shape[1:], width=8,
+                                         num_layers=1)
+    self.assertEqual(model.input_shape, (None, 30))
+    trained = training.train(model, task.x_train, task.y_train, 1,
+                             batch_size=32, seed=0)
+    self.assertEqual(trained.epochs, 1)
+    error = training.classification_error(model, task.x_test, task.y_test)
+    self.assertBetween(error, 0.0, 1.0)
+    with self.assertRaisesRegex(AfterKernelError,
+                                'vgg needs images .* got input shape '
+                                r'\(30,\)'):
+      models.build_model('vgg', task.x_train.shape[1:])
+
+  def test_after_kernel_experiment_runs_on_vectors(self):
+    from afterkernel import experiment  # pylint: disable=g-import-not-at-top
+    config = experiment.ExperimentConfig(
+        dataset='synthetic', plus_class=1, minus_class=0, train_subset=40,
+        test_subset=20, nn_architecture='fully_connected', num_layers=1,
+        num_parameters=2000, max_num_epochs=1, num_runs=1, num_translations=0,
+        num_zooms=0, num_swaps=0, num_rotations=0,
+        ker_alignment_sample_size=10, effective_rank_sample_size=10,
+        svm_max_iterations=2000)
+    output_dir = os.path.join(tempfile.mkdtemp(), 'out')
+    self.addCleanup(shutil.rmtree, os.path.dirname(output_dir),
+                    ignore_errors=True)
+    summary = experiment.run_experiment(config, output_dir, log=lambda _: None)
+    for name in ('nn_error', 'linear_error', 'ntk_linear_error'):
+      self.assertBetween(summary[name]['mean'], 0.0, 1.0)
+    self.assertBetween(summary['ak_kalignment']['mean'], -1.0, 1.0)
+    self.assertNotIn('ak_trans_inv', summary)
+
+  @parameterized.named_parameters(
+      ('invariance', dict(num_translations=4), 'num_translations measure'),
+      ('augmentation', dict(use_augmentation=True), 'augmentation does not'),
+      ('conv_net', dict(nn_architecture='vgg'),
+       'use nn_architecture=fully_connected'))
+  def test_experiment_rejects_image_only_options(self, overrides, message):
+    from afterkernel import experiment  # pylint: disable=g-import-not-at-top
+    config = experiment.ExperimentConfig(
+        dataset='synthetic', plus_class=1, minus_class=0,
+        nn_architecture='fully_connected', num_translations=0, num_zooms=0,
+        num_swaps=0, num_rotations=0)
+    config.validate()
+    with self.assertRaisesRegex(AfterKernelError,
+                                f'synthetic has vector inputs.*{message}'):
+      dataclasses.replace(config, **overrides).validate()
+
+  @parameterized.named_parameters(
+      ('class_out_of_range', dict(plus_class=8, minus_class=3),
+       r'in \[0, 2\) for synthetic \(0 = z_1 z_2 = -1, 1 = z_1 z_2 = \+1\)'),
+      ('negative_seed', dict(synthetic_seed=-1), 'synthetic_seed must be'),
+      ('zero_size', dict(num_train=0), 'num_train must be a positive'),
+      ('size_for_mnist', dict(dataset='mnist', plus_class=3, minus_class=8,
+                              num_test=5),
+       'num_test applies only to synthetic, cifar5m, cifar5m2'))
+  def test_errors(self, overrides, message):
+    kwargs = dict(dataset='synthetic', plus_class=1, minus_class=0)
+    kwargs.update(overrides)
+    with self.assertRaisesRegex(AfterKernelError, message) as cm:
+      data.load_binary_task(**kwargs)
+    self.assertNotIn('\n', str(cm.exception))
+
+
+def _svhn_mat(path: str, images: np.ndarray, labels: np.ndarray) -> None:
+  """Writes SVHN's format: X (32, 32, 3, n) uint8, y (n, 1), 10 = digit 0."""
+  from scipy import io as scipy_io  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  scipy_io.savemat(path, {'X': np.moveaxis(images, 0, -1),
+                          'y': labels.reshape(-1, 1).astype(np.uint8)})
+
+
+class SvhnParityTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.root = tempfile.mkdtemp(prefix='afterkernel_svhn_test_')
+    self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+    # Labels as in the .mat files: 1..10, where 10 is the digit 0.
+    self.train_labels = np.array([10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 3])
+    self.test_labels = np.array([5, 10, 2, 7, 1, 8])
+    self.train = np.stack([_ids_image(i, (32, 32, 3)) for i in range(12)])
+    self.test = np.stack([_ids_image(50 + i, (32, 32, 3)) for i in range(6)])
+    _svhn_mat(self.path('train'), self.train, self.train_labels)
+    _svhn_mat(self.path('test'), self.test, self.test_labels)
+
+  def path(self, split: str) -> str:
+    return os.path.join(self.root, data.SVHN_FILES[split])
+
+  def test_local_matches_slow_per_record_parity(self):
+    task = data.load_binary_task('svhn_parity', 1, 0, data_dir=self.root)
+    for split, images, labels in (('train', self.train, self.train_labels),
+                                  ('test', self.test, self.test_labels)):
+      x, y = getattr(task, f'x_{split}'), getattr(task, f'y_{split}')
+      self.assertEqual(x.shape, (len(labels), 32, 32, 3))  # Every digit kept.
+      for i, label in enumerate(labels):
+        digit = 0 if label == 10 else int(label)
+        self.assertEqual(y[i], 1.0 if digit % 2 == 1 else 0.0)
+        np.testing.assert_allclose(x[i], images[i] / 255.0, rtol=1e-6)
+    self.assertEqual(task.info['plus_meaning'], 'odd digit (1, 3, 5, 7, 9)')
+    self.assertEqual(task.info['test_source'], 'official_test')
+    self.assertEqual(task.info['image_shape'], [32, 32, 3])
+    flipped = data.load_binary_task('svhn_parity', 0, 1, data_dir=self.root)
+    np.testing.assert_array_equal(flipped.y_test, 1.0 - task.y_test)
+
+  @parameterized.named_parameters(('test_only', ('test',)),
+                                  ('both', ('train', 'test')))
+  def test_missing_files_named_in_one_line(self, splits):
+    for split in splits:
+      os.remove(self.path(split))
+    with self.assertRaises(AfterKernelError) as cm:
+      data.load_binary_task('svhn_parity', 1, 0, data_dir=self.root)
+    message = str(cm.exception)
+    self.assertNotIn('\n', message)
+    self.assertIn('SVHN cannot be downloaded on this machine', message)
+    for split in ('train', 'test'):
+      if split in splits:
+        self.assertIn(self.path(split), message)
+      else:
+        self.assertNotIn(self.path(split), message)
+
+  def test_bad_label_raises(self):
+    _svhn_mat(self.path('test'), self.test, np.array([1, 2, 3, 11, 4, 5]))
+    with self.assertRaisesRegex(AfterKernelError,
+                                'malformed SVHN file .*integers 1..10'):
+      data.load_binary_task('svhn_parity', 1, 0, data_dir=self.root)
+
+  def test_missing_variable_raises(self):
+    from scipy import io as scipy_io  # pylint: disable=g-import-not-at-top
+    scipy_io.savemat(self.path('train'), {'X': np.moveaxis(self.train, 0, -1)})
+    with self.assertRaisesRegex(
+        AfterKernelError, r"malformed SVHN file .*missing variables \['y'\]"):
+      data.load_binary_task('svhn_parity', 1, 0, data_dir=self.root)
+
+  def test_tfds_path(self):
+    rng = np.random.default_rng(0)
+    fake = {'train': (rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
+                      np.arange(10)),
+            'test': (rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
+                     np.array([0, 3, 4, 9]))}
+    with mock.patch.object(data, '_tfds_arrays',
+                           side_effect=lambda name, split: fake[split]) as m:
+      task = data.load_binary_task('svhn_parity', 1, 0)
+    m.assert_any_call('svhn_cropped', 'test')
+    np.testing.assert_array_equal(task.y_test, [0, 1, 0, 1])
+    np.testing.assert_array_equal(task.y_train, np.arange(10) % 2)
+    self.assertEqual(task.info['source'], 'tfds')
+
+  def test_tfds_failure_points_to_local_files(self):
+    with mock.patch.object(data, '_tfds_arrays',
+                           side_effect=ConnectionError('no network')):
+      with self.assertRaises(AfterKernelError) as cm:
+        data.load_binary_task('svhn_parity', 1, 0)
+    message = str(cm.exception)
+    self.assertIn('svhn_cropped; ConnectionError: no network', message)
+    self.assertIn('DIR/svhn/train_32x32.mat and DIR/svhn/test_32x32.mat',
+                  message)
+
+
+class Cifar2Test(DataTestBase):
+
+  def test_local_halves_and_test_sources(self):
+    labels = self.fake.cifar_train_labels
+    task = data.load_binary_task('cifar2', 1, 0, data_dir=self.root)
+    # Every record is in one half: all 60 kept, in order, y = [label >= 5].
+    np.testing.assert_allclose(task.x_train, self.fake.cifar_train / 255.0,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(task.y_train,
+                                  [1.0 if l in (5, 6, 7, 8, 9) else 0.0
+                                   for l in labels])
+    np.testing.assert_array_equal(task.y_test, self.fake.cifar_test_labels >= 5)
+    self.assertEqual(task.info['test_source'], 'exact_first_1000')
+    self.assertEqual(task.info['minus_meaning'], data.CLASS_GROUPS['cifar2'][0])
+    lossy = data.load_binary_task('cifar2', 1, 0, data_dir=self.root,
+                                  cifar_test_source='lossy_full')
+    np.testing.assert_array_equal(lossy.y_test, self.fake.lossy_labels >= 5)
+    self.assertIn('lossy JPEG', lossy.info['test_note'])
+    holdout = data.load_binary_task('cifar2', 0, 1, data_dir=self.root,
+                                    cifar_test_source='train_holdout',
+                                    holdout_size=15)
+    self.assertEqual((holdout.info['n_train'], holdout.info['n_test']),
+                     (45, 15))
+    np.testing.assert_array_equal(holdout.y_test, labels[45:] < 5)
+
+  def test_tfds_uses_cifar10(self):
+    rng = np.random.default_rng(0)
+    fake = {'train': (rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+                      np.arange(20) % 10),
+            'test': (rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
+                     np.arange(10))}
+    with mock.patch.object(data, '_tfds_arrays',
+                           side_effect=lambda name, split: fake[split]) as m:
+      task = data.load_binary_task('cifar2', 1, 0)
+    m.assert_any_call('cifar10', 'train')
+    np.testing.assert_array_equal(task.y_test, np.arange(10) >= 5)
+    self.assertEqual(task.info['test_source'], 'official_test')
+
+  def test_class_ids_are_halves(self):
+    with self.assertRaisesRegex(AfterKernelError,
+                                r'in \[0, 2\) for cifar2 \(0 = CIFAR-10 '
+                                'classes 0-4'):
+      data.load_binary_task('cifar2', 3, 5, data_dir=self.root)
+
+
+def _cifar5m_part(root: str, part: int, images: np.ndarray,
+                  labels: np.ndarray, compressed: bool = False) -> None:
+  path = os.path.join(root, data.CIFAR5M_FILE.format(part=part))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  save = np.savez_compressed if compressed else np.savez
+  save(path, X=images, Y=labels)
+
+
+class Cifar5mTest(parameterized.TestCase):
+  """Tiny parts in Nakkiran et al.'s format; chunks of 7 rows."""
+
+  def setUp(self):
+    super().setUp()
+    self.root = tempfile.mkdtemp(prefix='afterkernel_cifar5m_test_')
+    self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+    chunk = mock.patch.object(data, '_CIFAR5M_CHUNK_ROWS', 7)
+    chunk.start()
+    self.addCleanup(chunk.stop)
+    self.parts = {}
+    for part, n in ((0, 30), (1, 25), (5, 20)):
+      labels = (np.arange(n) * 3 + part) % 10
+      images = np.stack([_ids_image(part * 40 + i, (32, 32, 3))
+                         for i in range(n)])
+      self.parts[part] = (images, labels)
+      _cifar5m_part(self.root, part, images, labels, compressed=(part == 1))
+
+  def _slow(self, parts, wanted, limit, group=False):
+    """The first `limit` records of the wanted classes, record by record."""
+    xs, classes = [], []
+    for part in parts:
+      for image, label in zip(*self.parts[part]):
+        cls = int(label >= 5) if group else int(label)
+        if cls in wanted and len(xs) < limit:
+          xs.append(image / 255.0)
+          classes.append(cls)
+    return np.stack(xs), np.array(classes)
+
+  def test_class_pair_across_parts_with_cap(self):
+    task = data.load_binary_task('cifar5m', 3, 5, data_dir=self.root,
+                                 num_train=8, num_test=100,
+                                 cifar5m_train_parts=(0, 1))
+    x, classes = self._slow((0, 1), (3, 5), 8)  # Part 0 has 6, so 2 from 1.
+    np.testing.assert_allclose(task.x_train, x, rtol=1e-6)
+    np.testing.assert_array_equal(task.y_train, classes == 3)
+    x, classes = self._slow((5,), (3, 5), 100)
+    np.testing.assert_allclose(task.x_test, x, rtol=1e-6)
+    np.testing.assert_array_equal(task.y_test, classes == 3)
+    info = json.loads(json.dumps(task.info))
+    self.assertEqual(info['cifar5m']['train_parts'], [0, 1])
+    self.assertEqual(info['test_source'], 'cifar5m_part5')
+    self.assertEqual(info['n_train'], 8)
+
+  def test_halves_default_parts(self):
+    task = data.load_binary_task('cifar5m2', 1, 0, data_dir=self.root)
+    x, classes = self._slow((0,), (0, 1), 10**6, group=True)
+    self.assertLen(classes, 30)  # Every record of part 0 is in a half.
+    np.testing.assert_allclose(task.x_train, x, rtol=1e-6)
+    np.testing.assert_array_equal(task.y_train, classes)
+    np.testing.assert_array_equal(task.y_test, self.parts[5][1] >= 5)
+    self.assertEqual(task.info['plus_meaning'],
+                     data.CLASS_GROUPS['cifar5m2'][1])
+
+  def test_compressed_part_reads_the_same(self):
+    _cifar5m_part(self.root, 2, *self.parts[1], compressed=False)
+    compressed = data.load_binary_task('cifar5m', 4, 7, data_dir=self.root,
+                                       cifar5m_train_parts=(1,))
+    plain = data.load_binary_task('cifar5m', 4, 7, data_dir=self.root,
+                                  cifar5m_train_parts=(2,))
+    np.testing.assert_array_equal(compressed.x_train, plain.x_train)
+    np.testing.assert_array_equal(compressed.y_train, plain.y_train)
+
+  def test_no_data_dir_says_not_downloadable(self):
+    with self.assertRaisesRegex(AfterKernelError,
+                                'CIFAR-5m is not in tensorflow-datasets and '
+                                'cannot be downloaded'):
+      data.load_binary_task('cifar5m', 3, 5)
+
+  def test_missing_parts_named(self):
+    with self.assertRaises(AfterKernelError) as cm:
+      data.load_binary_task('cifar5m', 3, 5, data_dir=self.root,
+                            cifar5m_train_parts=(0, 3, 4))
+    message = str(cm.exception)
+    self.assertIn('missing CIFAR-5m file(s)', message)
+    self.assertIn('cifar5m_part3.npz', message)
+    self.assertIn('cifar5m_part4.npz', message)
+    self.assertNotIn('cifar5m_part0.npz', message)
+    self.assertIn('cannot be downloaded on this machine', message)
+
+  @parameterized.named_parameters(
+      ('test_in_train', dict(cifar5m_train_parts=(0, 5)), 'also a train part'),
+      ('part_too_big', dict(cifar5m_train_parts=(6,)), 'cifar5m_train_parts'),
+      ('empty', dict(cifar5m_train_parts=()), 'cifar5m_train_parts'),
+      ('bad_test_part', dict(cifar5m_test_part=-1), 'cifar5m_test_part'))
+  def test_bad_parts(self, overrides, message):
+    with self.assertRaisesRegex(AfterKernelError, message):
+      data.load_binary_task('cifar5m', 3, 5, data_dir=self.root, **overrides)
+
+  @parameterized.named_parameters(
+      ('missing_y', lambda x, y: dict(X=x), r"missing arrays \['Y'\]"),
+      ('float_x', lambda x, y: dict(X=x.astype(np.float32), Y=y),
+       'need X uint8'),
+      ('label_10', lambda x, y: dict(X=x, Y=y + 1), r'labels in \[0, 10\)'),
+      ('short_y', lambda x, y: dict(X=x, Y=y[:-1]), 'need X uint8'))
+  def test_malformed_part(self, arrays, message):
+    images, labels = self.parts[5]
+    np.savez(os.path.join(self.root, data.CIFAR5M_FILE.format(part=5)),
+             **arrays(images, labels))
+    with self.assertRaisesRegex(AfterKernelError,
+                                f'malformed CIFAR-5m file .*{message}'):
+      data.load_binary_task('cifar5m', 3, 5, data_dir=self.root)
+
+  def test_not_a_zip(self):
+    with open(os.path.join(self.root, data.CIFAR5M_FILE.format(part=0)),
+              'wb') as f:
+      f.write(b'not an npz')
+    with self.assertRaisesRegex(AfterKernelError,
+                                'malformed CIFAR-5m file .*BadZipFile'):
+      data.load_binary_task('cifar5m', 3, 5, data_dir=self.root)
+
+
 @absltest.skipUnless(_HAS_MNIST, f'real MNIST not found under {_REAL}; set '
                      'AFTERKERNEL_DATA_DIR to the folder of /work/shared/data')
 class RealMnistTest(parameterized.TestCase):
@@ -549,6 +958,14 @@ class RealCifarTest(absltest.TestCase):
     self.assertEqual(int(task.y_test.sum()), 103)  # 103 cats, 86 dogs.
     # Pixels scaled to [0, 1]: CIFAR-10's mean pixel is ~0.47.
     self.assertBetween(float(task.x_train.mean()), 0.35, 0.55)
+
+  def test_cifar2_counts(self):
+    task = data.load_binary_task('cifar2', 1, 0, data_dir=_REAL)
+    self.assertEqual(task.x_train.shape, (50000, 32, 32, 3))
+    self.assertEqual(int(task.y_train.sum()), 25000)  # 5000 per class.
+    # First 1000 test records, classes 5-9: 86 + 112 + 102 + 106 + 109.
+    self.assertEqual((task.info['n_test'], int(task.y_test.sum())),
+                     (1000, 515))
 
   def test_lossy_full(self):
     task = data.load_binary_task('cifar10', 3, 5, data_dir=_REAL,

@@ -36,6 +36,8 @@ Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
     leave-one-out-tuned ridge regression, or the hard-margin SVM.
   * `scaling`: data-scaling laws L(n) = A (1/n + alpha)^beta and bootstrap
     intervals for beta.
+  * `scaling_study`: data-scaling laws of a network and its kernels, the
+    after kernel vs training-set size, kernel dynamics over training steps.
   * `eigentasks`: NTK eigenfunction tasks (Gram eigenvectors, Nystroem
     extension, target alignment; network vs linearization per eigenfunction).
   * `kernel_rotation`: label energy on the top-K NTK eigenvectors and
@@ -63,6 +65,7 @@ from afterkernel import multiclass
 from afterkernel import plots
 from afterkernel import results
 from afterkernel import scaling
+from afterkernel import scaling_study
 from afterkernel import store
 from afterkernel import sweeps
 from afterkernel import training

@@ -1,0 +1,47 @@
+r"""Experiment 2: the after kernel K_m of a network trained on m examples.
+
+For every m, a fresh fully connected network (NTK parameterization, MSE on
++-1 labels, SGD with momentum) is trained on m examples for --epochs epochs
+and its after kernel K_m (empirical NTK after training) is fit on n examples
+for every n of --fit_sizes: the first n of the run's data (--fit_examples=
+subset: within the m when n <= m) or n examples disjoint from the m
+(--fit_examples=fresh). Prints K_m's test error per (m, n) -- the column
+n = --reference_fit_size is "K_m(n) vs m" -- and each m's fitted exponent
+beta in n. m = 0 is the NTK at initialization.
+
+  # Smoke run (embedded 8x8 digits, seconds):
+  python -m binaries.after_kernel_vs_m --preset=tiny --output_dir=/tmp/akm
+  # Real data (MNIST 3-vs-8, m = 0 ... 8000, n = 125 ... 2000, 2 runs):
+  python -m binaries.after_kernel_vs_m --preset=cpu \
+      --data_dir=../shared/data --output_dir=results/after_kernel_vs_m
+
+Every flag other than --preset overrides one field of the preset
+(afterkernel.scaling_study.AfterKernelVsMConfig). Writes config.json,
+records/*.json (one per m, n and run; re-running resumes), summary.json/.csv,
+fits.json and after_kernel_vs_m.png/.pdf to --output_dir.
+"""
+
+import os
+
+# Keep TensorFlow's C++ start-up chatter out of the results printout.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+
+from afterkernel import scaling_study
+from binaries import scaling_flags
+
+STUDY = scaling_study.AFTER_KERNEL_VS_M
+FLAG_HOLDERS = scaling_flags.define_flags(STUDY)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  return scaling_flags.main(STUDY, FLAG_HOLDERS,
+                            scaling_study.run_after_kernel_vs_m,
+                            scaling_study.format_after_kernel_vs_m)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -38,6 +38,10 @@ Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
     intervals for beta.
   * `scaling_study`: data-scaling laws of a network and its kernels, the
     after kernel vs training-set size, kernel dynamics over training steps.
+  * `taylor`: second-order Taylor models of a network (nested forward-mode
+    JVPs, H never formed), trainable like `linearize`.
+  * `nads`: neural anisotropy directions (singular vectors of
+    E_x[d^2 f / dx dtheta]) and the linearly separable tasks along them.
   * `eigentasks`: NTK eigenfunction tasks (Gram eigenvectors, Nystroem
     extension, target alignment; network vs linearization per eigenfunction).
   * `kernel_rotation`: label energy on the top-K NTK eigenvectors and
@@ -62,11 +66,13 @@ from afterkernel import linearized_study
 from afterkernel import margin
 from afterkernel import models
 from afterkernel import multiclass
+from afterkernel import nads
 from afterkernel import plots
 from afterkernel import results
 from afterkernel import scaling
 from afterkernel import scaling_study
 from afterkernel import store
+from afterkernel import taylor
 from afterkernel import sweeps
 from afterkernel import training
 from afterkernel.callbacks import KernelMetricsCallback

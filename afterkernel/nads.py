@@ -1,0 +1,782 @@
+"""Neural anisotropy directions (NADs): which linear directions a net favours.
+
+Ortiz-Jimenez, Modas, Moosavi-Dezfooli and Frossard (2020), "Neural
+anisotropy directions" (NeurIPS), show that an architecture can learn a
+linearly separable task x -> sign(v . x) easily for some directions v and
+hardly at all for others, and that the favoured directions are a property of
+the architecture at initialization. Following the issue, we define the NADs
+of a network f(theta, x) at theta_0 as the right singular vectors v_1, v_2,
+... (singular values s_1 >= s_2 >= ...) of the mixed derivative
+
+    M = E_{x ~ N(0, I)} [ d^2 f(theta_0, x) / (d theta d x) ]   (P x D),
+
+P parameters, D input dimensions; column d of M is
+grad_theta E_x[d f / d x_d]. Why it ranks directions: for Gaussian x,
+Stein's lemma gives M = E_x[grad_theta f(x) x^T], the cross-covariance
+between the gradient features (the linearized model's features) and the
+input, so ||M v||^2 = s_j^2 for v = v_j measures how much of the linear
+function v . x the tangent features carry, and the target alignment
+||E_x[sign(v . x) grad_theta f(x)]||^2 of the task along v has M v as its
+linear part (E[sign(v . x) x] = sqrt(2 / pi) v).
+
+(Ortiz-Jimenez et al. also estimate NADs from the covariance of input
+gradients grad_x f over random initializations; the mixed derivative is the
+variant the issue asks for, and it needs a single theta_0.)
+
+How M is computed (`mixed_derivative`, `mixed_derivative_gram`): with
+g(theta) = E_x[grad_x f(theta, x)] in R^D (an inner GradientTape over x,
+averaged over the Gaussian sample), M^T = d g / d theta is a D x P Jacobian,
+obtained by reverse-over-reverse differentiation (an outer persistent
+GradientTape's `jacobian`, vectorized with pfor over chunks of
+`dim_chunk` input dimensions, so the pfor never holds more than that many
+backward passes). M is formed only when P * D <= `max_elements`; otherwise
+the D x D Gram M^T M = sum_v M_v^T M_v is accumulated one network variable
+v at a time (never more than P_v x D numbers), and the NADs are its
+eigenvectors. `mixed_derivative_times` computes M u matrix-free
+(forward-over-reverse: a ForwardAccumulator on x with tangent u inside a
+GradientTape on theta), an independent check used by the tests.
+
+Signs: singular vectors are defined up to sign; each v_j is flipped so that
+its entry of largest magnitude is positive. When D > P, M has rank <= P and
+the NADs past the rank span its null space (any orthonormal basis of it).
+
+The study (`run_study`), following the library's study pattern: for each NAD
+index j, inputs x ~ N(0, I) of the network's input shape, labels
+y = 1[v_j . x > 0] (optionally pushed apart by a margin: x += margin (2y - 1)
+v_j, the gap epsilon of the paper's linearly separable datasets); the
+network and its linearization (`linearize`) are trained from the same
+theta_0 (the one the NADs were computed at) with the same SGD and batch
+order; test accuracy vs j. Records go to a `store.ResultStore` (one per (j,
+run); existing keys are skipped = resume), tables via `store.write_summary`,
+a figure (accuracy and s_j / s_1 vs j) and the NADs as images.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from afterkernel import errors
+from afterkernel import linearize
+from afterkernel import models
+from afterkernel import plots
+from afterkernel import results
+from afterkernel import store
+
+# Largest P x D matrix M formed explicitly (float32: 256 MB); above it the
+# D x D Gram is accumulated per variable instead.
+DEFAULT_MAX_ELEMENTS = 2**26
+# Input dimensions differentiated together by one pfor'd Jacobian: bounds
+# the pfor's memory (dim_chunk backward passes over a batch) on 2 CPU cores.
+DEFAULT_DIM_CHUNK = 64
+# Gaussian inputs per batch of the inner gradient.
+DEFAULT_BATCH_SIZE = 128
+
+
+# ----------------------------------------------------------------------------
+# The mixed derivative and its singular vectors.
+
+
+def _input_dim(model: keras.Model) -> int:
+  return int(np.prod(model.input_shape[1:]))
+
+
+def _check_inputs(model: keras.Model, inputs: np.ndarray) -> np.ndarray:
+  inputs = np.asarray(inputs)
+  errors.require(inputs.ndim >= 2 and len(inputs) > 0 and
+                 tuple(inputs.shape[1:]) == tuple(model.input_shape[1:]),
+                 f'inputs must be (n, {", ".join(map(str, model.input_shape[1:]))}'
+                 f'), got {inputs.shape}')
+  errors.require(bool(np.all(np.isfinite(inputs))), 'inputs have NaN/inf')
+  return inputs
+
+
+def _mean_input_gradient(model, batch, total):
+  """g = sum over the batch of grad_x f(theta, x), divided by `total`."""
+  with tf.GradientTape() as inner:
+    inner.watch(batch)
+    outputs = model(batch, training=False)
+    value = tf.reduce_sum(outputs)
+  gradient = inner.gradient(value, batch)
+  return tf.reshape(tf.reduce_sum(gradient, axis=0), [-1]) / total
+
+
+def _jacobian_blocks(model: keras.Model, inputs: np.ndarray,
+                     variables: Sequence[tf.Variable], dim_chunk: int,
+                     batch_size: int) -> List[np.ndarray]:
+  """d g / d v for each variable v: (D, size(v)) float64 arrays, summed over
+  input batches (g = E_x grad_x f)."""
+  dim = _input_dim(model)
+  blocks = [np.zeros((dim, int(np.prod(v.shape))), np.float64)
+            for v in variables]
+  total = float(len(inputs))
+  # The tf.Variables behind the Keras variables (tape.jacobian needs them).
+  sources = [getattr(v, 'value', v) for v in variables]
+  for start in range(0, len(inputs), batch_size):
+    batch = tf.convert_to_tensor(inputs[start:start + batch_size],
+                                 dtype=model.trainable_variables[0].dtype)
+    with tf.GradientTape(persistent=True) as outer:
+      mean_gradient = _mean_input_gradient(model, batch, total)
+      chunks = [mean_gradient[a:a + dim_chunk]
+                for a in range(0, dim, dim_chunk)]
+    for index, chunk in enumerate(chunks):
+      jacobians = outer.jacobian(
+          chunk, sources, experimental_use_pfor=True,
+          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      a = index * dim_chunk
+      for block, jacobian in zip(blocks, jacobians):
+        block[a:a + chunk.shape[0]] += np.reshape(
+            jacobian.numpy(), (chunk.shape[0], -1))
+    del outer
+  return blocks
+
+
+def mixed_derivative(model: keras.Model, inputs: np.ndarray,
+                     dim_chunk: int = DEFAULT_DIM_CHUNK,
+                     batch_size: int = DEFAULT_BATCH_SIZE,
+                     max_elements: int = DEFAULT_MAX_ELEMENTS) -> np.ndarray:
+  """M = mean over `inputs` of d^2 f / (d theta d x), as a (P, D) array.
+
+  Rows follow the model's trainable variables in order, each flattened
+  (the layout of `features.gradient_features`); columns are the flattened
+  input dimensions.
+
+  Args:
+    model: a built Keras model with one scalar output.
+    inputs: (n, ...) inputs of the model's input shape (e.g. Gaussian).
+    dim_chunk: input dimensions per pfor'd Jacobian (memory bound).
+    batch_size: inputs per inner-gradient batch.
+    max_elements: refuse to form M when P * D exceeds this.
+
+  Returns:
+    (P, D) float64.
+
+  Raises:
+    AfterKernelError: bad inputs, or M larger than max_elements (use
+      `mixed_derivative_gram` / `neural_anisotropy_directions`).
+  """
+  inputs = _check_inputs(model, inputs)
+  num_parameters = models.count_parameters(model)
+  dim = _input_dim(model)
+  errors.require(num_parameters * dim <= max_elements,
+                 f'M would have {num_parameters} x {dim} entries, more than '
+                 f'max_elements={max_elements}; use mixed_derivative_gram')
+  blocks = _jacobian_blocks(model, inputs, model.trainable_variables,
+                            dim_chunk, batch_size)
+  return np.concatenate(blocks, axis=1).T
+
+
+def mixed_derivative_gram(model: keras.Model, inputs: np.ndarray,
+                          dim_chunk: int = DEFAULT_DIM_CHUNK,
+                          batch_size: int = DEFAULT_BATCH_SIZE,
+                          max_elements: int = DEFAULT_MAX_ELEMENTS
+                          ) -> np.ndarray:
+  """M^T M (D x D, float64), accumulated one network variable at a time.
+
+  M^T M = sum over variables v of M_v^T M_v, where M_v holds the rows of M
+  of v's entries; only one (size(v), D) block exists at a time, so M itself
+  is never formed. Costs one Jacobian pass per variable (vs one in total
+  for `mixed_derivative`).
+
+  Raises:
+    AfterKernelError: bad inputs, or one variable's block larger than
+      max_elements.
+  """
+  inputs = _check_inputs(model, inputs)
+  dim = _input_dim(model)
+  gram = np.zeros((dim, dim), np.float64)
+  for variable in model.trainable_variables:
+    size = int(np.prod(variable.shape))
+    errors.require(size * dim <= max_elements,
+                   f'variable {variable.name} alone gives a {size} x {dim} '
+                   f'block of M, more than max_elements={max_elements}; use '
+                   'fewer input dimensions or a smaller layer')
+    (block,) = _jacobian_blocks(model, inputs, [variable], dim_chunk,
+                                batch_size)
+    gram += block @ block.T
+  return gram
+
+
+def mixed_derivative_times(model: keras.Model, inputs: np.ndarray,
+                           direction: np.ndarray) -> np.ndarray:
+  """M u (a P-vector), matrix-free, by forward-over-reverse differentiation.
+
+  M u = grad_theta E_x[ (grad_x f(theta, x)) . u ]: a ForwardAccumulator on
+  the inputs with tangent u (the same for every x) inside a GradientTape on
+  theta. Independent of the Jacobian code of `mixed_derivative`.
+
+  Args:
+    model: a built Keras model with one scalar output.
+    inputs: (n, ...) inputs.
+    direction: u, D numbers (any shape with D entries).
+
+  Returns:
+    (P,) float64 in the row order of `mixed_derivative`.
+  """
+  inputs = _check_inputs(model, inputs)
+  dtype = model.trainable_variables[0].dtype
+  u = np.reshape(np.asarray(direction), (1,) + tuple(inputs.shape[1:]))
+  errors.require(u.size == _input_dim(model),
+                 f'direction has {u.size} entries, the input has '
+                 f'{_input_dim(model)}')
+  x = tf.convert_to_tensor(inputs, dtype=dtype)
+  tangent = tf.convert_to_tensor(np.broadcast_to(u, inputs.shape), dtype=dtype)
+  with tf.GradientTape() as tape:
+    with tf.autodiff.ForwardAccumulator(x, tangent) as accumulator:
+      outputs = model(x, training=False)
+    directional = accumulator.jvp(outputs)
+    value = tf.reduce_sum(directional) / len(inputs)
+  gradients = tape.gradient(value, [v.value for v in
+                                   model.trainable_variables],
+                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  return np.concatenate([np.reshape(g.numpy(), -1) for g in gradients]
+                        ).astype(np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuralAnisotropyDirections:
+  """The NADs of a network.
+
+  Attributes:
+    singular_values: (D,) s_1 >= s_2 >= ... of M (0 past its rank).
+    directions: (D, D); row j-1 is v_j (unit norm, largest-magnitude entry
+      positive), flattened like the input.
+    input_shape: the shape of one input (reshape a row to see it as an image).
+    method: 'svd' (M formed) or 'gram' (eigenvectors of M^T M).
+  """
+  singular_values: np.ndarray
+  directions: np.ndarray
+  input_shape: tuple
+  method: str
+
+  def direction(self, j: int) -> np.ndarray:
+    """v_j (1-based) in the input's shape."""
+    errors.require(1 <= j <= len(self.singular_values),
+                   f'NAD index {j} is out of range 1..'
+                   f'{len(self.singular_values)}')
+    return self.directions[j - 1].reshape(self.input_shape)
+
+
+def _fix_signs(rows: np.ndarray) -> np.ndarray:
+  """Flips each row so that its entry of largest magnitude is positive."""
+  largest = rows[np.arange(len(rows)), np.argmax(np.abs(rows), axis=1)]
+  return rows * np.where(largest < 0, -1.0, 1.0)[:, None]
+
+
+def directions_from_matrix(matrix: np.ndarray) -> tuple:
+  """(singular values (D,), right singular vectors as rows (D, D)) of M."""
+  m = np.asarray(matrix, np.float64)
+  num_parameters, dim = m.shape
+  _, singular, vt = np.linalg.svd(m, full_matrices=dim > num_parameters)
+  values = np.zeros(dim)
+  values[:len(singular)] = singular
+  return values, _fix_signs(vt[:dim])
+
+
+def directions_from_gram(gram: np.ndarray) -> tuple:
+  """(singular values, right singular vectors as rows) from M^T M."""
+  g = np.asarray(gram, np.float64)
+  eigenvalues, vectors = np.linalg.eigh((g + g.T) / 2)
+  order = np.argsort(eigenvalues)[::-1]
+  return (np.sqrt(np.maximum(eigenvalues[order], 0.0)),
+          _fix_signs(vectors[:, order].T))
+
+
+def gaussian_inputs(input_shape: Sequence[int], num: int,
+                    seed) -> np.ndarray:
+  """num standard Gaussian inputs of `input_shape`, float32."""
+  rng = np.random.default_rng(seed)
+  return rng.standard_normal((num,) + tuple(input_shape)).astype(np.float32)
+
+
+def neural_anisotropy_directions(model: keras.Model, num_samples: int = 256,
+                                 seed: int = 0,
+                                 dim_chunk: int = DEFAULT_DIM_CHUNK,
+                                 batch_size: int = DEFAULT_BATCH_SIZE,
+                                 max_elements: int = DEFAULT_MAX_ELEMENTS
+                                 ) -> NeuralAnisotropyDirections:
+  """The NADs at the model's current weights, E_x over x ~ N(0, I).
+
+  Args:
+    model: a built Keras model with one scalar output.
+    num_samples: Gaussian inputs of the expectation E_x.
+    seed: seed of those inputs.
+    dim_chunk, batch_size: see `mixed_derivative`.
+    max_elements: form M (then SVD) when P * D <= this, else accumulate
+      M^T M per variable (then eigh; small singular values below ~1e-8 s_1
+      are then lost to round-off).
+
+  Returns:
+    The `NeuralAnisotropyDirections`.
+  """
+  errors.require_positive(num_samples, 'num_samples')
+  input_shape = tuple(model.input_shape[1:])
+  inputs = gaussian_inputs(input_shape, num_samples, seed)
+  if models.count_parameters(model) * _input_dim(model) <= max_elements:
+    values, directions = directions_from_matrix(mixed_derivative(
+        model, inputs, dim_chunk, batch_size, max_elements))
+    method = 'svd'
+  else:
+    values, directions = directions_from_gram(mixed_derivative_gram(
+        model, inputs, dim_chunk, batch_size, max_elements))
+    method = 'gram'
+  return NeuralAnisotropyDirections(values, directions, input_shape, method)
+
+
+def direction_task(direction: np.ndarray, num: int, seed,
+                   margin: float = 0.0) -> tuple:
+  """Gaussian inputs labelled by the side of the hyperplane v . x = 0.
+
+  x ~ N(0, I) (the shape of `direction`), y = 1[v . x > 0] as float32 {0, 1};
+  with margin > 0, x += margin (2y - 1) v / ||v||, which keeps the labels and
+  opens a gap of 2 margin between the classes along v.
+
+  Returns:
+    (x float32 (num, *shape), y float32 (num,)).
+  """
+  v = np.asarray(direction, np.float64)
+  norm = float(np.linalg.norm(v))
+  errors.require(norm > 0, 'the direction is zero')
+  errors.require(margin >= 0, f'margin must be >= 0, got {margin}')
+  v = v / norm
+  x = np.random.default_rng(seed).standard_normal((num,) + v.shape)
+  projection = np.tensordot(x, v, axes=v.ndim)
+  labels = (projection > 0).astype(np.float32)
+  if margin:
+    x = x + margin * np.reshape(2.0 * labels - 1.0, (-1,) + (1,) * v.ndim) * v
+  return x.astype(np.float32), labels
+
+
+# ----------------------------------------------------------------------------
+# The study.
+
+FAMILY = 'nads'
+FIGURE_NAME = 'nad_accuracy'
+DIRECTIONS_FIGURE_NAME = 'nad_directions'
+ARCHITECTURES = ('fully_connected', 'cnn', 'vgg')
+LOSSES = ('bce', 'mse')
+# NADs drawn as images in the directions figure.
+NUM_DIRECTIONS_SHOWN = 8
+
+
+def build_network(architecture: str, input_shape: Sequence[int], width: int,
+                  num_layers: int) -> keras.Model:
+  """A small network for NAD studies.
+
+  Args:
+    architecture: 'fully_connected' (num_layers x Dense(width, relu),
+      `models.build_fully_connected`); 'cnn' (num_layers x Conv2D(width, 3x3,
+      'same', relu) -> global average pooling -> Dense(1): translation
+      equivariant up to the zero-padded border, the kind of architecture
+      whose NADs Ortiz-Jimenez et al. find strongly anisotropic); 'vgg'
+      (`models.build_vgg`, 2 blocks with max-pooling and a Flatten).
+    input_shape: (H, W, C).
+    width: hidden units or first-layer channels.
+    num_layers: hidden layers or convolutions (per block for 'vgg').
+
+  Returns:
+    The built Keras model (Keras default initializers), scalar output.
+  """
+  errors.require(architecture in ARCHITECTURES,
+                 f'unknown architecture {architecture!r}; choose one of '
+                 f'{", ".join(ARCHITECTURES)}')
+  if architecture == 'fully_connected':
+    return models.build_fully_connected(input_shape, width=width,
+                                        num_layers=num_layers)
+  if architecture == 'vgg':
+    return models.build_vgg(input_shape, width=width, num_layers=num_layers)
+  inputs = keras.Input(shape=tuple(input_shape), name='images')
+  x = inputs
+  for layer in range(num_layers):
+    x = keras.layers.Conv2D(width, 3, padding='same', activation='relu',
+                            name=f'conv{layer}')(x)
+  x = keras.layers.GlobalAveragePooling2D(name='pool')(x)
+  outputs = keras.layers.Dense(1, name=models.LOGIT_LAYER_NAME)(x)
+  return keras.Model(inputs, outputs, name='cnn')
+
+
+def _fingerprint(fields: Mapping[str, Any], ignored: Sequence[str]) -> str:
+  """Hash of the config fields that change results (not the `ignored` ones)."""
+  kept = {k: v for k, v in fields.items() if k not in ignored}
+  return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()
+                        ).hexdigest()[:16]
+
+
+def _check_output_dir(output_dir: str, config_dict: Mapping[str, Any],
+                      fingerprint: str) -> None:
+  """Writes output_dir/config.json, or checks that the existing one matches.
+
+  Raises:
+    AfterKernelError: no output_dir, or it holds another configuration.
+  """
+  errors.require(bool(output_dir), 'output_dir is required: where results '
+                 'are written')
+  path = os.path.join(output_dir, results.CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      try:
+        previous = json.load(f)
+      except json.JSONDecodeError:
+        previous = {}
+    errors.require(
+        previous.get('fingerprint') == fingerprint,
+        f'{output_dir} already holds results of a different configuration '
+        f'({path}); choose another --output_dir (nothing was changed)')
+  else:
+    results.atomic_write_text(path, results.to_json(
+        {'fingerprint': fingerprint, 'config': dict(config_dict)},
+        indent=2, sort_keys=True) + '\n')
+
+
+@dataclasses.dataclass(frozen=True)
+class NADConfig:
+  """Everything that defines a NAD study.
+
+  Attributes:
+    architecture, width, num_layers: the network (`build_network`).
+    image_side, channels: inputs are (image_side, image_side, channels)
+      standard Gaussian arrays, D = image_side^2 channels.
+    num_nad_samples: Gaussian inputs of E_x in M.
+    nad_indices: 1-based NAD indices j of the tasks (1 = top).
+    num_train, num_test: examples per task (fresh Gaussian draws per j).
+    margin: class gap along v_j (0: plain sign(v_j . x)).
+    epochs, batch_size, learning_rate, momentum, loss: the optimizer (SGD
+      with momentum), identical for the network and its linearization.
+    num_runs: independent initializations (seed + run).
+    seed: first seed.
+    max_elements: largest P x D matrix M formed (else per-variable Gram).
+  """
+  architecture: str = 'cnn'
+  width: int = 8
+  num_layers: int = 2
+  image_side: int = 6
+  channels: int = 1
+  num_nad_samples: int = 128
+  nad_indices: tuple = (1, 2, 36)
+  num_train: int = 200
+  num_test: int = 200
+  margin: float = 0.0
+  epochs: int = 5
+  batch_size: int = 32
+  learning_rate: float = 0.05
+  momentum: float = 0.9
+  loss: str = 'bce'
+  num_runs: int = 1
+  seed: int = 0
+  max_elements: int = DEFAULT_MAX_ELEMENTS
+
+  @property
+  def input_shape(self) -> tuple:
+    return (self.image_side, self.image_side, self.channels)
+
+  @property
+  def input_dim(self) -> int:
+    return self.image_side**2 * self.channels
+
+  def validate(self) -> None:
+    """Raises AfterKernelError (one line) naming the first bad field."""
+    errors.require(self.architecture in ARCHITECTURES,
+                   f'unknown architecture {self.architecture!r}; choose one '
+                   f'of {", ".join(ARCHITECTURES)}')
+    errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
+                   f'choose one of {", ".join(LOSSES)}')
+    for name in ('width', 'num_layers', 'image_side', 'channels',
+                 'num_nad_samples', 'num_train', 'num_test', 'epochs',
+                 'batch_size', 'num_runs', 'max_elements'):
+      value = getattr(self, name)
+      errors.require(isinstance(value, (int, np.integer)) and value > 0,
+                     f'{name} must be a positive integer, got {value!r}')
+    errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
+                   f'learning_rate must be positive, got {self.learning_rate}')
+    errors.require(0 <= self.momentum < 1,
+                   f'momentum must be in [0, 1), got {self.momentum}')
+    errors.require(self.margin >= 0 and math.isfinite(self.margin),
+                   f'margin must be >= 0, got {self.margin}')
+    errors.require(isinstance(self.seed, int) and self.seed >= 0,
+                   f'seed must be a non-negative integer, got {self.seed}')
+    errors.require(bool(self.nad_indices), 'nad_indices is empty; give at '
+                   'least one index')
+    for j in self.nad_indices:
+      errors.require(isinstance(j, (int, np.integer)) and
+                     1 <= j <= self.input_dim,
+                     f'NAD index {j!r} is out of range 1..{self.input_dim} '
+                     f'(D = {self.image_side}^2 x {self.channels})')
+    if self.architecture == 'vgg':
+      errors.require(self.image_side >= 4, 'vgg pools twice: image_side must '
+                     'be >= 4')
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def fingerprint(self) -> str:
+    """Hash of the fields that change a record (not num_runs, nad_indices:
+    adding runs or indices extends a study)."""
+    return _fingerprint(self.to_dict(),
+                                     ('num_runs', 'nad_indices'))
+
+
+PRESETS = {
+    # Seconds: 6x6 Gaussian images, global-pooling CNN 2 x 8 channels, three
+    # tasks (j = 1, 2, 36 = D), 200 / 200 examples, 5 epochs.
+    'tiny': NADConfig(),
+    # 16x16 Gaussian images (D = 256), global-pooling CNN 3 x 16 channels,
+    # 9 tasks from j = 1 to 256, 2000 / 1000 examples, 10 epochs, 2 runs.
+    'cpu': NADConfig(
+        architecture='cnn', width=16, num_layers=3, image_side=16,
+        num_nad_samples=512,
+        nad_indices=(1, 2, 4, 8, 16, 32, 64, 128, 256), num_train=2000,
+        num_test=1000, epochs=10, batch_size=64, learning_rate=0.02,
+        num_runs=2),
+}
+# The same tasks for a VGG-like net (2 blocks of one 3x3 convolution, 16 then
+# 32 channels, max-pooling, Flatten: no global pooling) ...
+PRESETS['cpu_vgg'] = dataclasses.replace(PRESETS['cpu'], architecture='vgg',
+                                         width=16, num_layers=1)
+# ... and for a fully connected net (1 x 512), the isotropic baseline.
+PRESETS['cpu_fc'] = dataclasses.replace(PRESETS['cpu'],
+                                        architecture='fully_connected',
+                                        width=512, num_layers=1)
+
+
+def record_key(nad_index: int, run: int) -> str:
+  return f'{FAMILY}_j{nad_index:05d}_run{run}'
+
+
+def _compile(model: keras.Model, config: NADConfig) -> None:
+  optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate,
+                                   momentum=config.momentum)
+  loss = (keras.losses.BinaryCrossentropy(from_logits=True)
+          if config.loss == 'bce' else keras.losses.MeanSquaredError())
+  model.compile(optimizer=optimizer, loss=loss)
+
+
+def _targets(labels01: np.ndarray, loss: str) -> np.ndarray:
+  labels01 = labels01.astype(np.float32)
+  return (labels01 if loss == 'bce' else 2 * labels01 - 1)[:, None]
+
+
+def accuracy(model: keras.Model, inputs: np.ndarray,
+             labels01: np.ndarray, batch_size: int = 500) -> float:
+  """Fraction with (output > 0) == label: the decision rule of both losses."""
+  outputs = np.concatenate([
+      keras.ops.convert_to_numpy(model(inputs[s:s + batch_size],
+                                       training=False))[:, 0]
+      for s in range(0, len(inputs), batch_size)])
+  return float(np.mean((outputs > 0) == (labels01 > 0.5)))
+
+
+def _train(model, x, y, config, seed) -> float:
+  _compile(model, config)
+  keras.utils.set_random_seed(seed)  # The same batch order for both models.
+  history = model.fit(x, _targets(y, config.loss),
+                      batch_size=config.batch_size, epochs=config.epochs,
+                      shuffle=True, verbose=0)
+  return float(history.history['loss'][-1])
+
+
+def run_once(config: NADConfig, run: int, indices: Sequence[int],
+             output_dir: Optional[str] = None,
+             log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+  """One initialization: its NADs, then one task per index in `indices`.
+
+  Also writes the NADs to output_dir/nads_run<run>.npz when output_dir is
+  given.
+
+  Returns:
+    One record per NAD index (not yet stored).
+  """
+  seed = config.seed + run
+  keras.utils.set_random_seed(seed)
+  network = build_network(config.architecture, config.input_shape,
+                          config.width, config.num_layers)
+  initial_weights = network.get_weights()
+  num_parameters = models.count_parameters(network)
+  start = time.time()
+  nads = neural_anisotropy_directions(
+      network, config.num_nad_samples, seed=[config.seed, run, 0],
+      max_elements=config.max_elements)
+  nad_seconds = time.time() - start
+  s = nads.singular_values
+  log(f'run {run}: {config.architecture} with {num_parameters} parameters; '
+      f'NADs ({nads.method}) in {nad_seconds:.1f} s; s_D / s_1 = '
+      f'{s[-1] / s[0]:.3g}')
+  if output_dir:
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, f'nads_run{run}.npz')
+    temporary = os.path.join(output_dir, f'.nads_run{run}.tmp.npz')
+    np.savez(temporary, singular_values=nads.singular_values,
+             directions=nads.directions, input_shape=np.array(nads.input_shape))
+    os.replace(temporary, path)
+  records = []
+  for j in indices:
+    v = nads.direction(j)
+    x_train, y_train = direction_task(v, config.num_train,
+                                      [config.seed, run, j, 1], config.margin)
+    x_test, y_test = direction_task(v, config.num_test,
+                                    [config.seed, run, j, 2], config.margin)
+    metrics = {'singular_value': float(s[j - 1]),
+               'relative_singular_value': float(s[j - 1] / s[0]),
+               'plus_fraction_train': float(y_train.mean())}
+    timings = {'nad_seconds': nad_seconds}
+    network.set_weights(initial_weights)
+    linear = linearize.linearize(network)
+    for name, model in (('lin', linear), ('nn', network)):
+      start = time.time()
+      metrics[f'{name}_final_loss'] = _train(model, x_train, y_train, config,
+                                             seed)
+      timings[f'{name}_train_seconds'] = time.time() - start
+      metrics[f'{name}_train_accuracy'] = accuracy(model, x_train, y_train)
+      metrics[f'{name}_test_accuracy'] = accuracy(model, x_test, y_test)
+    metrics['test_accuracy_gap'] = (metrics['nn_test_accuracy'] -
+                                    metrics['lin_test_accuracy'])
+    log(f'  j = {j:4d} (s_j/s_1 = {metrics["relative_singular_value"]:.3g}):'
+        f' test accuracy network {metrics["nn_test_accuracy"]:.3f}, '
+        f'linearized {metrics["lin_test_accuracy"]:.3f}')
+    point = {'family': FAMILY, 'nn_architecture': config.architecture,
+             'num_parameters': num_parameters, 'nad_index': int(j)}
+    records.append({
+        'key': record_key(j, run), 'family': FAMILY, 'point_id': f'j={j}',
+        'point': point, 'run': run, 'seed': seed,
+        'config_fingerprint': config.fingerprint(),
+        'nad_method': nads.method, 'metrics': metrics, 'timings': timings})
+  return records
+
+
+def summarize(output_dir: str, config: NADConfig) -> List[Dict[str, Any]]:
+  """`store.summarize` of this config's records, sorted by NAD index."""
+  wanted = {record_key(j, r) for j in config.nad_indices
+            for r in range(config.num_runs)}
+  result_store = store.ResultStore(output_dir)
+  records = [result_store.get(k) for k in result_store.keys() if k in wanted]
+  entries = store.summarize(records)
+  entries.sort(key=lambda e: e['point']['nad_index'])
+  return entries
+
+
+def _series(entries, metric):
+  x, mean, half = [], [], []
+  for entry in entries:
+    stats = entry['metrics'].get(metric)
+    if stats and stats['mean'] is not None:
+      x.append(entry['point']['nad_index'])
+      mean.append(stats['mean'])
+      half.append(stats['ci95'] or 0.0)
+  return np.array(x), np.array(mean), np.array(half)
+
+
+def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
+         title: str = '') -> List[str]:
+  """Test accuracy and s_j / s_1 vs NAD index j (PNG + PDF)."""
+  from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
+  fig = mpl_figure.Figure(figsize=(10, 4), dpi=plots.DPI)
+  accuracy_axes, spectrum_axes = fig.subplots(1, 2)
+  for metric, label, color in (('nn_test_accuracy', 'network', 'C0'),
+                               ('lin_test_accuracy', 'linearized', 'C1')):
+    x, mean, half = _series(entries, metric)
+    accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
+                           marker='o', capsize=3)
+  accuracy_axes.set_xscale('log', base=2)
+  accuracy_axes.set_xlabel('NAD index j')
+  accuracy_axes.set_ylabel('test accuracy on sign(v_j . x)')
+  accuracy_axes.set_ylim(0.4, 1.02)
+  accuracy_axes.legend()
+  accuracy_axes.grid(alpha=0.3)
+  x, mean, half = _series(entries, 'relative_singular_value')
+  spectrum_axes.errorbar(x, np.maximum(mean, 1e-12), yerr=half, color='C2',
+                         marker='o', capsize=3)
+  spectrum_axes.set_xscale('log', base=2)
+  spectrum_axes.set_yscale('log')
+  spectrum_axes.set_xlabel('NAD index j')
+  spectrum_axes.set_ylabel('s_j / s_1 of E_x[d^2 f / d theta d x]')
+  spectrum_axes.grid(alpha=0.3)
+  fig.suptitle(title)
+  fig.tight_layout()
+  return plots.save(fig, output_dir, FIGURE_NAME)
+
+
+def plot_directions(path_npz: str, output_dir: str) -> List[str]:
+  """The first NADs of one run as images (channel 0), with s_j / s_1."""
+  from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
+  with np.load(path_npz) as saved:
+    values, directions = saved['singular_values'], saved['directions']
+    shape = tuple(saved['input_shape'])
+  shown = min(NUM_DIRECTIONS_SHOWN, len(values))
+  fig = mpl_figure.Figure(figsize=(1.6 * shown, 2.0), dpi=plots.DPI)
+  axes = np.atleast_1d(fig.subplots(1, shown))
+  for j in range(shown):
+    image = directions[j].reshape(shape)[..., 0]
+    limit = float(np.abs(image).max()) or 1.0
+    axes[j].imshow(image, cmap='RdBu_r', vmin=-limit, vmax=limit)
+    axes[j].set_title(f'v_{j + 1}: {values[j] / values[0]:.2g}', fontsize=8)
+    axes[j].axis('off')
+  fig.tight_layout()
+  return plots.save(fig, output_dir, DIRECTIONS_FIGURE_NAME)
+
+
+def run_study(config: NADConfig, output_dir: str,
+              log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+  """Runs every (NAD index, run) not yet in `output_dir`; summarizes.
+
+  Args:
+    config: the study (validated here).
+    output_dir: result folder: config.json, nads_run<r>.npz, records/,
+      summary.json / summary.csv and the figures.
+    log: progress printer.
+
+  Returns:
+    The summary entries (`store.summarize` format), sorted by NAD index.
+
+  Raises:
+    AfterKernelError: bad configuration or a foreign output_dir.
+  """
+  config.validate()
+  _check_output_dir(output_dir, config.to_dict(),
+                              config.fingerprint())
+  result_store = store.ResultStore(output_dir)
+  for run in range(config.num_runs):
+    missing = [j for j in config.nad_indices
+               if not result_store.has(record_key(j, run))]
+    if not missing:
+      log(f'run {run}: all {len(config.nad_indices)} tasks already in '
+          f'{output_dir}; skipped')
+      continue
+    for record in run_once(config, run, missing, output_dir, log):
+      result_store.put(record)
+  entries = summarize(output_dir, config)
+  store.write_summary(output_dir, entries)
+  plot(entries, output_dir,
+       title=f'NAD tasks: {config.architecture} on '
+       f'{config.image_side}x{config.image_side}x{config.channels} Gaussian '
+       f'inputs (n = {config.num_train})')
+  first = os.path.join(output_dir, 'nads_run0.npz')
+  if os.path.exists(first):
+    plot_directions(first, output_dir)
+  return entries
+
+
+TABLE_COLUMNS = (('s_j/s_1', 'relative_singular_value'),
+                 ('nn test', 'nn_test_accuracy'),
+                 ('lin test', 'lin_test_accuracy'),
+                 ('nn train', 'nn_train_accuracy'),
+                 ('lin train', 'lin_train_accuracy'))
+
+
+def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
+  """One line per NAD index: means over runs (and the run count)."""
+  header = ['j', 'runs'] + [name for name, _ in TABLE_COLUMNS]
+  lines = [' '.join(f'{h:>11}' for h in header)]
+  for entry in entries:
+    cells = [f'{entry["point"]["nad_index"]:>11d}',
+             f'{len(entry["runs"]):>11d}']
+    for _, metric in TABLE_COLUMNS:
+      mean = entry['metrics'].get(metric, {}).get('mean')
+      cells.append(f'{mean:>11.4g}' if mean is not None else f'{"-":>11}')
+    lines.append(' '.join(cells))
+  return '\n'.join(lines)

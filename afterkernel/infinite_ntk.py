@@ -22,7 +22,10 @@ Numerics: float64 throughout; correlations are clipped to [-1, 1]; an input
 paired with itself in a symmetric Gram gets correlation exactly 1, because
 arccos is ill-conditioned there (t ~ sqrt(2 (1 - rho))): identical or
 parallel rows of a *cross* Gram (x_b given) carry a relative error up to
-~1e-8 for that reason. Work is vectorized over blocks of ROW_BLOCK rows.
+~1e-8 for that reason. Work is vectorized over blocks of rows sized so the
+float64 temporaries stay under TEMPORARY_BYTES (`_row_block`); a symmetric
+Gram computes only the blocks on and above the diagonal and mirrors them in
+place (half the work, no n^2 copy).
 The empirical NTK of these models goes through `features`' per-layer and
 structured (factored dense-layer) paths: the layers report their scales via
 `multipliers()`.
@@ -47,9 +50,17 @@ from afterkernel import models
 DEFAULT_WEIGHT_STD = architectures.DEFAULT_NTK_WEIGHT_STD
 # No bias by default: the plain arc-cosine recursion of Cho & Saul / Jacot.
 DEFAULT_BIAS_STD = 0.0
-# Rows of x_a per vectorized pass: caps the float64 temporaries at about
-# 8 x ROW_BLOCK x n_b values (64 MB for n_b = 10k) whatever n_a is.
+# At most this many rows of x_a per vectorized pass (more gains nothing).
 ROW_BLOCK = 1024
+# Budget for the per-block temporaries (on top of the (n_a, n_b) output):
+# 256 MB keeps a 64k-column Gram well inside a laptop's memory.
+TEMPORARY_BYTES = 256 * 2**20
+# Live temporaries per (row, column) entry of a block: cov, ntk, and in
+# `_relu_expectations` norm, rho, theta and sin (float64) plus bool masks:
+# ~6.2 float64 values measured with tracemalloc; 7 (56 bytes) for margin.
+BYTES_PER_BLOCK_ENTRY = 56
+# Fewer rows than this per pass make the Python loop overhead dominate.
+MIN_ROW_BLOCK = 16
 
 
 @keras.saving.register_keras_serializable(package='afterkernel')
@@ -183,19 +194,77 @@ def _relu_expectations(cov, var_a, var_b, diagonal=None
   in TensorFlow). `diagonal` = (rows, cols) of entries pairing an input with
   itself, where rho is set to exactly 1: arccos is ill-conditioned there
   (t ~ sqrt(2 (1 - rho))), so a rounding error of 1e-16 in rho would move
-  those entries by ~1e-8.
+  those entries by ~1e-8. Computed in place: at most 4 block-sized float64
+  arrays (norm, rho, theta, sin) and one bool mask live at once besides
+  `cov`, with the same floating-point operations (so the same bits) as the
+  plain expressions above.
   """
-  norm = np.sqrt(var_a[:, None] * var_b[None, :])
+  norm = np.multiply.outer(var_a, var_b)
+  np.sqrt(norm, out=norm)
   positive = norm > 0
-  rho = np.divide(cov, norm, out=np.zeros_like(cov), where=positive)
+  rho = np.zeros_like(cov)
+  np.divide(cov, norm, out=rho, where=positive)
   np.clip(rho, -1.0, 1.0, out=rho)
   if diagonal is not None:
     rho[diagonal] = np.where(positive[diagonal], 1.0, 0.0)
-  theta = np.arccos(rho)
-  sin_theta = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
-  relu = norm * (sin_theta + (np.pi - theta) * rho) / (2.0 * np.pi)
-  step = np.where(positive, (np.pi - theta) / (2.0 * np.pi), 0.0)
+  angle = np.arccos(rho)
+  sin_theta = np.multiply(rho, rho)
+  np.subtract(1.0, sin_theta, out=sin_theta)
+  np.maximum(sin_theta, 0.0, out=sin_theta)
+  np.sqrt(sin_theta, out=sin_theta)
+  np.subtract(np.pi, angle, out=angle)  # pi - theta from here on.
+  np.multiply(rho, angle, out=rho)  # (pi - theta) rho; rho is not needed.
+  relu = sin_theta
+  relu += rho
+  del rho
+  relu *= norm
+  del norm
+  relu /= 2.0 * np.pi
+  step = angle
+  step /= 2.0 * np.pi
+  step[~positive] = 0.0
   return relu, step
+
+
+def _row_block(num_columns: int) -> int:
+  """Rows per pass: TEMPORARY_BYTES / (BYTES_PER_BLOCK_ENTRY num_columns).
+
+  Clamped to [MIN_ROW_BLOCK, ROW_BLOCK] (never above ROW_BLOCK, so a small
+  ROW_BLOCK still forces small blocks); e.g. 409 rows for 10k columns, 64
+  for 64k.
+  """
+  budget = TEMPORARY_BYTES // (BYTES_PER_BLOCK_ENTRY * max(num_columns, 1))
+  return int(max(1, min(ROW_BLOCK, max(MIN_ROW_BLOCK, budget))))
+
+
+def _block(a_rows, b_cols, vars_a, vars_b, d0, depth, w2, b2, want_ntk,
+           diagonal):
+  """The NNGP or NTK Gram of rows a_rows against columns b_cols.
+
+  vars_a / vars_b: per-layer Sigma_l(x, x) of those rows / columns;
+  diagonal: (rows, cols) entries that pair an input with itself, or None.
+  """
+  cov = a_rows @ b_cols.T  # Sigma_1 = w2 x.x' / d0 + b2
+  cov *= w2
+  cov /= d0
+  cov += b2
+  if diagonal is not None:
+    # Exact rho = 1 on the diagonal, whatever the rounding of a @ a.T.
+    cov[diagonal] = vars_a[0][diagonal[0]]
+  ntk = cov.copy() if want_ntk else None  # Theta_1 = Sigma_1
+  for layer in range(depth):
+    relu, step = _relu_expectations(cov, vars_a[layer], vars_b[layer],
+                                    diagonal)
+    del cov
+    relu *= w2
+    relu += b2
+    cov = relu  # Sigma_{l+1}
+    if want_ntk:
+      step *= w2
+      ntk *= step
+      ntk += cov  # Theta_{l+1} = Sigma_{l+1} + Theta_l Sigma'_{l+1}
+    del step
+  return ntk if want_ntk else cov
 
 
 def _diagonal_variances(sq_norms, d0, depth, weight_std, bias_std):
@@ -225,25 +294,27 @@ def _kernels(x_a, x_b, depth, weight_std, bias_std, want_ntk: bool):
   vars_b = vars_a if symmetric else _diagonal_variances(
       np.einsum('ij,ij->i', b, b), d0, depth, weight_std, bias_std)
   out = np.empty((len(a), len(b)), np.float64)
-  for start in range(0, len(a), ROW_BLOCK):
-    rows = slice(start, start + ROW_BLOCK)
-    cov = w2 * (a[rows] @ b.T) / d0 + b2  # Sigma_1
-    diagonal = None
-    if symmetric:
-      # Exact rho = 1 on the diagonal, whatever the rounding of a @ a.T.
-      idx = np.arange(start, min(start + ROW_BLOCK, len(a)))
-      diagonal = (idx - start, idx)
-      cov[diagonal] = vars_a[0][idx]
-    ntk = cov.copy()  # Theta_1 = Sigma_1
-    for layer in range(depth):
-      relu, step = _relu_expectations(cov, vars_a[layer][rows],
-                                      vars_b[layer], diagonal)
-      cov = w2 * relu + b2  # Sigma_{l+1}
-      if want_ntk:
-        ntk = cov + ntk * (w2 * step)  # Theta_{l+1}
-    out[rows] = ntk if want_ntk else cov
-  if symmetric:
-    out = (out + out.T) / 2.0
+  block = _row_block(len(b))
+  for start in range(0, len(a), block):
+    stop = min(start + block, len(a))
+    rows = slice(start, stop)
+    if not symmetric:
+      out[rows] = _block(a[rows], b, [v[rows] for v in vars_a], vars_b, d0,
+                         depth, w2, b2, want_ntk, None)
+      continue
+    # Symmetric: only columns >= start; the part left of the diagonal block
+    # is the transpose of what earlier passes computed (no n^2 copy).
+    out[rows, :start] = out[:start, rows].T
+    idx = np.arange(stop - start)
+    upper = _block(a[rows], a[start:], [v[rows] for v in vars_a],
+                   [v[start:] for v in vars_a], d0, depth, w2, b2, want_ntk,
+                   (idx, idx))
+    square = upper[:, :stop - start]
+    # The diagonal block holds both (i, j) and (j, i): average them so the
+    # Gram is exactly symmetric (they differ by the rounding of a @ a.T).
+    square += square.T.copy()
+    square /= 2.0
+    out[rows, start:] = upper
   return out
 
 

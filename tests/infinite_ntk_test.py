@@ -8,6 +8,7 @@ outputs of many randomly drawn networks, and hand-computed depth-1 values.
 
 import math
 import os
+import tracemalloc
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -33,6 +34,48 @@ SEEDS = (0, 1, 2, 3)
 # 1-3 and widths 64-16384; 1.5 leaves room for the 4-seed mean to fluctuate,
 # while a wrong kernel (tested below) misses by far more.
 GAP_TOLERANCE_FACTOR = 1.5
+
+
+def _reference_gram(x_a, x_b, depth, weight_std, bias_std, want_ntk):
+  """The pre-review implementation in one block: every entry, then symmetrized.
+
+  Kept to check that the triangular, in-place, budget-blocked version
+  returns the same numbers.
+  """
+  a = np.asarray(x_a, np.float64).reshape(len(x_a), -1)
+  symmetric = x_b is None
+  b = a if symmetric else np.asarray(x_b, np.float64).reshape(len(x_b), -1)
+  d0 = a.shape[1]
+  w2, b2 = weight_std**2, bias_std**2
+
+  def variances(x):
+    var = w2 * np.sum(x * x, axis=1) / d0 + b2
+    out = [var]
+    for _ in range(depth - 1):
+      var = w2 * var / 2 + b2
+      out.append(var)
+    return out
+
+  vars_a, vars_b = variances(a), variances(b)
+  cov = w2 * (a @ b.T) / d0 + b2
+  if symmetric:
+    np.fill_diagonal(cov, vars_a[0])
+  ntk = cov.copy()
+  for layer in range(depth):
+    norm = np.sqrt(vars_a[layer][:, None] * vars_b[layer][None, :])
+    positive = norm > 0
+    rho = np.clip(np.divide(cov, norm, out=np.zeros_like(cov),
+                            where=positive), -1, 1)
+    if symmetric:
+      np.fill_diagonal(rho, np.where(np.diag(positive), 1.0, 0.0))
+    theta = np.arccos(rho)
+    relu = norm * (np.sqrt(np.maximum(1 - rho * rho, 0)) +
+                   (np.pi - theta) * rho) / (2 * np.pi)
+    step = np.where(positive, (np.pi - theta) / (2 * np.pi), 0.0)
+    cov = w2 * relu + b2
+    ntk = cov + ntk * (w2 * step)
+  out = ntk if want_ntk else cov
+  return (out + out.T) / 2 if symmetric else out
 
 
 def _inputs(n=NUM_INPUTS, seed=0):
@@ -210,7 +253,7 @@ class ConvergenceTest(parameterized.TestCase):
     self.assertGreater(np.max(np.abs(estimate - wrong) / standard_error), 10)
 
 
-class ClosedFormTest(absltest.TestCase):
+class ClosedFormTest(parameterized.TestCase):
 
   def test_depth_one_by_hand(self):
     # d0 = 2, x = (sqrt 2, 0), x' = (0, sqrt 2), x'' = -x.
@@ -265,6 +308,54 @@ class ClosedFormTest(absltest.TestCase):
     # A cross Gram cannot know x_a[i] is x_b[i]: its diagonal goes through
     # arccos(1 - rounding), ~1e-8 relative (see test_homogeneous_without_bias).
     np.testing.assert_allclose(blocked_cross, whole, rtol=1e-7)
+
+  @parameterized.parameters((1024, 0.0), (1024, 0.4), (5, 0.0), (5, 0.4))
+  def test_matches_the_one_block_reference(self, row_block, bias_std):
+    # The triangular, in-place, budget-blocked computation returns what the
+    # plain one-block formulas return: symmetric (with a row block of 5 the
+    # 23 rows give 5 passes, mirrored blocks and a ragged last block) and
+    # cross, NTK and NNGP.
+    x = _inputs(23, seed=4)
+    z = _inputs(7, seed=5)
+    saved = infinite_ntk.ROW_BLOCK
+    infinite_ntk.ROW_BLOCK = row_block
+    try:
+      for want_ntk, fn in ((True, infinite_ntk.ntk_gram),
+                           (False, infinite_ntk.nngp_gram)):
+        gram = fn(x, depth=3, weight_std=WEIGHT_STD, bias_std=bias_std)
+        np.testing.assert_array_equal(gram, gram.T)
+        np.testing.assert_allclose(
+            gram, _reference_gram(x, None, 3, WEIGHT_STD, bias_std, want_ntk),
+            rtol=1e-14)
+        cross = fn(z, x, depth=3, weight_std=WEIGHT_STD, bias_std=bias_std)
+        np.testing.assert_allclose(
+            cross, _reference_gram(z, x, 3, WEIGHT_STD, bias_std, want_ntk),
+            rtol=1e-14)
+    finally:
+      infinite_ntk.ROW_BLOCK = saved
+
+  def test_temporaries_stay_within_the_budget(self):
+    # Rows per pass shrink with the number of columns so the block
+    # temporaries stay under TEMPORARY_BYTES (the old code used 1024 rows
+    # whatever n_b and ~12 float64 temporaries per entry: 1 GB at n_b=10k).
+    self.assertEqual(infinite_ntk._row_block(100), infinite_ntk.ROW_BLOCK)
+    self.assertEqual(infinite_ntk._row_block(10_000), 479)
+    self.assertEqual(infinite_ntk._row_block(10**7), infinite_ntk.MIN_ROW_BLOCK)
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(size=(400, 6)), rng.uniform(size=(6000, 6))
+    saved = infinite_ntk.TEMPORARY_BYTES
+    infinite_ntk.TEMPORARY_BYTES = 8 * 2**20
+    tracemalloc.start()
+    try:
+      gram = infinite_ntk.ntk_gram(a, b, depth=3)
+      _, peak = tracemalloc.get_traced_memory()
+    finally:
+      tracemalloc.stop()
+      infinite_ntk.TEMPORARY_BYTES = saved
+    # Beyond the output and the float64 input copies: the block temporaries.
+    temporaries = peak - gram.nbytes - a.nbytes - b.nbytes
+    self.assertLess(temporaries, 8 * 2**20)
+    self.assertGreater(temporaries, 2 * 2**20)  # the budget is used
 
   def test_homogeneous_without_bias(self):
     # sigma_b = 0: Theta(c x, x') = c Theta(x, x') for c > 0 (ReLU is

@@ -483,10 +483,21 @@ def iter_feature_blocks(model: keras.Model,
                  f'{", ".join(FEATURE_METHODS)}')
   images = np.asarray(images, dtype=np.float32)
   _check_inputs(model, images, batch_size)
-  block_fn = _block_fn(model, resolve_method(model, images, batch_size,
-                                             method))
+  concrete = resolve_method(model, images, batch_size, method)
+  block_fn = _block_fn(model, concrete)
+  # pfor graphs: pad a ragged last block to the full size, so one trace
+  # serves every block (a retrace costs seconds for conv nets) and pfor
+  # never runs the shape-generalized trace on a single example, which fails
+  # for functional models with branches (InvalidArgumentError in MatMul).
+  pad = concrete == 'vectorized' and len(images) > batch_size
   for start in range(0, len(images), batch_size):
-    yield block_fn(tf.constant(images[start:start + batch_size])).numpy()
+    block = images[start:start + batch_size]
+    size = len(block)
+    if pad and size < batch_size:
+      block = np.concatenate(
+          [block, np.zeros((batch_size - size,) + block.shape[1:],
+                           np.float32)])
+    yield block_fn(tf.constant(block)).numpy()[:size]
 
 
 def gradient_features(model: keras.Model,

@@ -188,6 +188,20 @@ class AutoMethodTest(absltest.TestCase):
         features.gradient_features(model, images, batch_size=8,
                                    method='loop'), rtol=1e-5, atol=1e-6)
 
+  def test_vectorized_ragged_last_block_of_a_branching_model(self):
+    # A last block of one example used to fail in pfor for functional
+    # models with branches (InvalidArgumentError); it is padded now.
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((3, 2, 1))
+    hidden = keras.layers.Dense(5, activation='relu')(
+        keras.layers.Flatten()(inputs))
+    hidden = keras.layers.Add()([hidden, keras.layers.Dense(5)(hidden)])
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    x = np.random.default_rng(0).random((7, 3, 2, 1)).astype(np.float32)
+    np.testing.assert_allclose(
+        features.gradient_features(model, x, 3, 'vectorized'),
+        features.gradient_features(model, x, 3, 'loop'), rtol=1e-5, atol=1e-6)
+
   def test_auto_without_per_layer_support_is_vectorized(self):
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(3)(inputs)

@@ -52,8 +52,6 @@ a figure (accuracy and s_j / s_1 vs j) and the NADs as images.
 """
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import time
@@ -402,39 +400,6 @@ def build_network(architecture: str, input_shape: Sequence[int], width: int,
   return keras.Model(inputs, outputs, name='cnn')
 
 
-def _fingerprint(fields: Mapping[str, Any], ignored: Sequence[str]) -> str:
-  """Hash of the config fields that change results (not the `ignored` ones)."""
-  kept = {k: v for k, v in fields.items() if k not in ignored}
-  return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()
-                        ).hexdigest()[:16]
-
-
-def _check_output_dir(output_dir: str, config_dict: Mapping[str, Any],
-                      fingerprint: str) -> None:
-  """Writes output_dir/config.json, or checks that the existing one matches.
-
-  Raises:
-    AfterKernelError: no output_dir, or it holds another configuration.
-  """
-  errors.require(bool(output_dir), 'output_dir is required: where results '
-                 'are written')
-  path = os.path.join(output_dir, results.CONFIG_FILE)
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      try:
-        previous = json.load(f)
-      except json.JSONDecodeError:
-        previous = {}
-    errors.require(
-        previous.get('fingerprint') == fingerprint,
-        f'{output_dir} already holds results of a different configuration '
-        f'({path}); choose another --output_dir (nothing was changed)')
-  else:
-    results.atomic_write_text(path, results.to_json(
-        {'fingerprint': fingerprint, 'config': dict(config_dict)},
-        indent=2, sort_keys=True) + '\n')
-
-
 @dataclasses.dataclass(frozen=True)
 class NADConfig:
   """Everything that defines a NAD study.
@@ -518,7 +483,7 @@ class NADConfig:
   def fingerprint(self) -> str:
     """Hash of the fields that change a record (not num_runs, nad_indices:
     adding runs or indices extends a study)."""
-    return _fingerprint(self.to_dict(),
+    return results.config_fingerprint(self.to_dict(),
                                      ('num_runs', 'nad_indices'))
 
 
@@ -737,7 +702,7 @@ def run_study(config: NADConfig, output_dir: str,
     AfterKernelError: bad configuration or a foreign output_dir.
   """
   config.validate()
-  _check_output_dir(output_dir, config.to_dict(),
+  results.claim_output_dir(output_dir, config.to_dict(),
                               config.fingerprint())
   result_store = store.ResultStore(output_dir)
   for run in range(config.num_runs):

@@ -13,11 +13,12 @@ touches what earlier runs wrote. Re-running the same configuration resumes:
 runs already in `runs.jsonl` are skipped by the runner.
 """
 
+import hashlib
 import json
 import math
 import os
 import tempfile
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -177,3 +178,48 @@ def format_table(summary: Mapping[str, Mapping[str, Any]],
   lines.append(f'(mean ± 95% CI half-width over n = '
                f'{"/".join(map(str, counts))} runs)')
   return '\n'.join(lines)
+
+
+def config_fingerprint(fields: Mapping[str, Any],
+                       ignored: Sequence[str] = ()) -> str:
+  """16-hex-digit hash of the config fields that change results.
+
+  Args:
+    fields: the configuration as a JSON-serializable mapping.
+    ignored: fields that do not change results (run counts, data paths,
+      speed knobs), left out so that changing them reuses the records.
+  """
+  kept = {k: v for k, v in fields.items() if k not in ignored}
+  return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()
+                        ).hexdigest()[:16]
+
+
+def claim_output_dir(output_dir: str, config_dict: Mapping[str, Any],
+                     fingerprint: str) -> None:
+  """Writes output_dir/config.json, or checks that the existing one matches.
+
+  Studies call this before writing anything, so a second configuration can
+  never mix its records into a folder (results would silently average two
+  experiments); re-running the same configuration resumes.
+
+  Raises:
+    AfterKernelError: no output_dir, or it holds another configuration
+      (nothing is changed then).
+  """
+  errors.require(bool(output_dir), 'output_dir is required: where results '
+                 'are written')
+  path = os.path.join(output_dir, CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      try:
+        previous = json.load(f)
+      except json.JSONDecodeError:
+        previous = {}
+    errors.require(
+        previous.get('fingerprint') == fingerprint,
+        f'{output_dir} already holds results of a different configuration '
+        f'({path}); choose another --output_dir (nothing was changed)')
+  else:
+    atomic_write_text(path, to_json(
+        {'fingerprint': fingerprint, 'config': dict(config_dict)},
+        indent=2, sort_keys=True) + '\n')

@@ -62,10 +62,7 @@ momentum), loss, batch order and number of epochs.
 """
 
 import dataclasses
-import hashlib
-import json
 import math
-import os
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -293,39 +290,6 @@ LOSSES = ('mse', 'bce')
 DEFAULT_H_ONLY_DELTA_INIT_SCALE = 0.1
 
 
-def _fingerprint(fields: Mapping[str, Any], ignored: Sequence[str]) -> str:
-  """Hash of the config fields that change results (not the `ignored` ones)."""
-  kept = {k: v for k, v in fields.items() if k not in ignored}
-  return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()
-                        ).hexdigest()[:16]
-
-
-def _check_output_dir(output_dir: str, config_dict: Mapping[str, Any],
-                      fingerprint: str) -> None:
-  """Writes output_dir/config.json, or checks that the existing one matches.
-
-  Raises:
-    AfterKernelError: no output_dir, or it holds another configuration.
-  """
-  errors.require(bool(output_dir), 'output_dir is required: where results '
-                 'are written')
-  path = os.path.join(output_dir, results.CONFIG_FILE)
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      try:
-        previous = json.load(f)
-      except json.JSONDecodeError:
-        previous = {}
-    errors.require(
-        previous.get('fingerprint') == fingerprint,
-        f'{output_dir} already holds results of a different configuration '
-        f'({path}); choose another --output_dir (nothing was changed)')
-  else:
-    results.atomic_write_text(path, results.to_json(
-        {'fingerprint': fingerprint, 'config': dict(config_dict)},
-        indent=2, sort_keys=True) + '\n')
-
-
 @dataclasses.dataclass(frozen=True)
 class SecondOrderConfig:
   """Everything that defines a second-order Taylor study.
@@ -411,7 +375,7 @@ class SecondOrderConfig:
   def fingerprint(self) -> str:
     """Hash of the fields that change a record (adding runs or model kinds
     extends a study)."""
-    return _fingerprint(self.to_dict(),
+    return results.config_fingerprint(self.to_dict(),
                                      ('num_runs', 'data_dir', 'model_kinds'))
 
 
@@ -688,7 +652,7 @@ def run_study(config: SecondOrderConfig, output_dir: str,
     AfterKernelError: bad configuration, data, or a foreign output_dir.
   """
   config.validate()
-  _check_output_dir(output_dir, config.to_dict(),
+  results.claim_output_dir(output_dir, config.to_dict(),
                               config.fingerprint())
   result_store = store.ResultStore(output_dir)
   task = None

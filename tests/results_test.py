@@ -89,5 +89,29 @@ class FilesTest(absltest.TestCase):
       results.read_runs(self.directory)
 
 
+class OutputDirTest(absltest.TestCase):
+
+  def test_fingerprint_ignores_only_the_named_fields(self):
+    base = {'a': 1, 'runs': 3}
+    self.assertEqual(results.config_fingerprint(base, ['runs']),
+                     results.config_fingerprint({'a': 1, 'runs': 9}, ['runs']))
+    self.assertNotEqual(results.config_fingerprint(base, ['runs']),
+                        results.config_fingerprint({'a': 2, 'runs': 3},
+                                                   ['runs']))
+
+  def test_claim_resumes_same_config_and_refuses_another(self):
+    directory = os.path.join(tempfile.mkdtemp(), 'out')
+    results.claim_output_dir(directory, {'a': 1}, 'f1')
+    results.claim_output_dir(directory, {'a': 1}, 'f1')  # resume: fine
+    path = os.path.join(directory, results.CONFIG_FILE)
+    before = open(path).read()
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'different configuration'):
+      results.claim_output_dir(directory, {'a': 2}, 'f2')
+    self.assertEqual(open(path).read(), before)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'output_dir'):
+      results.claim_output_dir('', {}, 'f')
+
+
 if __name__ == '__main__':
   absltest.main()

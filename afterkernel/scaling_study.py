@@ -8,10 +8,12 @@ ReLU network in the NTK parameterization (`infinite_ntk`):
    training-set size n, the test error of the network, of its empirical NTK
    at initialization and of its infinite-width NTK, each fit on the same n
    examples. Per predictor, L(n) = A (1/n + alpha)^beta is fit by least
-   squares on log error (`scaling.fit_power_law`) and beta gets a bootstrap
-   confidence interval over runs (`scaling.bootstrap_exponent`). The study's
-   claim: the network's exponent beta exceeds its kernels' (it improves
-   faster with data).
+   squares on log error (`scaling.fit_power_law`, with its flag saying
+   whether beta is identified) and beta gets a 95% confidence interval over
+   runs (`scaling.bootstrap_exponent`: Student t over per-run exponents).
+   Zero test errors are handled by an explicit rule (`ZERO_ERROR_RULES`).
+   The study's claim: the network's exponent beta exceeds its kernels' (it
+   improves faster with data).
 2. **After kernel vs training-set size** (`AfterKernelVsMConfig`,
    `run_after_kernel_vs_m`): K_m is the after kernel (empirical NTK after
    training) of a network trained on m examples; it is then fit on n examples
@@ -54,6 +56,7 @@ import keras
 from matplotlib import figure as mpl_figure
 from matplotlib import ticker
 import numpy as np
+from scipy import stats
 import tensorflow as tf
 
 from afterkernel import data
@@ -84,9 +87,15 @@ PREDICTOR_LABELS = {'network': 'network', 'init_ntk': 'empirical NTK at init',
                     'infinite_ntk': 'infinite-width NTK'}
 # Where kernel examples come from in the after-kernel study (see module doc).
 FIT_EXAMPLES = ('subset', 'fresh')
-# log(0) is undefined: errors are floored at half a test example before
-# power-law fits (a zero error is "below 1/num_test").
-ERROR_FLOOR_EXAMPLES = 0.5
+# log(0) is undefined, so zero test errors need a rule before log fits
+# (flooring them at an arbitrary value would move beta with the floor):
+# 'exclude' drops every n at which some run of some compared curve made no
+# test error, so only measured errors are fit, on one range of n shared by
+# the curves compared; 'continuity' fits (k + 1/2) / (m + 1) for k errors
+# among m test examples at every n, the standard continuity correction
+# (it moves an error of 10 / 2000 by 5%, and of 100 / 2000 by 0.5%).
+ZERO_ERROR_RULES = ('exclude', 'continuity')
+DEFAULT_ZERO_ERRORS = 'exclude'
 # Bootstrap resamples of the runs for the CI of beta.
 DEFAULT_NUM_BOOTSTRAP = 200
 DATASETS = tuple(data.DATASETS)
@@ -169,7 +178,7 @@ class _CommonConfig:
   def fingerprint(self) -> str:
     """Hash of the fields that change a record (not sizes, runs or paths)."""
     fields = self.to_dict()
-    for name in _GROWABLE_FIELDS:
+    for name in _GROWABLE_FIELDS + _SUMMARY_FIELDS:
       fields.pop(name, None)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
                           ).hexdigest()[:16]
@@ -178,8 +187,16 @@ class _CommonConfig:
 # Fields that may grow between invocations on one output_dir (more sizes,
 # more runs) without invalidating the records already there.
 _GROWABLE_FIELDS = ('data_dir', 'num_runs', 'sample_sizes', 'train_sizes',
-                    'fit_sizes', 'curve_train_sizes', 'reference_fit_size',
-                    'num_bootstrap')
+                    'fit_sizes', 'curve_train_sizes', 'reference_fit_size')
+# Fields used only when records are summarized and fit (they never change a
+# record, so re-running with another value re-summarizes the same records).
+_SUMMARY_FIELDS = ('num_bootstrap', 'zero_errors')
+
+
+def _check_zero_errors(rule: str) -> None:
+  errors.require(rule in ZERO_ERROR_RULES,
+                 f'unknown zero_errors rule {rule!r}; choose one of '
+                 f'{", ".join(ZERO_ERROR_RULES)}')
 
 
 def _check_sizes(sizes, name: str, allow_zero: bool = False) -> None:
@@ -199,11 +216,15 @@ class DataScalingConfig(_CommonConfig):
   Attributes (besides `_CommonConfig`'s):
     sample_sizes: the n; sizes above the available data are left out (logged).
     max_steps: SGD steps of the network and of kernel SGD.
-    num_bootstrap: bootstrap resamples for the CI of beta.
+    num_bootstrap: bootstrap resamples for the CI of beta (used with one
+      run; with several, the CI is a Student t over per-run exponents).
+    zero_errors: rule for zero test errors in the fits, one of
+      `ZERO_ERROR_RULES` (see there).
   """
   sample_sizes: tuple = (100, 200, 400, 800, 1600)
   max_steps: int = 2000
   num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP
+  zero_errors: str = DEFAULT_ZERO_ERRORS
 
   def validate(self) -> None:
     """Raises AfterKernelError naming the first bad field."""
@@ -216,6 +237,7 @@ class DataScalingConfig(_CommonConfig):
       value = getattr(self, name)
       errors.require(_is_int(value) and value > 0,
                      f'{name} must be a positive integer, got {value!r}')
+    _check_zero_errors(self.zero_errors)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,7 +252,10 @@ class AfterKernelVsMConfig(_CommonConfig):
     fit_examples: 'subset' or 'fresh' (see the module docstring).
     epochs: epochs of network training on the m examples.
     fit_steps: SGD steps of kernel SGD.
-    num_bootstrap: bootstrap resamples for the CI of each curve's beta.
+    num_bootstrap: bootstrap resamples for the CI of each curve's beta
+      (one run only, as in DataScalingConfig).
+    zero_errors: rule for zero test errors in the fits, one of
+      `ZERO_ERROR_RULES` (see there).
   """
   train_sizes: tuple = (0, 100, 400, 1600)
   fit_sizes: tuple = (100, 200, 500, 1000)
@@ -240,6 +265,7 @@ class AfterKernelVsMConfig(_CommonConfig):
   epochs: int = 20
   fit_steps: int = 2000
   num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP
+  zero_errors: str = DEFAULT_ZERO_ERRORS
 
   def validate(self) -> None:
     """Raises AfterKernelError naming the first bad field."""
@@ -262,6 +288,7 @@ class AfterKernelVsMConfig(_CommonConfig):
       value = getattr(self, name)
       errors.require(_is_int(value) and value > 0,
                      f'{name} must be a positive integer, got {value!r}')
+    _check_zero_errors(self.zero_errors)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,8 +331,10 @@ _CPU = dict(dataset='mnist', num_test=2000, width=512, depth=2,
 DATA_SCALING_PRESETS = {
     'tiny': DataScalingConfig(sample_sizes=(25, 50, 100, 200), max_steps=150,
                               num_bootstrap=50, **_TINY),
+    # Runs are the unit of the interval of beta: 5 (about 2-4 min each on
+    # 2 shared cores) give a usable Student-t interval.
     'cpu': DataScalingConfig(sample_sizes=(125, 250, 500, 1000, 2000, 4000),
-                             max_steps=3000, **_CPU),
+                             max_steps=3000, **dict(_CPU, num_runs=5)),
 }
 AFTER_KERNEL_VS_M_PRESETS = {
     'tiny': AfterKernelVsMConfig(train_sizes=(0, 50, 200),
@@ -421,83 +450,6 @@ def build_network(config: _CommonConfig, input_shape: Sequence[int],
       weight_std=config.weight_std, bias_std=config.bias_std, seed=seed)
 
 
-@keras.saving.register_keras_serializable(package='afterkernel')
-class ScaleAndAppend(keras.layers.Layer):
-  """x -> [scale x, constant]: no weights (see `structured_twin`)."""
-
-  def __init__(self, scale: float, constant: float, **kwargs):
-    super().__init__(**kwargs)
-    self.scale = float(scale)
-    self.constant = float(constant)
-
-  def call(self, inputs):
-    ones = keras.ops.ones_like(inputs[:, :1])
-    return keras.ops.concatenate([inputs * self.scale, ones * self.constant],
-                                 axis=1)
-
-  def compute_output_shape(self, input_shape):
-    return tuple(input_shape[:-1]) + (input_shape[-1] + 1,)
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(scale=self.scale, constant=self.constant)
-    return config
-
-
-def structured_twin(model: keras.Model) -> Optional[keras.Model]:
-  """A model with the same function AND the same NTK, made of Keras Dense.
-
-  `infinite_ntk.NTKBiasDense` computes z = s x.W + sigma_b b (s =
-  sigma_w / sqrt(fan_in)). The twin computes it as
-  Dense([s x, sigma_b] . [W; b]) without bias: the same output, and the
-  gradient with respect to the stacked kernel [W; b] is [s x, sigma_b] outer
-  d f / d z, exactly the gradient of (W, b) in the original. So the twin's
-  empirical NTK equals the original's (tested), and because its trainable
-  layers are plain Dense layers, `kernel_fit.EmpiricalNTK` takes the
-  factored path (`features.structured_features`: n^2 (d_in + d_out) work and
-  memory per layer) instead of materializing (n, P) gradient features, which
-  for a 784-512-512-1 network and a few thousand examples would take GBs.
-
-  Args:
-    model: a network from `infinite_ntk.build_ntk_fully_connected`.
-
-  Returns:
-    The twin with the current weights copied, or None if `model` has a layer
-    other than InputLayer, Flatten and NTKBiasDense.
-  """
-  layers = [l for l in model.layers
-            if not isinstance(l, keras.layers.InputLayer)]
-  if not all(isinstance(l, (keras.layers.Flatten, infinite_ntk.NTKBiasDense))
-             for l in layers):
-    return None
-  inputs = keras.Input(shape=model.input_shape[1:])
-  x = inputs
-  copies = []
-  for layer in layers:
-    if isinstance(layer, keras.layers.Flatten):
-      x = keras.layers.Flatten()(x)
-      continue
-    x = ScaleAndAppend(layer.scale, layer.bias_std)(x)
-    dense = keras.layers.Dense(layer.units, activation=layer.activation,
-                               use_bias=False, name=layer.name)
-    x = dense(x)
-    kernel = keras.ops.convert_to_numpy(layer.kernel)
-    bias = keras.ops.convert_to_numpy(layer.bias)
-    copies.append((dense, np.concatenate([kernel, bias[None, :]], axis=0)))
-  twin = keras.Model(inputs, x, name=model.name + '_twin')
-  for dense, kernel in copies:
-    dense.kernel.assign(kernel)
-  return twin
-
-
-def empirical_ntk(model: keras.Model,
-                  batch_size: int) -> kernel_fit.EmpiricalNTK:
-  """`kernel_fit.EmpiricalNTK` of `model` now, via `structured_twin` if any."""
-  twin = structured_twin(model)
-  return kernel_fit.EmpiricalNTK(model if twin is None else twin,
-                                 batch_size=batch_size)
-
-
 def infinite_kernel(config: _CommonConfig) -> kernel_fit.FunctionKernel:
   """The infinite-width NTK of exactly the network family of `config`."""
   return kernel_fit.FunctionKernel(functools.partial(
@@ -505,6 +457,9 @@ def infinite_kernel(config: _CommonConfig) -> kernel_fit.FunctionKernel:
       weight_std=config.weight_std, bias_std=config.bias_std))
 
 
+# Registered: `kernel_fit.EmpiricalNTK` clones the compiled network, and
+# Keras' clone_model looks up the loss of the compile configuration by name.
+@keras.saving.register_keras_serializable(package='afterkernel')
 def half_mse(targets, outputs):
   """Per-example 0.5 (f(x) - y)^2: the study's MSE loss on +-1 labels."""
   return 0.5 * keras.ops.mean(keras.ops.square(outputs - targets), axis=-1)
@@ -729,42 +684,96 @@ def _mine(store: store_lib.ResultStore, config: _CommonConfig,
           r.get('run', 0) < config.num_runs]
 
 
-def error_floor(num_test: int) -> float:
-  """Smallest error used in log fits: half a test example."""
-  return ERROR_FLOOR_EXAMPLES / num_test
-
-
-def fit_curve(sizes: Sequence[int], values_by_run: np.ndarray, floor: float,
-              num_bootstrap: int, seed: int) -> Dict[str, Any]:
-  """Power-law fit of a mean-over-runs curve, with a bootstrap CI of beta.
+def zero_error_rule(sizes: Sequence[int], curves: Mapping[str, np.ndarray],
+                    test_counts: np.ndarray, rule: str
+                    ) -> Tuple[List[int], Dict[str, np.ndarray], List[int]]:
+  """Applies a `ZERO_ERROR_RULES` rule to curves that will be log-fit.
 
   Args:
-    sizes: the n, increasing.
-    values_by_run: (num_runs, len(sizes)) errors (NaN = missing).
-    floor: errors are clipped below at this value (log of 0 is undefined).
-    num_bootstrap: bootstrap resamples of the runs.
+    sizes: the n, one per column.
+    curves: {name: (num_runs, len(sizes)) test errors, NaN = missing}; the
+      curves compared with each other (their exponents), handled jointly.
+    test_counts: (num_runs, len(sizes)) test examples m behind each error
+      (NaN = missing).
+    rule: 'exclude' drops the columns (sizes) in which any curve has a zero
+      error in any run, for every curve, so that the compared fits cover the
+      same n; 'continuity' maps each error k / m to (k + 1/2) / (m + 1).
+
+  Returns:
+    (kept sizes, {name: their (num_runs, kept) errors}, excluded sizes).
+
+  Raises:
+    AfterKernelError: an unknown rule, or 'continuity' without test counts.
+  """
+  _check_zero_errors(rule)
+  sizes = [int(s) for s in sizes]
+  if rule == 'exclude':
+    zero = np.zeros(len(sizes), bool)
+    for values in curves.values():
+      zero |= np.any(np.asarray(values) == 0, axis=0)
+    keep = np.flatnonzero(~zero)
+    return ([sizes[i] for i in keep],
+            {k: np.asarray(v, np.float64)[:, keep] for k, v in curves.items()},
+            [sizes[i] for i in np.flatnonzero(zero)])
+  counts = np.asarray(test_counts, np.float64)
+  corrected = {}
+  for name, values in curves.items():
+    values = np.asarray(values, np.float64)
+    errors.require(not np.any(np.isfinite(values) & ~np.isfinite(counts)),
+                   'zero_errors=continuity needs the number of test examples '
+                   'of every record; use zero_errors=exclude')
+    with np.errstate(invalid='ignore'):
+      corrected[name] = (np.round(values * counts) + 0.5) / (counts + 1)
+  return sizes, corrected, []
+
+
+def fit_curve(sizes: Sequence[int], values_by_run: np.ndarray,
+              num_bootstrap: int, seed: int) -> Dict[str, Any]:
+  """Power-law fit of a mean-over-runs curve, with a CI of beta.
+
+  Args:
+    sizes: the n, increasing (>= 3).
+    values_by_run: (num_runs, len(sizes)) errors, > 0 (NaN = missing); apply
+      `zero_error_rule` first.
+    num_bootstrap: bootstrap resamples (`scaling.bootstrap_exponent`; used
+      with one run).
     seed: bootstrap seed.
 
   Returns:
-    {'A', 'alpha', 'beta', 'beta_low', 'beta_high', 'rms_log_residual',
-    'num_runs', 'bootstrap', 'sizes'}: the fit of the mean curve and the
-    95% percentile interval of beta from `scaling.bootstrap_exponent`
-    (resampling whole runs; with one run, log residuals: 'bootstrap' says
-    which).
+    {'A', 'alpha', 'beta', 'rms_log_residual', 'identified',
+    'num_points_in_power_regime', 'local_exponent'}: the fit of the mean
+    curve (`scaling.fit_power_law`; beta is unreliable when 'identified' is
+    False: fewer than 3 sizes below 1/alpha), plus 'beta_low', 'beta_high':
+    the 95% interval of `scaling.bootstrap_exponent` ('interval' names its
+    method: 'per_run_t' = Student t over the per-run exponents 'run_betas',
+    or 'residuals' with one run), 'num_runs' and 'sizes'.
+
+  Raises:
+    AfterKernelError: a zero or negative error, or fewer than 3 sizes.
   """
   values = np.asarray(values_by_run, np.float64)
-  values = np.where(np.isnan(values), np.nan, np.maximum(values, floor))
   values = values[~np.all(np.isnan(values), axis=1)]
+  errors.require(not np.any(values[np.isfinite(values)] <= 0),
+                 'fit_curve got zero or negative errors; apply '
+                 'zero_error_rule first')
   sizes = np.asarray(sizes, np.float64)
   fit = scaling.fit_power_law(sizes, np.nanmean(values, axis=0))
   _, low, high = scaling.bootstrap_exponent(
       sizes, values, num_bootstrap=num_bootstrap, seed=seed)
+  run_betas = (scaling.per_run_exponents(sizes, values) if len(values) >= 2
+               else np.array([]))
   return {'A': float(fit.A), 'alpha': float(fit.alpha),
           'beta': float(fit.beta), 'beta_low': float(low),
           'beta_high': float(high),
           'rms_log_residual': float(fit.rms_log_residual),
+          'identified': bool(fit.identified),
+          'num_points_in_power_regime': int(fit.num_points_in_power_regime),
+          'local_exponent': float(fit.local_exponent),
           'num_runs': int(len(values)),
-          'bootstrap': 'runs' if len(values) >= 2 else 'residuals',
+          'interval': ('per_run_t' if np.sum(np.isfinite(run_betas)) >= 2
+                       else 'residuals'),
+          'run_betas': [None if not np.isfinite(b) else float(b)
+                        for b in run_betas],
           'sizes': [int(s) for s in sizes]}
 
 
@@ -786,12 +795,39 @@ def _values_by_run(records, metric: str, sizes: Sequence[int], field: str,
   return values
 
 
+def _test_counts(records, sizes: Sequence[int], field: str, num_runs: int,
+                 default: int) -> np.ndarray:
+  """Test examples behind each (run, size) record: its data['n_test'] (the
+  examples actually used), else `default`."""
+  counts = np.full((num_runs, len(sizes)), np.nan)
+  column = {s: i for i, s in enumerate(sizes)}
+  for r in records:
+    size = r['point'].get(field)
+    if size in column:
+      counts[r['run'], column[size]] = r.get('data', {}).get('n_test',
+                                                              default)
+  return counts
+
+
 def _beta_text(fit: Mapping[str, Any]) -> str:
   if fit is None:
     return '-'
   if fit.get('beta_low') is None:
     return f'{fit["beta"]:.3f}'
   return f'{fit["beta"]:.3f} [{fit["beta_low"]:.3f}, {fit["beta_high"]:.3f}]'
+
+
+def _identified_text(fit: Optional[Mapping[str, Any]]) -> str:
+  """Whether beta is identified (`scaling.PowerLawFit`), as table text."""
+  if fit is None or 'identified' not in fit:
+    return '-'
+  return 'yes' if fit['identified'] else 'NO: saturated, beta unreliable'
+
+
+def _local_text(fit: Optional[Mapping[str, Any]]) -> str:
+  if fit is None or fit.get('local_exponent') is None:
+    return '-'
+  return f'{fit["local_exponent"]:.3f}'
 
 
 def _new_figure(columns: int):
@@ -821,7 +857,8 @@ def _data_scaling_point(config: DataScalingConfig, task: data.BinaryTask,
   x_test, y_test = task.x_test, plus_minus(task.y_test)
   model = build_network(config, task.x_train.shape[1:], seed)
   metrics, timings = {}, {}
-  kernels = (('init_ntk', empirical_ntk(model, config.feature_batch_size)),
+  kernels = (('init_ntk', kernel_fit.EmpiricalNTK(
+      model, config.feature_batch_size)),
              ('infinite_ntk', infinite_kernel(config)))
   for name, kernel in kernels:
     values, seconds = kernel_metrics(config, kernel, x_train, y_train, x_test,
@@ -855,32 +892,84 @@ def summarize_data_scaling(config: DataScalingConfig,
   """Per-point summary and per-predictor power-law fits of the records.
 
   Args:
-    config: the study configuration (sizes, runs, bootstrap and floor).
+    config: the study configuration (sizes, runs, bootstrap, zero-error rule).
     records: the study's records (others are ignored).
 
   Returns:
     {'entries': `store.summarize` output, 'fits': {predictor: `fit_curve`
-    output or None when fewer than 3 sizes have data}, 'sizes': the n with
-    data}.
+    output or None when fewer than 3 sizes are usable}, 'sizes': the n with
+    data, 'zero_errors': {'rule', 'excluded_sizes'}}. With the 'exclude'
+    rule the three predictors are fit on the same sizes (see
+    `zero_error_rule`).
   """
   records = [r for r in records if r.get('family') == DATA_SCALING and
              r['point'].get('train_subset') in config.sample_sizes and
              r.get('run', 0) < config.num_runs]
   sizes = sorted({r['point']['train_subset'] for r in records})
+  curves = {p: _values_by_run(records, f'{p}_test_error', sizes,
+                              'train_subset', config.num_runs)
+            for p in DATA_SCALING_PREDICTORS}
+  counts = _test_counts(records, sizes, 'train_subset', config.num_runs,
+                        config.num_test)
+  kept, curves, excluded = zero_error_rule(sizes, curves, counts,
+                                           config.zero_errors)
   fits = {}
   for index, predictor in enumerate(DATA_SCALING_PREDICTORS):
-    values = _values_by_run(records, f'{predictor}_test_error', sizes,
-                            'train_subset', config.num_runs)
-    usable = [i for i in range(len(sizes)) if not np.all(np.isnan(
+    values = curves[predictor]
+    usable = [i for i in range(len(kept)) if not np.all(np.isnan(
         values[:, i]))]
     if len(usable) < 3:
       fits[predictor] = None
       continue
-    fits[predictor] = fit_curve([sizes[i] for i in usable], values[:, usable],
-                                error_floor(config.num_test),
+    fits[predictor] = fit_curve([kept[i] for i in usable], values[:, usable],
                                 config.num_bootstrap, config.seed + index)
+  differences = {}
+  for kernel in DATA_SCALING_PREDICTORS[1:]:
+    differences[kernel] = paired_beta_difference(kept, curves['network'],
+                                                 curves[kernel])
   return {'entries': store_lib.summarize(records), 'fits': fits,
-          'sizes': sizes}
+          'sizes': sizes,
+          'zero_errors': {'rule': config.zero_errors,
+                          'excluded_sizes': excluded},
+          'beta_differences': differences}
+
+
+def paired_beta_difference(sizes: Sequence[int], first: np.ndarray,
+                           second: np.ndarray,
+                           confidence: float = scaling.DEFAULT_CONFIDENCE
+                           ) -> Optional[Dict[str, Any]]:
+  """beta(first) - beta(second) run by run, with a paired Student-t CI.
+
+  Run r of both curves shares its seed (data subset, initialization), so the
+  per-run difference d_r = beta_r(first) - beta_r(second)
+  (`scaling.per_run_exponents`) removes the run-to-run variation the two
+  share; the interval is mean(d) +- t_{R-1} sd(d) / sqrt(R). It answers
+  "does the network's exponent exceed its kernel's" more sharply than two
+  overlapping intervals.
+
+  Args:
+    sizes: the n, one per column.
+    first: (num_runs, len(sizes)) positive errors (NaN = missing).
+    second: the same for the other predictor, same runs.
+    confidence: coverage of the interval.
+
+  Returns:
+    {'mean', 'low', 'high', 'per_run', 'num_runs'}, or None with fewer than
+    2 runs where both curves can be fit.
+  """
+  if len(sizes) < 3:
+    return None
+  d = (scaling.per_run_exponents(sizes, first) -
+       scaling.per_run_exponents(sizes, second))
+  finite = d[np.isfinite(d)]
+  if len(finite) < 2:
+    return None
+  half = (stats.t.ppf((1 + confidence) / 2, len(finite) - 1) *
+          np.std(finite, ddof=1) / math.sqrt(len(finite)))
+  return {'mean': float(finite.mean()), 'low': float(finite.mean() - half),
+          'high': float(finite.mean() + half),
+          'per_run': [None if not np.isfinite(v) else float(v) for v in d],
+          'num_runs': int(len(finite))}
 
 
 def plot_data_scaling(summary: Mapping[str, Any], title: str = ''):
@@ -898,6 +987,8 @@ def plot_data_scaling(summary: Mapping[str, Any], title: str = ''):
     label = PREDICTOR_LABELS[predictor]
     if fit:
       label += f', beta = {_beta_text(fit)}'
+      if fit.get('identified') is False:
+        label += ' (saturated: beta not identified)'
     _errorbar(ax, [p[0] for p in points], [p[1] for p in points],
               color=color, label=label)
     if fit:
@@ -996,12 +1087,44 @@ def format_data_scaling(summary: Mapping[str, Any]) -> str:
     fit = summary['fits'].get(predictor)
     fit_rows.append([PREDICTOR_LABELS[predictor], _beta_text(fit),
                      '-' if fit is None else f'{fit["A"]:.3g}',
-                     '-' if fit is None else f'{fit["alpha"]:.3g}'])
-  lines.extend(_table(['predictor', 'beta [95% bootstrap CI]', 'A', 'alpha'],
-                      fit_rows))
-  lines.append('(L(n) = A (1/n + alpha)^beta fit on log error; the study '
-               'claims the network\'s beta exceeds its kernels\')')
+                     '-' if fit is None else f'{fit["alpha"]:.3g}',
+                     _identified_text(fit), _local_text(fit)])
+  lines.extend(_table(['predictor', 'beta [95% CI]', 'A', 'alpha',
+                       'beta identified', 'local slope'], fit_rows))
+  lines.append('(L(n) = A (1/n + alpha)^beta fit on log error of the mean '
+               'over runs; CI: Student t over the runs\' own betas;')
+  lines.append(' local slope: -d log L / d log n over the 4 smallest n)')
+  difference_rows = []
+  for kernel, diff in (summary.get('beta_differences') or {}).items():
+    if diff:
+      verdict = ('network steeper' if diff['low'] > 0 else
+                 'kernel steeper' if diff['high'] < 0 else 'not resolved')
+      difference_rows.append([
+          f'network - {PREDICTOR_LABELS[kernel]}',
+          f'{diff["mean"]:+.3f} [{diff["low"]:+.3f}, {diff["high"]:+.3f}]',
+          verdict])
+  if difference_rows:
+    lines.append('')
+    lines.extend(_table(['beta difference (paired by run)', 'mean [95% CI]',
+                         'verdict'], difference_rows))
+    lines.append('(the study claims the network\'s beta exceeds its '
+                 'kernels\')')
+  lines.append(_zero_errors_text(summary))
   return '\n'.join(lines)
+
+
+def _zero_errors_text(summary: Mapping[str, Any]) -> str:
+  """One line: the zero-error rule and the sizes it excluded."""
+  zero = summary.get('zero_errors') or {}
+  rule = zero.get('rule', DEFAULT_ZERO_ERRORS)
+  if rule == 'continuity':
+    return ('(zero errors: every error k/m fit as (k + 1/2)/(m + 1), '
+            'continuity correction)')
+  excluded = zero.get('excluded_sizes') or []
+  if not excluded:
+    return '(zero errors: none; every n is fit)'
+  return (f'(zero errors: n = {", ".join(str(n) for n in excluded)} left out '
+          'of every fit, a run had no test error there)')
 
 
 def _stat_text(stats: Optional[Mapping[str, Any]]) -> str:
@@ -1073,7 +1196,7 @@ def _after_kernel_run(config: AfterKernelVsMConfig, task: data.BinaryTask,
     network_metrics['network_test_mse'] = evaluator.curve[-1][2]
   timings['network_train_seconds'] = time.time() - start
   network_metrics['train_steps'] = steps
-  kernel = empirical_ntk(model, config.feature_batch_size)
+  kernel = kernel_fit.EmpiricalNTK(model, config.feature_batch_size)
   largest = _fit_indices(config, m, max(fit_sizes))
   start = time.time()
   train_gram, cross_gram = kernel_fit.kernel_grams(
@@ -1106,7 +1229,9 @@ def summarize_after_kernel_vs_m(config: AfterKernelVsMConfig,
 
   Returns:
     {'entries', 'reference_fit_size', 'fits': {str(m): fit_curve output or
-    None}, 'train_sizes': the m with data}.
+    None}, 'train_sizes': the m with data, 'zero_errors': {'rule',
+    'excluded_sizes'}}. With the 'exclude' rule a fit size n with a zero
+    error in any curve is dropped from every curve (`zero_error_rule`).
   """
   records = [r for r in records if r.get('family') == AFTER_KERNEL_VS_M and
              r['point'].get('train_subset') in config.train_sizes and
@@ -1115,20 +1240,32 @@ def summarize_after_kernel_vs_m(config: AfterKernelVsMConfig,
   train_sizes = sorted({r['point']['train_subset'] for r in records})
   curves = [m for m in (config.curve_train_sizes or config.train_sizes)
             if m in train_sizes]
+  sizes = sorted({r['point']['fit_size'] for r in records
+                  if r['point']['train_subset'] in curves})
+  by_m = {}
+  for m in curves:
+    mine = [r for r in records if r['point']['train_subset'] == m]
+    by_m[m] = _values_by_run(mine, 'after_kernel_test_error', sizes,
+                             'fit_size', config.num_runs)
+  counts = _test_counts(records, sizes, 'fit_size', config.num_runs,
+                        config.num_test)
+  kept, by_m, excluded = zero_error_rule(sizes, by_m, counts,
+                                         config.zero_errors)
   fits = {}
   for index, m in enumerate(sorted(curves)):
-    mine = [r for r in records if r['point']['train_subset'] == m]
-    sizes = sorted({r['point']['fit_size'] for r in mine})
-    if len(sizes) < 3:
+    values = by_m[m]
+    usable = [i for i in range(len(kept))
+              if not np.all(np.isnan(values[:, i]))]
+    if len(usable) < 3:
       fits[str(m)] = None
       continue
-    values = _values_by_run(mine, 'after_kernel_test_error', sizes,
-                            'fit_size', config.num_runs)
-    fits[str(m)] = fit_curve(sizes, values, error_floor(config.num_test),
+    fits[str(m)] = fit_curve([kept[i] for i in usable], values[:, usable],
                              config.num_bootstrap, config.seed + index)
   return {'entries': store_lib.summarize(records), 'fits': fits,
           'reference_fit_size': config.reference_fit_size,
-          'train_sizes': train_sizes}
+          'train_sizes': train_sizes,
+          'zero_errors': {'rule': config.zero_errors,
+                          'excluded_sizes': excluded}}
 
 
 def plot_after_kernel_vs_m(summary: Mapping[str, Any], title: str = ''):
@@ -1169,6 +1306,8 @@ def plot_after_kernel_vs_m(summary: Mapping[str, Any], title: str = ''):
     label = f'K_{m}' + (' (init)' if m == 0 else '')
     if fit:
       label += f', beta = {_beta_text(fit)}'
+      if fit.get('identified') is False:
+        label += ' (saturated: beta not identified)'
     _errorbar(right, [e['point']['fit_size'] for e in curve],
               [e['metrics']['after_kernel_test_error'] for e in curve],
               color=color, label=label)
@@ -1263,11 +1402,15 @@ def format_after_kernel_vs_m(summary: Mapping[str, Any]) -> str:
   lines = _table(header, rows)
   lines.append('(test error: mean ± 95% CI half-width over runs; m = 0 is '
                'the NTK at init)')
-  fit_rows = [[f'K_{m}', _beta_text(summary['fits'][m])]
+  fit_rows = [[f'K_{m}', _beta_text(summary['fits'][m]),
+               _identified_text(summary['fits'][m]),
+               _local_text(summary['fits'][m])]
               for m in sorted(summary['fits'], key=int)]
   if fit_rows:
     lines.append('')
-    lines.extend(_table(['kernel', 'beta in n [95% bootstrap CI]'], fit_rows))
+    lines.extend(_table(['kernel', 'beta in n [95% CI]', 'beta identified',
+                         'local slope'], fit_rows))
+    lines.append(_zero_errors_text(summary))
   return '\n'.join(lines)
 
 
@@ -1290,7 +1433,8 @@ class KernelSnapshots:
     self.evaluator = NetworkEvaluator(x_test, y_test)
 
   def __call__(self, step: int, model: keras.Model) -> None:
-    self.kernels[int(step)] = empirical_ntk(model, self.feature_batch_size)
+    self.kernels[int(step)] = kernel_fit.EmpiricalNTK(
+        model, self.feature_batch_size)
     self.evaluator(step, model)
 
 

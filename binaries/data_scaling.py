@@ -5,12 +5,14 @@ parameterization, MSE on +-1 labels, SGD with momentum, optimal early
 stopping), of its empirical NTK at initialization and of its infinite-width
 NTK, all fit on the same n examples (kernels by SGD with the network's
 hyper-parameters, ridge or SVM: --kernel_method). Fits L(n) = A (1/n +
-alpha)^beta per predictor and prints beta with a bootstrap 95% CI; Vyas et
-al. (2022) report the network's beta above its kernels'.
+alpha)^beta per predictor and prints beta with a 95% CI (Student t over the
+runs' own exponents), whether beta is identified (the curve not saturated)
+and which n a zero test error left out (--zero_errors); Vyas et al. (2022)
+report the network's beta above its kernels'.
 
   # Smoke run (embedded 8x8 digits, seconds):
   python -m binaries.data_scaling --preset=tiny --output_dir=/tmp/ds_tiny
-  # Real data (MNIST 3-vs-8, n = 125 ... 4000, 3 runs):
+  # Real data (MNIST 3-vs-8, n = 125 ... 4000, 5 runs):
   python -m binaries.data_scaling --preset=cpu --data_dir=../shared/data \
       --output_dir=results/data_scaling_mnist
 

@@ -48,7 +48,11 @@ _HELP = {
     'seed': 'First seed.',
     'sample_sizes': 'Training-set sizes n (comma-separated).',
     'max_steps': 'SGD steps of the network and of kernel SGD.',
-    'num_bootstrap': 'Bootstrap resamples for the CI of beta.',
+    'num_bootstrap': 'Bootstrap resamples for the CI of beta (one run only; '
+                     'with more, a Student t over per-run betas).',
+    'zero_errors': 'Zero test errors in the log fits: exclude (drop every n '
+                   'where a run made no test error) or continuity (fit '
+                   '(k + 1/2)/(m + 1)); only re-summarizes, records are kept.',
     'train_sizes': 'Network training-set sizes m (0 = NTK at init).',
     'fit_sizes': 'Kernel fit sizes n.',
     'reference_fit_size': 'The n of the K_m(n) vs m panel.',
@@ -76,7 +80,7 @@ def define_flags(study: str) -> Dict[str, Any]:
       'preset': flags.DEFINE_enum(
           'preset', 'tiny', list(scaling_study.PRESETS[study]),
           'tiny: embedded digits, seconds (smoke test); cpu: MNIST 3-vs-8, '
-          'a real-data run of 10-20 min on 2 cores. Other flags override '
+          'a real-data run of 5-20 min on 2 cores. Other flags override '
           'its fields.'),
       # Checked in main (not marked required, so tests can import the binary
       # and parse their own flags).

@@ -63,7 +63,8 @@ class MainTest(absltest.TestCase):
   def test_bad_input_is_one_line_error_and_exit_2(self):
     directory = tempfile.mkdtemp()
     for bad in ('--momentum=2', '--sample_sizes=20,x', '--kernel_method=knn',
-                '--sample_sizes=20,40', '--dataset=imagenet'):
+                '--sample_sizes=20,40', '--dataset=imagenet',
+                '--zero_errors=floor'):
       with self.subTest(bad):
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):

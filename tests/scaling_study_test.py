@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from afterkernel import errors
+from afterkernel import features
 from afterkernel import infinite_ntk
 from afterkernel import kernel_fit
 from afterkernel import scaling_study as ss
@@ -105,9 +106,27 @@ class PowerLawSummaryTest(absltest.TestCase):
       self.assertLessEqual(fit['beta_low'], fit['beta'])
       self.assertGreaterEqual(fit['beta_high'], fit['beta'])
       self.assertEqual(fit['num_runs'], 4)
+      self.assertTrue(fit['identified'])
+      self.assertEqual(fit['interval'], 'per_run_t')
+      self.assertLen(fit['run_betas'], 4)
+      # The t interval is centred on beta and its width follows the spread
+      # of the per-run exponents: t_{3, 0.975} = 3.182.
+      half = 3.182 * np.std(fit['run_betas'], ddof=1) / 2
+      self.assertAlmostEqual(fit['beta_high'] - fit['beta'], half, places=3)
+      self.assertAlmostEqual(fit['beta'] - fit['beta_low'], half, places=3)
     self.assertGreater(summary['fits']['network']['beta_low'],
                        summary['fits']['init_ntk']['beta_high'])
+    # Paired by run: beta_network - beta_kernel, true 0.4 and 0.55.
+    for kernel, gap in (('init_ntk', 0.4), ('infinite_ntk', 0.55)):
+      diff = summary['beta_differences'][kernel]
+      self.assertEqual(diff['num_runs'], 4)
+      self.assertBetween(gap, diff['low'], diff['high'])
+      self.assertGreater(diff['low'], 0)
+      expected = (np.array(summary['fits']['network']['run_betas']) -
+                  np.array(summary['fits'][kernel]['run_betas']))
+      np.testing.assert_allclose(diff['per_run'], expected, rtol=1e-9)
     table = ss.format_data_scaling(summary)
+    self.assertIn('network steeper', table)
     self.assertIn('beta', table)
     self.assertIn('infinite-width NTK', table)
     paths = []
@@ -118,34 +137,111 @@ class PowerLawSummaryTest(absltest.TestCase):
     for path in paths:
       self.assertGreater(os.path.getsize(path), 1000)
 
-  def test_zero_errors_are_floored_not_fatal(self):
-    fit = ss.fit_curve([10, 20, 40, 80], np.array([[0.2, 0.1, 0.05, 0.0]]),
-                       floor=0.001, num_bootstrap=10, seed=0)
-    self.assertGreater(fit['beta'], 0.5)
-    self.assertEqual(fit['bootstrap'], 'residuals')
+  def test_saturated_curve_is_flagged_unidentified_in_the_table(self):
+    # Saturated from the second size on (the review's example): any beta
+    # from 2 to 20 fits about as well, so the table must say so.
+    sizes = (500, 1000, 2000, 4000, 8000, 16000, 32000)
+    flat = np.array([.2, .12, .08, .061, .060, .0605, .0598])
+    fit = ss.fit_curve(sizes, np.stack([flat, flat * 1.01]),
+                       num_bootstrap=10, seed=0)
+    self.assertFalse(fit['identified'])
+    self.assertLess(fit['num_points_in_power_regime'], 3)
+    summary = {'entries': [], 'sizes': list(sizes),
+               'fits': {'network': fit, 'init_ntk': None,
+                        'infinite_ntk': None},
+               'zero_errors': {'rule': 'exclude', 'excluded_sizes': []}}
+    table = ss.format_data_scaling(summary)
+    self.assertIn('NO: saturated', table)
+    self.assertIn('zero errors: none', table)
+
+  def test_exclude_rule_drops_a_size_with_a_zero_error_from_every_curve(self):
+    sizes = [10, 20, 40, 80, 160]
+    network = np.array([[0.2, 0.1, 0.05, 0.025, 0.0],
+                        [0.2, 0.1, 0.05, 0.025, 0.01]])
+    kernel = network + 0.01
+    counts = np.full(network.shape, 1000.0)
+    kept, curves, excluded = ss.zero_error_rule(
+        sizes, {'network': network, 'kernel': kernel}, counts, 'exclude')
+    self.assertEqual(kept, [10, 20, 40, 80])
+    self.assertEqual(excluded, [160])
+    # The kernel had no zero at n = 160 but is fit on the same sizes.
+    np.testing.assert_array_equal(curves['kernel'], kernel[:, :4])
+    fit = ss.fit_curve(kept, curves['network'], num_bootstrap=10, seed=0)
+    self.assertAlmostEqual(fit['beta'], 1.0, places=6)  # Exact 1/n law.
+    self.assertEqual(fit['sizes'], kept)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'zero_error_rule'):
+      ss.fit_curve(sizes, network, num_bootstrap=10, seed=0)
+
+  def test_continuity_rule_is_k_plus_half_over_m_plus_one(self):
+    errors_by_run = np.array([[0.5, 0.0, np.nan]])
+    counts = np.array([[10.0, 10.0, np.nan]])
+    kept, curves, excluded = ss.zero_error_rule(
+        [1, 2, 3], {'a': errors_by_run}, counts, 'continuity')
+    self.assertEqual((kept, excluded), ([1, 2, 3], []))
+    np.testing.assert_allclose(curves['a'], [[5.5 / 11, 0.5 / 11, np.nan]])
+    with self.assertRaises(errors.AfterKernelError):
+      ss.zero_error_rule([1], {'a': errors_by_run[:, :1]}, counts[:, :1],
+                         'floor')
+
+  def test_summary_reports_excluded_sizes_and_rule_leaves_fingerprint(self):
+    sizes = (20, 40, 80, 160)
+    config = _data_scaling_config(sample_sizes=sizes, num_runs=2,
+                                  num_test=500)
+    store = store_lib.ResultStore(tempfile.mkdtemp())
+    for run in range(2):
+      for n in sizes:
+        error = 4.0 / n if (n, run) != (160, 1) else 0.0
+        metrics = {f'{p}_test_error': error
+                   for p in ss.DATA_SCALING_PREDICTORS}
+        store.put(ss._record(ss.DATA_SCALING, config, {'train_subset': n},
+                             run, run, metrics, {}, {'n_test': 500}))
+    summary = ss.summarize_data_scaling(config, store.records())
+    self.assertEqual(summary['zero_errors'],
+                     {'rule': 'exclude', 'excluded_sizes': [160]})
+    for fit in summary['fits'].values():
+      self.assertEqual(fit['sizes'], [20, 40, 80])
+      self.assertAlmostEqual(fit['beta'], 1.0, places=6)
+    self.assertIn('n = 160 left out', ss.format_data_scaling(summary))
+    continuity = dataclasses.replace(config, zero_errors='continuity')
+    self.assertEqual(continuity.fingerprint(), config.fingerprint())
+    corrected = ss.summarize_data_scaling(continuity, store.records())
+    fit = corrected['fits']['network']
+    self.assertEqual(fit['sizes'], list(sizes))
+    # Every n is fit, with k errors of the records' 500 test examples
+    # (k = 500 * 4 / n) as (k + 1/2) / 501; the zero becomes 0.5 / 501.
+    k = np.round(500 * 4.0 / np.array(sizes))
+    expected = np.stack([(k + 0.5) / 501, (k + 0.5) / 501])
+    expected[1, -1] = 0.5 / 501
+    self.assertAlmostEqual(fit['beta'], ss.fit_curve(
+        sizes, expected, num_bootstrap=10, seed=0)['beta'], places=9)
+    self.assertGreater(fit['beta'], 1.0)  # The zero pulls the mean down.
+    self.assertIn('continuity', ss.format_data_scaling(corrected))
 
 
 class BuildingBlocksTest(absltest.TestCase):
 
-  def test_structured_twin_has_the_same_function_and_ntk(self):
+  def test_empirical_ntk_of_the_network_is_structured_and_exact(self):
+    # The study's kernels use the factored path on NTKBiasDense layers; it
+    # must equal the Gram of slow per-example 'loop' gradient features.
     x = np.random.default_rng(0).random((12, 5, 3)).astype(np.float32)
     model = infinite_ntk.build_ntk_fully_connected((5, 3), 24, 2,
                                                    bias_std=0.6, seed=4)
-    twin = ss.structured_twin(model)
-    np.testing.assert_allclose(twin(x).numpy(), model(x).numpy(), rtol=1e-5,
-                               atol=1e-6)
-    twin_kernel = ss.empirical_ntk(model, 8)
-    self.assertTrue(twin_kernel.structured)
-    slow = kernel_fit.EmpiricalNTK(model).gram(x)
-    np.testing.assert_allclose(twin_kernel.gram(x), slow, rtol=1e-4,
+    kernel = kernel_fit.EmpiricalNTK(model, 8)
+    self.assertTrue(kernel.structured)
+    phi = features.gradient_features(model, x, method='loop').astype(
+        np.float64)
+    slow = phi @ phi.T
+    np.testing.assert_allclose(kernel.gram(x), slow, rtol=1e-4,
                                atol=1e-6 * np.abs(slow).max())
+    np.testing.assert_allclose(kernel.gram(x[:5], x[5:]), slow[:5, 5:],
+                               rtol=1e-4, atol=1e-6 * np.abs(slow).max())
 
   def test_step_callback_snapshot_at_step_0_is_the_init_ntk(self):
     rng = np.random.default_rng(1)
     x = rng.random((40, 6)).astype(np.float32)
     y = np.where(x[:, 0] > 0.5, 1.0, -1.0).astype(np.float32)
     model = infinite_ntk.build_ntk_fully_connected((6,), 32, 1, seed=2)
-    init = ss.empirical_ntk(model, 64).gram(x)
+    init = kernel_fit.EmpiricalNTK(model, 64).gram(x)
     init_weights = [w.copy() for w in model.get_weights()]
     seen = []
     snapshots = ss.KernelSnapshots(64, x, y)
@@ -163,7 +259,7 @@ class BuildingBlocksTest(absltest.TestCase):
     self.assertGreater(np.abs(snapshots.kernels[7].gram(x) - init).max(),
                        1e-4 * np.abs(init).max())
     np.testing.assert_allclose(snapshots.kernels[7].gram(x),
-                               ss.empirical_ntk(model, 64).gram(x),
+                               kernel_fit.EmpiricalNTK(model, 64).gram(x),
                                rtol=1e-5)
     self.assertFalse(all(np.array_equal(a, b) for a, b in
                          zip(init_weights, model.get_weights())))

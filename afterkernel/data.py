@@ -470,6 +470,64 @@ def subsample(task: BinaryTask, num_train: int | None,
                     y_test, info)
 
 
+def standardize(task: BinaryTask) -> BinaryTask:
+  """Centers every input feature and scales by one global std, from train.
+
+  x -> (x - mu) / s with mu the per-feature (per pixel and channel) mean of
+  the training inputs and s the standard deviation of all their centered
+  values, a single number (so relative feature scales are kept). The test
+  inputs get the same mu and s: nothing is estimated from them. Call after
+  `subsample` so that mu and s come from the examples actually trained on.
+
+  Args:
+    task: the task to transform.
+
+  Returns:
+    A new task with float32 inputs; info['standardized'] = True and
+    {'op': 'standardize', 'scale': s} appended to info['transforms'].
+
+  Raises:
+    AfterKernelError: the task is already standardized, or its training
+      inputs are all equal (s = 0).
+  """
+  require(not task.info.get('standardized'), 'task is already standardized')
+  x_train = np.asarray(task.x_train, np.float64)
+  mean = x_train.mean(axis=0)
+  scale = float(np.sqrt(np.mean((x_train - mean)**2)))
+  require(scale > 0, 'cannot standardize: the training inputs are all equal')
+  info = _updated_info(task.info, {'op': 'standardize', 'scale': scale})
+  info['standardized'] = True
+
+  def transform(x):
+    return ((x - mean) / scale).astype(np.float32)
+
+  return BinaryTask(transform(x_train), task.y_train,
+                    transform(np.asarray(task.x_test, np.float64)),
+                    task.y_test, info)
+
+
+def signed_labels(labels01: np.ndarray) -> np.ndarray:
+  """{0, 1} labels as float64 -1 / +1 (y -> 2 y - 1): the plus class is +1.
+
+  The +-1 form is the target of kernel regression and of margins, and the
+  vector y of alignments y^T K y.
+
+  Args:
+    labels01: labels in {0, 1} (e.g. `BinaryTask.y_train`), any shape.
+
+  Returns:
+    float64 array of the same shape with values in {-1, +1}.
+
+  Raises:
+    AfterKernelError: some label is neither 0 nor 1.
+  """
+  labels = np.asarray(labels01, np.float64)
+  require(bool(np.all((labels == 0) | (labels == 1))),
+          f'labels must be 0 or 1, got values '
+          f'{np.unique(labels)[:5].tolist()}')
+  return 2.0 * labels - 1.0
+
+
 # ----------------------------------------------------------------------------
 # Helpers.
 

@@ -338,6 +338,40 @@ class PermuteSubsampleTest(DataTestBase):
     with self.assertRaisesRegex(AfterKernelError, message):
       data.subsample(self.task, num_train, num_test)
 
+  def test_standardize_uses_train_statistics_only(self):
+    task = data.standardize(self.task)
+    x, x_test = (np.asarray(a, np.float64)
+                 for a in (self.task.x_train, self.task.x_test))
+    # Independent: flatten, center per column, one global std.
+    flat = x.reshape(len(x), -1)
+    mean = flat.mean(axis=0)
+    scale = np.sqrt(np.mean((flat - mean)**2))
+    np.testing.assert_allclose(task.x_train.reshape(len(x), -1),
+                               (flat - mean) / scale, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        task.x_test.reshape(len(x_test), -1),
+        (x_test.reshape(len(x_test), -1) - mean) / scale, rtol=1e-5,
+        atol=1e-5)
+    self.assertEqual(task.x_train.dtype, np.float32)
+    np.testing.assert_allclose(task.x_train.mean(axis=0), 0.0, atol=1e-5)
+    self.assertAlmostEqual(float(np.sqrt(np.mean(task.x_train**2))), 1.0,
+                           places=5)
+    np.testing.assert_array_equal(task.y_test, self.task.y_test)
+    self.assertTrue(task.info['standardized'])
+    self.assertEqual(task.info['transforms'][-1]['op'], 'standardize')
+    self.assertNotIn('standardized', self.task.info)
+    json.dumps(task.info)
+    with self.assertRaisesRegex(AfterKernelError, 'already standardized'):
+      data.standardize(task)
+
+  def test_signed_labels(self):
+    np.testing.assert_array_equal(
+        data.signed_labels(np.array([0, 1, 1, 0], np.float32)),
+        [-1.0, 1.0, 1.0, -1.0])
+    self.assertEqual(data.signed_labels(self.task.y_train).dtype, np.float64)
+    with self.assertRaisesRegex(AfterKernelError, 'must be 0 or 1'):
+      data.signed_labels(np.array([-1.0, 1.0]))
+
 
 class ErrorsTest(DataTestBase):
 

@@ -45,10 +45,7 @@ a summary (`store.write_summary`) and a figure (PNG + PDF).
 """
 
 import dataclasses
-import hashlib
-import json
 import math
-import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -296,39 +293,6 @@ def load_inputs(dataset: str, plus_class: int, minus_class: int,
   return data.subsample(data.permute(task, seed), num_train, num_test)
 
 
-def check_output_dir(output_dir: str, config_dict: Mapping[str, Any],
-                     fingerprint: str) -> None:
-  """Writes output_dir/config.json, or checks the existing one matches.
-
-  Raises:
-    AfterKernelError: the folder holds results of another configuration.
-  """
-  errors.require(bool(output_dir), 'output_dir is required: where results '
-                 'are written')
-  path = os.path.join(output_dir, CONFIG_FILE)
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      try:
-        previous = json.load(f)
-      except json.JSONDecodeError:
-        previous = {}
-    errors.require(
-        previous.get('fingerprint') == fingerprint,
-        f'{output_dir} already holds results of a different configuration '
-        f'({path}); choose another --output_dir (nothing was changed)')
-  else:
-    results.atomic_write_text(path, results.to_json(
-        {'fingerprint': fingerprint, 'config': dict(config_dict)},
-        indent=2, sort_keys=True) + '\n')
-
-
-def fingerprint_of(fields: Mapping[str, Any], ignored: Sequence[str]) -> str:
-  """Hash of the config fields that change results (not `ignored` ones)."""
-  kept = {k: v for k, v in fields.items() if k not in ignored}
-  return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()
-                        ).hexdigest()[:16]
-
-
 def _positive_ints(values, name: str) -> None:
   errors.require(bool(values), f'{name} is empty; give at least one value')
   for value in values:
@@ -408,8 +372,8 @@ class EigentaskConfig:
   def fingerprint(self) -> str:
     """Hash of the fields that change a record (not num_runs, data_dir,
     eigen_indices: adding runs or indices extends a study)."""
-    return fingerprint_of(self.to_dict(),
-                          ('num_runs', 'data_dir', 'eigen_indices'))
+    return results.config_fingerprint(
+        self.to_dict(), ('num_runs', 'data_dir', 'eigen_indices'))
 
 
 PRESETS = {
@@ -617,7 +581,8 @@ def run_study(config: EigentaskConfig, output_dir: str,
     AfterKernelError: bad configuration, data, or a foreign output_dir.
   """
   config.validate()
-  check_output_dir(output_dir, config.to_dict(), config.fingerprint())
+  results.claim_output_dir(output_dir, config.to_dict(),
+                           config.fingerprint())
   result_store = store.ResultStore(output_dir)
   task = None
   for run in range(config.num_runs):

@@ -55,6 +55,7 @@ from afterkernel import errors
 from afterkernel import features
 from afterkernel import kernels
 from afterkernel import plots
+from afterkernel import results
 from afterkernel import store
 from afterkernel import training
 
@@ -208,7 +209,7 @@ class RotationConfig:
 
   def fingerprint(self) -> str:
     """Hash of the fields that change a record (not num_runs, data_dir)."""
-    return eigentasks.fingerprint_of(self.to_dict(), ('num_runs', 'data_dir'))
+    return results.config_fingerprint(self.to_dict(), ('num_runs', 'data_dir'))
 
 
 PRESETS = {
@@ -388,8 +389,8 @@ def run_study(config: RotationConfig, output_dir: str,
     AfterKernelError: bad configuration, data, or a foreign output_dir.
   """
   config.validate()
-  eigentasks.check_output_dir(output_dir, config.to_dict(),
-                              config.fingerprint())
+  results.claim_output_dir(output_dir, config.to_dict(),
+                           config.fingerprint())
   result_store = store.ResultStore(output_dir)
   task = None
   for run in range(config.num_runs):

@@ -5,8 +5,9 @@ neural networks actually say about generalization?" (NeurIPS), build
 binary tasks from the network's own empirical NTK at initialization:
 
   1. K = Phi Phi^T, the Gram of the gradient features phi(x) = d f(theta_0,
-     x) / d theta on n training inputs, with eigenpairs K u_j = lambda_j u_j,
-     lambda_1 >= lambda_2 >= ... (j is 1-based: j = 1 is the top one);
+     x) / d theta on n training inputs (`kernel_fit.EmpiricalNTK`), with
+     eigenpairs K u_j = lambda_j u_j, lambda_1 >= lambda_2 >= ... (j is
+     1-based: j = 1 is the top one);
   2. the j-th eigenfunction, extended to any input by the Nystroem formula
        phi_j(x) = sum_i K(x, x_i) u_ij / lambda_j,
      which equals u_ij at the training inputs x_i (K u_j = lambda_j u_j) and,
@@ -56,7 +57,7 @@ import numpy as np
 from afterkernel import data
 from afterkernel import errors
 from afterkernel import features
-from afterkernel import kernels
+from afterkernel import kernel_fit
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
@@ -79,39 +80,6 @@ EIGENVALUE_RTOL = 1e-7
 
 # ----------------------------------------------------------------------------
 # Kernel spectra.
-
-
-def empirical_ntk_gram(model: keras.Model,
-                       inputs_a: np.ndarray,
-                       inputs_b: Optional[np.ndarray] = None,
-                       batch_size: int = features.DEFAULT_BATCH_SIZE
-                       ) -> np.ndarray:
-  """The empirical NTK K(a, b) = phi(a) . phi(b) at the model's weights.
-
-  Uses `features.structured_features` + `kernels.structured_gram` (Dense
-  layers kept factored) when the model is a Dense/Conv2D chain, else the
-  full `features.gradient_features` and `kernels.gram`.
-
-  Args:
-    model: a Keras model with one scalar output.
-    inputs_a: (n_a, ...) inputs of the rows.
-    inputs_b: (n_b, ...) inputs of the columns; None means `inputs_a`.
-    batch_size: examples per feature block.
-
-  Returns:
-    (n_a, n_b) float64 Gram (float32 products, cast).
-  """
-  if features.supports_per_layer(model):
-    rows = features.structured_features(model, inputs_a, batch_size)
-    columns = (None if inputs_b is None else
-               features.structured_features(model, inputs_b, batch_size))
-    gram = kernels.structured_gram(rows, columns)
-  else:
-    rows = features.gradient_features(model, inputs_a, batch_size)
-    columns = (None if inputs_b is None else
-               features.gradient_features(model, inputs_b, batch_size))
-    gram = kernels.gram(rows, columns)
-  return np.asarray(gram, np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -445,10 +413,10 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
                           config.width, config.num_layers)
   initial_weights = network.get_weights()
   start = time.time()
-  system = eigensystem(empirical_ntk_gram(network, task.x_train,
-                                          batch_size=config.feature_batch_size))
-  cross = empirical_ntk_gram(network, task.x_test, task.x_train,
-                             config.feature_batch_size)
+  gram, cross = kernel_fit.EmpiricalNTK(
+      network, config.feature_batch_size).train_and_cross_gram(
+          task.x_train, task.x_test)
+  system = eigensystem(gram)
   train_values = system.eigenvectors[:, np.array(_check_indices(
       system, indices)) - 1]
   test_values = nystroem_extension(cross, system, indices)
@@ -482,8 +450,10 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
       metrics[f'{name}_train_accuracy'] = accuracy(model, task.x_train,
                                                    y_train)
       metrics[f'{name}_test_accuracy'] = accuracy(model, task.x_test, y_test)
-    after = empirical_ntk_gram(network, task.x_train,
-                               batch_size=config.feature_batch_size)
+    start = time.time()
+    after = kernel_fit.EmpiricalNTK(network, config.feature_batch_size).gram(
+        task.x_train)
+    timings['gram_after_seconds'] = time.time() - start
     metrics['alpha_after'] = target_alignment(after, signed)
     metrics['normalized_alignment_after'] = normalized_target_alignment(
         after, signed)

@@ -12,8 +12,8 @@ import numpy as np
 from afterkernel import eigentasks
 from afterkernel import errors
 from afterkernel import features
+from afterkernel import kernel_fit
 from afterkernel import kernels
-from afterkernel import models
 from afterkernel import store
 
 _TINY = dataclasses.replace(eigentasks.PRESETS['tiny'], num_train=30,
@@ -84,17 +84,23 @@ class NystroemTest(absltest.TestCase):
           rtol=1e-7, atol=1e-9)
 
   def test_network_gram_and_extension_against_loop_features(self):
+    # The study's Grams come from kernel_fit.EmpiricalNTK (a clone of the
+    # model, structured Gram): check it on the FC net the study builds.
     keras.utils.set_random_seed(0)
-    model = models.build_fully_connected((4, 4, 1), width=6, num_layers=2)
+    model = eigentasks.build_network('fully_connected', (4, 4, 1), width=6,
+                                     num_layers=2)
     rng = np.random.default_rng(0)
     train = rng.uniform(size=(15, 4, 4, 1)).astype(np.float32)
     test = rng.uniform(size=(5, 4, 4, 1)).astype(np.float32)
     train_features = features.gradient_features(model, train, method='loop')
     test_features = features.gradient_features(model, test, method='loop')
-    gram = eigentasks.empirical_ntk_gram(model, train)
+    kernel = kernel_fit.EmpiricalNTK(model)
+    self.assertTrue(kernel.structured)
+    gram, cross = kernel.train_and_cross_gram(train, test)
     np.testing.assert_allclose(gram, train_features @ train_features.T,
                                rtol=1e-4, atol=1e-5)
-    cross = eigentasks.empirical_ntk_gram(model, test, train)
+    np.testing.assert_allclose(cross, test_features @ train_features.T,
+                               rtol=1e-4, atol=1e-5)
     system = eigentasks.eigensystem(gram)
     _, singular, right = np.linalg.svd(train_features.astype(np.float64),
                                        full_matrices=False)
@@ -111,9 +117,13 @@ class NystroemTest(absltest.TestCase):
     inputs = np.random.default_rng(1).uniform(size=(6, 4, 4, 1)).astype(
         np.float32)
     loop = features.gradient_features(model, inputs, method='loop')
-    np.testing.assert_allclose(
-        eigentasks.empirical_ntk_gram(model, inputs[:4], inputs),
-        loop[:4] @ loop.T, rtol=1e-4, atol=1e-5)
+    kernel = kernel_fit.EmpiricalNTK(model)
+    np.testing.assert_allclose(kernel.gram(inputs[:4], inputs),
+                               loop[:4] @ loop.T, rtol=1e-4, atol=1e-5)
+    # A snapshot: changing the model afterwards leaves the kernel alone.
+    before = kernel.gram(inputs)
+    model.set_weights([2.0 * w for w in model.get_weights()])
+    np.testing.assert_array_equal(kernel.gram(inputs), before)
 
   def test_bad_indices_raise(self):
     train, _ = _random_features(n=5, p=3)  # rank 3: lambda_4 = lambda_5 = 0

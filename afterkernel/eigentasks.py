@@ -39,6 +39,24 @@ Sign convention: eigenvectors are defined up to sign; we flip each u_j so
 that sum_i u_ij >= 0 (ties: the first non-zero entry is positive), so the
 tasks are reproducible. Flipping all labels gives an equally hard task.
 
+Inputs and class balance: by default the inputs are standardized
+(`data.standardize`: training mean per feature removed, divided by one
+global training std; test inputs use the training statistics). Raw pixels
+are nonnegative, so their mean direction dominates the spectrum (MNIST
+3-vs-8, FC 2 x 256, n = 300: lambda_1 holds 34% of trace(K) raw, 13%
+standardized) and the first tasks mostly measure overall brightness.
+Standardizing does not balance the j = 1 task of a wide network, though:
+its ReLU NTK Gram stays almost entrywise positive (there, 0.06% negative
+entries; the infinite-width ReLU NTK is negative only for nearly opposite
+inputs), so by Perron-Frobenius u_1 has (nearly) one sign and sign(phi_1)
+puts (nearly) every input in one class (narrow nets, like the 'tiny'
+preset's, are further from this). Each record therefore carries the class balance
+(`plus_fraction_*`; `majority_rate_test`, the accuracy of always predicting
+the test majority) and the balanced test accuracies (`balanced_accuracy`,
+None when the test labels hold one class); `single_class` = 1 marks a task
+whose train or test labels hold one class, and the log and `format_table`
+flag it, since its accuracy says nothing about learnability.
+
 The study (`run_study`) follows the library's study pattern: a frozen
 `EigentaskConfig` with `PRESETS`, one record per (eigen index j, run) in a
 `store.ResultStore` (existing keys are skipped, so a killed study resumes),
@@ -254,11 +272,16 @@ def build_network(architecture: str, input_shape: Sequence[int], width: int,
 
 def load_inputs(dataset: str, plus_class: int, minus_class: int,
                 data_dir: Optional[str], num_train: int, num_test: int,
-                seed: int) -> data.BinaryTask:
-  """The binary task, permuted with `seed`, cut to the first num_train/test."""
+                seed: int, standardize: bool = False) -> data.BinaryTask:
+  """The binary task, permuted with `seed`, cut to the first num_train/test.
+
+  With `standardize`, then `data.standardize`d with the statistics of those
+  num_train training inputs.
+  """
   task = data.load_binary_task(dataset, plus_class, minus_class,
                                data_dir=data_dir)
-  return data.subsample(data.permute(task, seed), num_train, num_test)
+  task = data.subsample(data.permute(task, seed), num_train, num_test)
+  return data.standardize(task) if standardize else task
 
 
 def _positive_ints(values, name: str) -> None:
@@ -282,6 +305,10 @@ class EigentaskConfig:
     num_train: n, training inputs (the Gram and its eigenvectors live on
       them).
     num_test: test inputs, labelled by the Nystroem extension.
+    standardize_inputs: standardize the inputs with the training
+      statistics (`data.standardize`, see the module docstring). True in
+      every preset: otherwise the top of the spectrum is the mean-pixel
+      direction, not structure of the inputs.
     architecture, width, num_layers: the network (`build_network`).
     eigen_indices: 1-based j of the tasks (j = 1: top eigenvector).
     epochs, batch_size, learning_rate, momentum, loss: the optimizer,
@@ -297,6 +324,7 @@ class EigentaskConfig:
   data_dir: Optional[str] = None
   num_train: int = 60
   num_test: int = 40
+  standardize_inputs: bool = True
   architecture: str = 'fully_connected'
   width: int = 16
   num_layers: int = 1
@@ -320,6 +348,9 @@ class EigentaskConfig:
                    f'of {", ".join(ARCHITECTURES)}')
     errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
                    f'choose one of {", ".join(LOSSES)}')
+    errors.require(isinstance(self.standardize_inputs, bool),
+                   'standardize_inputs must be True or False, got '
+                   f'{self.standardize_inputs!r}')
     for name in ('num_train', 'num_test', 'width', 'num_layers', 'epochs',
                  'batch_size', 'num_runs', 'feature_batch_size'):
       _positive_ints([getattr(self, name)], name)
@@ -370,8 +401,8 @@ def _compile(model: keras.Model, config: EigentaskConfig) -> None:
 
 
 def _targets(labels01: np.ndarray, loss: str) -> np.ndarray:
-  labels01 = labels01.astype(np.float32)
-  return (labels01 if loss == 'bce' else 2 * labels01 - 1)[:, None]
+  targets = labels01 if loss == 'bce' else data.signed_labels(labels01)
+  return np.asarray(targets, np.float32)[:, None]
 
 
 def _outputs(model: keras.Model, inputs: np.ndarray,
@@ -386,6 +417,36 @@ def accuracy(model: keras.Model, inputs: np.ndarray,
              labels01: np.ndarray) -> float:
   """Fraction with (output > 0) == label: the decision rule of both losses."""
   return float(np.mean((_outputs(model, inputs) > 0) == (labels01 > 0.5)))
+
+
+def balanced_accuracy(predictions01: np.ndarray,
+                      labels01: np.ndarray) -> Optional[float]:
+  """Mean of the two per-class recalls, (TPR + TNR) / 2.
+
+  A constant predictor scores 0.5 however unbalanced the labels are, so a
+  task that is (nearly) one class cannot look learned.
+
+  Args:
+    predictions01: predicted labels in {0, 1} (or booleans).
+    labels01: true labels in {0, 1}, same length.
+
+  Returns:
+    The balanced accuracy in [0, 1], or None if the labels hold one class
+    (the other class's recall is undefined).
+  """
+  predicted = np.asarray(predictions01).reshape(-1) > 0.5
+  truth = np.asarray(labels01).reshape(-1) > 0.5
+  errors.require(predicted.shape == truth.shape,
+                 f'{len(predicted)} predictions for {len(truth)} labels')
+  if truth.all() or not truth.any():
+    return None
+  return float((np.mean(predicted[truth]) + np.mean(~predicted[~truth])) / 2)
+
+
+def majority_rate(labels01: np.ndarray) -> float:
+  """The accuracy of always predicting the more frequent class."""
+  plus = float(np.mean(np.asarray(labels01) > 0.5))
+  return max(plus, 1.0 - plus)
 
 
 def _train(model: keras.Model, inputs: np.ndarray, labels01: np.ndarray,
@@ -428,13 +489,16 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
   for column, j in enumerate(indices):
     y_train = eigenfunction_labels(train_values[:, column])
     y_test = eigenfunction_labels(test_values[:, column])
-    signed = 2.0 * y_train - 1.0
+    signed = data.signed_labels(y_train)
+    single_class = len(np.unique(y_train)) < 2 or len(np.unique(y_test)) < 2
     metrics = {
         'eigenvalue': float(system.eigenvalues[j - 1]),
         'relative_eigenvalue': float(system.eigenvalues[j - 1] /
                                      system.eigenvalues[0]),
         'plus_fraction_train': float(y_train.mean()),
         'plus_fraction_test': float(y_test.mean()),
+        'majority_rate_test': majority_rate(y_test),
+        'single_class': float(single_class),
         'alpha_init': target_alignment(system.gram, signed),
         'normalized_alignment_init': normalized_target_alignment(
             system.gram, signed),
@@ -449,7 +513,11 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
       timings[f'{name}_train_seconds'] = time.time() - start
       metrics[f'{name}_train_accuracy'] = accuracy(model, task.x_train,
                                                    y_train)
-      metrics[f'{name}_test_accuracy'] = accuracy(model, task.x_test, y_test)
+      predicted = _outputs(model, task.x_test) > 0
+      metrics[f'{name}_test_accuracy'] = float(np.mean(predicted ==
+                                                       (y_test > 0.5)))
+      metrics[f'{name}_balanced_accuracy'] = balanced_accuracy(predicted,
+                                                               y_test)
     start = time.time()
     after = kernel_fit.EmpiricalNTK(network, config.feature_batch_size).gram(
         task.x_train)
@@ -460,11 +528,20 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
     metrics['alpha_ratio'] = metrics['alpha_after'] / metrics['alpha_init']
     metrics['test_accuracy_gap'] = (metrics['nn_test_accuracy'] -
                                     metrics['lin_test_accuracy'])
+    if single_class:
+      balance = (f'ONE-CLASS TASK (plus fraction train '
+                 f'{metrics["plus_fraction_train"]:.2f}, test '
+                 f'{metrics["plus_fraction_test"]:.2f}): accuracy is '
+                 'meaningless')
+    else:
+      balance = (f'balanced {metrics["nn_balanced_accuracy"]:.3f} / '
+                 f'{metrics["lin_balanced_accuracy"]:.3f}, majority '
+                 f'{metrics["majority_rate_test"]:.3f}')
     log(f'  j = {j:4d} (lambda_j/lambda_1 = '
         f'{metrics["relative_eigenvalue"]:.3g}): test accuracy network '
         f'{metrics["nn_test_accuracy"]:.3f}, linearized '
-        f'{metrics["lin_test_accuracy"]:.3f}; alpha {metrics["alpha_init"]:.3g}'
-        f' -> {metrics["alpha_after"]:.3g}')
+        f'{metrics["lin_test_accuracy"]:.3f}; {balance}; alpha '
+        f'{metrics["alpha_init"]:.3g} -> {metrics["alpha_after"]:.3g}')
     point = {'family': FAMILY, 'task': f'{config.dataset}_'
              f'{config.minus_class}v{config.plus_class}',
              'dataset': config.dataset,
@@ -502,18 +579,25 @@ def _series(entries, metric):
 
 def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
          title: str = '') -> List[str]:
-  """Test accuracy and target alignment vs eigen index j (PNG + PDF)."""
+  """Test accuracy (plain and balanced, with the majority-class rate) and
+  target alignment vs eigen index j (PNG + PDF)."""
   fig = mpl_figure.Figure(figsize=(10, 4), dpi=plots.DPI)
   accuracy_axes, alignment_axes = fig.subplots(1, 2)
-  for metric, label, color in (('nn_test_accuracy', 'network', 'C0'),
-                               ('lin_test_accuracy', 'linearized', 'C1')):
+  for metric, label, color, style in (
+      ('nn_test_accuracy', 'network', 'C0', '-'),
+      ('lin_test_accuracy', 'linearized', 'C1', '-'),
+      ('nn_balanced_accuracy', 'network, balanced', 'C0', '--'),
+      ('lin_balanced_accuracy', 'linearized, balanced', 'C1', '--')):
     x, mean, half = _series(entries, metric)
     accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
-                           marker='o', capsize=3)
+                           linestyle=style, marker='o', capsize=3)
+  x, mean, _ = _series(entries, 'majority_rate_test')
+  accuracy_axes.plot(x, mean, color='0.5', linestyle=':', marker='.',
+                     label='majority class rate')
   accuracy_axes.set_xscale('log')
   accuracy_axes.set_xlabel('eigenfunction index j of the NTK at init.')
   accuracy_axes.set_ylabel('test accuracy on sign(phi_j)')
-  accuracy_axes.legend()
+  accuracy_axes.legend(fontsize=7)
   accuracy_axes.grid(alpha=0.3)
   for metric, label, color in (('alpha_init', 'at init. (both models)', 'C2'),
                                ('alpha_after', 'network after training',
@@ -565,7 +649,8 @@ def run_study(config: EigentaskConfig, output_dir: str,
     if task is None:
       task = load_inputs(config.dataset, config.plus_class,
                          config.minus_class, config.data_dir,
-                         config.num_train, config.num_test, config.seed)
+                         config.num_train, config.num_test, config.seed,
+                         standardize=config.standardize_inputs)
     for record in run_once(config, task, run, missing, log):
       result_store.put(record)
   entries = summarize(output_dir, config)
@@ -578,8 +663,11 @@ def run_study(config: EigentaskConfig, output_dir: str,
 
 TABLE_COLUMNS = (('lambda_j/l_1', 'relative_eigenvalue'),
                  ('plus frac', 'plus_fraction_train'),
+                 ('maj test', 'majority_rate_test'),
                  ('nn test', 'nn_test_accuracy'),
                  ('lin test', 'lin_test_accuracy'),
+                 ('nn bal', 'nn_balanced_accuracy'),
+                 ('lin bal', 'lin_balanced_accuracy'),
                  ('nn train', 'nn_train_accuracy'),
                  ('lin train', 'lin_train_accuracy'),
                  ('alpha init', 'alpha_init'),
@@ -588,15 +676,32 @@ TABLE_COLUMNS = (('lambda_j/l_1', 'relative_eigenvalue'),
                  ('A(K,yy) after', 'normalized_alignment_after'))
 
 
+def _single_class_note(entry: Mapping[str, Any]) -> str:
+  """'ONE-CLASS k/n' if k of the n runs of this task had one-class labels."""
+  stats = entry['metrics'].get('single_class') or {}
+  if not stats.get('mean'):
+    return ''
+  return f'ONE-CLASS {round(stats["mean"] * stats["n"])}/{stats["n"]}'
+
+
 def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
-  """One line per eigen index: means over runs (and the run count)."""
+  """One line per eigen index: means over runs (and the run count).
+
+  'bal' columns are balanced test accuracies ('-' when the test labels hold
+  one class); 'maj test' is the test accuracy of always predicting the
+  majority class; the last column flags one-class tasks (in k of n runs),
+  whose accuracies say nothing about learnability.
+  """
+  widths = [5, 5] + [max(8, len(name)) + 1 for name, _ in TABLE_COLUMNS]
   header = ['j', 'runs'] + [name for name, _ in TABLE_COLUMNS]
-  lines = [' '.join(f'{h:>13}' for h in header)]
+  lines = [' '.join(f'{h:>{w}}' for h, w in zip(header, widths)) + '  note']
   for entry in entries:
-    cells = [f'{entry["point"]["eigen_index"]:>13d}',
-             f'{len(entry["runs"]):>13d}']
-    for _, metric in TABLE_COLUMNS:
+    cells = [f'{entry["point"]["eigen_index"]:>5d}',
+             f'{len(entry["runs"]):>5d}']
+    for (_, metric), width in zip(TABLE_COLUMNS, widths[2:]):
       mean = entry['metrics'].get(metric, {}).get('mean')
-      cells.append(f'{mean:>13.4g}' if mean is not None else f'{"-":>13}')
-    lines.append(' '.join(cells))
+      cells.append(f'{mean:>{width}.4g}' if mean is not None
+                   else f'{"-":>{width}}')
+    lines.append((' '.join(cells) + '  ' + _single_class_note(entry)
+                  ).rstrip())
   return '\n'.join(lines)

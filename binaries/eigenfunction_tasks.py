@@ -3,9 +3,11 @@ r"""NTK eigenfunction tasks (issue 6, experiment 5; Ortiz-Jimenez et al. 2021).
 Labels inputs with sign(phi_j(x)) for the j-th eigenfunction of the network's
 empirical NTK Gram at initialization (Nystroem extension to test inputs),
 trains the network and its linearization on each task with the same SGD,
-and prints test accuracy vs j with the target alignment
-||E[y grad f]||^2 at init. and after training (see
-afterkernel/eigentasks.py).
+and prints test accuracy vs j (plain and balanced, with the test
+majority-class rate; one-class tasks are flagged ONE-CLASS) with the target
+alignment ||E[y grad f]||^2 at init. and after training (see
+afterkernel/eigentasks.py). Inputs are standardized with the training
+statistics unless --nostandardize_inputs.
 
 Offline smoke run (embedded 8x8 digits, seconds):
 
@@ -55,6 +57,9 @@ _MINUS_CLASS = flags.DEFINE_integer('minus_class', None,
 _NUM_TRAIN = flags.DEFINE_integer(
     'num_train', None, 'Training inputs n (the Gram is n x n).')
 _NUM_TEST = flags.DEFINE_integer('num_test', None, 'Test inputs.')
+_STANDARDIZE_INPUTS = flags.DEFINE_boolean(
+    'standardize_inputs', None, 'Center each input feature on its training '
+    'mean and divide by the global training std (presets: on).')
 _ARCHITECTURE = flags.DEFINE_string('architecture', None,
                                     'fully_connected or vgg.')
 _WIDTH = flags.DEFINE_integer('width', None,
@@ -81,7 +86,7 @@ def config_from_flags() -> eigentasks.EigentaskConfig:
                  f'{", ".join(eigentasks.PRESETS)}')
   overrides = {}
   for holder in (_DATA_DIR, _DATASET, _PLUS_CLASS, _MINUS_CLASS, _NUM_TRAIN,
-                 _NUM_TEST, _ARCHITECTURE, _WIDTH, _NUM_LAYERS, _EPOCHS,
+                 _NUM_TEST, _STANDARDIZE_INPUTS, _ARCHITECTURE, _WIDTH, _NUM_LAYERS, _EPOCHS,
                  _BATCH_SIZE, _LEARNING_RATE, _MOMENTUM, _LOSS, _NUM_RUNS,
                  _SEED):
     if holder.value is not None:
@@ -112,8 +117,10 @@ def main(argv):
     return 2
   print()
   print(eigentasks.format_table(entries))
-  print('(means over runs; accuracies on sign(phi_j) labels; alpha = '
-        '||E[y grad f]||^2, A = y^T K y / (||K||_F ||y||^2))')
+  print('(means over runs; accuracies on sign(phi_j) test labels, "bal" = '
+        'mean per-class recall, "maj test" = majority-class rate; alpha = '
+        '||E[y grad f]||^2, A = y^T K y / (||K||_F ||y||^2); ONE-CLASS k/n: '
+        'in k of n runs the task had one class, its accuracy is meaningless)')
   print(f'\nresults and {eigentasks.FIGURE_NAME}.png in '
         f'{os.path.abspath(_OUTPUT_DIR.value)}')
   return 0

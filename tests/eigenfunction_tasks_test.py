@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import json
 import os
 import tempfile
 
@@ -42,14 +43,22 @@ class MainTest(absltest.TestCase):
     directory = os.path.join(tempfile.mkdtemp(), 'out')
     code, out, _ = _run_main(*_TINY_FLAGS, f'--output_dir={directory}')
     self.assertEqual(code, 0)
-    self.assertIn('alpha init', out)
+    for column in ('alpha init', 'maj test', 'nn bal', 'lin bal'):
+      self.assertIn(column, out)
     self.assertLen(store.ResultStore(directory).keys(), 2)
+    with open(os.path.join(directory, 'config.json'), encoding='utf-8') as f:
+      self.assertTrue(json.load(f)['config']['standardize_inputs'])
     self.assertTrue(os.path.exists(os.path.join(
         directory, f'{eigentasks.FIGURE_NAME}.pdf')))
     code, out, _ = _run_main(*_TINY_FLAGS, f'--output_dir={directory}')
     self.assertEqual(code, 0)
     self.assertIn('skipped', out)
     self.assertNotIn('j =', out)  # no task was retrained
+    # Raw inputs are another configuration: refused, nothing mixed.
+    code, out, err = _run_main(*_TINY_FLAGS, '--nostandardize_inputs',
+                               f'--output_dir={directory}')
+    self.assertEqual(code, 2)
+    self.assertIn('different configuration', err)
 
   def test_bad_flags_exit_2_with_one_line(self):
     directory = tempfile.mkdtemp()

@@ -141,6 +141,37 @@ class NystroemTest(absltest.TestCase):
         [0, 1, 0, 1])
 
 
+class ClassBalanceTest(absltest.TestCase):
+
+  def test_balanced_accuracy_against_per_class_recalls(self):
+    rng = np.random.default_rng(2)
+    labels = (rng.uniform(size=50) < 0.2).astype(np.float32)
+    predictions = rng.uniform(size=50) < 0.5
+    # Independent: count the confusion matrix.
+    true_positive = np.sum(predictions & (labels == 1))
+    true_negative = np.sum(~predictions & (labels == 0))
+    expected = (true_positive / np.sum(labels == 1) +
+                true_negative / np.sum(labels == 0)) / 2
+    self.assertAlmostEqual(
+        eigentasks.balanced_accuracy(predictions, labels), expected,
+        places=12)
+    # Always predicting the majority scores its rate as plain accuracy but
+    # exactly 0.5 balanced.
+    constant = np.zeros(50, bool)
+    self.assertAlmostEqual(np.mean(constant == (labels == 1)),
+                           eigentasks.majority_rate(labels))
+    self.assertEqual(eigentasks.balanced_accuracy(constant, labels), 0.5)
+    self.assertGreater(eigentasks.majority_rate(labels), 0.5)
+
+  def test_one_class_labels(self):
+    self.assertIsNone(eigentasks.balanced_accuracy(np.ones(4), np.ones(4)))
+    self.assertIsNone(eigentasks.balanced_accuracy(np.ones(4), np.zeros(4)))
+    self.assertEqual(eigentasks.majority_rate(np.ones(4)), 1.0)
+    self.assertEqual(eigentasks.majority_rate(np.array([0, 1, 1, 0])), 0.5)
+    with self.assertRaises(errors.AfterKernelError):
+      eigentasks.balanced_accuracy(np.ones(3), np.array([0, 1]))
+
+
 class AlignmentTest(absltest.TestCase):
 
   def test_target_alignment_is_squared_norm_of_mean_gradient(self):
@@ -164,17 +195,55 @@ class AlignmentTest(absltest.TestCase):
       eigentasks.target_alignment(gram, y[:-1])
 
 
+def _entry(j, runs, **means):
+  return {'point': {'eigen_index': j}, 'runs': list(range(runs)),
+          'metrics': {k: {'mean': v, 'n': runs} for k, v in means.items()}}
+
+
+class FormatTableTest(absltest.TestCase):
+
+  def test_one_class_tasks_are_flagged(self):
+    table = eigentasks.format_table([
+        _entry(1, 2, single_class=1.0, nn_test_accuracy=1.0,
+               nn_balanced_accuracy=None, majority_rate_test=1.0),
+        _entry(2, 2, single_class=0.5, nn_test_accuracy=0.9),
+        _entry(3, 2, single_class=0.0, nn_test_accuracy=0.8,
+               nn_balanced_accuracy=0.75)]).splitlines()
+    self.assertIn('maj test', table[0])
+    self.assertIn('nn bal', table[0])
+    self.assertTrue(table[1].endswith('ONE-CLASS 2/2'), table[1])
+    self.assertTrue(table[2].endswith('ONE-CLASS 1/2'), table[2])
+    self.assertNotIn('ONE-CLASS', table[3])
+    self.assertIn('0.75', table[3])
+
+
 class StudyTest(absltest.TestCase):
 
   def test_validate(self):
     for bad in (dict(eigen_indices=()), dict(eigen_indices=(0,)),
                 dict(eigen_indices=(31,)), dict(loss='hinge'),
                 dict(momentum=1.0), dict(architecture='resnet'),
-                dict(num_train=0)):
+                dict(num_train=0), dict(standardize_inputs='yes')):
       with self.assertRaises(errors.AfterKernelError):
         dataclasses.replace(_TINY, **bad).validate()
     for preset in eigentasks.PRESETS.values():
       preset.validate()
+      self.assertTrue(preset.standardize_inputs)
+    self.assertNotEqual(
+        _TINY.fingerprint(),
+        dataclasses.replace(_TINY, standardize_inputs=False).fingerprint())
+
+  def test_load_inputs_standardizes_with_training_statistics(self):
+    raw = eigentasks.load_inputs('digits', 8, 3, None, 30, 10, 0)
+    task = eigentasks.load_inputs('digits', 8, 3, None, 30, 10, 0,
+                                  standardize=True)
+    self.assertTrue(task.info['standardized'])
+    self.assertNotIn('standardized', raw.info)
+    mean = raw.x_train.mean(axis=0)
+    scale = np.sqrt(np.mean((raw.x_train - mean)**2))
+    np.testing.assert_allclose(task.x_test, (raw.x_test - mean) / scale,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(task.y_train, raw.y_train)
 
   def test_tiny_study_runs_resumes_and_extends(self):
     directory = os.path.join(tempfile.mkdtemp(), 'out')
@@ -208,18 +277,31 @@ class StudyTest(absltest.TestCase):
       for name in ('nn_test_accuracy', 'lin_test_accuracy',
                    'plus_fraction_test'):
         self.assertBetween(metrics[name], 0.0, 1.0)
+      self.assertBetween(metrics['majority_rate_test'], 0.5, 1.0)
       self.assertGreater(metrics['alpha_init'], 0.0)
       self.assertGreater(metrics['alpha_after'], 0.0)
+    record = result_store.get(eigentasks.record_key(3, 0))
+    self.assertTrue(record['data']['standardized'])
+    self.assertEqual(record['metrics']['single_class'], 0.0)
+    for name in ('nn', 'lin'):
+      self.assertBetween(record['metrics'][f'{name}_balanced_accuracy'], 0.0,
+                         1.0)
     # The resumed run rebuilt the same initialization: same spectrum.
     self.assertGreater(entries[0]['metrics']['eigenvalue']['mean'],
                        entries[1]['metrics']['eigenvalue']['mean'])
-    self.assertEqual(entries[0]['metrics']['plus_fraction_train']['mean'],
-                     1.0)  # u_1 of an NTK Gram has one sign (Perron)
+    for entry in entries:  # single_class says whether a split is one class
+      metrics = {k: v['mean'] for k, v in entry['metrics'].items()}
+      one_class = any(metrics[f'plus_fraction_{split}'] in (0.0, 1.0)
+                      for split in ('train', 'test'))
+      self.assertEqual(metrics['single_class'], float(one_class))
+      self.assertEqual('ONE-CLASS' in eigentasks.format_table([entry]),
+                       one_class)
 
-    with self.assertRaisesRegex(errors.AfterKernelError,
-                                'different configuration'):
-      eigentasks.run_study(dataclasses.replace(_TINY, epochs=2), directory,
-                           log=_quiet)
+    for changed in (dict(epochs=2), dict(standardize_inputs=False)):
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  'different configuration'):
+        eigentasks.run_study(dataclasses.replace(_TINY, **changed),
+                             directory, log=_quiet)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,8 @@
 Vyas et al. (2022, "Limitations of the NTK for understanding generalization
 in deep learning") and Baratin et al. (2021, "Implicit regularization via
 neural feature alignment") follow the empirical NTK K_t = Phi_t Phi_t^T of a
-network on n training inputs through training. Write K_t u_j^t = lambda_j^t
+network on n training inputs through training (`kernel_fit.EmpiricalNTK`
+snapshots at each checkpoint). Write K_t u_j^t = lambda_j^t
 u_j^t (lambda_1^t >= lambda_2^t >= ..., j 1-based) and y in {-1, +1}^n for
 the training labels. At each checkpoint t this module measures
 
@@ -53,6 +54,7 @@ from afterkernel import data
 from afterkernel import eigentasks
 from afterkernel import errors
 from afterkernel import features
+from afterkernel import kernel_fit
 from afterkernel import kernels
 from afterkernel import plots
 from afterkernel import results
@@ -237,10 +239,10 @@ def measure(model: keras.Model, kernel_inputs: np.ndarray,
                 eigentasks.Eigensystem], config: RotationConfig
             ) -> tuple:
   """The kernel metrics of `model` now; returns (metrics, eigensystem)."""
-  system = eigentasks.eigensystem(eigentasks.empirical_ntk_gram(
-      model, kernel_inputs, batch_size=config.feature_batch_size))
+  system = eigentasks.eigensystem(kernel_fit.EmpiricalNTK(
+      model, config.feature_batch_size).gram(kernel_inputs))
   reference = system if initial is None else initial
-  signed = 2.0 * np.asarray(kernel_labels, np.float64) - 1.0
+  signed = data.signed_labels(kernel_labels)
   metrics = {}
   for k, energy in zip(config.energy_ks,
                        label_energy(system, signed, config.energy_ks)):

@@ -25,6 +25,20 @@ the training labels. At each checkpoint t this module measures
     drive a_j down without the subspace moving, so we also record the
     top-J subspace overlap ||U_J^0^T U_J^t||_F^2 / J (1: same subspace, J/n
     in expectation for random subspaces);
+  * the energy of the current kernel along each of the first initial
+    eigenfunctions, the Rayleigh quotient and its share of the trace,
+        r_j(t) = u_j^0^T K_t u_j^0,    s_j(t) = r_j(t) / trace(K_t),
+    for j = 1..J, and the top-J share S_J(t) = sum_{j <= J} s_j(t)
+    = tr(U_J^0^T K_t U_J^0) / tr(K_t). At t = 0 they are lambda_j^0,
+    lambda_j^0 / trace(K_0) and the top-J share of the spectrum. This is the
+    alignment of each of the first eigenfunctions before vs after training
+    that the study plots: it asks how much of the trained kernel still acts
+    along the directions the network started with, and unlike a_j it does not
+    care how the current eigenvectors are ordered or rotated within a
+    near-degenerate group. The shares of all n initial eigenvectors add up to
+    1, so s_j falling means the kernel's energy moved to other directions
+    (for instance towards the labels, see E_K), r_j rising that the kernel
+    grew along u_j^0;
   * the kernel alignment A(K_t, K_0), the scale-free kernel-target alignment
     A(K_t, y y^T), lambda_1^t, trace(K_t) / lambda_1^t, and the network's
     training loss and train / test error.
@@ -110,6 +124,32 @@ def eigenvector_alignment(before: eigentasks.Eigensystem,
                        after.eigenvectors[:, :num], axis=0))
 
 
+def initial_eigenvector_energy(initial: eigentasks.Eigensystem,
+                               gram: np.ndarray, num: int) -> np.ndarray:
+  """Rayleigh quotients r_j = u_j^0^T K u_j^0 of a Gram along initial u_j^0.
+
+  Args:
+    initial: eigensystem of the Gram at initialization (u_j^0 unit vectors).
+    gram: (n, n) current Gram K_t on the same n inputs.
+    num: J, the first eigenvectors to use.
+
+  Returns:
+    (J,) float64: r_j for j = 1..J; lambda_j^0 when `gram` is the initial
+    Gram. Divide by trace(K_t) for the share of the kernel's energy.
+
+  Raises:
+    AfterKernelError: size mismatch or num out of range.
+  """
+  g = np.asarray(gram, np.float64)
+  errors.require(g.shape == (initial.size, initial.size),
+                 f'Gram of shape {g.shape} for an eigensystem of '
+                 f'{initial.size} inputs')
+  errors.require(1 <= num <= initial.size,
+                 f'num must be in [1, {initial.size}], got {num}')
+  vectors = initial.eigenvectors[:, :num]
+  return np.sum(vectors * (g @ vectors), axis=0)
+
+
 def subspace_overlap(before: eigentasks.Eigensystem,
                      after: eigentasks.Eigensystem, k: int) -> float:
   """||U_k^before^T U_k^after||_F^2 / k: 1 iff the top-k subspaces agree."""
@@ -137,8 +177,9 @@ class RotationConfig:
       training runs to the largest.
     learning_rate, batch_size: Keras SGD (`training.train`).
     energy_ks: the K of the label energies E_K.
-    num_eigenfunctions: J, eigenvectors whose alignment a_j is tracked (and
-      the size of the subspace overlap).
+    num_eigenfunctions: J, eigenvectors whose alignment a_j and energies
+      r_j, s_j are tracked (and the size of the subspace overlap and of the
+      top-J share S_J).
     num_runs, seed: run r uses seed + r for the initialization and batch
       order; the data subset is fixed by `seed`.
     feature_batch_size: examples per gradient-feature block.
@@ -238,7 +279,24 @@ def measure(model: keras.Model, kernel_inputs: np.ndarray,
             kernel_labels: np.ndarray, initial: Optional[
                 eigentasks.Eigensystem], config: RotationConfig
             ) -> tuple:
-  """The kernel metrics of `model` now; returns (metrics, eigensystem)."""
+  """The kernel metrics of `model` now; returns (metrics, eigensystem).
+
+  Args:
+    model: the network at this checkpoint (snapshotted by
+      `kernel_fit.EmpiricalNTK`; not changed).
+    kernel_inputs: (n, ...) inputs of the Gram.
+    kernel_labels: (n,) their {0, 1} labels.
+    initial: the eigensystem at initialization; None at initialization
+      (the current one is then the reference).
+    config: the study (energy_ks, num_eigenfunctions, feature_batch_size).
+
+  Returns:
+    (metrics, eigensystem): metrics maps names to floats: energy_top{K},
+    eigvec_alignment_{j}, subspace_overlap_top{J}, init_eigvec_energy_{j}
+    (r_j), init_eigvec_energy_frac_{j} (s_j), init_eigvec_energy_frac_top{J}
+    (S_J), kernel_alignment_init, target_alignment, top_eigenvalue,
+    trace_effective_rank (see the module docstring).
+  """
   system = eigentasks.eigensystem(kernel_fit.EmpiricalNTK(
       model, config.feature_batch_size).gram(kernel_inputs))
   reference = system if initial is None else initial
@@ -252,6 +310,12 @@ def measure(model: keras.Model, kernel_inputs: np.ndarray,
     metrics[f'eigvec_alignment_{j}'] = float(value)
   metrics[f'subspace_overlap_top{num}'] = subspace_overlap(reference, system,
                                                            num)
+  trace = float(np.trace(system.gram))
+  energies = initial_eigenvector_energy(reference, system.gram, num)
+  for j, energy in enumerate(energies, 1):
+    metrics[f'init_eigvec_energy_{j}'] = float(energy)
+    metrics[f'init_eigvec_energy_frac_{j}'] = float(energy / trace)
+  metrics[f'init_eigvec_energy_frac_top{num}'] = float(energies.sum() / trace)
   metrics['kernel_alignment_init'] = kernels.kernel_alignment(reference.gram,
                                                               system.gram)
   metrics['target_alignment'] = eigentasks.normalized_target_alignment(
@@ -292,8 +356,11 @@ def run_once(config: RotationConfig, task: data.BinaryTask, run: int,
     state['last'] = time.time()
     energies = ', '.join(f'E_{k} {metrics[f"energy_top{k}"]:.3f}'
                          for k in config.energy_ks[:4])
+    num = config.num_eigenfunctions
     log(f'run {run} epoch {epoch:3d}: {energies}; a_1 '
-        f'{metrics["eigvec_alignment_1"]:.3f}, A(K_t,K_0) '
+        f'{metrics["eigvec_alignment_1"]:.3f}, s_1 '
+        f'{metrics["init_eigvec_energy_frac_1"]:.3f}, S_{num} '
+        f'{metrics[f"init_eigvec_energy_frac_top{num}"]:.3f}, A(K_t,K_0) '
         f'{metrics["kernel_alignment_init"]:.3f}, test error '
         f'{metrics["test_error"]:.4f} ({timings["kernel_seconds"]:.1f} s)')
     point = {'family': FAMILY, 'task': f'{config.dataset}_'
@@ -334,10 +401,11 @@ def _mean(entry, metric):
 
 def plot(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
          output_dir: str, title: str = '') -> List[str]:
-  """Energy vs K, eigenvector alignment vs j (one line per checkpoint), and
-  energies / errors vs epoch; PNG + PDF."""
-  fig = mpl_figure.Figure(figsize=(14, 4.2), dpi=plots.DPI)
-  energy_axes, alignment_axes, time_axes = fig.subplots(1, 3)
+  """Energy vs K, eigenvector alignment a_j and share s_j of the kernel's
+  energy along u_j(init.) vs j (one line per checkpoint), and energies /
+  errors vs epoch; PNG + PDF."""
+  fig = mpl_figure.Figure(figsize=(18, 4.2), dpi=plots.DPI)
+  energy_axes, alignment_axes, share_axes, time_axes = fig.subplots(1, 4)
   colors = cm.viridis(np.linspace(0, 0.9, max(len(entries), 1)))
   ks = list(config.energy_ks)
   js = list(range(1, config.num_eigenfunctions + 1))
@@ -348,6 +416,8 @@ def plot(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
     alignment_axes.plot(js, [_mean(entry, f'eigvec_alignment_{j}')
                              for j in js], marker='o', color=color,
                         label=label)
+    share_axes.plot(js, [_mean(entry, f'init_eigvec_energy_frac_{j}')
+                         for j in js], marker='o', color=color, label=label)
   energy_axes.set_xscale('log')
   energy_axes.set_xlabel('K (top eigenvectors of the NTK Gram)')
   energy_axes.set_ylabel('label energy ||U_K^T y|| / ||y||')
@@ -357,17 +427,26 @@ def plot(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
   alignment_axes.set_ylabel('|<u_j(init.), u_j(epoch)>|')
   alignment_axes.set_ylim(0, 1.02)
   alignment_axes.legend(fontsize=7)
+  share_axes.set_yscale('log')
+  share_axes.set_xlabel('eigenvector index j (at init.)')
+  share_axes.set_ylabel('u_j(init.)^T K_t u_j(init.) / trace K_t')
+  share_axes.legend(fontsize=7)
   epochs = [e['point']['epoch'] for e in entries]
   for index, k in enumerate(ks[:4]):
     time_axes.plot(epochs, [_mean(e, f'energy_top{k}') for e in entries],
                    marker='o', color=f'C{index}', label=f'E_{k}')
+  num = config.num_eigenfunctions
+  time_axes.plot(epochs, [_mean(e, f'init_eigvec_energy_frac_top{num}')
+                          for e in entries], marker='^', color='C5',
+                 linestyle='-.', label=f'S_{num} (share along top-{num} '
+                 'u_j(init.))')
   time_axes.plot(epochs, [_mean(e, 'test_error') for e in entries],
                  marker='s', color='k', linestyle='--', label='test error')
   time_axes.set_xscale('symlog', linthresh=1)
   time_axes.set_xlabel('epoch (symlog)')
   time_axes.set_ylabel('energy / error')
   time_axes.legend(fontsize=7)
-  for axes in (energy_axes, alignment_axes, time_axes):
+  for axes in (energy_axes, alignment_axes, share_axes, time_axes):
     axes.grid(alpha=0.3)
   fig.suptitle(title)
   fig.tight_layout()
@@ -424,7 +503,12 @@ def format_table(entries: Sequence[Mapping[str, Any]],
              [(f'a_{j}', f'eigvec_alignment_{j}')
               for j in range(1, min(config.num_eigenfunctions, 5) + 1)] +
              [(f'overlap{config.num_eigenfunctions}',
-               f'subspace_overlap_top{config.num_eigenfunctions}'),
+               f'subspace_overlap_top{config.num_eigenfunctions}')] +
+             [(f's_{j}', f'init_eigvec_energy_frac_{j}')
+              for j in range(1, min(config.num_eigenfunctions, 3) + 1)] +
+             [(f'S_{config.num_eigenfunctions}',
+               f'init_eigvec_energy_frac_top{config.num_eigenfunctions}'),
+              ('lambda_1', 'top_eigenvalue'),
               ('A(Kt,K0)', 'kernel_alignment_init'),
               ('A(Kt,yy)', 'target_alignment'),
               ('test err', 'test_error'), ('train loss', 'train_loss')])
@@ -436,9 +520,14 @@ def format_table(entries: Sequence[Mapping[str, Any]],
              f'{len(entry["runs"]):>{width}d}']
     for _, metric in columns:
       mean = _mean(entry, metric)
-      cells.append(f'{mean:>{width}.4f}' if mean is not None
-                   else f'{"-":>{width}}')
+      # lambda_1 is not in [0, 1]: significant digits, not decimals.
+      spec = '.4g' if metric == 'top_eigenvalue' else '.4f'
+      cells.append(f'{"-":>{width}}' if mean is None
+                   else f'{mean:>{width}{spec}}')
     lines.append(' '.join(cells))
   lines.append('(means over runs; E_K = ||U_K^T y||/||y||, a_j = '
-               '|<u_j(0), u_j(t)>|)')
+               '|<u_j(0), u_j(t)>|, s_j = u_j(0)^T K_t u_j(0) / tr K_t, '
+               f'S_{config.num_eigenfunctions} = s_1 + ... + '
+               f's_{config.num_eigenfunctions}, lambda_1 = top eigenvalue '
+               'of K_t)')
   return '\n'.join(lines)

@@ -2,9 +2,11 @@ r"""Kernel rotation during training (issue 6, experiment 6).
 
 Trains a small network on a binary task and, at checkpoint epochs, measures
 its empirical NTK on the training inputs: the label energy on the top-K
-eigenvectors ||U_K^T y|| / ||y|| for a list of K, and the alignment
+eigenvectors ||U_K^T y|| / ||y|| for a list of K, the alignment
 |<u_j(0), u_j(t)>| of each of the first eigenvectors with its value at
-initialization (see afterkernel/kernel_rotation.py).
+initialization, and the share s_j = u_j(0)^T K_t u_j(0) / trace(K_t) of the
+current kernel's energy along each of the first initial eigenvectors (see
+afterkernel/kernel_rotation.py).
 
 Offline smoke run (embedded 8x8 digits, seconds):
 
@@ -18,11 +20,11 @@ MNIST 3-vs-8 at CPU scale (4 x 94 FC net, 2000 training inputs, 30 epochs,
 
 Every preset field can be overridden by its flag (e.g. --num_runs=1
 --checkpoint_epochs=0,1,5). Prints one line per checkpoint epoch (means over
-runs): E_K for each K, a_1..a_5, the top-J subspace overlap, the alignment of
-K_t with K_0 and with y y^T, the test error and training loss. Writes
-config.json, records/*.json (one per epoch and run), summary.json,
-summary.csv and kernel_rotation.{png,pdf} to --output_dir; re-running
-resumes (finished runs are skipped).
+runs): E_K for each K, a_1..a_5, the top-J subspace overlap, s_1..s_3 and
+their top-J sum S_J, lambda_1, the alignment of K_t with K_0 and with y y^T,
+the test error and training loss. Writes config.json, records/*.json (one
+per epoch and run), summary.json, summary.csv and kernel_rotation.{png,pdf}
+to --output_dir; re-running resumes (finished runs are skipped).
 """
 
 import dataclasses

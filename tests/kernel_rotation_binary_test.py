@@ -43,7 +43,8 @@ class MainTest(absltest.TestCase):
     directory = os.path.join(tempfile.mkdtemp(), 'out')
     code, out, _ = _run_main(*_TINY_FLAGS, f'--output_dir={directory}')
     self.assertEqual(code, 0)
-    self.assertIn('E_20', out)
+    for column in ('E_20', 's_1', 'S_3', 'lambda_1'):
+      self.assertIn(column, out)
     self.assertLen(store.ResultStore(directory).keys(), 2)
     self.assertTrue(os.path.exists(os.path.join(
         directory, f'{kernel_rotation.FIGURE_NAME}.png')))

@@ -61,6 +61,43 @@ class LabelEnergyTest(absltest.TestCase):
       kernel_rotation.label_energy(system, np.zeros(20), [1])
 
 
+class InitialEigenvectorEnergyTest(absltest.TestCase):
+
+  def test_at_init_equals_eigenvalues(self):
+    system = _system(seed=7)
+    np.testing.assert_allclose(
+        kernel_rotation.initial_eigenvector_energy(system, system.gram, 6),
+        system.eigenvalues[:6], rtol=1e-10)
+
+  def test_against_numpy_on_a_random_psd_matrix(self):
+    # Independent: numpy's eigh of K_0 (no sorting or sign fixing), then
+    # v^T K_1 v one vector at a time, for a K_1 that shares nothing with K_0.
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(2, 7, 5))
+    initial_gram, current_gram = a @ a.T, b @ b.T + 0.5 * np.eye(7)
+    values, vectors = np.linalg.eigh(initial_gram)
+    top = vectors[:, np.argsort(values)[::-1][:3]]
+    expected = [float(v @ current_gram @ v) for v in top.T]
+    got = kernel_rotation.initial_eigenvector_energy(
+        eigentasks.eigensystem(initial_gram), current_gram, 3)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    # Bounded by the current spectrum, and all n shares add up to one.
+    current = np.linalg.eigvalsh(current_gram)
+    self.assertTrue(np.all(got <= current.max() + 1e-10))
+    self.assertTrue(np.all(got >= current.min() - 1e-10))
+    all_energies = kernel_rotation.initial_eigenvector_energy(
+        eigentasks.eigensystem(initial_gram), current_gram, 7)
+    self.assertAlmostEqual(all_energies.sum() / np.trace(current_gram), 1.0,
+                           places=12)
+
+  def test_bad_input_raises(self):
+    system = _system()
+    with self.assertRaises(errors.AfterKernelError):
+      kernel_rotation.initial_eigenvector_energy(system, np.eye(19), 1)
+    with self.assertRaises(errors.AfterKernelError):
+      kernel_rotation.initial_eigenvector_energy(system, system.gram, 21)
+
+
 class EigenvectorAlignmentTest(absltest.TestCase):
 
   def test_kernel_with_itself_is_aligned(self):
@@ -103,8 +140,38 @@ class EigenvectorAlignmentTest(absltest.TestCase):
     self.assertEqual(system.size, 12)
     self.assertAlmostEqual(metrics['energy_top12'], 1.0, places=6)
     self.assertAlmostEqual(metrics['kernel_alignment_init'], 1.0, places=6)
+    trace = np.trace(system.gram)
     for j in (1, 2, 3):
       self.assertAlmostEqual(metrics[f'eigvec_alignment_{j}'], 1.0, places=6)
+      # At t = 0 the energy along u_j(0) is lambda_j, its share lambda_j / tr.
+      lam = system.eigenvalues[j - 1]
+      self.assertAlmostEqual(metrics[f'init_eigvec_energy_{j}'] / lam, 1.0,
+                             places=9)
+      self.assertAlmostEqual(metrics[f'init_eigvec_energy_frac_{j}'],
+                             lam / trace, places=9)
+    self.assertAlmostEqual(metrics['init_eigvec_energy_frac_top3'],
+                           system.eigenvalues[:3].sum() / trace, places=9)
+    self.assertEqual(metrics['top_eigenvalue'], system.eigenvalues[0])
+
+  def test_measure_after_a_change_uses_the_initial_eigenvectors(self):
+    keras.utils.set_random_seed(1)
+    model = models.build_fully_connected((4, 4, 1), width=5, num_layers=1)
+    inputs = np.random.default_rng(1).uniform(size=(10, 4, 4, 1)).astype(
+        np.float32)
+    labels = (np.arange(10) % 2).astype(np.float32)
+    config = dataclasses.replace(_TINY, energy_ks=(1, 10), num_eigenfunctions=2)
+    _, initial = kernel_rotation.measure(model, inputs, labels, None, config)
+    model.set_weights([w * 1.5 + 0.1 for w in model.get_weights()])
+    metrics, current = kernel_rotation.measure(model, inputs, labels, initial,
+                                               config)
+    u = initial.eigenvectors[:, :2]
+    expected = np.diag(u.T @ current.gram @ u)
+    np.testing.assert_allclose(
+        [metrics['init_eigvec_energy_1'], metrics['init_eigvec_energy_2']],
+        expected, rtol=1e-9)
+    self.assertAlmostEqual(metrics['init_eigvec_energy_frac_top2'],
+                           expected.sum() / np.trace(current.gram), places=9)
+    self.assertLess(metrics['kernel_alignment_init'], 1.0)
 
 
 class StudyTest(absltest.TestCase):
@@ -141,11 +208,31 @@ class StudyTest(absltest.TestCase):
     mtimes = {k: os.path.getmtime(result_store.path(k))
               for k in result_store.keys()}
     self.assertLen(mtimes, 2)
+    # The stored records hold lambda_1 and the energies along u_j(0).
+    for epoch in _TINY.checkpoint_epochs:
+      metrics = result_store.get(kernel_rotation.record_key(epoch, 0))[
+          'metrics']
+      self.assertGreater(metrics['top_eigenvalue'], 0.0)
+      for j in range(1, 5):
+        self.assertGreater(metrics[f'init_eigvec_energy_{j}'], 0.0)
+        self.assertBetween(metrics[f'init_eigvec_energy_frac_{j}'], 0.0, 1.0)
+      self.assertBetween(metrics['init_eigvec_energy_frac_top4'],
+                         metrics['init_eigvec_energy_frac_1'], 1.0)
+    stored_init = result_store.get(kernel_rotation.record_key(0, 0))[
+        'metrics']
+    self.assertAlmostEqual(stored_init['init_eigvec_energy_1'] /
+                           stored_init['top_eigenvalue'], 1.0, places=9)
     messages = []
-    kernel_rotation.run_study(_TINY, directory, log=messages.append)
+    resumed = kernel_rotation.run_study(_TINY, directory,
+                                        log=messages.append)
     self.assertTrue(any('skipped' in m for m in messages))
+    self.assertFalse(any('epoch' in m for m in messages))  # nothing measured
     self.assertEqual(mtimes, {k: os.path.getmtime(result_store.path(k))
                               for k in result_store.keys()})
+    self.assertEqual(resumed, entries)  # the summary of the stored records
+    table = kernel_rotation.format_table(resumed, _TINY)
+    for column in ('s_1', 's_3', 'S_4', 'lambda_1'):
+      self.assertIn(column, table.splitlines()[0])
     with self.assertRaisesRegex(errors.AfterKernelError,
                                 'different configuration'):
       kernel_rotation.run_study(dataclasses.replace(_TINY, width=8),

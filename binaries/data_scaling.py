@@ -31,18 +31,17 @@ from absl import app  # pylint: disable=g-import-not-at-top
 
 from afterkernel import scaling_study
 from binaries import scaling_flags
+from binaries import study_flags
 
 STUDY = scaling_study.DATA_SCALING
-FLAG_HOLDERS = scaling_flags.define_flags(STUDY)
+STUDY_FLAGS = scaling_flags.define_flags(STUDY)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  return scaling_flags.main(STUDY, FLAG_HOLDERS,
+  return scaling_flags.main(argv, STUDY, STUDY_FLAGS,
                             scaling_study.run_data_scaling,
                             scaling_study.format_data_scaling)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=study_flags.parse_flags)

@@ -27,104 +27,59 @@ summary.json, summary.csv and eigentask_accuracy.{png,pdf} to --output_dir;
 re-running resumes (finished tasks are skipped).
 """
 
-import dataclasses
 import os
-import sys
 
 # Keep TensorFlow's C++ start-up chatter out of the results printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
 
 from afterkernel import eigentasks
-from afterkernel import errors
+from binaries import study_flags
 
-_PRESET = flags.DEFINE_string(
-    'preset', 'tiny', 'Base configuration: ' + ', '.join(eigentasks.PRESETS) +
-    ' (tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir).')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Result folder.')
-_DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'Folder with mnist/*-ubyte.gz (and cifar10/...); '
-    'unset = tensorflow-datasets.')
-# Overrides of preset fields (unset = the preset's value).
-_DATASET = flags.DEFINE_string('dataset', None,
-                               'Inputs from mnist, cifar10 or digits.')
-_PLUS_CLASS = flags.DEFINE_integer('plus_class', None,
-                                   'One class whose images are used.')
-_MINUS_CLASS = flags.DEFINE_integer('minus_class', None,
-                                    'The other class whose images are used.')
-_NUM_TRAIN = flags.DEFINE_integer(
-    'num_train', None, 'Training inputs n (the Gram is n x n).')
-_NUM_TEST = flags.DEFINE_integer('num_test', None, 'Test inputs.')
-_STANDARDIZE_INPUTS = flags.DEFINE_boolean(
-    'standardize_inputs', None, 'Center each input feature on its training '
-    'mean and divide by the global training std (presets: on).')
-_ARCHITECTURE = flags.DEFINE_string('architecture', None,
-                                    'fully_connected or vgg.')
-_WIDTH = flags.DEFINE_integer('width', None,
-                              'Hidden units (FC) or first-block channels.')
-_NUM_LAYERS = flags.DEFINE_integer(
-    'num_layers', None, 'Hidden layers (FC) or convolutions per block.')
-_EIGEN_INDICES = flags.DEFINE_list(
-    'eigen_indices', None, '1-based eigenfunction indices j (1 = top).')
-_EPOCHS = flags.DEFINE_integer('epochs', None, 'Epochs per model and task.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'Minibatch size.')
-_LEARNING_RATE = flags.DEFINE_float('learning_rate', None,
-                                    'SGD learning rate.')
-_MOMENTUM = flags.DEFINE_float('momentum', None, 'SGD momentum.')
-_LOSS = flags.DEFINE_string('loss', None,
-                            'bce (logistic, 0/1 targets) or mse (+-1).')
-_NUM_RUNS = flags.DEFINE_integer('num_runs', None, 'Initializations.')
-_SEED = flags.DEFINE_integer('seed', None, 'First seed.')
+# Help of the override flags (the configuration's docstring says more).
+_FIELD_HELP = {
+    'data_dir': 'Folder with mnist/*-ubyte.gz etc. (layout of '
+                '/work/shared/data); unset = tensorflow-datasets.',
+    'dataset': 'Dataset (afterkernel.data.DATASETS).',
+    'plus_class': 'Class labelled 1.',
+    'minus_class': 'Class labelled 0.',
+    'width': 'Hidden units (FC) or first-block channels.',
+    'num_layers': 'Hidden layers (FC) or convolutions per block.',
+    'batch_size': 'Minibatch size.',
+    'learning_rate': 'SGD learning rate.',
+    'momentum': 'SGD momentum.',
+    'num_runs': 'Initializations (seeds seed, seed + 1, ...).',
+    'seed': 'First seed.',
+    'num_train': 'Training inputs n (the Gram is n x n).',
+    'num_test': 'Test inputs.',
+    'standardize_inputs': ('Center each input feature on its training mean '
+                           'and divide by the global training std (presets: '
+                           'on).'),
+    'architecture': 'fully_connected or vgg.',
+    'eigen_indices': '1-based eigenfunction indices j (1 = top).',
+    'epochs': 'Epochs per model and task.',
+    'loss': 'bce (logistic, 0/1 targets) or mse (+-1).',
+    'feature_batch_size': 'Examples per gradient-feature block.',
+}
+STUDY_FLAGS = study_flags.define_flags(
+    eigentasks.EigentaskConfig, eigentasks.PRESETS,
+    preset_help=('tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs '
+                 '--data_dir'),
+    field_help=_FIELD_HELP)
 
-
-def config_from_flags() -> eigentasks.EigentaskConfig:
-  """The preset named by --preset with the given flags overriding it."""
-  errors.require(_PRESET.value in eigentasks.PRESETS,
-                 f'unknown --preset {_PRESET.value!r}; choose one of '
-                 f'{", ".join(eigentasks.PRESETS)}')
-  overrides = {}
-  for holder in (_DATA_DIR, _DATASET, _PLUS_CLASS, _MINUS_CLASS, _NUM_TRAIN,
-                 _NUM_TEST, _STANDARDIZE_INPUTS, _ARCHITECTURE, _WIDTH, _NUM_LAYERS, _EPOCHS,
-                 _BATCH_SIZE, _LEARNING_RATE, _MOMENTUM, _LOSS, _NUM_RUNS,
-                 _SEED):
-    if holder.value is not None:
-      overrides[holder.name] = holder.value
-  if _EIGEN_INDICES.value is not None:
-    try:
-      overrides['eigen_indices'] = tuple(int(v) for v in _EIGEN_INDICES.value)
-    except ValueError:
-      raise errors.AfterKernelError(
-          '--eigen_indices must be a comma-separated list of integers, got '
-          f'{",".join(_EIGEN_INDICES.value)}') from None
-  config = dataclasses.replace(eigentasks.PRESETS[_PRESET.value], **overrides)
-  config.validate()
-  return config
+_FOOTER = ('(means over runs; accuracies on sign(phi_j) test labels, "bal" = '
+           'mean per-class recall, "maj test" = majority-class rate; alpha = '
+           '||E[y grad f]||^2, A = y^T K y / (||K||_F ||y||^2); ONE-CLASS k/n: '
+           'in k of n runs the task had one class, its accuracy is '
+           'meaningless)')
 
 
 def main(argv):
-  try:
-    errors.require(len(argv) <= 1,
-                   f'unexpected arguments: {" ".join(argv[1:])}')
-    errors.require(bool(_OUTPUT_DIR.value),
-                   '--output_dir is required: where results are written')
-    config = config_from_flags()
-    entries = eigentasks.run_study(config, _OUTPUT_DIR.value,
-                                   log=lambda m: print(m, flush=True))
-  except errors.AfterKernelError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print()
-  print(eigentasks.format_table(entries))
-  print('(means over runs; accuracies on sign(phi_j) test labels, "bal" = '
-        'mean per-class recall, "maj test" = majority-class rate; alpha = '
-        '||E[y grad f]||^2, A = y^T K y / (||K||_F ||y||^2); ONE-CLASS k/n: '
-        'in k of n runs the task had one class, its accuracy is meaningless)')
-  print(f'\nresults and {eigentasks.FIGURE_NAME}.png in '
-        f'{os.path.abspath(_OUTPUT_DIR.value)}')
-  return 0
+  return study_flags.run_main(argv, STUDY_FLAGS, eigentasks.run_study,
+                              lambda entries, _: eigentasks.format_table(entries),
+                              eigentasks.FIGURE_NAME, footer=_FOOTER)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=study_flags.parse_flags)

@@ -1,23 +1,21 @@
-"""Flags and main loop shared by the three scaling-study binaries.
+"""What the three scaling-study binaries add to `binaries/study_flags.py`.
 
 `binaries/data_scaling.py`, `binaries/after_kernel_vs_m.py` and
-`binaries/kernel_dynamics.py` differ only in their study; each calls
-`define_flags(study)` at import time, which defines --preset, --output_dir and
-one override flag per field of the study's configuration
-(`afterkernel.scaling_study`), all defaulting to "the preset's value". Not a
-binary itself.
+`binaries/kernel_dynamics.py` differ only in their study
+(`afterkernel.scaling_study`): this module holds their flags' help texts and
+one rule, that a two-class dataset chosen without --plus_class /
+--minus_class gets classes 1 vs 0. Not a binary itself.
 """
 
-import dataclasses
-import os
-import sys
-import typing
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 from absl import flags
 
-from afterkernel import errors
 from afterkernel import scaling_study
+from binaries import study_flags
+
+# The flags belong to the binary that asks for them (listed by its --help).
+flags.disclaim_key_flags()
 
 _CONFIG_CLASSES = {
     scaling_study.DATA_SCALING: scaling_study.DataScalingConfig,
@@ -67,90 +65,46 @@ _HELP = {
 }
 
 
-def define_flags(study: str) -> Dict[str, Any]:
+def define_flags(study: str) -> study_flags.StudyFlags:
   """Defines --preset, --output_dir and the study's override flags.
 
   Args:
     study: one of `scaling_study.PRESETS`.
-
-  Returns:
-    Flag name -> flag holder.
   """
-  holders = {
-      'preset': flags.DEFINE_enum(
-          'preset', 'tiny', list(scaling_study.PRESETS[study]),
-          'tiny: embedded digits, seconds (smoke test); cpu: MNIST 3-vs-8, '
-          'a real-data run of 5-20 min on 2 cores. Other flags override '
-          'its fields.'),
-      # Checked in main (not marked required, so tests can import the binary
-      # and parse their own flags).
-      'output_dir': flags.DEFINE_string(
-          'output_dir', None, 'Result folder (records, summary, figure); '
-          're-running resumes.'),
-  }
-  hints = typing.get_type_hints(_CONFIG_CLASSES[study])
-  for field in dataclasses.fields(_CONFIG_CLASSES[study]):
-    name, hint = field.name, hints[field.name]
-    help_text = _HELP.get(name, name) + ' (default: the preset\'s)'
-    if hint is tuple:
-      holders[name] = flags.DEFINE_list(name, None, help_text)
-    elif hint is int:
-      holders[name] = flags.DEFINE_integer(name, None, help_text)
-    elif hint is float:
-      holders[name] = flags.DEFINE_float(name, None, help_text)
-    else:  # str and Optional[str]
-      holders[name] = flags.DEFINE_string(name, None, help_text)
-  return holders
+  return study_flags.define_flags(
+      _CONFIG_CLASSES[study], scaling_study.PRESETS[study],
+      preset_help='tiny: embedded digits, seconds (smoke test); cpu: MNIST '
+      '3-vs-8, a real-data run of 5-20 min on 2 cores',
+      field_help=_HELP)
 
 
-def _int_tuple(name: str, values) -> tuple:
-  try:
-    return tuple(int(v) for v in values if str(v).strip())
-  except ValueError:
-    raise errors.AfterKernelError(
-        f'--{name} must be comma-separated integers, got '
-        f'{",".join(values)}') from None
+def _builder(study: str) -> Callable[[str, Dict[str, Any]], Any]:
+  """(preset, overrides) -> config, with classes 1 vs 0 for two-class sets."""
+
+  def build(preset: str, overrides: Dict[str, Any]):
+    if 'dataset' in overrides:
+      plus, minus = scaling_study.default_classes(overrides['dataset'])
+      overrides.setdefault('plus_class', plus)
+      overrides.setdefault('minus_class', minus)
+    return scaling_study.preset(study, preset, **overrides)
+
+  return build
 
 
-def config_from_flags(study: str, holders: Mapping[str, Any]):
+def config_from_flags(study: str, study_flags_: study_flags.StudyFlags):
   """The preset named by --preset with every flag that was set applied.
 
-  A two-class dataset ('synthetic', 'svhn_parity', 'cifar2', ...) chosen
-  without --plus_class / --minus_class gets classes 1 vs 0.
-
   Raises:
-    AfterKernelError: an unparsable list flag or an unknown preset.
+    AfterKernelError: an unparsable list flag, an unknown preset or field.
   """
-  overrides = {}
-  for name, holder in holders.items():
-    if name in ('preset', 'output_dir') or holder.value is None:
-      continue
-    value = holder.value
-    if isinstance(value, list):
-      value = _int_tuple(name, value)
-    overrides[name] = value
-  if 'dataset' in overrides:
-    plus, minus = scaling_study.default_classes(overrides['dataset'])
-    overrides.setdefault('plus_class', plus)
-    overrides.setdefault('minus_class', minus)
-  return scaling_study.preset(study, holders['preset'].value, **overrides)
+  return study_flags.config_from_flags(study_flags_, _builder(study))
 
 
-def main(study: str, holders: Mapping[str, Any],
+def main(argv: Sequence[str], study: str,
+         study_flags_: study_flags.StudyFlags,
          run: Callable[..., Mapping[str, Any]],
          format_summary: Callable[[Mapping[str, Any]], str]) -> int:
   """Builds the config, runs the study, prints its table; 2 on bad input."""
-  try:
-    errors.require(bool(holders['output_dir'].value),
-                   '--output_dir is required: where results are written')
-    config = config_from_flags(study, holders)
-    summary = run(config, holders['output_dir'].value,
-                  log=lambda m: print(m, flush=True))
-  except errors.AfterKernelError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print()
-  print(format_summary(summary))
-  print(f'\nresults and {scaling_study.FIGURE_NAMES[study]}.png/.pdf in '
-        f'{os.path.abspath(holders["output_dir"].value)}')
-  return 0
+  return study_flags.run_main(
+      argv, study_flags_, run, lambda summary, _: format_summary(summary),
+      scaling_study.FIGURE_NAMES[study], build=_builder(study))

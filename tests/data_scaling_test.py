@@ -80,7 +80,7 @@ class MainTest(absltest.TestCase):
       FLAGS.unparse_flags()
       FLAGS(['data_scaling', '--preset=cpu', '--max_steps=9'])
       config = data_scaling.scaling_flags.config_from_flags(
-          data_scaling.STUDY, data_scaling.FLAG_HOLDERS)
+          data_scaling.STUDY, data_scaling.STUDY_FLAGS)
     expected = scaling_study.DATA_SCALING_PRESETS['cpu']
     self.assertEqual(config.max_steps, 9)
     self.assertEqual(config.sample_sizes, expected.sample_sizes)

@@ -1,0 +1,72 @@
+"""BUILD matches the files: every module, program and test has a target.
+
+Bazel is not installed here, so nothing else would notice a BUILD file that
+drifted from the tree (a new module without a py_library, a renamed test, a
+dependency on a target that no longer exists). This reads BUILD as text.
+"""
+
+import glob
+import os
+import re
+
+from absl.testing import absltest
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _build_text() -> str:
+  with open(os.path.join(_REPO, 'BUILD'), encoding='utf-8') as f:
+    return f.read()
+
+
+def _quoted(text: str) -> set:
+  return set(re.findall(r'"([^"\n]*)"', text))
+
+
+def _python_files(folder: str) -> list:
+  return sorted(os.path.relpath(p, _REPO) for p in
+                glob.glob(os.path.join(_REPO, folder, '*.py'))
+                if not p.endswith('__init__.py'))
+
+
+class BuildFileTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.text = _build_text()
+    self.strings = _quoted(self.text)
+
+  def _listed(self, path: str) -> bool:
+    """path is named, or its stem is listed for a "folder/%s.py" template."""
+    folder, stem = os.path.dirname(path), os.path.basename(path)[:-3]
+    return path in self.strings or (
+        f'"{folder}/%s.py" % name' in self.text and stem in self.strings)
+
+  def test_every_module_program_and_test_has_a_target(self):
+    missing = [path for folder in ('afterkernel', 'binaries', 'tests',
+                                   'benchmarks')
+               for path in _python_files(folder) if not self._listed(path)]
+    self.assertEmpty(missing, 'files without a BUILD target')
+
+  def test_every_named_source_exists(self):
+    named = [s for s in self.strings
+             if re.fullmatch(r'(afterkernel|binaries|tests|benchmarks|'
+                             r'examples)/[\w/]+\.py', s)]
+    self.assertNotEmpty(named)
+    missing = [s for s in named if not os.path.exists(os.path.join(_REPO, s))]
+    self.assertEmpty(missing, 'BUILD names files that do not exist')
+
+  def test_every_local_dependency_is_a_defined_target(self):
+    defined = set(re.findall(r'^\s*name = "([\w-]+)"', self.text, re.M))
+    # Targets made by list comprehensions: (name, ...) tuples or "name",
+    # entries of the `for name in [...]` lists.
+    for block in re.findall(r'for name(?:, \w+)* in \[(.*?)\n\]\]', self.text,
+                            re.S):
+      defined |= set(re.findall(r'^\s*\(?"([\w-]+)"', block, re.M))
+    used = set(re.findall(r'"(:[\w-]+)"', self.text))
+    undefined = sorted(u for u in used if u[1:] not in defined)
+    self.assertEmpty(undefined, 'deps on targets BUILD does not define')
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -162,8 +162,10 @@ _FEATURE_BATCH_SIZE = flags.DEFINE_integer(
 _FEATURE_METHOD = flags.DEFINE_enum(
     'feature_method', _DEFAULTS.feature_method,
     list(afterkernel.features.FEATURE_METHODS),
-    'Gradient-feature algorithm: auto (per_layer when the model allows, else '
-    'vectorized), per_layer, vectorized, or loop (slow reference).')
+    'Gradient-feature algorithm: auto (vectorized when the model has no '
+    'per_layer path, per_layer for short jobs, else the faster of the two as '
+    'timed on the first block), per_layer, vectorized, or loop (slow '
+    'reference).')
 _MEMORY_BUDGET_GB = flags.DEFINE_float(
     'memory_budget_gb', None,
     'GiB the gradient features may take; above it the Gram matrices are '

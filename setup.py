@@ -27,5 +27,14 @@ setuptools.setup(
         # The embedded offline dataset (UCI handwritten digits) ships with it.
         'scikit-learn>=1.3',
     ],
-    extras_require={'test': ['pytest>=7']},
+    extras_require={
+        'test': ['pytest>=7'],
+        # The peer libraries that benchmarks/peers.py times beside ours
+        # (`pip install -e '.[peers]'`; not for CI). neural-tangents 0.6.5
+        # needs jax <= 0.4.30 (peers.import_neural_tangents patches two
+        # aliases jax 0.4.26 dropped; older jax cannot run on NumPy 2), and
+        # tf2jax, which it imports, 0.3.6 for that jax.
+        'peers': ['torch==2.13.0', 'neural-tangents==0.6.5', 'jax==0.4.30',
+                  'jaxlib==0.4.30', 'tf2jax==0.3.6'],
+    },
 )

@@ -16,11 +16,14 @@ Then, on features materialized once (untimed), the Gram step alone:
 ((n, P) x (P, n), operands in distinct buffers, i.e. a GEMM), each in
 GFLOP/s counted as 2 n^2 P. Target (issue 3): >= 70% of that matmul.
 
-Peer figures (neural-tangents, torch.func, TF vectorized_map) are quoted
-from issue 3, measured earlier on this machine; they are not re-measured
-(installing JAX / torch is out of scope). To compare across runs despite the
-load, they are also shown scaled by (this run's original / the issue's
-original).
+The peers of issue 3 (`benchmarks.peers`: TF vectorized_map + matmul,
+torch.func vmap(jacrev), neural-tangents' structured derivatives and
+Jacobian contraction) are timed in the same round-robin as afterkernel's
+methods, on the same images and the same weights (copied into each peer's
+net); each peer's Gram is checked against afterkernel's
+(`peers.compare_grams`). A peer whose package is missing gets a 'not
+installed' row. The verdict "ahead" compares medians of this run; the
+issue's seconds (another run, another load) are shown for reference only.
 """
 
 import dataclasses
@@ -29,29 +32,33 @@ from typing import Callable, Optional, Sequence
 import keras
 import numpy as np
 
+from afterkernel import errors
 from afterkernel import features
 from afterkernel import kernels
 from afterkernel import models
 from benchmarks import baselines
 from benchmarks import common
 from benchmarks import features_bench
+from benchmarks import peers as peers_lib
 
 METHODS = ('per_layer', 'vectorized')
 # The Gram from materialized features should reach this fraction of a GEMM.
 MATMUL_TARGET = 0.7
 
 # Issue 3's peer table (seconds, features + Gram, float32, medians of 3 on
-# this 2-core machine): (architecture, n) -> {peer: seconds}.
+# this 2-core machine, another run and load): (architecture, n) -> {peer:
+# seconds}. Reference only: verdicts use this run's measurements.
 ISSUE_PEERS = {
-    ('vgg', 2048): {'original': 38.0, 'TF vectorized_map + matmul': 2.9,
-                    'neural-tangents 0.6.5 (Jacobian contraction)': 6.2,
-                    'torch.func vmap(jacrev)': 3.7,
-                    'one batched fwd+bwd': 0.73},
-    ('fully_connected', 1024): {
-        'original': 7.1, 'TF vectorized_map + matmul': 0.59,
-        'neural-tangents 0.6.5 (structured derivatives)': 0.09,
-        'torch.func vmap(jacrev)': 1.5, 'one batched fwd+bwd': 0.01},
+    ('vgg', 2048): {peers_lib.TF_VECTORIZED_MAP: 2.9,
+                    peers_lib.NT_JACOBIAN: 6.2,
+                    peers_lib.TORCH_FUNC: 3.7},
+    ('fully_connected', 1024): {peers_lib.TF_VECTORIZED_MAP: 0.59,
+                                peers_lib.NT_STRUCTURED: 0.09,
+                                peers_lib.TORCH_FUNC: 1.5},
 }
+DEFAULT_PEERS = 'all'
+# Prefix of peer cases in the timings (they share one round-robin).
+PEER_PREFIX = 'peer: '
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +95,26 @@ def run(configs: Sequence[GramConfig] = FULL_CONFIGS,
         data_dir: Optional[str] = None,
         repeats: int = common.DEFAULT_REPEATS,
         batch_size: int = features.DEFAULT_BATCH_SIZE,
-        log: Optional[Callable[[str], None]] = None) -> common.Report:
-  """Runs benchmark 2; returns its report."""
+        log: Optional[Callable[[str], None]] = None,
+        peers: str = DEFAULT_PEERS) -> common.Report:
+  """Runs benchmark 2; returns its report.
+
+  Args:
+    configs: networks and sizes.
+    input_shape: shape of one image.
+    data_dir: folder with MNIST (noise images without it).
+    repeats: timed calls per case (medians reported).
+    batch_size: examples per block, for afterkernel and the blocked peers.
+    log: progress lines.
+    peers: a `peers.PEER_SETS` key: 'all', 'tf' (only the pure-TF peer) or
+      'none' (no peer table).
+
+  Returns:
+    The report (tables, notes, raw numbers).
+  """
+  errors.require(peers in peers_lib.PEER_SETS,
+                 f'peers must be one of {", ".join(peers_lib.PEER_SETS)}, '
+                 f'got {peers!r}')
   report = common.Report('2. Gram build: features + n x n Gram')
   pipeline_rows, matmul_rows, peer_rows = [], [], []
   raw = {}
@@ -113,7 +138,15 @@ def run(configs: Sequence[GramConfig] = FULL_CONFIGS,
     if structured is not None:
       cases.append(common.Case(STRUCTURED, structured))
     cases.append(common.Case('ceiling', lambda: ceiling(x)))
-    timings = common.run_cases(cases, repeats, log,
+    peer_cases, peer_status = [], {}
+    for peer_name in peers_lib.PEER_SETS[peers]:
+      peer = peers_lib.PEERS[peer_name]
+      peer_status[peer_name] = peers_lib.unavailable_reason(peer)
+      if peer_status[peer_name] is None:
+        peer_fn = peer.make(model, batch_size)
+        peer_cases.append(common.Case(PEER_PREFIX + peer_name,
+                                      lambda fn=peer_fn: fn(x)))
+    timings = common.run_cases(cases + peer_cases, repeats, log,
                                warmups=features_bench.WARMUPS)
     # The original in its own round (see features_bench: interleaved eager
     # tape.jacobian calls slow the next afterkernel call).
@@ -168,21 +201,44 @@ def run(configs: Sequence[GramConfig] = FULL_CONFIGS,
                      if c.name not in ('original', 'ceiling')),
                     key=lambda c: timings[c].median)
     best = timings[best_name].median
-    peers = ISSUE_PEERS.get((config.architecture, config.n), {})
-    load_factor = original / peers['original'] if peers else None
-    for peer, seconds in peers.items():
-      if peer in ('original', 'one batched fwd+bwd'):
+    # Peers: each Gram against our best method's, then seconds vs ours.
+    reference_gram = timings[best_name].warmup_result
+    issue = ISSUE_PEERS.get((config.architecture, config.n), {})
+    peer_raw = {}
+    for peer_name, status in peer_status.items():
+      if status is not None:
+        peer_rows.append([name, peer_name, status, None, best_name, best,
+                          None, 'not measured', None, None, None,
+                          issue.get(peer_name)])
+        peer_raw[peer_name] = {'status': status}
         continue
-      peer_rows.append([name, peer, seconds, seconds * load_factor,
-                        best_name, best, seconds / best,
-                        seconds * load_factor / best])
+      t = timings[PEER_PREFIX + peer_name]
+      gram_check = peers_lib.compare_grams(t.warmup_result, reference_gram)
+      if not gram_check.passed:
+        verdict = 'Gram differs: not compared'
+      else:
+        verdict = 'ahead' if best < t.median else 'NOT ahead'
+      peer_rows.append([
+          name, peer_name, 'measured', t.median, best_name, best,
+          t.median / best, verdict, gram_check.max_relative_difference,
+          gram_check.kink_examples, t.peak_rss_mib, issue.get(peer_name)])
+      peer_raw[peer_name] = {'status': 'measured', 'timing': t,
+                             'ratio_peer_over_ours': t.median / best,
+                             'verdict': verdict,
+                             'gram_check': dataclasses.asdict(gram_check)}
+      if log:
+        log(f'  {peer_name}: {t.median:.3f} s, {t.median / best:.2f}x '
+            f'{best_name}; Gram max rel. diff '
+            f'{gram_check.max_relative_difference:.2e} '
+            f'({gram_check.kink_examples} example(s) at kinks, '
+            f'{gram_check.max_relative_difference_others:.2e} elsewhere)')
     for t in list(timings.values()) + list(matmul.values()):
       t.warmup_result = None
     raw[name] = {'num_parameters': num_parameters, 'timings': timings,
                  'gram_step': matmul, 'gemm_fraction': {
                      c: gemm / matmul[c].median for c in matmul},
                  'max_relative_error_vs_original': check,
-                 'best': best_name, 'load_factor_vs_issue': load_factor}
+                 'best': best_name, 'peers': peer_raw}
 
   report.tables.append(common.format_table(
       ['model, n', 'P', 'method', 'median s', 'x original',
@@ -194,9 +250,24 @@ def run(configs: Sequence[GramConfig] = FULL_CONFIGS,
        'ΔRSS MiB'], matmul_rows))
   if peer_rows:
     report.tables.append(common.format_table(
-        ['model, n', 'peer (from issue 3, not re-measured)', 'issue s',
-         'issue s x load factor', 'our best', 'our s', 'peer / ours (raw)',
-         'peer / ours (load-scaled)'], peer_rows))
+        ['model, n', 'peer (measured in this run)', 'status', 'peer s',
+         'our best', 'our s', 'peer s / our s', 'ours vs peer',
+         'max rel. diff of Gram vs ours', 'examples at kinks',
+         'peer peak RSS MiB', 'issue s (other run)'], peer_rows))
+    versions = peers_lib.versions()
+    report.notes.append(
+        'Peers: medians of the same round-robin as ours, same images and '
+        'weights; "peer s / our s" > 1 means ours is faster. Versions: ' +
+        ', '.join(f'{k} {v}' for k, v in versions.items()) +
+        f'; torch threads set to TensorFlow\'s ({peers_lib.torch_threads()}); '
+        'neural-tangents gets all n examples in one jitted call, torch and '
+        f'TF vectorized_map blocks of {batch_size}. "max rel. diff" = max '
+        '|K_peer - K_ours| / max |K_ours| over all n² entries; "examples at '
+        'kinks" were set aside (ReLU pre-activations within float32 '
+        'rounding of 0 take either branch), every other entry agrees to '
+        f'{peers_lib.GRAM_TOLERANCE:g} (else the verdict says "Gram '
+        'differs"). "issue s" is from another run at another load: '
+        'reference only.')
   fractions = {n: r['gemm_fraction']['kernels.gram (float32)']
                for n, r in raw.items()}
   report.notes.append(
@@ -207,7 +278,6 @@ def run(configs: Sequence[GramConfig] = FULL_CONFIGS,
       f'Inputs: {source}. "x original" and "fraction of ceiling" are ratios '
       f'of medians of {repeats} round-robin repeats in this run; "max rel. '
       'diff" compares the top-left 2x2 of each Gram with the original\'s '
-      'float64 Gram. Load factor = this run\'s original / 38 s (VGG) or '
-      '7.1 s (FC) from the issue.')
+      'float64 Gram.')
   report.raw = raw
   return report

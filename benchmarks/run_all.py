@@ -4,6 +4,11 @@ From the project root:
 
   .venv/bin/python -m benchmarks.run_all --quick    # ~5 min, small sizes
   .venv/bin/python -m benchmarks.run_all            # BENCHMARKS.md sizes
+  .venv/bin/python -m benchmarks.run_all --only=gram --peers=tf
+
+The Gram benchmark also times the peer libraries of issue 3 (--peers=all:
+TF vectorized_map, and torch.func / neural-tangents where installed, see
+`pip install -e '.[peers]'`; --peers=tf: only the pure-TF one; --peers=none).
 
 Every benchmark measures all its variants in one process, round-robin, and
 prints the medians of --repeats calls side by side with their ratios and
@@ -51,6 +56,10 @@ _MARGIN_SIZES = flags.DEFINE_list(
 _ORIGINAL_MAX_SECONDS = flags.DEFINE_float(
     'original_max_seconds', None, 'Longest run of the original solver to its '
     'target before its time is extrapolated instead; default 600 (quick: 30).')
+_PEERS = flags.DEFINE_enum(
+    'peers', 'all', ['all', 'tf', 'none'], 'Peers timed beside afterkernel '
+    'in the gram benchmark: all (missing packages get a "not installed" '
+    'row), tf (only TF vectorized_map + matmul) or none.')
 _ISOLATE = flags.DEFINE_bool(
     'isolate', True, 'Run each configuration in a fresh subprocess.')
 _CONFIG_INDEX = flags.DEFINE_integer(
@@ -64,7 +73,7 @@ _VERBOSE = flags.DEFINE_bool('verbose', True, 'Progress lines on stderr.')
 
 # Flags passed on to children unchanged.
 _PASSED_FLAGS = ('quick', 'data_dir', 'repeats', 'margin_sizes',
-                 'original_max_seconds', 'verbose')
+                 'original_max_seconds', 'peers', 'verbose')
 
 
 def _log(message: str) -> None:
@@ -106,7 +115,7 @@ def _run_one(name: str, configs: list, data_dir: str, quick: bool,
                               log=_log)
   if name == 'gram':
     return gram_bench.run(configs, data_dir=data_dir, repeats=repeats,
-                          log=_log)
+                          log=_log, peers=_PEERS.value)
   if name == 'margin':
     max_seconds = _ORIGINAL_MAX_SECONDS.value or (30.0 if quick else 600.0)
     return margin_bench.run(

@@ -7,14 +7,17 @@ afterkernel's, and the original primal eager-TF loop is Algorithm 1 (same
 margins per iteration as `margin.max_margin_from_features`).
 """
 
+import importlib
 import os
 import sys
+from unittest import mock
 
 from absl.testing import absltest
 import keras
 import numpy as np
 
 from afterkernel import features
+from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models
 
@@ -31,6 +34,7 @@ from benchmarks import end_to_end_bench
 from benchmarks import features_bench
 from benchmarks import gram_bench
 from benchmarks import margin_bench
+from benchmarks import peers
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # A folder without MNIST: the benchmarks must fall back to noise / digits.
@@ -130,6 +134,79 @@ class CommonTest(absltest.TestCase):
                      ['| x | y |', '|---|---|', '| 1.23 | — |', '| a | 2 |'])
 
 
+_REAL_IMPORT_MODULE = importlib.import_module
+
+
+def _import_without_torch_and_jax(name, *args, **kwargs):
+  if name.split('.')[0] in ('torch', 'jax', 'neural_tangents'):
+    raise ModuleNotFoundError(f'No module named {name!r}', name=name)
+  return _REAL_IMPORT_MODULE(name, *args, **kwargs)
+
+
+class PeersTest(absltest.TestCase):
+  """The peers' Grams equal afterkernel's for the same weights."""
+
+  def _check_peer_equals_afterkernel(self, peer_name):
+    peer = peers.PEERS[peer_name]
+    reason = peers.unavailable_reason(peer)
+    if reason is not None:
+      self.skipTest(reason)
+    for architecture in ('vgg', 'fully_connected'):
+      model = _toy_model(architecture)
+      images = np.random.default_rng(3).random((7,) + _TOY_SHAPE,
+                                               dtype=np.float32)
+      reference = kernels.gram(features.gradient_features(
+          model, images, method='loop'))
+      # Blocks of 4 exercise the short last block.
+      gram = peer.make(model, 4)(images)
+      self.assertEqual(gram.shape, (7, 7))
+      self.assertEqual(gram.dtype, np.float32)
+      np.testing.assert_allclose(gram, reference, rtol=0,
+                                 atol=1e-5 * np.abs(reference).max(),
+                                 err_msg=f'{peer_name} on {architecture}')
+
+  def test_tf_vectorized_map_gram_equals_afterkernel(self):
+    self._check_peer_equals_afterkernel(peers.TF_VECTORIZED_MAP)
+
+  def test_torch_func_gram_equals_afterkernel(self):
+    self._check_peer_equals_afterkernel(peers.TORCH_FUNC)
+
+  def test_neural_tangents_grams_equal_afterkernel(self):
+    self._check_peer_equals_afterkernel(peers.NT_STRUCTURED)
+    self._check_peer_equals_afterkernel(peers.NT_JACOBIAN)
+
+  def test_missing_package_is_reported_with_its_install_command(self):
+    with mock.patch.object(peers.importlib, 'import_module',
+                           side_effect=_import_without_torch_and_jax):
+      reason = peers.unavailable_reason(peers.PEERS[peers.TORCH_FUNC])
+      self.assertIsNone(peers.unavailable_reason(
+          peers.PEERS[peers.TF_VECTORIZED_MAP]))
+    self.assertEqual(reason, "not installed: no module 'torch' "
+                     f'({peers.TORCH_INSTALL})')
+
+  def test_peer_nets_refuse_unsupported_layers(self):
+    model = models.build_model('sum', _TOY_SHAPE)
+    with self.assertRaisesRegex(ValueError, 'do not support layer'):
+      peers.chain_layers(model)
+
+  def test_compare_grams_sets_aside_an_example_at_a_kink(self):
+    rng = np.random.default_rng(4)
+    phi = rng.standard_normal((200, 30))
+    reference = phi @ phi.T
+    kinked = phi.copy()
+    kinked[17] *= 1.01  # One example's gradient took the other branch.
+    check = peers.compare_grams(kinked @ kinked.T, reference)
+    self.assertTrue(check.passed)
+    self.assertEqual(check.kink_examples, 1)
+    self.assertGreater(check.max_relative_difference, 1e-3)
+    self.assertLess(check.max_relative_difference_others, 1e-12)
+    # A wrong network (every example off) fails.
+    wrong = peers.compare_grams(1.01 * reference, reference)
+    self.assertFalse(wrong.passed)
+    self.assertEqual(wrong.kink_examples, 2)  # 1% of 200, then it gives up.
+    self.assertFalse(peers.compare_grams(reference[:5, :5], reference).passed)
+
+
 class BenchmarksSmokeTest(absltest.TestCase):
   """Each benchmark at toy size, without MNIST (its fallbacks)."""
 
@@ -148,12 +225,34 @@ class BenchmarksSmokeTest(absltest.TestCase):
   def test_gram_bench(self):
     report = gram_bench.run([gram_bench.GramConfig('fully_connected', 12)],
                             input_shape=_TOY_SHAPE, data_dir=_NO_DATA,
-                            repeats=1, batch_size=8)
+                            repeats=1, batch_size=8, peers='none')
     raw = report.raw['fully_connected n=12']
     for name, error in raw['max_relative_error_vs_original'].items():
       self.assertLess(error, 1e-5, name)
     self.assertGreater(raw['gemm_fraction']['kernels.gram (float32)'], 0)
-    self.assertLen(report.tables, 2)  # No peer figures at this size.
+    self.assertLen(report.tables, 2)  # --peers=none: no peer table.
+
+  def test_gram_bench_reports_missing_peers_as_not_installed(self):
+    # torch and jax hidden: their peers get rows, the TF peer is measured.
+    with mock.patch.object(peers.importlib, 'import_module',
+                           side_effect=_import_without_torch_and_jax):
+      report = gram_bench.run([gram_bench.GramConfig('vgg', 12)],
+                              input_shape=_TOY_SHAPE, data_dir=_NO_DATA,
+                              repeats=1, batch_size=8, peers='all')
+    measured = report.raw['vgg n=12']['peers']
+    self.assertEqual(set(measured), set(peers.PEERS))
+    tf_peer = measured[peers.TF_VECTORIZED_MAP]
+    self.assertEqual(tf_peer['status'], 'measured')
+    self.assertTrue(tf_peer['gram_check']['passed'])
+    self.assertLess(tf_peer['gram_check']['max_relative_difference'], 1e-5)
+    self.assertIn(tf_peer['verdict'], ('ahead', 'NOT ahead'))
+    for name in (peers.TORCH_FUNC, peers.NT_STRUCTURED, peers.NT_JACOBIAN):
+      self.assertStartsWith(measured[name]['status'], 'not installed')
+      self.assertIn('pip install', measured[name]['status'])
+    self.assertLen(report.tables, 3)
+    self.assertIn('| not installed: no module', report.tables[2])
+    self.assertIn(f'| {peers.TF_VECTORIZED_MAP} | measured |',
+                  report.tables[2])
 
   def test_margin_bench(self):
     report = margin_bench.run([margin_bench.MarginConfig(60)],

@@ -61,6 +61,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from afterkernel import data
 from afterkernel import errors
 from afterkernel import linearize
 from afterkernel import models
@@ -348,7 +349,8 @@ def direction_task(direction: np.ndarray, num: int, seed,
   projection = np.tensordot(x, v, axes=v.ndim)
   labels = (projection > 0).astype(np.float32)
   if margin:
-    x = x + margin * np.reshape(2.0 * labels - 1.0, (-1,) + (1,) * v.ndim) * v
+    signs = np.reshape(data.signed_labels(labels), (-1,) + (1,) * v.ndim)
+    x = x + margin * signs * v
   return x.astype(np.float32), labels
 
 
@@ -523,8 +525,8 @@ def _compile(model: keras.Model, config: NADConfig) -> None:
 
 
 def _targets(labels01: np.ndarray, loss: str) -> np.ndarray:
-  labels01 = labels01.astype(np.float32)
-  return (labels01 if loss == 'bce' else 2 * labels01 - 1)[:, None]
+  targets = labels01 if loss == 'bce' else data.signed_labels(labels01)
+  return np.asarray(targets, np.float32)[:, None]
 
 
 def accuracy(model: keras.Model, inputs: np.ndarray,

@@ -438,7 +438,7 @@ def run_task(base: data.BinaryTask, seed: int, num_train: int,
 
 def plus_minus(labels: np.ndarray) -> np.ndarray:
   """{0, 1} labels as float32 {-1, +1} targets (the study's MSE targets)."""
-  return (2.0 * np.asarray(labels, np.float32) - 1.0).astype(np.float32)
+  return data.signed_labels(labels).astype(np.float32)
 
 
 def build_network(config: _CommonConfig, input_shape: Sequence[int],

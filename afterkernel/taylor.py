@@ -454,8 +454,8 @@ def make_model(kind: str, network: keras.Model, config: SecondOrderConfig,
 
 
 def _targets(labels01: np.ndarray, loss: str) -> np.ndarray:
-  labels01 = np.asarray(labels01, np.float32)
-  return (labels01 if loss == 'bce' else 2 * labels01 - 1)[:, None]
+  targets = labels01 if loss == 'bce' else data.signed_labels(labels01)
+  return np.asarray(targets, np.float32)[:, None]
 
 
 def _outputs(model: keras.Model, inputs: np.ndarray,
@@ -511,7 +511,7 @@ def train_model(model: keras.Model, task: data.BinaryTask,
   seconds = time.time() - start
   train_outputs = _outputs(model, task.x_train)
   test_outputs = _outputs(model, task.x_test)
-  signed_test = 2.0 * task.y_test - 1.0
+  signed_test = data.signed_labels(task.y_test)
   losses = [float(v) for v in history.history['loss']]
   best_epoch = int(np.argmin(callback.errors)) + 1
   return {

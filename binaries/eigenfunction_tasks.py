@@ -37,30 +37,15 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from afterkernel import eigentasks
 from binaries import study_flags
 
-# Help of the override flags (the configuration's docstring says more).
+# Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP
+# (the configuration's docstring says more).
 _FIELD_HELP = {
-    'data_dir': 'Folder with mnist/*-ubyte.gz etc. (layout of '
-                '/work/shared/data); unset = tensorflow-datasets.',
-    'dataset': 'Dataset (afterkernel.data.DATASETS).',
-    'plus_class': 'Class labelled 1.',
-    'minus_class': 'Class labelled 0.',
-    'width': 'Hidden units (FC) or first-block channels.',
-    'num_layers': 'Hidden layers (FC) or convolutions per block.',
-    'batch_size': 'Minibatch size.',
-    'learning_rate': 'SGD learning rate.',
-    'momentum': 'SGD momentum.',
-    'num_runs': 'Initializations (seeds seed, seed + 1, ...).',
-    'seed': 'First seed.',
     'num_train': 'Training inputs n (the Gram is n x n).',
     'num_test': 'Test inputs.',
     'standardize_inputs': ('Center each input feature on its training mean '
                            'and divide by the global training std (presets: '
                            'on).'),
-    'architecture': 'fully_connected or vgg.',
     'eigen_indices': '1-based eigenfunction indices j (1 = top).',
-    'epochs': 'Epochs per model and task.',
-    'loss': 'bce (logistic, 0/1 targets) or mse (+-1).',
-    'feature_batch_size': 'Examples per gradient-feature block.',
 }
 STUDY_FLAGS = study_flags.define_flags(
     eigentasks.EigentaskConfig, eigentasks.PRESETS,

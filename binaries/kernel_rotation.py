@@ -37,29 +37,14 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from afterkernel import kernel_rotation
 from binaries import study_flags
 
-# Help of the override flags (the configuration's docstring says more).
+# Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP
+# (the configuration's docstring says more).
 _FIELD_HELP = {
-    'data_dir': 'Folder with mnist/*-ubyte.gz etc. (layout of '
-                '/work/shared/data); unset = tensorflow-datasets.',
-    'dataset': 'Dataset (afterkernel.data.DATASETS).',
-    'plus_class': 'Class labelled 1.',
-    'minus_class': 'Class labelled 0.',
-    'width': 'Hidden units (FC) or first-block channels.',
-    'num_layers': 'Hidden layers (FC) or convolutions per block.',
-    'batch_size': 'Minibatch size.',
-    'learning_rate': 'SGD learning rate.',
-    'momentum': 'SGD momentum.',
-    'num_runs': 'Initializations (seeds seed, seed + 1, ...).',
-    'seed': 'First seed.',
-    'num_train': 'Training examples.',
-    'num_test': 'Test examples.',
     'num_kernel_examples': ('Training inputs the Gram is measured on (the '
                             'first ones; unset in the preset = all).'),
-    'architecture': 'fully_connected or vgg.',
     'checkpoint_epochs': 'Epochs at which the kernel is measured (include 0).',
     'energy_ks': 'K values of the label energies E_K.',
     'num_eigenfunctions': 'Eigenvectors whose alignment is tracked.',
-    'feature_batch_size': 'Examples per gradient-feature block.',
 }
 STUDY_FLAGS = study_flags.define_flags(
     kernel_rotation.RotationConfig, kernel_rotation.PRESETS,

@@ -37,15 +37,10 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from afterkernel import nads
 from binaries import study_flags
 
-# Help of the override flags (the configuration's docstring says more).
+# Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP
+# (the configuration's docstring says more).
 _FIELD_HELP = {
     'width': 'Hidden units (FC) or channels (CNN).',
-    'num_layers': 'Hidden layers (FC) or convolutions per block.',
-    'batch_size': 'Minibatch size.',
-    'learning_rate': 'SGD learning rate.',
-    'momentum': 'SGD momentum.',
-    'num_runs': 'Initializations (seeds seed, seed + 1, ...).',
-    'seed': 'First seed.',
     'architecture': 'cnn (global pooling), vgg or fully_connected.',
     'image_side': 'Inputs are image_side^2 x channels.',
     'channels': 'Input channels.',
@@ -54,8 +49,6 @@ _FIELD_HELP = {
     'num_train': 'Examples per task.',
     'num_test': 'Test examples per task.',
     'margin': 'Class gap along v_j (0: plain sign(v_j . x)).',
-    'epochs': 'Epochs per model and task.',
-    'loss': 'bce (logistic, 0/1 targets) or mse (+-1).',
     'max_elements': ('Largest P x D mixed derivative formed; above it M^T M '
                      'is accumulated per variable.'),
 }

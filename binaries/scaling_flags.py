@@ -22,14 +22,13 @@ _CONFIG_CLASSES = {
     scaling_study.AFTER_KERNEL_VS_M: scaling_study.AfterKernelVsMConfig,
     scaling_study.KERNEL_DYNAMICS: scaling_study.KernelDynamicsConfig,
 }
-# Help of the override flags (the config docstrings say more).
+# Help of the override flags besides study_flags.COMMON_FIELD_HELP (the
+# config docstrings say more).
 _HELP = {
     'dataset': 'Dataset (afterkernel.data.DATASETS); synthetic = Vyas et '
                'al.\'s z_1 z_2 task.',
     'plus_class': 'Class labelled +1 (default 8, or 1 for two-class sets).',
     'minus_class': 'Class labelled -1 (default 3, or 0 for two-class sets).',
-    'data_dir': 'Folder with mnist/*-ubyte.gz etc. (layout of '
-                '/work/shared/data); unset = tensorflow-datasets.',
     'num_test': 'Test examples per run.',
     'width': 'Hidden units per layer of the FC network.',
     'depth': 'Hidden layers of the FC network.',
@@ -41,9 +40,7 @@ _HELP = {
     'kernel_method': 'How kernels are fit: sgd | ridge | svm.',
     'eval_growth': 'SGD predictors are evaluated at steps growing by this '
                    'factor (optimal early stopping).',
-    'feature_batch_size': 'Examples per gradient-feature block.',
     'num_runs': 'Runs (seeds seed, seed+1, ...).',
-    'seed': 'First seed.',
     'sample_sizes': 'Training-set sizes n (comma-separated).',
     'max_steps': 'SGD steps of the network and of kernel SGD.',
     'num_bootstrap': 'Bootstrap resamples for the CI of beta (one run only; '

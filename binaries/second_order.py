@@ -39,23 +39,9 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from afterkernel import taylor
 from binaries import study_flags
 
-# Help of the override flags (the configuration's docstring says more).
+# Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP
+# (the configuration's docstring says more).
 _FIELD_HELP = {
-    'data_dir': 'Folder with mnist/*-ubyte.gz etc. (layout of '
-                '/work/shared/data); unset = tensorflow-datasets.',
-    'dataset': 'Dataset (afterkernel.data.DATASETS).',
-    'plus_class': 'Class labelled 1.',
-    'minus_class': 'Class labelled 0.',
-    'width': 'Hidden units (FC) or first-block channels.',
-    'num_layers': 'Hidden layers (FC) or convolutions per block.',
-    'batch_size': 'Minibatch size.',
-    'learning_rate': 'SGD learning rate.',
-    'momentum': 'SGD momentum.',
-    'num_runs': 'Initializations (seeds seed, seed + 1, ...).',
-    'seed': 'First seed.',
-    'num_train': 'Training examples.',
-    'num_test': 'Test examples.',
-    'architecture': 'fully_connected or vgg.',
     'model_kinds': 'Models to train: ' + ','.join(taylor.MODEL_KINDS) + '.',
     'epochs': 'Epochs per model.',
     'loss': 'mse (+-1 targets, Vyas et al.) or bce.',

@@ -32,6 +32,28 @@ flags.disclaim_key_flags()
 PRESET = 'preset'
 OUTPUT_DIR = 'output_dir'
 
+# Help of fields that several studies share; a binary's field_help wins.
+COMMON_FIELD_HELP = {
+    'data_dir': ('Folder with mnist/*-ubyte.gz etc. (layout of '
+                 '/work/shared/data); unset = tensorflow-datasets.'),
+    'dataset': 'Dataset (afterkernel.data.DATASETS).',
+    'plus_class': 'Class labelled 1.',
+    'minus_class': 'Class labelled 0.',
+    'width': 'Hidden units (FC) or first-block channels.',
+    'num_layers': 'Hidden layers (FC) or convolutions per block.',
+    'batch_size': 'Minibatch size.',
+    'learning_rate': 'SGD learning rate.',
+    'momentum': 'SGD momentum.',
+    'num_runs': 'Initializations (seeds seed, seed + 1, ...).',
+    'seed': 'First seed.',
+    'num_train': 'Training examples.',
+    'num_test': 'Test examples.',
+    'architecture': 'fully_connected or vgg.',
+    'feature_batch_size': 'Examples per gradient-feature block.',
+    'epochs': 'Epochs per model and task.',
+    'loss': 'bce (logistic, 0/1 targets) or mse (+-1).',
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class StudyFlags:
@@ -80,7 +102,8 @@ def define_flags(config_class: type,
     config_class: the study's frozen configuration dataclass.
     presets: preset name -> instance of `config_class`.
     preset_help: what the presets are (appended to the list of names).
-    field_help: field name -> help text (the field name is used otherwise).
+    field_help: field name -> help text, over COMMON_FIELD_HELP (the field
+      name is used for a field in neither).
     default_preset: the preset used without --preset.
     flag_values: where the flags are defined (tests pass their own).
 
@@ -103,6 +126,7 @@ def define_flags(config_class: type,
   }
   list_types = {}
   hints = typing.get_type_hints(config_class)
+  field_help = {**COMMON_FIELD_HELP, **field_help}
   for field in dataclasses.fields(config_class):
     name = field.name
     hint = _without_optional(hints[name])

@@ -108,6 +108,12 @@ class _Layer:
   input_shape: Tuple[int, ...] = ()
 
 
+# Supported Keras layer classes (exact types: subclasses such as
+# DepthwiseConv2D compute something else) -> `_Layer.kind`.
+_KINDS = {keras.layers.Conv2D: 'conv', keras.layers.MaxPooling2D: 'pool',
+          keras.layers.Flatten: 'flatten', keras.layers.Dense: 'dense'}
+
+
 def _activation_is_relu(layer) -> bool:
   name = keras.activations.serialize(layer.activation)
   name = name if isinstance(name, str) else name.get('config', name)
@@ -136,7 +142,8 @@ def chain_layers(model: keras.Model) -> List[_Layer]:
       continue
     shape = tuple(int(d) for d in layer.input.shape[1:])
     weights = [np.array(w, np.float32) for w in layer.get_weights()]
-    if type(layer) is keras.layers.Conv2D:  # pylint: disable=unidiomatic-typecheck
+    kind = _KINDS.get(type(layer))
+    if kind == 'conv':
       kernel_size = tuple(layer.kernel_size)
       errors.require(
           tuple(layer.strides) == (1, 1) and
@@ -147,7 +154,7 @@ def chain_layers(model: keras.Model) -> List[_Layer]:
           f'{layer.name} is not one')
       chain.append(_Layer('conv', weights, _activation_is_relu(layer),
                           padding=layer.padding, input_shape=shape))
-    elif type(layer) is keras.layers.MaxPooling2D:  # pylint: disable=unidiomatic-typecheck
+    elif kind == 'pool':
       size = tuple(layer.pool_size)
       errors.require(
           size[0] == size[1] and tuple(layer.strides) == size and
@@ -155,9 +162,9 @@ def chain_layers(model: keras.Model) -> List[_Layer]:
           f'peers support square valid max-pooling with stride = window, '
           f'layer {layer.name} is not one')
       chain.append(_Layer('pool', [], pool=size[0], input_shape=shape))
-    elif type(layer) is keras.layers.Flatten:  # pylint: disable=unidiomatic-typecheck
+    elif kind == 'flatten':
       chain.append(_Layer('flatten', [], input_shape=shape))
-    elif type(layer) is keras.layers.Dense:  # pylint: disable=unidiomatic-typecheck
+    elif kind == 'dense':
       errors.require(layer.use_bias,
                      f'peers need Dense with bias, layer {layer.name}')
       chain.append(_Layer('dense', weights, _activation_is_relu(layer),

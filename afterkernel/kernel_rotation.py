@@ -271,8 +271,28 @@ PRESETS = {
 }
 
 
+# Metrics every record of this version holds. A record of the same
+# configuration written by older code (before the energies along u_j(0)) has
+# the same key and fingerprint but not these: its run is measured again
+# instead of mixing records with and without them in one summary.
+REQUIRED_METRICS = ('top_eigenvalue', 'init_eigvec_energy_frac_1')
+
+
 def record_key(epoch: int, run: int) -> str:
   return f'{FAMILY}_epoch{epoch:05d}_run{run}'
+
+
+def _run_complete(result_store: store.ResultStore, config: RotationConfig,
+                  run: int) -> bool:
+  """Whether every checkpoint of `run` is stored with REQUIRED_METRICS."""
+  for epoch in config.checkpoint_epochs:
+    key = record_key(epoch, run)
+    if not result_store.has(key):
+      return False
+    metrics = result_store.get(key).get('metrics', {})
+    if any(name not in metrics for name in REQUIRED_METRICS):
+      return False
+  return True
 
 
 def measure(model: keras.Model, kernel_inputs: np.ndarray,
@@ -475,8 +495,7 @@ def run_study(config: RotationConfig, output_dir: str,
   result_store = store.ResultStore(output_dir)
   task = None
   for run in range(config.num_runs):
-    if all(result_store.has(record_key(e, run))
-           for e in config.checkpoint_epochs):
+    if _run_complete(result_store, config, run):
       log(f'run {run}: all {len(config.checkpoint_epochs)} checkpoints '
           f'already in {output_dir}; skipped')
       continue

@@ -238,6 +238,20 @@ class StudyTest(absltest.TestCase):
       kernel_rotation.run_study(dataclasses.replace(_TINY, width=8),
                                 directory, log=_quiet)
 
+  def test_records_of_older_code_without_new_metrics_are_remeasured(self):
+    directory = os.path.join(tempfile.mkdtemp(), 'out')
+    kernel_rotation.run_study(_TINY, directory, log=_quiet)
+    result_store = store.ResultStore(directory)
+    key = kernel_rotation.record_key(_TINY.checkpoint_epochs[-1], 0)
+    old = result_store.get(key)
+    del old['metrics']['init_eigvec_energy_frac_1']  # as older code wrote it
+    result_store.put(old)
+    messages = []
+    kernel_rotation.run_study(_TINY, directory, log=messages.append)
+    self.assertFalse(any('skipped' in m for m in messages))
+    self.assertIn('init_eigvec_energy_frac_1',
+                  result_store.get(key)['metrics'])
+
 
 def _real_data_dir():
   path = os.environ.get('AFTERKERNEL_DATA_DIR') or os.path.join(

@@ -50,7 +50,8 @@ training inputs (all of them by default in the presets that fit).
 
 `run_study` follows the study pattern: frozen `RotationConfig` and
 `PRESETS`, one record per (checkpoint epoch, run) in a `store.ResultStore`
-(a run whose records all exist is skipped; a run killed midway is redone
+(a run whose records all exist with this version's metrics,
+`REQUIRED_METRICS`, is skipped; a run killed midway is redone
 from its initialization, replacing its records), a summary and a figure.
 """
 
@@ -271,11 +272,11 @@ PRESETS = {
 }
 
 
-# Metrics every record of this version holds. A record of the same
+# Metrics that only records of this version hold. A record of the same
 # configuration written by older code (before the energies along u_j(0)) has
 # the same key and fingerprint but not these: its run is measured again
 # instead of mixing records with and without them in one summary.
-REQUIRED_METRICS = ('top_eigenvalue', 'init_eigvec_energy_frac_1')
+REQUIRED_METRICS = ('init_eigvec_energy_frac_1',)
 
 
 def record_key(epoch: int, run: int) -> str:
@@ -289,7 +290,10 @@ def _run_complete(result_store: store.ResultStore, config: RotationConfig,
     key = record_key(epoch, run)
     if not result_store.has(key):
       return False
-    metrics = result_store.get(key).get('metrics', {})
+    try:
+      metrics = result_store.get(key).get('metrics', {})
+    except errors.AfterKernelError:  # corrupt: measure the run again
+      return False
     if any(name not in metrics for name in REQUIRED_METRICS):
       return False
   return True

@@ -200,7 +200,10 @@ def claim_output_dir(output_dir: str, config_dict: Mapping[str, Any],
 
   Studies call this before writing anything, so a second configuration can
   never mix its records into a folder (results would silently average two
-  experiments); re-running the same configuration resumes.
+  experiments); re-running the same configuration resumes. Fields left out
+  of the fingerprint (more runs, more sizes or indices) extend the folder:
+  config.json is then rewritten to the latest configuration, so it matches
+  what the summary covers.
 
   Raises:
     AfterKernelError: no output_dir, or it holds another configuration
@@ -209,17 +212,21 @@ def claim_output_dir(output_dir: str, config_dict: Mapping[str, Any],
   errors.require(bool(output_dir), 'output_dir is required: where results '
                  'are written')
   path = os.path.join(output_dir, CONFIG_FILE)
+  text = to_json({'fingerprint': fingerprint, 'config': dict(config_dict)},
+                 indent=2, sort_keys=True) + '\n'
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:
-      try:
-        previous = json.load(f)
-      except json.JSONDecodeError:
-        previous = {}
+      previous_text = f.read()
+    try:
+      previous = json.loads(previous_text)
+    except json.JSONDecodeError:
+      previous = {}
     errors.require(
+        isinstance(previous, dict) and
         previous.get('fingerprint') == fingerprint,
         f'{output_dir} already holds results of a different configuration '
         f'({path}); choose another --output_dir (nothing was changed)')
+    if previous_text != text:
+      atomic_write_text(path, text)
   else:
-    atomic_write_text(path, to_json(
-        {'fingerprint': fingerprint, 'config': dict(config_dict)},
-        indent=2, sort_keys=True) + '\n')
+    atomic_write_text(path, text)

@@ -40,6 +40,10 @@ from binaries import study_flags
 # Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP
 # (the configuration's docstring says more).
 _FIELD_HELP = {
+    'dataset': ('Where the inputs come from (afterkernel.data.DATASETS); '
+                'the labels are the eigenfunction signs.'),
+    'plus_class': 'One class whose images are used (its labels are not).',
+    'minus_class': 'The other class whose images are used.',
     'num_train': 'Training inputs n (the Gram is n x n).',
     'num_test': 'Test inputs.',
     'standardize_inputs': ('Center each input feature on its training mean '

@@ -21,7 +21,7 @@ MNIST 3-vs-8 at CPU scale (4 x 94 FC net, 2000 training inputs, 30 epochs,
 Every preset field can be overridden by its flag (e.g. --num_runs=1
 --checkpoint_epochs=0,1,5). Prints one line per checkpoint epoch (means over
 runs): E_K for each K, a_1..a_5, the top-J subspace overlap, s_1..s_3 and
-their top-J sum S_J, lambda_1, the alignment of K_t with K_0 and with y y^T,
+S_J = s_1 + ... + s_J, lambda_1, the alignment of K_t with K_0 and with y y^T,
 the test error and training loss. Writes config.json, records/*.json (one
 per epoch and run), summary.json, summary.csv and kernel_rotation.{png,pdf}
 to --output_dir; re-running resumes (finished runs are skipped).
@@ -41,10 +41,13 @@ from binaries import study_flags
 # (the configuration's docstring says more).
 _FIELD_HELP = {
     'num_kernel_examples': ('Training inputs the Gram is measured on (the '
-                            'first ones; unset in the preset = all).'),
+                            'first ones; all of them where the preset says '
+                            'None, as cpu does).'),
     'checkpoint_epochs': 'Epochs at which the kernel is measured (include 0).',
     'energy_ks': 'K values of the label energies E_K.',
-    'num_eigenfunctions': 'Eigenvectors whose alignment is tracked.',
+    'num_eigenfunctions': ('J: initial eigenvectors whose alignment a_j and '
+                           'energy share s_j are tracked (and S_J, the '
+                           'top-J overlap).'),
 }
 STUDY_FLAGS = study_flags.define_flags(
     kernel_rotation.RotationConfig, kernel_rotation.PRESETS,

@@ -41,6 +41,7 @@ from binaries import study_flags
 # (the configuration's docstring says more).
 _FIELD_HELP = {
     'width': 'Hidden units (FC) or channels (CNN).',
+    'num_layers': 'Hidden layers (FC) or convolutions (CNN, VGG blocks).',
     'architecture': 'cnn (global pooling), vgg or fully_connected.',
     'image_side': 'Inputs are image_side^2 x channels.',
     'channels': 'Input channels.',

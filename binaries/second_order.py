@@ -11,8 +11,8 @@ Offline smoke run (embedded 8x8 digits 8-vs-3, FC 2 x 32, seconds):
 
   python -m binaries.second_order --preset=tiny --output_dir=/tmp/so_tiny
 
-MNIST 3-vs-8 at CPU scale (2000 train / 1000 test, FC 2 x 128, 20 epochs,
-2 runs; see the README for the measured time):
+MNIST 3-vs-8 at CPU scale (8000 train / 1900 test, FC 2 x 128, 30 epochs,
+3 runs; see the README for the measured time):
 
   python -m binaries.second_order --preset=cpu --data_dir=../shared/data \
       --output_dir=results/second_order_mnist

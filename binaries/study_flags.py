@@ -17,6 +17,7 @@ binary; only its help text (`field_help`) is worth adding.
 import dataclasses
 import os
 import sys
+import types
 import typing
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -71,8 +72,8 @@ class StudyFlags:
 
 
 def _without_optional(hint):
-  """X for Optional[X]; the hint itself otherwise."""
-  if typing.get_origin(hint) is typing.Union:
+  """X for Optional[X] and X | None; the hint itself otherwise."""
+  if typing.get_origin(hint) in (typing.Union, types.UnionType):
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if len(args) == 1:
       return args[0]
@@ -80,14 +81,21 @@ def _without_optional(hint):
 
 
 def _list_element_type(name: str, hint, presets: Mapping[str, Any]) -> type:
-  """int or str: from Tuple[X, ...], else from the presets' values."""
-  args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-  if args:
-    return str if args[0] is str else int
-  for config in presets.values():
-    for value in getattr(config, name):
-      return str if isinstance(value, str) else int
-  return int
+  """int or str: from Tuple[X, ...], else from the presets' values.
+
+  Raises:
+    TypeError: elements of another type (a flag for them is not written
+      yet), or a mix.
+  """
+  args = {a for a in typing.get_args(hint) if a is not Ellipsis}
+  if not args:
+    args = {type(value) for config in presets.values()
+            for value in getattr(config, name)} or {int}
+  if args == {bool} or len(args) != 1 or not args <= {int, str}:
+    raise TypeError(f'study_flags: field {name!r} holds '
+                    f'{sorted(map(str, args))}; only tuples of int or of str '
+                    'become list flags')
+  return args.pop()
 
 
 def define_flags(config_class: type,

@@ -35,12 +35,20 @@ class BuildFileTest(absltest.TestCase):
     super().setUp()
     self.text = _build_text()
     self.strings = _quoted(self.text)
+    # Files named through list comprehensions: [rule(... "folder/%s.py" %
+    # name ...) for name(, ...) in [ names ]]: the stems of THAT list only.
+    self.templated = set()
+    for body, names in re.findall(
+        r'^\[py_\w+\((.*?)^\) for name(?:, \w+)* in \[(.*?)^\]\]',
+        self.text, re.M | re.S):
+      for folder in re.findall(r'"([\w/]+)/%s\.py" % name', body):
+        for stem in re.findall(r'^\s*\(?"([\w-]+)"', names, re.M):
+          self.templated.add(f'{folder}/{stem}.py')
+    self.assertNotEmpty(self.templated, 'no templated targets found')
 
   def _listed(self, path: str) -> bool:
-    """path is named, or its stem is listed for a "folder/%s.py" template."""
-    folder, stem = os.path.dirname(path), os.path.basename(path)[:-3]
-    return path in self.strings or (
-        f'"{folder}/%s.py" % name' in self.text and stem in self.strings)
+    """path is named, or made by a "folder/%s.py" % name comprehension."""
+    return path in self.strings or path in self.templated
 
   def test_every_module_program_and_test_has_a_target(self):
     missing = [path for folder in ('afterkernel', 'binaries', 'tests',

@@ -112,6 +112,13 @@ class OutputDirTest(absltest.TestCase):
     with self.assertRaisesRegex(errors.AfterKernelError, 'output_dir'):
       results.claim_output_dir('', {}, 'f')
 
+  def test_claim_with_more_runs_rewrites_config_json(self):
+    directory = os.path.join(tempfile.mkdtemp(), 'out')
+    results.claim_output_dir(directory, {'a': 1, 'runs': 2}, 'f1')
+    results.claim_output_dir(directory, {'a': 1, 'runs': 5}, 'f1')  # grown
+    with open(os.path.join(directory, results.CONFIG_FILE)) as f:
+      self.assertEqual(json.load(f)['config'], {'a': 1, 'runs': 5})
+
 
 if __name__ == '__main__':
   absltest.main()

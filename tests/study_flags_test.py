@@ -63,6 +63,29 @@ class DefineFlagsTest(absltest.TestCase):
         study_flags.config_from_flags(study)
 
 
+  def test_pipe_none_annotations_are_optional_too(self):
+
+    @dataclasses.dataclass(frozen=True)
+    class Piped:
+      cap: int | None = None
+
+    values = flags.FlagValues()
+    study = study_flags.define_flags(Piped, {'tiny': Piped()}, '', {},
+                                     flag_values=values)
+    values(['prog', '--cap=4'])
+    self.assertEqual(study_flags.config_from_flags(study), Piped(cap=4))
+
+  def test_tuples_of_other_types_are_refused_at_definition(self):
+
+    @dataclasses.dataclass(frozen=True)
+    class Floats:
+      rates: tuple = (0.1, 0.2)
+
+    with self.assertRaisesRegex(TypeError, 'rates'):
+      study_flags.define_flags(Floats, {'tiny': Floats()}, '', {},
+                               flag_values=flags.FlagValues())
+
+
 class RunMainTest(absltest.TestCase):
 
   def _run(self, *argv, positional=('prog',)):

@@ -6,8 +6,9 @@ studies (Vyas et al. 2022, "Limitations of the NTK for understanding
 generalization in deep learning") add a synthetic task, SVHN parity, CIFAR2
 and CIFAR-5m. This module turns a dataset name and two class ids into a
 `BinaryTask`: float32 inputs (NHWC images with pixels in [0, 1] as loaded,
-`standardize` centres and scales them; or vectors for 'synthetic') and float32 labels in {0, 1} (1 = plus class), together with
-a JSON-serializable `info` dict that says where every array came from.
+which `standardize` centres and scales; or vectors for 'synthetic') and
+float32 labels in {0, 1} (1 = plus class), together with a JSON-serializable
+`info` dict that says where every array came from.
 
 Datasets (`DATASETS`; class ids of the two-class datasets in `CLASS_GROUPS`):
   * 'mnist', 'cifar10': a pair of the 10 classes.

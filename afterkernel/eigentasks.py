@@ -50,12 +50,13 @@ its ReLU NTK Gram stays almost entrywise positive (there, 0.06% negative
 entries; the infinite-width ReLU NTK is negative only for nearly opposite
 inputs), so by Perron-Frobenius u_1 has (nearly) one sign and sign(phi_1)
 puts (nearly) every input in one class (narrow nets, like the 'tiny'
-preset's, are further from this). Each record therefore carries the class balance
-(`plus_fraction_*`; `majority_rate_test`, the accuracy of always predicting
-the test majority) and the balanced test accuracies (`balanced_accuracy`,
-None when the test labels hold one class); `single_class` = 1 marks a task
-whose train or test labels hold one class, and the log and `format_table`
-flag it, since its accuracy says nothing about learnability.
+preset's, are further from this). Each record therefore carries the class
+balance (`plus_fraction_*`; `majority_rate_test`, the accuracy of always
+predicting the test majority) and the balanced test accuracies
+(`balanced_accuracy`, None when the test labels hold one class);
+`single_class` = 1 marks a task whose train or test labels hold one
+class, and the log and `format_table` flag it, since its accuracy says
+nothing about learnability.
 
 The study (`run_study`) follows the library's study pattern: a frozen
 `EigentaskConfig` with `PRESETS`, one record per (eigen index j, run) in a

@@ -65,9 +65,10 @@ _FOOTER = ('(means over runs; accuracies on sign(phi_j) test labels, "bal" = '
 
 
 def main(argv):
-  return study_flags.run_main(argv, STUDY_FLAGS, eigentasks.run_study,
-                              lambda entries, _: eigentasks.format_table(entries),
-                              eigentasks.FIGURE_NAME, footer=_FOOTER)
+  return study_flags.run_main(
+      argv, STUDY_FLAGS, eigentasks.run_study,
+      lambda entries, _: eigentasks.format_table(entries),
+      eigentasks.FIGURE_NAME, footer=_FOOTER)
 
 
 if __name__ == '__main__':

@@ -53,8 +53,8 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from afterkernel import errors
-from afterkernel import invariance
-from afterkernel import jacobians
+from afterkernel.kernels import invariance
+from afterkernel.kernels import jacobians
 from afterkernel import kernels
 from afterkernel import margin
 
@@ -223,7 +223,7 @@ def kernel_metrics(model: keras.Model,
   errors.require(
       jacobians.num_outputs(model, probe.x_train) == 1,
       'kernel metrics need a model with one scalar output (a final Dense(1)); '
-      'for several outputs use afterkernel.jacobians.jacobian_gram')
+      'for several outputs use afterkernel.kernels.jacobians.jacobian_gram')
   wanted = set(metrics)
   result = {}
   train_gram = None

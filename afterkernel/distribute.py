@@ -48,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from afterkernel import errors
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import models
 
 STRATEGIES = ('default', 'mirrored', 'tpu', 'multi_worker')

@@ -42,7 +42,7 @@ from typing import Optional, Sequence, Tuple
 import keras
 import numpy as np
 
-from afterkernel import architectures
+from afterkernel.models import architectures
 from afterkernel import errors
 from afterkernel import models
 

@@ -76,8 +76,8 @@ from afterkernel import errors
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
-from afterkernel import results
-from afterkernel import store
+from afterkernel.studies import results
+from afterkernel.studies import store
 
 VARIANTS = ('full', 'hessian_only')
 # Names of the two variants in Vyas et al. (2022).

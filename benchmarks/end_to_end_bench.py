@@ -32,12 +32,12 @@ from typing import Any, Callable, Dict, Optional
 import keras
 import numpy as np
 
-from afterkernel import experiment
-from afterkernel import features
+from afterkernel.studies import experiment
+from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models
-from afterkernel import results
+from afterkernel.studies import results
 from benchmarks import baselines
 from benchmarks import common
 from benchmarks import margin_bench

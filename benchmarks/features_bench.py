@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import models
 from benchmarks import baselines
 from benchmarks import common

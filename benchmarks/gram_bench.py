@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from afterkernel import errors
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import models
 from benchmarks import baselines

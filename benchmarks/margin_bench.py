@@ -33,7 +33,7 @@ from typing import Callable, Optional, Sequence
 import keras
 import numpy as np
 
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models

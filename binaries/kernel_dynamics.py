@@ -13,7 +13,7 @@ network's at step t; the figure shows both against t on log-log axes.
       --output_dir=results/kernel_dynamics
 
 Every flag other than --preset overrides one field of the preset
-(afterkernel.scaling_study.KernelDynamicsConfig). Writes config.json,
+(afterkernel.studies.scaling_study.KernelDynamicsConfig). Writes config.json,
 records/*.json (one per step and run; re-running resumes), summary.json/.csv
 and kernel_dynamics.png/.pdf to --output_dir.
 """
@@ -25,7 +25,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 
-from afterkernel import scaling_study
+from afterkernel.studies import scaling_study
 from binaries import scaling_flags
 from binaries import study_flags
 

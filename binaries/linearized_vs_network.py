@@ -37,9 +37,9 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
-from afterkernel import architectures
+from afterkernel.models import architectures
 from afterkernel import errors
-from afterkernel import linearized_study
+from afterkernel.studies import linearized_study
 
 _DEFAULTS = linearized_study.StudyConfig()
 
@@ -64,7 +64,7 @@ _NUM_TEST = flags.DEFINE_integer('num_test', None,
                                  'Random subset of test examples.')
 _ARCHITECTURE = flags.DEFINE_enum('architecture', _DEFAULTS.architecture,
                                   list(architectures.ARCHITECTURES),
-                                  'Network (see afterkernel.architectures).')
+                                  'Network (see afterkernel.models.architectures).')
 _WIDTHS = flags.DEFINE_list('width_multipliers',
                             [str(w) for w in _DEFAULTS.width_multipliers],
                             'Width multipliers k (channels and dense x k).')

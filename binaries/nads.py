@@ -34,7 +34,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 
-from afterkernel import nads
+from afterkernel.studies import nads
 from binaries import study_flags
 
 # Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP

@@ -18,7 +18,7 @@ from absl import flags
 
 from afterkernel import errors
 from afterkernel import plots
-from afterkernel import store as store_lib
+from afterkernel.studies import store as store_lib
 
 _STORE_DIR = flags.DEFINE_string('store_dir', None,
                                  'The result store to plot.')

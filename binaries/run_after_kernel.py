@@ -37,8 +37,8 @@ import afterkernel
 from afterkernel import data
 from afterkernel import distribute
 from afterkernel import errors
-from afterkernel import experiment
-from afterkernel import invariance
+from afterkernel.studies import experiment
+from afterkernel.kernels import invariance
 from afterkernel import margin
 from afterkernel import models
 
@@ -161,7 +161,7 @@ _FEATURE_BATCH_SIZE = flags.DEFINE_integer(
 
 _FEATURE_METHOD = flags.DEFINE_enum(
     'feature_method', _DEFAULTS.feature_method,
-    list(afterkernel.features.FEATURE_METHODS),
+    list(afterkernel.kernels.features.FEATURE_METHODS),
     'Gradient-feature algorithm: auto (vectorized when the model has no '
     'per_layer path, per_layer for short jobs, else the faster of the two as '
     'timed on the first block), per_layer, vectorized, or loop (slow '
@@ -227,7 +227,7 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     return 2
   print()
-  print(afterkernel.results.format_table(summary, experiment.TABLE_ROWS))
+  print(afterkernel.studies.results.format_table(summary, experiment.TABLE_ROWS))
   print(f'\nresults: {os.path.abspath(_OUTPUT_DIR.value)}')
   return 0
 

@@ -2,7 +2,7 @@
 
 `binaries/data_scaling.py`, `binaries/after_kernel_vs_m.py` and
 `binaries/kernel_dynamics.py` differ only in their study
-(`afterkernel.scaling_study`): this module holds their flags' help texts and
+(`afterkernel.studies.scaling_study`): this module holds their flags' help texts and
 one rule, that a two-class dataset chosen without --plus_class /
 --minus_class gets classes 1 vs 0. Not a binary itself.
 """
@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Mapping, Sequence
 
 from absl import flags
 
-from afterkernel import scaling_study
+from afterkernel.studies import scaling_study
 from binaries import study_flags
 
 # The flags belong to the binary that asks for them (listed by its --help).

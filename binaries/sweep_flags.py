@@ -15,10 +15,10 @@ from absl import flags
 
 from afterkernel import data
 from afterkernel import errors
-from afterkernel import experiment
+from afterkernel.studies import experiment
 from afterkernel import margin
-from afterkernel import store as store_lib
-from afterkernel import sweeps
+from afterkernel.studies import store as store_lib
+from afterkernel.studies import sweeps
 
 _DEFAULTS = experiment.ExperimentConfig()
 _TRUE = ('true', 't', '1', 'yes', 'y', 'on')

@@ -37,7 +37,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from afterkernel import sweeps
+from afterkernel.studies import sweeps
 from binaries import sweep_flags
 
 _LEARNING_RATES = flags.DEFINE_list(

@@ -1,4 +1,4 @@
-"""Tests for afterkernel.architectures: parameter counts and NTK layers."""
+"""Tests for afterkernel.models.architectures: parameter counts and NTK layers."""
 
 import math
 
@@ -7,7 +7,7 @@ from absl.testing import parameterized
 import keras
 import numpy as np
 
-from afterkernel import architectures
+from afterkernel.models import architectures
 from afterkernel import errors
 from afterkernel import models
 

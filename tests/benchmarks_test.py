@@ -16,7 +16,7 @@ from absl.testing import absltest
 import keras
 import numpy as np
 
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models

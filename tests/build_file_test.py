@@ -24,9 +24,13 @@ def _quoted(text: str) -> set:
 
 
 def _python_files(folder: str) -> list:
+  """Python files under folder, subpackages included; a package's
+  __init__.py counts when it is not the folder's own (it holds code)."""
+  own_init = os.path.join(_REPO, folder, '__init__.py')
   return sorted(os.path.relpath(p, _REPO) for p in
-                glob.glob(os.path.join(_REPO, folder, '*.py'))
-                if not p.endswith('__init__.py'))
+                glob.glob(os.path.join(_REPO, folder, '**', '*.py'),
+                          recursive=True)
+                if p != own_init)
 
 
 class BuildFileTest(absltest.TestCase):

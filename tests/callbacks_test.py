@@ -13,8 +13,8 @@ from tensorflow.core.util import event_pb2
 from afterkernel import callbacks
 from afterkernel import data
 from afterkernel import errors
-from afterkernel import features
-from afterkernel import invariance
+from afterkernel.kernels import features
+from afterkernel.kernels import invariance
 from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models

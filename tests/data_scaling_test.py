@@ -9,8 +9,8 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from afterkernel import scaling_study
-from afterkernel import store
+from afterkernel.studies import scaling_study
+from afterkernel.studies import store
 import binary_flags
 
 FLAGS = flags.FLAGS

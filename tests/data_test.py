@@ -653,7 +653,7 @@ class SyntheticTest(parameterized.TestCase):
       models.build_model('vgg', task.x_train.shape[1:])
 
   def test_after_kernel_experiment_runs_on_vectors(self):
-    from afterkernel import experiment  # pylint: disable=g-import-not-at-top
+    from afterkernel.studies import experiment  # pylint: disable=g-import-not-at-top
     config = experiment.ExperimentConfig(
         dataset='synthetic', plus_class=1, minus_class=0, train_subset=40,
         test_subset=20, nn_architecture='fully_connected', num_layers=1,
@@ -676,7 +676,7 @@ class SyntheticTest(parameterized.TestCase):
       ('conv_net', dict(nn_architecture='vgg'),
        'use nn_architecture=fully_connected'))
   def test_experiment_rejects_image_only_options(self, overrides, message):
-    from afterkernel import experiment  # pylint: disable=g-import-not-at-top
+    from afterkernel.studies import experiment  # pylint: disable=g-import-not-at-top
     config = experiment.ExperimentConfig(
         dataset='synthetic', plus_class=1, minus_class=0,
         nn_architecture='fully_connected', num_translations=0, num_zooms=0,

@@ -26,11 +26,11 @@ import tensorflow as tf
 
 from afterkernel import distribute
 from afterkernel import errors
-from afterkernel import experiment
-from afterkernel import features
+from afterkernel.studies import experiment
+from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import models
-from afterkernel import results
+from afterkernel.studies import results
 from afterkernel import training
 
 _CHILD_ENV = 'AFTERKERNEL_DISTRIBUTE_TEST_CHILD'

@@ -10,8 +10,8 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from afterkernel import eigentasks
-from afterkernel import store
+from afterkernel.studies import eigentasks
+from afterkernel.studies import store
 import binary_flags
 
 FLAGS = flags.FLAGS

@@ -1,4 +1,4 @@
-"""Tests of afterkernel.eigentasks: spectra, Nystroem extension, alignment,
+"""Tests of afterkernel.studies.eigentasks: spectra, Nystroem extension, alignment,
 and the eigenfunction-task study on the embedded digits."""
 
 import dataclasses
@@ -9,12 +9,12 @@ from absl.testing import absltest
 import keras
 import numpy as np
 
-from afterkernel import eigentasks
+from afterkernel.studies import eigentasks
 from afterkernel import errors
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import kernel_fit
 from afterkernel import kernels
-from afterkernel import store
+from afterkernel.studies import store
 
 _TINY = dataclasses.replace(eigentasks.PRESETS['tiny'], num_train=30,
                             num_test=10, width=8, eigen_indices=(1,),

@@ -1,4 +1,4 @@
-"""Tests for afterkernel.experiment on tiny slices of the embedded digits."""
+"""Tests for afterkernel.studies.experiment on tiny slices of the embedded digits."""
 
 import dataclasses
 import json
@@ -10,8 +10,8 @@ from absl.testing import absltest
 import numpy as np
 
 from afterkernel import errors
-from afterkernel import experiment
-from afterkernel import results
+from afterkernel.studies import experiment
+from afterkernel.studies import results
 
 # Tiny but complete: every stage runs, in a few seconds.
 _TINY = experiment.ExperimentConfig(

@@ -1,4 +1,4 @@
-"""Tests for afterkernel.features against plain per-example tape.gradient."""
+"""Tests for afterkernel.kernels.features against plain per-example tape.gradient."""
 
 import time
 
@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from afterkernel import architectures
+from afterkernel.models import architectures
 from afterkernel import errors
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import models
 

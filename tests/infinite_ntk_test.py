@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from afterkernel import errors
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import infinite_ntk
 from afterkernel import kernels
 from afterkernel import models

@@ -1,4 +1,4 @@
-"""Tests for afterkernel.invariance: perturbations, cosines, invariances."""
+"""Tests for afterkernel.kernels.invariance: perturbations, cosines, invariances."""
 
 import math
 
@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from afterkernel import errors
-from afterkernel import features
-from afterkernel import invariance
+from afterkernel.kernels import features
+from afterkernel.kernels import invariance
 from afterkernel import models
 
 

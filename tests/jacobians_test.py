@@ -1,4 +1,4 @@
-"""Tests for afterkernel.jacobians against per-output eager tape.gradient."""
+"""Tests for afterkernel.kernels.jacobians against per-output eager tape.gradient."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from afterkernel import errors
-from afterkernel import features
-from afterkernel import jacobians
+from afterkernel.kernels import features
+from afterkernel.kernels import jacobians
 from afterkernel import models
 
 _SHAPE = (6, 6, 1)

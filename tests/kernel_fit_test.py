@@ -7,9 +7,9 @@ from absl.testing import parameterized
 import keras
 import numpy as np
 
-from afterkernel import architectures
+from afterkernel.models import architectures
 from afterkernel import errors
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import kernel_fit
 from afterkernel import margin
 from afterkernel import models

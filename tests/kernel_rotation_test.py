@@ -1,4 +1,4 @@
-"""Tests of afterkernel.kernel_rotation: label energies, eigenvector
+"""Tests of afterkernel.studies.kernel_rotation: label energies, eigenvector
 alignment, and the kernel-rotation study on the embedded digits."""
 
 import dataclasses
@@ -9,11 +9,11 @@ from absl.testing import absltest
 import keras
 import numpy as np
 
-from afterkernel import eigentasks
+from afterkernel.studies import eigentasks
 from afterkernel import errors
-from afterkernel import kernel_rotation
+from afterkernel.studies import kernel_rotation
 from afterkernel import models
-from afterkernel import store
+from afterkernel.studies import store
 
 _TINY = dataclasses.replace(kernel_rotation.PRESETS['tiny'], num_train=40,
                             num_test=20, num_kernel_examples=30,

@@ -5,9 +5,9 @@ from absl.testing import parameterized
 import keras
 import numpy as np
 
-from afterkernel import architectures
+from afterkernel.models import architectures
 from afterkernel import errors
-from afterkernel import jacobians
+from afterkernel.kernels import jacobians
 from afterkernel import linearize
 
 _SHAPE = (6, 6, 1)

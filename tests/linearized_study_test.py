@@ -1,4 +1,4 @@
-"""Tests for afterkernel.linearized_study on tiny offline tasks."""
+"""Tests for afterkernel.studies.linearized_study on tiny offline tasks."""
 
 import json
 import os
@@ -9,8 +9,8 @@ import keras
 import numpy as np
 
 from afterkernel import errors
-from afterkernel import linearized_study
-from afterkernel import results
+from afterkernel.studies import linearized_study
+from afterkernel.studies import results
 
 _TINY = dict(dataset='digits', num_train=60, num_test=40,
              architecture='myrtle5', width_multipliers=(0.0625, 0.125),

@@ -7,8 +7,8 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from afterkernel import linearized_study
-from afterkernel import results
+from afterkernel.studies import linearized_study
+from afterkernel.studies import results
 import binary_flags
 
 FLAGS = flags.FLAGS

@@ -1,4 +1,4 @@
-"""Tests for afterkernel.multiclass: ten-class digit tasks."""
+"""Tests for afterkernel.data.multiclass: ten-class digit tasks."""
 
 import os
 
@@ -6,7 +6,7 @@ from absl.testing import absltest
 import numpy as np
 
 from afterkernel import errors
-from afterkernel import multiclass
+from afterkernel.data import multiclass
 
 _DATA_DIR = os.environ.get('AFTERKERNEL_DATA_DIR') or os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(

@@ -1,4 +1,4 @@
-"""Tests of afterkernel.nads: the mixed derivative, NADs and the NAD study."""
+"""Tests of afterkernel.studies.nads: the mixed derivative, NADs and the NAD study."""
 
 import dataclasses
 import os
@@ -10,8 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from afterkernel import errors
-from afterkernel import nads
-from afterkernel import store
+from afterkernel.studies import nads
+from afterkernel.studies import store
 
 _SHAPE = (3, 3, 1)
 

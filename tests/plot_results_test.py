@@ -7,7 +7,7 @@ import tempfile
 
 from absl.testing import absltest
 
-from afterkernel import store
+from afterkernel.studies import store
 import store_fixture  # tests/store_fixture.py
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,7 @@ from absl.testing import absltest
 import numpy as np
 
 from afterkernel import plots
-from afterkernel import store
+from afterkernel.studies import store
 import store_fixture  # tests/store_fixture.py
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'

@@ -1,4 +1,4 @@
-"""Tests for afterkernel.results: atomic files and confidence intervals."""
+"""Tests for afterkernel.studies.results: atomic files and confidence intervals."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import numpy as np
 from scipy import stats
 
 from afterkernel import errors
-from afterkernel import results
+from afterkernel.studies import results
 
 
 class SummaryTest(absltest.TestCase):

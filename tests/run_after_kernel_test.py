@@ -10,7 +10,7 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from afterkernel import results
+from afterkernel.studies import results
 import binary_flags
 
 FLAGS = flags.FLAGS

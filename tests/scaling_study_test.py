@@ -9,11 +9,11 @@ import keras
 import numpy as np
 
 from afterkernel import errors
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import infinite_ntk
 from afterkernel import kernel_fit
-from afterkernel import scaling_study as ss
-from afterkernel import store as store_lib
+from afterkernel.studies import scaling_study as ss
+from afterkernel.studies import store as store_lib
 
 # Small enough that a whole study runs in a few seconds on 2 loaded cores.
 _SMALL = dict(width=16, num_test=60, num_runs=1, batch_size=16,

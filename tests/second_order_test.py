@@ -11,7 +11,7 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from afterkernel import store
+from afterkernel.studies import store
 import binary_flags
 
 FLAGS = flags.FLAGS

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from afterkernel import store as store_lib
+from afterkernel.studies import store as store_lib
 
 TASKS = (('mnist_3v8', 'mnist', 8, 3), ('cifar10_3v5', 'cifar10', 5, 3))
 ARCHITECTURES = ('vgg', 'fully_connected')

@@ -1,4 +1,4 @@
-"""Tests for afterkernel.store: atomic records, resume keys, summary tables."""
+"""Tests for afterkernel.studies.store: atomic records, resume keys, summary tables."""
 
 import csv
 import io
@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 
 from afterkernel import errors
-from afterkernel import store
+from afterkernel.studies import store
 
 
 def _record(key, run, point_id='p1', metrics=None, **point):

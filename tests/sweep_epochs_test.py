@@ -15,7 +15,7 @@ import time
 
 from absl.testing import absltest
 
-from afterkernel import store
+from afterkernel.studies import store
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY_FLAGS = ('--tasks=digits_3v8', '--architectures=fully_connected',

@@ -1,4 +1,4 @@
-"""Tests for afterkernel.sweeps: every family end to end on tiny digits."""
+"""Tests for afterkernel.studies.sweeps: every family end to end on tiny digits."""
 
 import dataclasses
 import os
@@ -9,10 +9,10 @@ from absl.testing import absltest
 import numpy as np
 
 from afterkernel import errors
-from afterkernel import experiment
+from afterkernel.studies import experiment
 from afterkernel import models
-from afterkernel import store
-from afterkernel import sweeps
+from afterkernel.studies import store
+from afterkernel.studies import sweeps
 
 # Every stage runs, in about a second per trajectory.
 _BASE = experiment.ExperimentConfig(

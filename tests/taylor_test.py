@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from afterkernel import errors
-from afterkernel import store
+from afterkernel.studies import store
 from afterkernel import taylor
 
 _TINY = dataclasses.replace(taylor.PRESETS['tiny'], num_train=60,

@@ -46,7 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from afterkernel import architectures
+from afterkernel.models import architectures
 from afterkernel import errors
 from afterkernel import models
 

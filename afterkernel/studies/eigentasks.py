@@ -75,13 +75,13 @@ import numpy as np
 
 from afterkernel import data
 from afterkernel import errors
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import kernel_fit
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
-from afterkernel import results
-from afterkernel import store
+from afterkernel.studies import results
+from afterkernel.studies import store
 
 FAMILY = 'eigentasks'
 FIGURE_NAME = 'eigentask_accuracy'

@@ -66,8 +66,8 @@ from afterkernel import errors
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
-from afterkernel import results
-from afterkernel import store
+from afterkernel.studies import results
+from afterkernel.studies import store
 
 # Largest P x D matrix M formed explicitly (float32: 256 MB); above it the
 # D x D Gram is accumulated per variable instead.

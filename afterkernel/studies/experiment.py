@@ -38,12 +38,12 @@ import numpy as np
 from afterkernel import data
 from afterkernel import distribute
 from afterkernel import errors
-from afterkernel import features
-from afterkernel import invariance
+from afterkernel.kernels import features
+from afterkernel.kernels import invariance
 from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models
-from afterkernel import results
+from afterkernel.studies import results
 from afterkernel import training
 
 VERSION = '0.1.0'

@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from afterkernel import errors
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import kernels
 
 JACOBIAN_METHODS = ('vectorized', 'loop')

@@ -36,7 +36,7 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 from afterkernel import errors
-from afterkernel import results
+from afterkernel.studies import results
 
 RECORDS_DIR = 'records'
 RECORD_SUFFIX = '.json'

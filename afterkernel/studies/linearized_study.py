@@ -37,14 +37,14 @@ from absl import logging
 import keras
 import numpy as np
 
-from afterkernel import architectures
+from afterkernel.models import architectures
 from afterkernel import data
 from afterkernel import errors
-from afterkernel import jacobians
+from afterkernel.kernels import jacobians
 from afterkernel import kernels
 from afterkernel import linearize
-from afterkernel import multiclass
-from afterkernel import results
+from afterkernel.data import multiclass
+from afterkernel.studies import results
 
 TASKS = ('multiclass', 'binary')
 FIGURE_FILE = 'accuracy_vs_width.png'

@@ -52,9 +52,9 @@ import keras
 
 from afterkernel import data
 from afterkernel import errors
-from afterkernel import experiment
+from afterkernel.studies import experiment
 from afterkernel import models
-from afterkernel import store as store_lib
+from afterkernel.studies import store as store_lib
 from afterkernel import training
 
 FAMILIES = ('epochs', 'learning_rate', 'width')

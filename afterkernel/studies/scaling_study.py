@@ -65,9 +65,9 @@ from afterkernel import infinite_ntk
 from afterkernel import kernel_fit
 from afterkernel import models
 from afterkernel import plots
-from afterkernel import results
+from afterkernel.studies import results
 from afterkernel import scaling
-from afterkernel import store as store_lib
+from afterkernel.studies import store as store_lib
 from afterkernel import training
 
 VERSION = '0.1.0'

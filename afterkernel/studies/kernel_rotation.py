@@ -66,14 +66,14 @@ from matplotlib import figure as mpl_figure
 import numpy as np
 
 from afterkernel import data
-from afterkernel import eigentasks
+from afterkernel.studies import eigentasks
 from afterkernel import errors
-from afterkernel import features
+from afterkernel.kernels import features
 from afterkernel import kernel_fit
 from afterkernel import kernels
 from afterkernel import plots
-from afterkernel import results
-from afterkernel import store
+from afterkernel.studies import results
+from afterkernel.studies import store
 from afterkernel import training
 
 FAMILY = 'kernel_rotation'

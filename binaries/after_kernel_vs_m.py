@@ -26,21 +26,25 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the results printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-
+# pylint: disable=g-import-not-at-top
 from afterkernel.studies import scaling_study
-from binaries import scaling_flags
-from binaries import study_flags
+from binaries import flags
+from binaries import mains
 
-STUDY = scaling_study.AFTER_KERNEL_VS_M
-STUDY_FLAGS = scaling_flags.define_flags(STUDY)
+STUDY = mains.StudyFlags(
+    scaling_study.AfterKernelVsMConfig,
+    scaling_study.AFTER_KERNEL_VS_M_PRESETS, 'tiny',
+    'tiny: embedded digits, seconds (smoke test); cpu: MNIST 3-vs-8, a '
+    'real-data run of 5-20 min on 2 cores')
 
 
 def main(argv):
-  return scaling_flags.main(argv, STUDY, STUDY_FLAGS,
-                            scaling_study.run_after_kernel_vs_m,
-                            scaling_study.format_after_kernel_vs_m)
+  return mains.study_main(
+      argv, STUDY, scaling_study.run_after_kernel_vs_m,
+      lambda summary, _: scaling_study.format_after_kernel_vs_m(summary),
+      scaling_study.FIGURE_NAMES[scaling_study.AFTER_KERNEL_VS_M],
+      adjust=mains.scaling_classes)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=study_flags.parse_flags)
+  flags.run(main)

@@ -27,21 +27,25 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the results printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-
+# pylint: disable=g-import-not-at-top
 from afterkernel.studies import scaling_study
-from binaries import scaling_flags
-from binaries import study_flags
+from binaries import flags
+from binaries import mains
 
-STUDY = scaling_study.DATA_SCALING
-STUDY_FLAGS = scaling_flags.define_flags(STUDY)
+STUDY = mains.StudyFlags(
+    scaling_study.DataScalingConfig, scaling_study.DATA_SCALING_PRESETS,
+    'tiny',
+    'tiny: embedded digits, seconds (smoke test); cpu: MNIST 3-vs-8, a '
+    'real-data run of 5-20 min on 2 cores')
 
 
 def main(argv):
-  return scaling_flags.main(argv, STUDY, STUDY_FLAGS,
-                            scaling_study.run_data_scaling,
-                            scaling_study.format_data_scaling)
+  return mains.study_main(
+      argv, STUDY, scaling_study.run_data_scaling,
+      lambda summary, _: scaling_study.format_data_scaling(summary),
+      scaling_study.FIGURE_NAMES[scaling_study.DATA_SCALING],
+      adjust=mains.scaling_classes)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=study_flags.parse_flags)
+  flags.run(main)

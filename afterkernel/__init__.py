@@ -36,8 +36,9 @@ Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
     leave-one-out-tuned ridge regression, or the hard-margin SVM.
   * `scaling`: data-scaling laws L(n) = A (1/n + alpha)^beta and bootstrap
     intervals for beta.
-  * `scaling_study`: data-scaling laws of a network and its kernels, the
-    after kernel vs training-set size, kernel dynamics over training steps.
+  * `data_scaling`, `after_kernel_vs_m`, `kernel_dynamics` (studies/): the
+    data-scaling laws of a network and its kernels, the after kernel vs
+    training-set size, kernel dynamics over training steps.
   * `taylor`: second-order Taylor models of a network (nested forward-mode
     JVPs, H never formed), trainable like `linearize`.
   * `nads`: neural anisotropy directions (singular vectors of
@@ -51,6 +52,8 @@ Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
 from afterkernel.models import architectures
 from afterkernel import callbacks
 from afterkernel import data
+from afterkernel.studies import after_kernel_vs_m
+from afterkernel.studies import data_scaling
 from afterkernel.studies import eigentasks
 from afterkernel import errors
 from afterkernel.studies import experiment
@@ -59,6 +62,7 @@ from afterkernel import infinite_ntk
 from afterkernel.kernels import invariance
 from afterkernel.kernels import jacobians
 from afterkernel import kernel_fit
+from afterkernel.studies import kernel_dynamics
 from afterkernel.studies import kernel_rotation
 from afterkernel import kernels
 from afterkernel import linearize
@@ -70,7 +74,6 @@ from afterkernel.studies import nads
 from afterkernel import plots
 from afterkernel.studies import results
 from afterkernel import scaling
-from afterkernel.studies import scaling_study
 from afterkernel.studies import store
 from afterkernel import taylor
 from afterkernel.studies import sweeps

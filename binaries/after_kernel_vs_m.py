@@ -16,7 +16,7 @@ beta in n. m = 0 is the NTK at initialization.
       --data_dir=../shared/data --output_dir=results/after_kernel_vs_m
 
 Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.scaling_study.AfterKernelVsMConfig). Writes config.json,
+(afterkernel.studies.after_kernel_vs_m.AfterKernelVsMConfig). Writes config.json,
 records/*.json (one per m, n and run; re-running resumes), summary.json/.csv,
 fits.json and after_kernel_vs_m.png/.pdf to --output_dir.
 """
@@ -28,18 +28,18 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 
-from afterkernel.studies import scaling_study
+from afterkernel.studies import after_kernel_vs_m as study
 from binaries import scaling_flags
 from binaries import study_flags
 
-STUDY = scaling_study.AFTER_KERNEL_VS_M
+STUDY = study.STUDY
 STUDY_FLAGS = scaling_flags.define_flags(STUDY)
 
 
 def main(argv):
   return scaling_flags.main(argv, STUDY, STUDY_FLAGS,
-                            scaling_study.run_after_kernel_vs_m,
-                            scaling_study.format_after_kernel_vs_m)
+                            study.run,
+                            study.format_summary)
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ report the network's beta above its kernels'.
       --output_dir=results/data_scaling_mnist
 
 Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.scaling_study.DataScalingConfig). Writes config.json,
+(afterkernel.studies.data_scaling.DataScalingConfig). Writes config.json,
 records/*.json (one per n and run; re-running resumes), summary.json/.csv,
 fits.json and data_scaling.png/.pdf to --output_dir.
 """
@@ -29,18 +29,18 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 
-from afterkernel.studies import scaling_study
+from afterkernel.studies import data_scaling as study
 from binaries import scaling_flags
 from binaries import study_flags
 
-STUDY = scaling_study.DATA_SCALING
+STUDY = study.STUDY
 STUDY_FLAGS = scaling_flags.define_flags(STUDY)
 
 
 def main(argv):
   return scaling_flags.main(argv, STUDY, STUDY_FLAGS,
-                            scaling_study.run_data_scaling,
-                            scaling_study.format_data_scaling)
+                            study.run,
+                            study.format_summary)
 
 
 if __name__ == '__main__':

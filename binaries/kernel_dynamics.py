@@ -13,7 +13,7 @@ network's at step t; the figure shows both against t on log-log axes.
       --output_dir=results/kernel_dynamics
 
 Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.scaling_study.KernelDynamicsConfig). Writes config.json,
+(afterkernel.studies.kernel_dynamics.KernelDynamicsConfig). Writes config.json,
 records/*.json (one per step and run; re-running resumes), summary.json/.csv
 and kernel_dynamics.png/.pdf to --output_dir.
 """
@@ -25,18 +25,18 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 
-from afterkernel.studies import scaling_study
+from afterkernel.studies import kernel_dynamics as study
 from binaries import scaling_flags
 from binaries import study_flags
 
-STUDY = scaling_study.KERNEL_DYNAMICS
+STUDY = study.STUDY
 STUDY_FLAGS = scaling_flags.define_flags(STUDY)
 
 
 def main(argv):
   return scaling_flags.main(argv, STUDY, STUDY_FLAGS,
-                            scaling_study.run_kernel_dynamics,
-                            scaling_study.format_kernel_dynamics)
+                            study.run,
+                            study.format_summary)
 
 
 if __name__ == '__main__':

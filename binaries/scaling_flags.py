@@ -2,7 +2,8 @@
 
 `binaries/data_scaling.py`, `binaries/after_kernel_vs_m.py` and
 `binaries/kernel_dynamics.py` differ only in their study
-(`afterkernel.studies.scaling_study`): this module holds their flags' help texts and
+(`afterkernel.studies.data_scaling`, `.after_kernel_vs_m`,
+`.kernel_dynamics`): this module holds their flags' help texts and
 one rule, that a two-class dataset chosen without --plus_class /
 --minus_class gets classes 1 vs 0. Not a binary itself.
 """
@@ -11,16 +12,21 @@ from typing import Any, Callable, Dict, Mapping, Sequence
 
 from absl import flags
 
-from afterkernel.studies import scaling_study
+from afterkernel.studies import after_kernel_vs_m
+from afterkernel.studies import data_scaling
+from afterkernel.studies import kernel_dynamics
+from afterkernel.studies import scaling_common
 from binaries import study_flags
 
 # The flags belong to the binary that asks for them (listed by its --help).
 flags.disclaim_key_flags()
 
+_STUDIES = {module.STUDY: module for module in
+            (data_scaling, after_kernel_vs_m, kernel_dynamics)}
 _CONFIG_CLASSES = {
-    scaling_study.DATA_SCALING: scaling_study.DataScalingConfig,
-    scaling_study.AFTER_KERNEL_VS_M: scaling_study.AfterKernelVsMConfig,
-    scaling_study.KERNEL_DYNAMICS: scaling_study.KernelDynamicsConfig,
+    data_scaling.STUDY: data_scaling.DataScalingConfig,
+    after_kernel_vs_m.STUDY: after_kernel_vs_m.AfterKernelVsMConfig,
+    kernel_dynamics.STUDY: kernel_dynamics.KernelDynamicsConfig,
 }
 # Help of the override flags besides study_flags.COMMON_FIELD_HELP (the
 # config docstrings say more).
@@ -66,10 +72,10 @@ def define_flags(study: str) -> study_flags.StudyFlags:
   """Defines --preset, --output_dir and the study's override flags.
 
   Args:
-    study: one of `scaling_study.PRESETS`.
+    study: the STUDY name of one of the three study modules.
   """
   return study_flags.define_flags(
-      _CONFIG_CLASSES[study], scaling_study.PRESETS[study],
+      _CONFIG_CLASSES[study], _STUDIES[study].PRESETS,
       preset_help='tiny: embedded digits, seconds (smoke test); cpu: MNIST '
       '3-vs-8, a real-data run of 5-20 min on 2 cores',
       field_help=_HELP)
@@ -80,10 +86,10 @@ def _builder(study: str) -> Callable[[str, Dict[str, Any]], Any]:
 
   def build(preset: str, overrides: Dict[str, Any]):
     if 'dataset' in overrides:
-      plus, minus = scaling_study.default_classes(overrides['dataset'])
+      plus, minus = scaling_common.default_classes(overrides['dataset'])
       overrides.setdefault('plus_class', plus)
       overrides.setdefault('minus_class', minus)
-    return scaling_study.preset(study, preset, **overrides)
+    return _STUDIES[study].preset(preset, **overrides)
 
   return build
 
@@ -104,4 +110,4 @@ def main(argv: Sequence[str], study: str,
   """Builds the config, runs the study, prints its table; 2 on bad input."""
   return study_flags.run_main(
       argv, study_flags_, run, lambda summary, _: format_summary(summary),
-      scaling_study.FIGURE_NAMES[study], build=_builder(study))
+      scaling_common.FIGURE_NAMES[study], build=_builder(study))

@@ -78,6 +78,7 @@ from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import results
 from afterkernel.studies import store
+from afterkernel import training
 
 VARIANTS = ('full', 'hessian_only')
 # Names of the two variants in Vyas et al. (2022).
@@ -453,35 +454,8 @@ def make_model(kind: str, network: keras.Model, config: SecondOrderConfig,
                        seed=seed)
 
 
-def _targets(labels01: np.ndarray, loss: str) -> np.ndarray:
-  targets = labels01 if loss == 'bce' else data.signed_labels(labels01)
-  return np.asarray(targets, np.float32)[:, None]
-
-
-def _outputs(model: keras.Model, inputs: np.ndarray,
-             batch_size: int = 500) -> np.ndarray:
-  return np.concatenate([
-      keras.ops.convert_to_numpy(model(inputs[s:s + batch_size],
-                                       training=False))[:, 0]
-      for s in range(0, len(inputs), batch_size)]).astype(np.float64)
-
-
-def classification_error(outputs: np.ndarray, labels01: np.ndarray) -> float:
-  """Fraction with (output > 0) != label: the decision rule of both losses."""
-  return float(np.mean((np.asarray(outputs) > 0) != (labels01 > 0.5)))
-
-
-class _TestErrorCallback(keras.callbacks.Callback):
-  """Records the test error after every epoch."""
-
-  def __init__(self, inputs, labels01):
-    super().__init__()
-    self.inputs, self.labels01, self.errors = inputs, labels01, []
-
-  def on_epoch_end(self, epoch, logs=None):
-    del epoch, logs
-    self.errors.append(classification_error(
-        _outputs(self.model, self.inputs), self.labels01))
+def _outputs(model: keras.Model, inputs: np.ndarray) -> np.ndarray:
+  return training.predict_logits(model, inputs, 500).astype(np.float64)
 
 
 def train_model(model: keras.Model, task: data.BinaryTask,
@@ -489,45 +463,50 @@ def train_model(model: keras.Model, task: data.BinaryTask,
   """Trains `model` in place with the study's optimizer; returns metrics.
 
   Every model is compiled with a fresh SGD (learning rate, momentum) and the
-  study's loss, and fit with the same seed, hence the same batch order.
+  study's loss, and fit with the same seed, hence the same batch order
+  (`training.fit`, 'keras' order); the test error is taken after every epoch.
   """
-  optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate,
-                                   momentum=config.momentum)
-  loss = (keras.losses.BinaryCrossentropy(from_logits=True)
-          if config.loss == 'bce' else keras.losses.MeanSquaredError())
-  model.compile(optimizer=optimizer, loss=loss)
-  callback = _TestErrorCallback(task.x_test, task.y_test)
-  initial_test_error = classification_error(_outputs(model, task.x_test),
-                                            task.y_test)
-  keras.utils.set_random_seed(seed)  # The same batch order for every model.
+  training.compile_model(model, config.learning_rate, config.momentum,
+                         loss=config.loss)
+  test_errors = []
+
+  def after_epoch(epoch: int, trained: keras.Model) -> None:
+    del epoch
+    test_errors.append(training.sign_error(_outputs(trained, task.x_test),
+                                           task.y_test))
+
+  initial_test_error = training.sign_error(_outputs(model, task.x_test),
+                                           task.y_test)
   start = time.time()
   with warnings.catch_warnings():
     # H_only has no gradient for the output bias (f is linear in it, so it
     # has no second derivative): expected, not worth Keras' warning.
     warnings.filterwarnings('ignore', message='Gradients do not exist')
-    history = model.fit(task.x_train, _targets(task.y_train, config.loss),
-                        batch_size=config.batch_size, epochs=config.epochs,
-                        shuffle=True, verbose=0, callbacks=[callback])
+    losses = training.fit(
+        model, task.x_train, training.targets_for(task.y_train, config.loss),
+        batch_size=config.batch_size, seed=seed, epochs=config.epochs,
+        batch_order='keras', snapshots=range(1, config.epochs + 1),
+        on_snapshot=after_epoch)
   seconds = time.time() - start
   train_outputs = _outputs(model, task.x_train)
   test_outputs = _outputs(model, task.x_test)
   signed_test = data.signed_labels(task.y_test)
-  losses = [float(v) for v in history.history['loss']]
-  best_epoch = int(np.argmin(callback.errors)) + 1
+  best_epoch = int(np.argmin(test_errors)) + 1
   return {
       'metrics': {
-          'test_error': classification_error(test_outputs, task.y_test),
+          'test_error': training.sign_error(test_outputs, task.y_test),
           # Optimal early stopping (on the test set, as Vyas et al. report
           # their kernel and network errors): lowest error over the epochs.
-          'best_test_error': float(callback.errors[best_epoch - 1]),
+          'best_test_error': float(test_errors[best_epoch - 1]),
           'best_epoch': best_epoch,
-          'train_error': classification_error(train_outputs, task.y_train),
+          'train_error': training.sign_error(train_outputs,
+                                             task.y_train),
           'test_mse': float(np.mean((test_outputs - signed_test)**2)),
           'initial_test_error': initial_test_error,
           'final_train_loss': losses[-1],
           'diverged': float(not all(math.isfinite(v) for v in losses)),
       },
-      'curves': {'test_error_by_epoch': callback.errors,
+      'curves': {'test_error_by_epoch': test_errors,
                  'train_loss_by_epoch': losses},
       'timings': {'train_seconds': seconds},
   }

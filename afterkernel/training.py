@@ -1,31 +1,22 @@
 """The one training loop of the library: every study trains through `fit`.
 
-`fit` runs Keras SGD (with or without momentum and weight decay, compiled by
-`compile_model` with a loss named in `LOSSES`: BCE on the logit, MSE or half
-MSE on +-1 targets) for a number of epochs or of optimizer steps, calling
-back at chosen epochs or steps, with one of two batch orders:
+`fit` runs a model compiled by `compile_model` (Keras SGD with or without
+momentum and weight decay; a loss of `LOSSES`) for epochs or optimizer
+steps, calling back at chosen epochs or steps, in one of two batch orders:
+'dataset' (a tf.data pipeline shuffled with the seed, reshuffled every
+epoch, optionally augmented: `train`, the scaling studies) or 'keras'
+(Keras' in-memory shuffling under `keras.utils.set_random_seed(seed)`: the
+eigentask, NAD, second-order and linearized studies, every model of a run
+seeing the same batch order).
 
-  * 'dataset': a tf.data pipeline shuffled with the seed and reshuffled
-    every epoch (optionally augmented), as `train` and the scaling studies do;
-  * 'keras': Keras' own in-memory shuffling under
-    `keras.utils.set_random_seed(seed)`, as the eigentask, NAD, second-order
-    and linearized studies do (the same seed gives every model the same
-    batch order).
-
-The paper's recipe on top of it: Keras SGD (default hyper-parameters:
-learning rate 0.01, no momentum, unless a learning rate is given), binary
-cross-entropy on the logit, minibatches of `DEFAULT_BATCH_SIZE` reshuffled
-every epoch. Two stopping rules:
-
-  * a fixed number of epochs, optionally calling back at listed epochs so one
-    training trajectory yields kernels at several epochs (`snapshot_epochs`);
-  * train-to-loss-target: train 10 epochs, then keep training, doubling the
-    total number of epochs each round (10, 20, 40, ...) until the training
-    loss (on the clean training set) is <= the target or a cap is reached.
-
-Optional augmentation uses Keras 3 preprocessing layers (ImageDataGenerator is
-gone from Keras 3): random rotation of up to +-15 degrees and random shifts of
-up to +-1 pixel, both with zero fill.
+The paper's recipe on top (`train`, `train_to_loss_target`): Keras SGD with
+its defaults (learning rate 0.01, no momentum) unless a learning rate is
+given, BCE on the logit, minibatches of `DEFAULT_BATCH_SIZE`; a fixed number
+of epochs with optional snapshots, or train-to-loss-target: 10 epochs, then
+doubling the total (10, 20, 40, ...) until the clean training loss is <= the
+target or a cap is reached. Augmentation uses Keras 3 preprocessing layers:
+random rotations of up to +-15 degrees and shifts of up to +-1 pixel, zero
+fill.
 """
 
 import dataclasses
@@ -48,8 +39,9 @@ AUGMENT_SHIFT_PIXELS = 1
 # Loss-target mode: first round length, as in the paper's code.
 LOSS_TARGET_FIRST_EPOCHS = 10
 # Losses by name: 'bce' on the logit with {0, 1} targets; 'mse' (f - y)^2 and
-# 'half_mse' 0.5 (f - y)^2 with {-1, +1} targets.
-LOSSES = ('bce', 'mse', 'half_mse')
+# 'half_mse' 0.5 (f - y)^2 with {-1, +1} targets; 'l2' 0.5 |f - y|^2 summed
+# over L outputs (one-hot targets).
+LOSSES = ('bce', 'mse', 'half_mse', 'l2')
 # Batch orders of `fit` (see the module docstring).
 BATCH_ORDERS = ('dataset', 'keras')
 
@@ -92,6 +84,11 @@ def half_mse(targets, outputs):
   return 0.5 * keras.ops.mean(keras.ops.square(outputs - targets), axis=-1)
 
 
+def l2_loss(targets, outputs):
+  """Per-example L2 loss 0.5 |f(x) - y|^2, summed over the outputs."""
+  return 0.5 * keras.ops.sum(keras.ops.square(outputs - targets), axis=-1)
+
+
 def loss_function(loss: Union[str, Callable]) -> Callable:
   """The Keras loss named `loss` (one of `LOSSES`), or `loss` if callable."""
   if callable(loss):
@@ -100,7 +97,9 @@ def loss_function(loss: Union[str, Callable]) -> Callable:
                  f'{", ".join(LOSSES)}')
   if loss == 'bce':
     return keras.losses.BinaryCrossentropy(from_logits=True)
-  return keras.losses.MeanSquaredError() if loss == 'mse' else half_mse
+  if loss == 'mse':
+    return keras.losses.MeanSquaredError()
+  return half_mse if loss == 'half_mse' else l2_loss
 
 
 def compile_model(model: keras.Model,
@@ -129,12 +128,6 @@ def compile_model(model: keras.Model,
         optimizer=keras.optimizers.SGD(learning_rate=rate, momentum=momentum,
                                        weight_decay=weight_decay),
         loss=loss_function(loss))
-
-
-def compile_for_binary(model: keras.Model,
-                       learning_rate: Optional[float] = None) -> None:
-  """Compiles `model` with SGD and binary cross-entropy on logits."""
-  compile_model(model, learning_rate, loss='bce')
 
 
 def targets_for(labels01: np.ndarray, loss: str) -> np.ndarray:
@@ -207,6 +200,14 @@ def sign_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
   """Fraction with (output > 0) == (label > 0.5); see `sign_error`."""
   return float(np.mean((np.asarray(outputs) > 0) ==
                        (np.asarray(labels) > 0.5)))
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+  """Fraction correct of (n, L) outputs: argmax vs class labels for L > 1,
+  output > 0 vs {0, 1} labels for L = 1 (`sign_accuracy`)."""
+  if outputs.shape[1] == 1:
+    return sign_accuracy(outputs[:, 0], labels)
+  return float(np.mean(np.argmax(outputs, axis=1) == labels))
 
 
 def classification_error(model: keras.Model, images: np.ndarray,
@@ -409,7 +410,7 @@ def train(model: keras.Model,
   snapshots = sorted(set(int(e) for e in snapshot_epochs))
   errors.require(all(0 <= e <= epochs for e in snapshots),
                  f'snapshot epochs {snapshots} must lie in [0, {epochs}]')
-  compile_for_binary(model, learning_rate)
+  compile_model(model, learning_rate)
   epoch_losses = fit(model, images, targets_for(labels, 'bce'),
                      batch_size=batch_size, seed=seed, epochs=int(epochs),
                      augment=augment, snapshots=snapshots,
@@ -455,7 +456,7 @@ def train_to_loss_target(model: keras.Model,
   errors.require_positive(max_epochs, 'max_num_epochs')
   errors.require_positive(batch_size, 'batch_size')
   _check_data(images, labels)
-  compile_for_binary(model, learning_rate)
+  compile_model(model, learning_rate)
   dataset = _dataset(images, targets_for(labels, 'bce'), batch_size, seed,
                      augment)
   done, epoch_losses = 0, []

@@ -58,7 +58,7 @@ class TrainTest(absltest.TestCase):
 
   def test_default_learning_rate_is_keras_default(self):
     model = models.build_model('sum', (6, 6, 1))
-    training.compile_for_binary(model)
+    training.compile_model(model)
     self.assertAlmostEqual(float(model.optimizer.learning_rate.numpy()), 0.01)
 
   def test_loss_target_doubles_epochs(self):

@@ -82,6 +82,7 @@ from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import results
 from afterkernel.studies import store
+from afterkernel import training
 
 FAMILY = 'eigentasks'
 FIGURE_NAME = 'eigentask_accuracy'
@@ -393,31 +394,14 @@ def record_key(eigen_index: int, run: int) -> str:
   return f'{FAMILY}_j{eigen_index:05d}_run{run}'
 
 
-def _compile(model: keras.Model, config: EigentaskConfig) -> None:
-  optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate,
-                                   momentum=config.momentum)
-  loss = (keras.losses.BinaryCrossentropy(from_logits=True)
-          if config.loss == 'bce' else keras.losses.MeanSquaredError())
-  model.compile(optimizer=optimizer, loss=loss)
-
-
-def _targets(labels01: np.ndarray, loss: str) -> np.ndarray:
-  targets = labels01 if loss == 'bce' else data.signed_labels(labels01)
-  return np.asarray(targets, np.float32)[:, None]
-
-
-def _outputs(model: keras.Model, inputs: np.ndarray,
-             batch_size: int = 512) -> np.ndarray:
-  return np.concatenate([
-      keras.ops.convert_to_numpy(model(inputs[s:s + batch_size],
-                                       training=False))[:, 0]
-      for s in range(0, len(inputs), batch_size)]).astype(np.float64)
+def _outputs(model: keras.Model, inputs: np.ndarray) -> np.ndarray:
+  return training.predict_logits(model, inputs, 512).astype(np.float64)
 
 
 def accuracy(model: keras.Model, inputs: np.ndarray,
              labels01: np.ndarray) -> float:
   """Fraction with (output > 0) == label: the decision rule of both losses."""
-  return float(np.mean((_outputs(model, inputs) > 0) == (labels01 > 0.5)))
+  return training.sign_accuracy(_outputs(model, inputs), labels01)
 
 
 def balanced_accuracy(predictions01: np.ndarray,
@@ -453,12 +437,13 @@ def majority_rate(labels01: np.ndarray) -> float:
 def _train(model: keras.Model, inputs: np.ndarray, labels01: np.ndarray,
            config: EigentaskConfig, seed: int) -> float:
   """Trains in place; returns the last epoch's mean training loss."""
-  _compile(model, config)
-  keras.utils.set_random_seed(seed)  # The same batch order for both models.
-  history = model.fit(inputs, _targets(labels01, config.loss),
-                      batch_size=config.batch_size, epochs=config.epochs,
-                      shuffle=True, verbose=0)
-  return float(history.history['loss'][-1])
+  training.compile_model(model, config.learning_rate, config.momentum,
+                         loss=config.loss)
+  # The 'keras' order under one seed: the same batch order for both models.
+  return training.fit(model, inputs,
+                      training.targets_for(labels01, config.loss),
+                      batch_size=config.batch_size, seed=seed,
+                      epochs=config.epochs, batch_order='keras')[-1]
 
 
 def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,

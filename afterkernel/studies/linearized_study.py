@@ -45,6 +45,7 @@ from afterkernel import kernels
 from afterkernel import linearize
 from afterkernel.data import multiclass
 from afterkernel.studies import results
+from afterkernel import training
 
 TASKS = ('multiclass', 'binary')
 FIGURE_FILE = 'accuracy_vs_width.png'
@@ -161,42 +162,29 @@ def _targets(task: Task, labels: np.ndarray) -> np.ndarray:
   return multiclass.one_hot(labels, task.num_outputs)
 
 
-def l2_loss(targets, outputs):
-  """Per-example L2 loss 0.5 |f(x) - y|^2, summed over the outputs."""
-  return 0.5 * keras.ops.sum(keras.ops.square(outputs - targets), axis=-1)
+l2_loss = training.l2_loss  # 0.5 |f(x) - y|^2 summed over the outputs.
 
 
 def compile_model(model: keras.Model, config: StudyConfig,
                   num_outputs: int) -> None:
   """SGD with momentum and weight decay; `l2_loss` on one-hot, or BCE."""
-  optimizer = keras.optimizers.SGD(
-      learning_rate=config.learning_rate, momentum=config.momentum,
-      weight_decay=config.weight_decay or None)
-  loss = (keras.losses.BinaryCrossentropy(from_logits=True)
-          if num_outputs == 1 else l2_loss)
-  model.compile(optimizer=optimizer, loss=loss)
+  training.compile_model(model, config.learning_rate, config.momentum,
+                         loss='bce' if num_outputs == 1 else 'l2',
+                         weight_decay=config.weight_decay or None)
 
 
 def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray,
              batch_size: int = 512) -> float:
   """Fraction correct: argmax of the outputs, or logit > 0 for one output."""
-  outputs = np.concatenate([
-      keras.ops.convert_to_numpy(model(images[s:s + batch_size],
-                                       training=False))
-      for s in range(0, len(images), batch_size)])
-  if outputs.shape[1] == 1:
-    predictions = (outputs[:, 0] > 0).astype(np.int64)
-  else:
-    predictions = np.argmax(outputs, axis=1)
-  return float(np.mean(predictions == labels))
+  return training.accuracy(training.predict_outputs(model, images,
+                                                    batch_size), labels)
 
 
 def _fit(model, config, task, seed) -> List[float]:
-  keras.utils.set_random_seed(seed)  # Same batch order for both models.
-  history = model.fit(task.x_train, _targets(task, task.y_train),
-                      batch_size=config.batch_size, epochs=config.epochs,
-                      shuffle=True, verbose=0)
-  return [float(v) for v in history.history['loss']]
+  # The 'keras' order under one seed: the same batch order for both models.
+  return training.fit(model, task.x_train, _targets(task, task.y_train),
+                      batch_size=config.batch_size, seed=seed,
+                      epochs=config.epochs, batch_order='keras')
 
 
 def _effective_rank(model, images) -> float:

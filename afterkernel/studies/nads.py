@@ -68,6 +68,7 @@ from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import results
 from afterkernel.studies import store
+from afterkernel import training
 
 # Largest P x D matrix M formed explicitly (float32: 256 MB); above it the
 # D x D Gram is accumulated per variable instead.
@@ -516,36 +517,21 @@ def record_key(nad_index: int, run: int) -> str:
   return f'{FAMILY}_j{nad_index:05d}_run{run}'
 
 
-def _compile(model: keras.Model, config: NADConfig) -> None:
-  optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate,
-                                   momentum=config.momentum)
-  loss = (keras.losses.BinaryCrossentropy(from_logits=True)
-          if config.loss == 'bce' else keras.losses.MeanSquaredError())
-  model.compile(optimizer=optimizer, loss=loss)
-
-
-def _targets(labels01: np.ndarray, loss: str) -> np.ndarray:
-  targets = labels01 if loss == 'bce' else data.signed_labels(labels01)
-  return np.asarray(targets, np.float32)[:, None]
-
-
 def accuracy(model: keras.Model, inputs: np.ndarray,
              labels01: np.ndarray, batch_size: int = 500) -> float:
   """Fraction with (output > 0) == label: the decision rule of both losses."""
-  outputs = np.concatenate([
-      keras.ops.convert_to_numpy(model(inputs[s:s + batch_size],
-                                       training=False))[:, 0]
-      for s in range(0, len(inputs), batch_size)])
-  return float(np.mean((outputs > 0) == (labels01 > 0.5)))
+  return training.sign_accuracy(
+      training.predict_logits(model, inputs, batch_size), labels01)
 
 
 def _train(model, x, y, config, seed) -> float:
-  _compile(model, config)
-  keras.utils.set_random_seed(seed)  # The same batch order for both models.
-  history = model.fit(x, _targets(y, config.loss),
-                      batch_size=config.batch_size, epochs=config.epochs,
-                      shuffle=True, verbose=0)
-  return float(history.history['loss'][-1])
+  """Trains in place; returns the last epoch's mean training loss."""
+  training.compile_model(model, config.learning_rate, config.momentum,
+                         loss=config.loss)
+  # The 'keras' order under one seed: the same batch order for both models.
+  return training.fit(model, x, training.targets_for(y, config.loss),
+                      batch_size=config.batch_size, seed=seed,
+                      epochs=config.epochs, batch_order='keras')[-1]
 
 
 def run_once(config: NADConfig, run: int, indices: Sequence[int],

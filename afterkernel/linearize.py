@@ -49,14 +49,41 @@ class LinearizedModel(keras.Model):
       `network`'s trainable-variable order.
   """
 
-  def __init__(self, network: keras.Model, unbiased: bool = False, **kwargs):
+  def __init__(self, network: keras.Model, unbiased: bool = False,
+               base_weight_indices: Optional[List[int]] = None, **kwargs):
+    """Freezes `network` at its current weights theta_0.
+
+    Args:
+      network: a built Keras model.
+      unbiased: drop f(theta_0, x) from the output.
+      base_weight_indices: positions in `network.weights` of the variables
+        theta that get a delta; None means the network's trainable
+        variables. Saved in the config, because a reloaded network comes
+        back frozen (its trainable variables are then empty).
+      **kwargs: keras.Model arguments (name, ...).
+    """
     super().__init__(**kwargs)
-    errors.require(bool(network.trainable_variables),
-                   f'network {network.name!r} has no trainable variables; '
-                   'build it (call it on a batch) before linearizing')
-    # Remember theta_0's variables before freezing: freezing hides them from
-    # `trainable_variables`, and only the deltas must be trained.
-    self._base_variables = list(network.trainable_variables)
+    if base_weight_indices is None:
+      errors.require(bool(network.trainable_variables),
+                     f'network {network.name!r} has no trainable variables; '
+                     'build it (call it on a batch) before linearizing')
+      # Remember theta_0's variables before freezing: freezing hides them
+      # from `trainable_variables`, and only the deltas must be trained.
+      trainable = {id(v) for v in network.trainable_variables}
+      base_weight_indices = [i for i, v in enumerate(network.weights)
+                             if id(v) in trainable]
+    weights = network.weights
+    errors.require(
+        bool(base_weight_indices) and
+        all(0 <= i < len(weights) for i in base_weight_indices),
+        f'base_weight_indices {base_weight_indices} do not index the '
+        f'{len(weights)} weights of network {network.name!r}')
+    self._base_weight_indices = [int(i) for i in base_weight_indices]
+    # Set past Keras' attribute tracking: these variables belong to (and are
+    # saved with) `network`; tracked here too, they would be saved twice and
+    # reload in a different order than the deltas.
+    object.__setattr__(self, '_base_variables',
+                       [weights[i] for i in self._base_weight_indices])
     network.trainable = False
     self.network = network
     self.unbiased = bool(unbiased)
@@ -99,7 +126,8 @@ class LinearizedModel(keras.Model):
   def get_config(self):
     config = super().get_config()
     config.update(network=keras.saving.serialize_keras_object(self.network),
-                  unbiased=self.unbiased)
+                  unbiased=self.unbiased,
+                  base_weight_indices=list(self._base_weight_indices))
     return config
 
   @classmethod

@@ -10,12 +10,13 @@ Public API, one module per concept:
   * `margin`: hard-margin SVM by Ji-Srebro-Telgarsky dual acceleration.
   * `invariance`: invariance of a kernel to shifts, rotations, zoom, swaps.
   * `training`: Keras SGD training as in the paper.
-  * `results`: atomic result files and confidence intervals.
+  * `results`: 0.1.0 path of `studies.store` / `studies.summary`.
   * `experiment`: the FNTK-vs-after-kernel protocol, repeated over runs.
   * `sweeps`: the paper's experiment families (epochs, learning rate,
     width, augmentation) as resumable sweeps.
-  * `store`: the sweeps' result store (one atomic JSON file per record) and
-    its summary tables.
+  * `store`: the one result store (one atomic JSON file per record, output
+    folder claim, fingerprints); `studies.summary`: mean/std/CI tables;
+    `studies.runner`: the one study runner (resumable, executor seam).
   * `plots`: the paper's figures from a store's summary.
 
 Keras extension (for use with your own models):

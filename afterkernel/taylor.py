@@ -85,19 +85,15 @@ VARIANT_LABELS = {'full': 'H_full', 'hessian_only': 'H_only'}
 
 
 @keras.saving.register_keras_serializable(package='afterkernel')
-class QuadraticModel(keras.Model):
+class QuadraticModel(linearize.TaylorModel):
   """f(theta_0, x) + [J delta] + 1/2 delta^T H delta, delta = theta - theta_0.
 
   Build it with `taylor_expand`, which copies the network first; constructing
   a `QuadraticModel` directly freezes the given network in place.
 
-  Attributes:
-    network: the network, frozen at theta_0 (its variables are theta_0).
+  Attributes (besides `linearize.TaylorModel`'s):
     variant: 'full' (with J delta) or 'hessian_only' (without).
-    unbiased: whether f(theta_0, x) is dropped from the output.
     delta_init_scale: relative size of the random delta_0 (0: delta_0 = 0).
-    deltas: the trainable theta - theta_0, one per network variable, in
-      `network`'s trainable-variable order.
   """
 
   def __init__(self, network: keras.Model, variant: str = 'full',
@@ -106,22 +102,13 @@ class QuadraticModel(keras.Model):
     # Compute in the network's dtype (Keras casts inputs to it; a float64
     # network must not see float32 inputs).
     kwargs.setdefault('dtype', network.dtype_policy)
-    super().__init__(**kwargs)
     errors.require(variant in VARIANTS,
                    f'unknown Taylor variant {variant!r}; choose one of '
                    f'{", ".join(VARIANTS)}')
     errors.require(delta_init_scale >= 0 and math.isfinite(delta_init_scale),
                    f'delta_init_scale must be >= 0, got {delta_init_scale}')
-    errors.require(bool(network.trainable_variables),
-                   f'network {network.name!r} has no trainable variables; '
-                   'build it (call it on a batch) before expanding it')
-    # Remember theta_0's variables before freezing (freezing hides them from
-    # `trainable_variables`; only the deltas must be trained).
-    self._base_variables = list(network.trainable_variables)
-    network.trainable = False
-    self.network = network
+    super().__init__(network, unbiased=unbiased, **kwargs)
     self.variant = variant
-    self.unbiased = bool(unbiased)
     self.delta_init_scale = float(delta_init_scale)
     self.seed = seed
     rng = np.random.default_rng(seed)
@@ -132,12 +119,6 @@ class QuadraticModel(keras.Model):
       self._initial_deltas.append(
           (self.delta_init_scale * rms *
            rng.standard_normal(value.shape)).astype(value.dtype))
-    self.deltas = [
-        self.add_weight(shape=tuple(v.shape), initializer='zeros',
-                        dtype=v.dtype, trainable=True,
-                        name=f'delta_{i}_{v.name.replace("/", "_")}')
-        for i, v in enumerate(self._base_variables)
-    ]
     self.reset()
     # Backpropagating through nested forward accumulators fails in eager
     # mode in TF 2.21 ("returned too few gradients"); inside a graph it
@@ -180,18 +161,6 @@ class QuadraticModel(keras.Model):
       result = result + outputs
     return result
 
-  def compute_output_shape(self, input_shape):
-    return self.network.compute_output_shape(input_shape)
-
-  def base_parameters(self) -> List[np.ndarray]:
-    """theta_0, one array per network variable."""
-    return [keras.ops.convert_to_numpy(v) for v in self._base_variables]
-
-  def parameters(self) -> List[np.ndarray]:
-    """theta = theta_0 + delta, one array per network variable."""
-    return [keras.ops.convert_to_numpy(v) + keras.ops.convert_to_numpy(d)
-            for v, d in zip(self._base_variables, self.deltas)]
-
   def reset(self) -> None:
     """Sets delta to its starting value delta_0 (0 unless delta_init_scale)."""
     for delta, initial in zip(self.deltas, self._initial_deltas):
@@ -199,16 +168,9 @@ class QuadraticModel(keras.Model):
 
   def get_config(self):
     config = super().get_config()
-    config.update(network=keras.saving.serialize_keras_object(self.network),
-                  variant=self.variant, unbiased=self.unbiased,
+    config.update(variant=self.variant,
                   delta_init_scale=self.delta_init_scale, seed=self.seed)
     return config
-
-  @classmethod
-  def from_config(cls, config):
-    config = dict(config)
-    network = keras.saving.deserialize_keras_object(config.pop('network'))
-    return cls(network, **config)
 
 
 def taylor_expand(network: keras.Model,
@@ -245,28 +207,7 @@ def taylor_expand(network: keras.Model,
   """
   errors.require(variant in VARIANTS, f'unknown Taylor variant {variant!r}; '
                  f'choose one of {", ".join(VARIANTS)}')
-  errors.require(network.built and bool(network.weights),
-                 f'network {network.name!r} is not built; call it on a batch '
-                 'first')
-  weights = network.get_weights() if base_weights is None else list(
-      base_weights)
-  if copy:
-    try:
-      base = keras.models.clone_model(network)
-    except Exception as e:  # pylint: disable=broad-except
-      # Keras raises several types for models it cannot rebuild.
-      raise errors.AfterKernelError(
-          f'cannot copy {type(network).__name__} {network.name!r} ({e}); '
-          'pass copy=False to expand it in place') from None
-    errors.require(base.built and len(base.weights) == len(network.weights),
-                   f'the copy of {network.name!r} is not built like the '
-                   'original; pass copy=False to expand it in place')
-  else:
-    base = network
-  errors.require(len(weights) == len(base.weights),
-                 f'base_weights has {len(weights)} arrays but the network has '
-                 f'{len(base.weights)} weights')
-  base.set_weights(weights)
+  base = linearize.expansion_base(network, base_weights, copy)
   return QuadraticModel(base, variant=variant, unbiased=unbiased,
                         delta_init_scale=delta_init_scale, seed=seed,
                         name=name or f'{network.name}_{variant}')

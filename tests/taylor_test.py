@@ -181,6 +181,23 @@ class TermsTest(parameterized.TestCase):
     # The network itself was copied, not frozen.
     self.assertTrue(network.trainable)
 
+  def test_save_and_load_round_trip(self):
+    network = _smooth_net(seed=7, dtype='float32')
+    x = np.random.default_rng(8).standard_normal((6, 5)).astype(np.float32)
+    model = taylor.taylor_expand(network, 'hessian_only',
+                                 delta_init_scale=0.1, seed=3)
+    path = os.path.join(self.enter_context(tempfile.TemporaryDirectory()),
+                        'quadratic.keras')
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    self.assertIsInstance(loaded, taylor.QuadraticModel)
+    self.assertEqual((loaded.variant, loaded.delta_init_scale, loaded.seed),
+                     ('hessian_only', 0.1, 3))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)),
+                                  keras.ops.convert_to_numpy(model(x)))
+    for before, after in zip(model.deltas, loaded.deltas):
+      np.testing.assert_array_equal(before.numpy(), after.numpy())
+
   def test_fit_decreases_loss_and_keeps_theta0(self):
     network = _smooth_net(seed=6, dtype='float32')
     rng = np.random.default_rng(5)

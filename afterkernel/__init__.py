@@ -40,7 +40,8 @@ Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
   * `scaling_study`: data-scaling laws of a network and its kernels, the
     after kernel vs training-set size, kernel dynamics over training steps.
   * `taylor`: second-order Taylor models of a network (nested forward-mode
-    JVPs, H never formed), trainable like `linearize`.
+    JVPs, H never formed), trainable like `linearize`; the study that
+    trains them is `studies.second_order`.
   * `nads`: neural anisotropy directions (singular vectors of
     E_x[d^2 f / dx dtheta]) and the linearly separable tasks along them.
   * `eigentasks`: NTK eigenfunction tasks (Gram eigenvectors, Nystroem
@@ -74,6 +75,7 @@ from afterkernel import scaling
 from afterkernel.studies import scaling_study
 from afterkernel.studies import store
 from afterkernel import taylor
+from afterkernel.studies import second_order
 from afterkernel.studies import sweeps
 from afterkernel import training
 from afterkernel.callbacks import KernelMetricsCallback

@@ -27,7 +27,8 @@ Keras extension (for use with your own models):
   * `architectures`: LeNet-5, AlexNet, Myrtle CNNs with width multipliers and
     an NTK parameterization.
   * `multiclass`: ten-class MNIST / digits tasks.
-  * `linearized_study`: network vs linearization over widths.
+  * `linearized` (0.1.0: `linearized_study`): network vs linearization
+    over widths.
 
 Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
   * `infinite_ntk`: fully connected ReLU nets in the NTK parameterization
@@ -64,7 +65,8 @@ from afterkernel import kernel_fit
 from afterkernel.studies import kernel_rotation
 from afterkernel import kernels
 from afterkernel import linearize
-from afterkernel.studies import linearized_study
+from afterkernel.studies import linearized
+from afterkernel.studies import linearized as linearized_study
 from afterkernel import margin
 from afterkernel import models
 from afterkernel.data import multiclass

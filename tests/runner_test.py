@@ -50,6 +50,10 @@ def _sort_key(entry):
   return entry['point']['p']
 
 
+def _odd(point):
+  return point % 2
+
+
 def _quiet(message):
   del message
 
@@ -103,7 +107,7 @@ class RunnerTest(absltest.TestCase):
       work = pickle.loads(pickle.dumps(work))  # As a remote worker would.
       for unit in reversed(list(units)):
         seen.append(unit)
-        yield work(unit)
+        yield from list(work(unit))
 
     entries = runner.run(_study(), _Config(), tempfile.mkdtemp(), _quiet,
                          executor=executor)
@@ -123,6 +127,28 @@ class RunnerTest(absltest.TestCase):
     self.assertEqual(runner.preset({'a': 1}, 'a'), 1)
     with self.assertRaisesRegex(errors.AfterKernelError, 'points'):
       runner.run(_study(), _Config(points=(0,)), directory, lambda m: None)
+
+  def test_groups_split_units_and_records_stream_into_the_store(self):
+    directory = tempfile.mkdtemp()
+    result_store = store.ResultStore(directory)
+    stored_before = []
+
+    def streaming(config, context, unit, log):
+      for record in _run_once(config, context, unit, log):
+        stored_before.append(len(result_store.keys()))
+        yield record
+
+    study = runner.Study(family='toy', points=_points, record_key=_key,
+                         run_once=streaming, load=_load, group=_odd)
+    counts = runner.execute(study, _Config(num_runs=1), result_store, _quiet)
+    self.assertEqual(counts, {'written': 3, 'skipped': 0})
+    # Each record was stored before the next one was measured.
+    self.assertEqual(stored_before, [0, 1, 2])
+    self.assertEqual(runner.missing_work(study, _Config(num_runs=2),
+                                         result_store, _quiet),
+                     [runner.WorkUnit(1, (1, 3)), runner.WorkUnit(1, (2,))])
+    self.assertEqual(runner.execute(study, _Config(num_runs=1), result_store,
+                                    _quiet), {'written': 0, 'skipped': 3})
 
   def test_fingerprint_is_the_store_hash(self):
     config = _Config()

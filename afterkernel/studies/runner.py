@@ -8,15 +8,19 @@ run) is named in the store (`record_key`), its `run_once` and its figures.
   1. validate the config and claim the output folder (`store.claim_output_dir`,
      keyed by the config's fingerprint);
   2. list the work still to do: one `WorkUnit` (run, missing points) per run
-     with a missing record (resume = skip finished records);
-  3. hand the units to the *executor*, which returns each unit's records;
-     the runner writes them through the store as they arrive;
+     (and per `Study.group` of points) with a missing record (resume = skip
+     finished records);
+  3. hand the units to the *executor*, which yields the units' records; the
+     runner writes each through the store as it arrives (a `run_once` that
+     yields its records one by one, e.g. per checkpoint, has each stored
+     before the next is measured);
   4. summarize the config's records (`summary.summarize`), write
      summary.json / summary.csv, draw the figures.
 
 The executor is the seam for scale-out: `local_executor` runs the units one
 after the other in this process; a distributed executor (e.g. Ray tasks)
-takes the same `(units, work)` and yields the same record lists. Units are
+takes the same `(units, work)`, runs `list(work(unit))` remotely and yields
+the records as units finish. Units are
 independent (each builds its network from `config.seed + run`), `work(unit)`
 is a picklable callable that loads the study's shared inputs itself, and only
 the runner writes to the store, so no worker needs the output folder.
@@ -115,6 +119,9 @@ class Study:
     required_metrics: a record without one of these metrics (written by
       older code) counts as missing.
     noun: what a point is called in progress messages ('tasks', ...).
+    group: point -> the unit it belongs to within a run (points of one group
+      share a training run, e.g. the checkpoints of one sweep point); None:
+      one unit per run.
   """
   family: str
   points: Callable[[Any], Sequence[Any]]
@@ -127,6 +134,7 @@ class Study:
   whole_runs: bool = False
   required_metrics: Tuple[str, ...] = ()
   noun: str = 'points'
+  group: Optional[Callable[[Any], Any]] = None
 
 
 def _finished(result_store: store.ResultStore, key: str,
@@ -142,19 +150,33 @@ def _finished(result_store: store.ResultStore, key: str,
   return all(name in metrics for name in required_metrics)
 
 
+def _groups(study: Study, points: Sequence[Any]) -> List[Tuple[Any, ...]]:
+  """`points` split by `study.group`, in order of first appearance."""
+  if study.group is None:
+    return [tuple(points)]
+  groups = {}
+  for point in points:
+    groups.setdefault(study.group(point), []).append(point)
+  return [tuple(g) for g in groups.values()]
+
+
 def missing_work(study: Study, config: Any, result_store: store.ResultStore,
                  log: Log = print) -> List[WorkUnit]:
-  """The work units of `config` without finished records in the store."""
-  points = tuple(study.points(config))
+  """The work units of `config` without finished records in the store.
+
+  Run-major: every group gets run 0 before any gets run 1, so a partial
+  study already has whole curves.
+  """
   units = []
   for run in range(config.num_runs):
-    missing = tuple(p for p in points if not _finished(
-        result_store, study.record_key(p, run), study.required_metrics))
-    if not missing:
-      log(f'run {run}: all {len(points)} {study.noun} already in '
-          f'{result_store.directory}; skipped')
-      continue
-    units.append(WorkUnit(run, points if study.whole_runs else missing))
+    for points in _groups(study, study.points(config)):
+      missing = tuple(p for p in points if not _finished(
+          result_store, study.record_key(p, run), study.required_metrics))
+      if not missing:
+        log(f'run {run}: all {len(points)} {study.noun} already in '
+            f'{result_store.directory}; skipped')
+        continue
+      units.append(WorkUnit(run, points if study.whole_runs else missing))
   return units
 
 
@@ -171,7 +193,7 @@ class Work:
     self.output_dir = output_dir
     self._context, self._loaded = None, False
 
-  def __call__(self, unit: WorkUnit) -> List[Record]:
+  def __call__(self, unit: WorkUnit) -> Iterable[Record]:
     if not self._loaded:
       if self.study.load is not None:
         self._context = self.study.load(self.config, self.output_dir)
@@ -184,16 +206,40 @@ class Work:
     return state
 
 
-Executor = Callable[[Sequence[WorkUnit], Callable[[WorkUnit], List[Record]]],
-                    Iterable[List[Record]]]
+Executor = Callable[[Sequence[WorkUnit],
+                     Callable[[WorkUnit], Iterable[Record]]],
+                    Iterable[Record]]
 
 
 def local_executor(units: Sequence[WorkUnit],
-                   work: Callable[[WorkUnit], List[Record]]
-                   ) -> Iterator[List[Record]]:
+                   work: Callable[[WorkUnit], Iterable[Record]]
+                   ) -> Iterator[Record]:
   """Runs the units one after the other in this process."""
   for unit in units:
-    yield work(unit)
+    yield from work(unit)
+
+
+def execute(study: Study, config: Any, result_store: store.ResultStore,
+            log: Log = print, executor: Executor = local_executor,
+            output_dir: Optional[str] = None) -> Dict[str, int]:
+  """Runs the missing work of `config` and stores its records.
+
+  The part of `run` without the folder claim and the summary: for callers
+  that share one store between configurations (the sweeps).
+
+  Returns:
+    {'written': records written now, 'skipped': records found finished}.
+  """
+  units = missing_work(study, config, result_store, log)
+  wanted = sum(len(u.points) for u in units)
+  total = len(tuple(study.points(config))) * config.num_runs
+  written = 0
+  if units:
+    work = Work(study, config, output_dir or result_store.directory, log)
+    for record in executor(units, work):
+      result_store.put(record)
+      written += 1
+  return {'written': written, 'skipped': total - wanted}
 
 
 def summarize(study: Study, config: Any, output_dir: str
@@ -230,12 +276,8 @@ def run(study: Study, config: Any, output_dir: str, log: Log = print,
   """
   config.validate()
   store.claim_output_dir(output_dir, config.to_dict(), config.fingerprint())
-  result_store = store.ResultStore(output_dir)
-  units = missing_work(study, config, result_store, log)
-  if units:
-    for records in executor(units, Work(study, config, output_dir, log)):
-      for record in records:
-        result_store.put(record)
+  execute(study, config, store.ResultStore(output_dir), log, executor,
+          output_dir)
   entries = summarize(study, config, output_dir)
   summary.write_summary(output_dir, entries)
   if study.figures is not None:

@@ -39,7 +39,7 @@ from absl import logging
 
 from afterkernel.models import architectures
 from afterkernel import errors
-from afterkernel.studies import linearized_study
+from afterkernel.studies import linearized as linearized_study
 
 _DEFAULTS = linearized_study.StudyConfig()
 

@@ -36,13 +36,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 
-from afterkernel import taylor
+from afterkernel.studies import second_order
 from binaries import study_flags
 
 # Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP
 # (the configuration's docstring says more).
 _FIELD_HELP = {
-    'model_kinds': 'Models to train: ' + ','.join(taylor.MODEL_KINDS) + '.',
+    'model_kinds': ('Models to train: ' +
+                    ','.join(second_order.MODEL_KINDS) + '.'),
     'epochs': 'Epochs per model.',
     'loss': 'mse (+-1 targets, Vyas et al.) or bce.',
     'h_full_unbiased': 'Drop f(theta_0, x) from H_full.',
@@ -52,7 +53,7 @@ _FIELD_HELP = {
                                 'delta (its gradient is 0 at delta = 0).'),
 }
 STUDY_FLAGS = study_flags.define_flags(
-    taylor.SecondOrderConfig, taylor.PRESETS,
+    second_order.SecondOrderConfig, second_order.PRESETS,
     preset_help=('tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs '
                  "--data_dir; cpu_synthetic: Vyas et al.'s synthetic task"),
     field_help=_FIELD_HELP)
@@ -62,9 +63,10 @@ _FOOTER = ('(means over runs ± 95% CI half-width; errors are sign(f) vs the '
 
 
 def main(argv):
-  return study_flags.run_main(argv, STUDY_FLAGS, taylor.run_study,
-                              lambda entries, _: taylor.format_table(entries),
-                              taylor.FIGURE_NAME, footer=_FOOTER)
+  return study_flags.run_main(argv, STUDY_FLAGS, second_order.run_study,
+                              lambda entries, _: second_order.format_table(
+                                  entries),
+                              second_order.FIGURE_NAME, footer=_FOOTER)
 
 
 if __name__ == '__main__':

@@ -58,10 +58,10 @@ predicting the test majority) and the balanced test accuracies
 class, and the log and `format_table` flag it, since its accuracy says
 nothing about learnability.
 
-The study (`run_study`) follows the library's study pattern: a frozen
-`EigentaskConfig` with `PRESETS`, one record per (eigen index j, run) in a
-`store.ResultStore` (existing keys are skipped, so a killed study resumes),
-a summary (`store.write_summary`) and a figure (PNG + PDF).
+The study (`run_study`) runs on `studies.runner`: a frozen
+`EigentaskConfig` with `PRESETS`, one record per (eigen index j, run) in the
+store (existing keys are skipped, so a killed study resumes), a summary and
+a figure (PNG + PDF).
 """
 
 import dataclasses
@@ -80,13 +80,13 @@ from afterkernel import kernel_fit
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
-from afterkernel.studies import results
+from afterkernel.studies import runner
 from afterkernel.studies import store
 from afterkernel import training
 
 FAMILY = 'eigentasks'
 FIGURE_NAME = 'eigentask_accuracy'
-CONFIG_FILE = results.CONFIG_FILE
+CONFIG_FILE = store.CONFIG_FILE
 # Architectures the studies build (small nets whose kernels are cheap).
 ARCHITECTURES = ('fully_connected', 'vgg')
 # 'bce': logistic loss on the logit with {0, 1} targets (the library's
@@ -286,19 +286,12 @@ def load_inputs(dataset: str, plus_class: int, minus_class: int,
   return data.standardize(task) if standardize else task
 
 
-def _positive_ints(values, name: str) -> None:
-  errors.require(bool(values), f'{name} is empty; give at least one value')
-  for value in values:
-    errors.require(isinstance(value, (int, np.integer)) and value > 0,
-                   f'{name} must hold positive integers, got {value!r}')
-
-
 # ----------------------------------------------------------------------------
 # The study.
 
 
 @dataclasses.dataclass(frozen=True)
-class EigentaskConfig:
+class EigentaskConfig(runner.StudyConfig):
   """Everything that defines an eigenfunction-task study.
 
   Attributes:
@@ -320,6 +313,8 @@ class EigentaskConfig:
     seed: first seed.
     feature_batch_size: examples per gradient-feature block.
   """
+  # Adding runs or indices extends a study; data_dir is where data lives.
+  FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'eigen_indices')
   dataset: str = 'digits'
   plus_class: int = 8
   minus_class: int = 3
@@ -355,26 +350,17 @@ class EigentaskConfig:
                    f'{self.standardize_inputs!r}')
     for name in ('num_train', 'num_test', 'width', 'num_layers', 'epochs',
                  'batch_size', 'num_runs', 'feature_batch_size'):
-      _positive_ints([getattr(self, name)], name)
+      runner.positive_ints([getattr(self, name)], name)
     errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
                    f'learning_rate must be positive, got {self.learning_rate}')
     errors.require(0 <= self.momentum < 1,
                    f'momentum must be in [0, 1), got {self.momentum}')
     errors.require(isinstance(self.seed, int) and self.seed >= 0,
                    f'seed must be a non-negative integer, got {self.seed}')
-    _positive_ints(self.eigen_indices, 'eigen_indices')
+    runner.positive_ints(self.eigen_indices, 'eigen_indices')
     errors.require(max(self.eigen_indices) <= self.num_train,
                    f'eigen index {max(self.eigen_indices)} exceeds num_train='
                    f'{self.num_train} (the Gram has that many eigenvectors)')
-
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Hash of the fields that change a record (not num_runs, data_dir,
-    eigen_indices: adding runs or indices extends a study)."""
-    return results.config_fingerprint(
-        self.to_dict(), ('num_runs', 'data_dir', 'eigen_indices'))
 
 
 PRESETS = {
@@ -542,14 +528,8 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
 
 def summarize(output_dir: str, config: EigentaskConfig
               ) -> List[Dict[str, Any]]:
-  """`store.summarize` of this config's records, sorted by eigen index."""
-  wanted = {record_key(j, r) for j in config.eigen_indices
-            for r in range(config.num_runs)}
-  result_store = store.ResultStore(output_dir)
-  records = [result_store.get(k) for k in result_store.keys() if k in wanted]
-  entries = store.summarize(records)
-  entries.sort(key=lambda e: e['point']['eigen_index'])
-  return entries
+  """The summary of this config's records, sorted by eigen index."""
+  return runner.summarize(STUDY, config, output_dir)
 
 
 def _series(entries, metric):
@@ -604,6 +584,39 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   return plots.save(fig, output_dir, FIGURE_NAME)
 
 
+def _load(config: EigentaskConfig, output_dir: str) -> data.BinaryTask:
+  del output_dir  # Nothing is written outside the records.
+  return load_inputs(config.dataset, config.plus_class, config.minus_class,
+                     config.data_dir, config.num_train, config.num_test,
+                     config.seed, standardize=config.standardize_inputs)
+
+
+def _run_unit(config: EigentaskConfig, task: data.BinaryTask,
+              unit: runner.WorkUnit, log: Callable[[str], None]
+              ) -> List[Dict[str, Any]]:
+  return run_once(config, task, unit.run, list(unit.points), log)
+
+
+def _eigen_indices(config: EigentaskConfig) -> Sequence[int]:
+  return config.eigen_indices
+
+
+def _by_index(entry: Mapping[str, Any]) -> int:
+  return entry['point']['eigen_index']
+
+
+def _figures(entries: Sequence[Mapping[str, Any]], config: EigentaskConfig,
+             output_dir: str) -> List[str]:
+  return plot(entries, output_dir,
+              title=f'NTK eigenfunction tasks: {config.architecture} on '
+              f'{config.dataset} inputs (n = {config.num_train})')
+
+
+STUDY = runner.Study(family=FAMILY, points=_eigen_indices,
+                     record_key=record_key, run_once=_run_unit, load=_load,
+                     sort_key=_by_index, figures=_figures, noun='tasks')
+
+
 def run_study(config: EigentaskConfig, output_dir: str,
               log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
   """Runs every (eigen index, run) not yet in `output_dir`; summarizes.
@@ -615,36 +628,12 @@ def run_study(config: EigentaskConfig, output_dir: str,
     log: progress printer.
 
   Returns:
-    The summary entries (`store.summarize` format), sorted by eigen index.
+    The summary entries (`summary.summarize` format), sorted by eigen index.
 
   Raises:
     AfterKernelError: bad configuration, data, or a foreign output_dir.
   """
-  config.validate()
-  results.claim_output_dir(output_dir, config.to_dict(),
-                           config.fingerprint())
-  result_store = store.ResultStore(output_dir)
-  task = None
-  for run in range(config.num_runs):
-    missing = [j for j in config.eigen_indices
-               if not result_store.has(record_key(j, run))]
-    if not missing:
-      log(f'run {run}: all {len(config.eigen_indices)} tasks already in '
-          f'{output_dir}; skipped')
-      continue
-    if task is None:
-      task = load_inputs(config.dataset, config.plus_class,
-                         config.minus_class, config.data_dir,
-                         config.num_train, config.num_test, config.seed,
-                         standardize=config.standardize_inputs)
-    for record in run_once(config, task, run, missing, log):
-      result_store.put(record)
-  entries = summarize(output_dir, config)
-  store.write_summary(output_dir, entries)
-  plot(entries, output_dir,
-       title=f'NTK eigenfunction tasks: {config.architecture} on '
-       f'{config.dataset} inputs (n = {config.num_train})')
-  return entries
+  return runner.run(STUDY, config, output_dir, log)
 
 
 TABLE_COLUMNS = (('lambda_j/l_1', 'relative_eigenvalue'),

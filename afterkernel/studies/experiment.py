@@ -25,9 +25,6 @@ alignment metric is unchanged (kernel vs its conjugate projection).
 """
 
 import dataclasses
-import hashlib
-import json
-import os
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -43,7 +40,8 @@ from afterkernel.kernels import invariance
 from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models
-from afterkernel.studies import results
+from afterkernel.studies import store
+from afterkernel.studies import summary as summary_lib
 from afterkernel import training
 
 VERSION = '0.1.0'
@@ -186,16 +184,12 @@ class ExperimentConfig:
     (distribution_strategy: the same features and SGD on other devices,
     though training is not bit-identical; each run record names it).
     """
-    fields = self.to_dict()
-    for name in ('num_runs', 'data_dir', 'feature_batch_size',
-                 'feature_method', 'memory_budget_gb',
-                 'distribution_strategy'):
-      fields.pop(name)
-    if fields['measure_ntk']:
+    ignored = ['num_runs', 'data_dir', 'feature_batch_size', 'feature_method',
+               'memory_budget_gb', 'distribution_strategy']
+    if self.measure_ntk:
       # Added later: the default leaves earlier fingerprints unchanged.
-      fields.pop('measure_ntk')
-    text = json.dumps(fields, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+      ignored.append('measure_ntk')
+    return store.config_fingerprint(self.to_dict(), ignored)
 
 
 def _model_kwargs(config: ExperimentConfig) -> Dict[str, Any]:
@@ -450,22 +444,8 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
 
 def _prepare_output_dir(config: ExperimentConfig, output_dir: str) -> None:
   """Writes config.json, or checks an existing one describes this config."""
-  path = os.path.join(output_dir, results.CONFIG_FILE)
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      try:
-        previous = json.load(f)
-      except json.JSONDecodeError:
-        previous = {}
-    errors.require(
-        previous.get('fingerprint') == config.fingerprint(),
-        f'{output_dir} already holds results of a different configuration '
-        f'({path}); choose another --output_dir (nothing was changed)')
-  else:
-    results.atomic_write_text(
-        path, results.to_json({'fingerprint': config.fingerprint(),
-                               'version': VERSION, 'config': config.to_dict()},
-                              indent=2, sort_keys=True) + '\n')
+  store.claim_output_dir(output_dir, config.to_dict(), config.fingerprint(),
+                         extra={'version': VERSION}, rewrite=False)
 
 
 def run_experiment(config: ExperimentConfig, output_dir: str,
@@ -496,7 +476,7 @@ def run_experiment(config: ExperimentConfig, output_dir: str,
         f'{strategy.num_replicas_in_sync} replica(s)')
   task = load_task(config)
   _prepare_output_dir(config, output_dir)
-  done = {r['run'] for r in results.read_runs(output_dir)
+  done = {r['run'] for r in store.read_runs(output_dir)
           if r.get('config_fingerprint') == config.fingerprint()}
   for run_index in range(config.num_runs):
     if run_index in done:
@@ -504,14 +484,15 @@ def run_experiment(config: ExperimentConfig, output_dir: str,
           'skipped')
       continue
     record = run_once(config, task, run_index, log)
-    results.append_run(output_dir, record)
-    records = [r for r in results.read_runs(output_dir)
+    store.append_run(output_dir, record)
+    records = [r for r in store.read_runs(output_dir)
                if r.get('config_fingerprint') == config.fingerprint()
                and r['run'] < config.num_runs]
-    results.write_summary(output_dir, results.summarize(records))
-  records = [r for r in results.read_runs(output_dir)
+    summary_lib.write_metrics_summary(
+        output_dir, summary_lib.summarize_metrics(records))
+  records = [r for r in store.read_runs(output_dir)
              if r.get('config_fingerprint') == config.fingerprint()
              and r['run'] < config.num_runs]
-  summary = results.summarize(records)
-  results.write_summary(output_dir, summary)
+  summary = summary_lib.summarize_metrics(records)
+  summary_lib.write_metrics_summary(output_dir, summary)
   return summary

@@ -46,8 +46,8 @@ y = 1[v_j . x > 0] (optionally pushed apart by a margin: x += margin (2y - 1)
 v_j, the gap epsilon of the paper's linearly separable datasets); the
 network and its linearization (`linearize`) are trained from the same
 theta_0 (the one the NADs were computed at) with the same SGD and batch
-order; test accuracy vs j. Records go to a `store.ResultStore` (one per (j,
-run); existing keys are skipped = resume), tables via `store.write_summary`,
+order; test accuracy vs j. The study runs on `studies.runner`: one
+record per (j, run) (existing keys are skipped = resume), summary tables,
 a figure (accuracy and s_j / s_1 vs j) and the NADs as images.
 """
 
@@ -66,8 +66,7 @@ from afterkernel import errors
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
-from afterkernel.studies import results
-from afterkernel.studies import store
+from afterkernel.studies import runner
 from afterkernel import training
 
 # Largest P x D matrix M formed explicitly (float32: 256 MB); above it the
@@ -404,7 +403,7 @@ def build_network(architecture: str, input_shape: Sequence[int], width: int,
 
 
 @dataclasses.dataclass(frozen=True)
-class NADConfig:
+class NADConfig(runner.StudyConfig):
   """Everything that defines a NAD study.
 
   Attributes:
@@ -421,6 +420,8 @@ class NADConfig:
     seed: first seed.
     max_elements: largest P x D matrix M formed (else per-variable Gram).
   """
+  # Adding runs or indices extends a study.
+  FINGERPRINT_IGNORES = ('num_runs', 'nad_indices')
   architecture: str = 'cnn'
   width: int = 8
   num_layers: int = 2
@@ -479,15 +480,6 @@ class NADConfig:
     if self.architecture == 'vgg':
       errors.require(self.image_side >= 4, 'vgg pools twice: image_side must '
                      'be >= 4')
-
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Hash of the fields that change a record (not num_runs, nad_indices:
-    adding runs or indices extends a study)."""
-    return results.config_fingerprint(self.to_dict(),
-                                     ('num_runs', 'nad_indices'))
 
 
 PRESETS = {
@@ -603,14 +595,8 @@ def run_once(config: NADConfig, run: int, indices: Sequence[int],
 
 
 def summarize(output_dir: str, config: NADConfig) -> List[Dict[str, Any]]:
-  """`store.summarize` of this config's records, sorted by NAD index."""
-  wanted = {record_key(j, r) for j in config.nad_indices
-            for r in range(config.num_runs)}
-  result_store = store.ResultStore(output_dir)
-  records = [result_store.get(k) for k in result_store.keys() if k in wanted]
-  entries = store.summarize(records)
-  entries.sort(key=lambda e: e['point']['nad_index'])
-  return entries
+  """The summary of this config's records, sorted by NAD index."""
+  return runner.summarize(STUDY, config, output_dir)
 
 
 def _series(entries, metric):
@@ -673,6 +659,41 @@ def plot_directions(path_npz: str, output_dir: str) -> List[str]:
   return plots.save(fig, output_dir, DIRECTIONS_FIGURE_NAME)
 
 
+def _run_unit(config: NADConfig, output_dir: str, unit: runner.WorkUnit,
+              log: Callable[[str], None]) -> List[Dict[str, Any]]:
+  return run_once(config, unit.run, list(unit.points), output_dir, log)
+
+
+def _output_dir(config: NADConfig, output_dir: str) -> str:
+  del config  # The units write their NADs (nads_run<r>.npz) there.
+  return output_dir
+
+
+def _nad_indices(config: NADConfig) -> Sequence[int]:
+  return config.nad_indices
+
+
+def _by_index(entry: Mapping[str, Any]) -> int:
+  return entry['point']['nad_index']
+
+
+def _figures(entries: Sequence[Mapping[str, Any]], config: NADConfig,
+             output_dir: str) -> None:
+  plot(entries, output_dir,
+       title=f'NAD tasks: {config.architecture} on '
+       f'{config.image_side}x{config.image_side}x{config.channels} Gaussian '
+       f'inputs (n = {config.num_train})')
+  first = os.path.join(output_dir, 'nads_run0.npz')
+  if os.path.exists(first):
+    plot_directions(first, output_dir)
+
+
+STUDY = runner.Study(family=FAMILY, points=_nad_indices,
+                     record_key=record_key, run_once=_run_unit,
+                     load=_output_dir, sort_key=_by_index, figures=_figures,
+                     noun='tasks')
+
+
 def run_study(config: NADConfig, output_dir: str,
               log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
   """Runs every (NAD index, run) not yet in `output_dir`; summarizes.
@@ -684,34 +705,12 @@ def run_study(config: NADConfig, output_dir: str,
     log: progress printer.
 
   Returns:
-    The summary entries (`store.summarize` format), sorted by NAD index.
+    The summary entries (`summary.summarize` format), sorted by NAD index.
 
   Raises:
     AfterKernelError: bad configuration or a foreign output_dir.
   """
-  config.validate()
-  results.claim_output_dir(output_dir, config.to_dict(),
-                              config.fingerprint())
-  result_store = store.ResultStore(output_dir)
-  for run in range(config.num_runs):
-    missing = [j for j in config.nad_indices
-               if not result_store.has(record_key(j, run))]
-    if not missing:
-      log(f'run {run}: all {len(config.nad_indices)} tasks already in '
-          f'{output_dir}; skipped')
-      continue
-    for record in run_once(config, run, missing, output_dir, log):
-      result_store.put(record)
-  entries = summarize(output_dir, config)
-  store.write_summary(output_dir, entries)
-  plot(entries, output_dir,
-       title=f'NAD tasks: {config.architecture} on '
-       f'{config.image_side}x{config.image_side}x{config.channels} Gaussian '
-       f'inputs (n = {config.num_train})')
-  first = os.path.join(output_dir, 'nads_run0.npz')
-  if os.path.exists(first):
-    plot_directions(first, output_dir)
-  return entries
+  return runner.run(STUDY, config, output_dir, log)
 
 
 TABLE_COLUMNS = (('s_j/s_1', 'relative_singular_value'),

@@ -20,15 +20,14 @@ for the network vs 93.2% for its linearization) and Ortiz-Jimenez et al.
 (2021), whose "Jacobian embedding" of 600 examples is the NTK Gram used
 here for the effective rank.
 
-Results follow the other experiments' layout (`results`): `config.json`,
-`runs.jsonl` (one record per width and seed, appended atomically; re-running
+Results (0.1.0 layout, unchanged): `config.json` (`store.claim_output_dir`),
+`runs.jsonl` (one record per width and seed, `store.append_run`; re-running
 the same configuration resumes), `summary.json` ({width: {metric: {mean,
-std, ci95, n}}}) and a figure `accuracy_vs_width.png`.
+std, ci95, n}}}, `summary.summarize_metrics` per width) and a figure
+`accuracy_vs_width.png`.
 """
 
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -44,7 +43,8 @@ from afterkernel.kernels import jacobians
 from afterkernel import kernels
 from afterkernel import linearize
 from afterkernel.data import multiclass
-from afterkernel.studies import results
+from afterkernel.studies import store
+from afterkernel.studies import summary as summary_lib
 from afterkernel import training
 
 TASKS = ('multiclass', 'binary')
@@ -121,11 +121,8 @@ class StudyConfig:
 
   def fingerprint(self) -> str:
     """Hash of the fields that change a run's results."""
-    fields = self.to_dict()
-    for name in ('num_runs', 'data_dir', 'width_multipliers'):
-      fields.pop(name)
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
-                          ).hexdigest()[:16]
+    return store.config_fingerprint(
+        self.to_dict(), ('num_runs', 'data_dir', 'width_multipliers'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,8 +236,8 @@ def summarize_by_width(records: Sequence[Dict[str, Any]]
                        ) -> Dict[str, Dict[str, Dict[str, Any]]]:
   """{str(width): {metric: {mean, std, ci95, n}}} over the runs."""
   widths = sorted({r['width'] for r in records})
-  return {str(w): results.summarize(r for r in records if r['width'] == w)
-          for w in widths}
+  return {str(w): summary_lib.summarize_metrics(
+      r for r in records if r['width'] == w) for w in widths}
 
 
 def plot_accuracy_vs_width(summary: Dict[str, Dict[str, Dict[str, Any]]],
@@ -309,25 +306,15 @@ def run_study(config: StudyConfig, output_dir: str,
     AfterKernelError: bad configuration or a foreign config.json.
   """
   config.validate()
-  os.makedirs(output_dir, exist_ok=True)
-  config_path = os.path.join(output_dir, results.CONFIG_FILE)
-  if os.path.exists(config_path):
-    with open(config_path, encoding='utf-8') as f:
-      existing = json.load(f).get('fingerprint')
-    errors.require(existing == config.fingerprint(),
-                   f'{output_dir} holds results of a different configuration '
-                   f'(fingerprint {existing}); use another --output_dir')
-  else:
-    results.atomic_write_text(config_path, results.to_json(
-        dict(config=config.to_dict(), fingerprint=config.fingerprint()),
-        indent=2, sort_keys=True) + '\n')
+  store.claim_output_dir(output_dir, config.to_dict(), config.fingerprint(),
+                         rewrite=False)
   task = load_task(config)
   errors.require(config.rank_sample_size <= len(task.y_train),
                  f'rank_sample_size={config.rank_sample_size} exceeds the '
                  f'{len(task.y_train)} training examples; lower it')
 
   def mine():
-    return [r for r in results.read_runs(output_dir)
+    return [r for r in store.read_runs(output_dir)
             if r.get('config_fingerprint') == config.fingerprint()
             and r['width'] in [float(w) for w in config.width_multipliers]
             and r['run'] < config.num_runs]
@@ -339,16 +326,12 @@ def run_study(config: StudyConfig, output_dir: str,
         log(f'width {width} run {run_index} already in {output_dir}; '
             'skipped')
         continue
-      results.append_run(output_dir, run_once(config, task, width, run_index,
-                                              log))
-      summary = summarize_by_width(mine())
-      results.atomic_write_text(
-          os.path.join(output_dir, results.SUMMARY_FILE),
-          results.to_json(summary, indent=2, sort_keys=True) + '\n')
+      store.append_run(output_dir, run_once(config, task, width, run_index,
+                                            log))
+      summary_lib.write_metrics_summary(output_dir,
+                                        summarize_by_width(mine()))
   summary = summarize_by_width(mine())
-  results.atomic_write_text(os.path.join(output_dir, results.SUMMARY_FILE),
-                            results.to_json(summary, indent=2,
-                                            sort_keys=True) + '\n')
+  summary_lib.write_metrics_summary(output_dir, summary)
   plot_accuracy_vs_width(
       summary, os.path.join(output_dir, FIGURE_FILE),
       title=f'{config.architecture} on {config.dataset} ({config.task})')

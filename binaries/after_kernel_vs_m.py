@@ -16,9 +16,9 @@ beta in n. m = 0 is the NTK at initialization.
       --data_dir=../shared/data --output_dir=results/after_kernel_vs_m
 
 Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.after_kernel_vs_m.AfterKernelVsMConfig). Writes config.json,
-records/*.json (one per m, n and run; re-running resumes), summary.json/.csv,
-fits.json and after_kernel_vs_m.png/.pdf to --output_dir.
+(afterkernel.studies.after_kernel_vs_m.AfterKernelVsMConfig). Writes
+config.json, records/*.json (one per m, n and run; re-running resumes),
+summary.json/.csv, fits.json and after_kernel_vs_m.png/.pdf to --output_dir.
 """
 
 import os

@@ -43,10 +43,12 @@ class StudyTest(absltest.TestCase):
     config = dataclasses.replace(after_kernel_vs_m.PRESETS['tiny'],
                                  fit_examples='fresh')
     self.assertEqual(after_kernel_vs_m._needed_examples(config, 200, 50), 250)
-    self.assertEqual(after_kernel_vs_m._fit_indices(config, 200, 50), slice(200, 250))
+    self.assertEqual(after_kernel_vs_m._fit_indices(config, 200, 50),
+                     slice(200, 250))
     subset = dataclasses.replace(config, fit_examples='subset')
     self.assertEqual(after_kernel_vs_m._needed_examples(subset, 200, 50), 200)
-    self.assertEqual(after_kernel_vs_m._fit_indices(subset, 200, 50), slice(0, 50))
+    self.assertEqual(after_kernel_vs_m._fit_indices(subset, 200, 50),
+                     slice(0, 50))
 
 
 if __name__ == '__main__':

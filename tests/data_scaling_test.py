@@ -9,6 +9,7 @@ import numpy as np
 
 from afterkernel import errors
 from afterkernel.studies import data_scaling
+from afterkernel.studies import runner
 from afterkernel.studies import scaling_common as common
 from afterkernel.studies import scaling_fits
 from afterkernel.studies import store as store_lib
@@ -145,6 +146,26 @@ class StudyTest(absltest.TestCase):
     with self.assertRaisesRegex(errors.AfterKernelError, 'different'):
       data_scaling.run(dataclasses.replace(config, learning_rate=0.3),
                           directory)
+
+  def test_runs_on_the_runner_with_a_given_executor(self):
+    # The executor seam: one unit per run with its missing sizes, none on
+    # a resume.
+    units = []
+
+    def executor(todo, work):
+      units.extend(todo)
+      return runner.local_executor(todo, work)
+
+    config = _data_scaling_config(num_runs=2)
+    directory = tempfile.mkdtemp()
+    data_scaling.run(config, directory, log=lambda m: None,
+                     executor=executor)
+    self.assertEqual([(u.run, u.points) for u in units],
+                     [(0, (20, 40, 80)), (1, (20, 40, 80))])
+    units.clear()
+    data_scaling.run(config, directory, log=lambda m: None,
+                     executor=executor)
+    self.assertEqual(units, [])
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""Tests of afterkernel/studies/scaling_common.py (configs, presets, network)."""
+"""Tests of afterkernel/studies/scaling_common.py: configs, presets, net."""
 
 import dataclasses
 
@@ -34,7 +34,8 @@ class ConfigTest(absltest.TestCase):
 
   def test_bad_fields_raise_one_line(self):
     cases = [
-        (data_scaling.DataScalingConfig, dict(sample_sizes=(10, 20))),  # < 3 sizes.
+        # Fewer than 3 sizes.
+        (data_scaling.DataScalingConfig, dict(sample_sizes=(10, 20))),
         (data_scaling.DataScalingConfig, dict(sample_sizes=(10, 10, 20))),
         (data_scaling.DataScalingConfig, dict(kernel_method='lasso')),
         (data_scaling.DataScalingConfig, dict(momentum=1.0)),
@@ -74,7 +75,8 @@ class ConfigTest(absltest.TestCase):
     ratios = np.diff(np.log(steps))
     self.assertLess(np.ptp(ratios[3:]), 0.06)  # Equal ratios, up to rounding.
     self.assertEqual(common.log_spaced_steps(3, 10), [1, 2, 3])
-    config = kernel_dynamics.KernelDynamicsConfig(train_steps=50, num_snapshots=4)
+    config = kernel_dynamics.KernelDynamicsConfig(train_steps=50,
+                                                  num_snapshots=4)
     self.assertEqual(config.snapshot_steps()[0], 0)
 
 

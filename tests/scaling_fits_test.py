@@ -39,7 +39,8 @@ class PowerLawFitTest(absltest.TestCase):
     self.assertEqual(excluded, [160])
     # The kernel had no zero at n = 160 but is fit on the same sizes.
     np.testing.assert_array_equal(curves['kernel'], kernel[:, :4])
-    fit = scaling_fits.fit_curve(kept, curves['network'], num_bootstrap=10, seed=0)
+    fit = scaling_fits.fit_curve(kept, curves['network'], num_bootstrap=10,
+                                 seed=0)
     self.assertAlmostEqual(fit['beta'], 1.0, places=6)  # Exact 1/n law.
     self.assertEqual(fit['sizes'], kept)
     with self.assertRaisesRegex(errors.AfterKernelError, 'zero_error_rule'):
@@ -53,8 +54,8 @@ class PowerLawFitTest(absltest.TestCase):
     self.assertEqual((kept, excluded), ([1, 2, 3], []))
     np.testing.assert_allclose(curves['a'], [[5.5 / 11, 0.5 / 11, np.nan]])
     with self.assertRaises(errors.AfterKernelError):
-      scaling_fits.zero_error_rule([1], {'a': errors_by_run[:, :1]}, counts[:, :1],
-                         'floor')
+      scaling_fits.zero_error_rule([1], {'a': errors_by_run[:, :1]},
+                                   counts[:, :1], 'floor')
 
 
 if __name__ == '__main__':

@@ -10,9 +10,10 @@ several m. m = 0 is the NTK at initialization.
 """
 
 import dataclasses
+import functools
 import math
 import time
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from afterkernel import errors
 from afterkernel import kernel_fit
 from afterkernel import plots
 from afterkernel import training
+from afterkernel.studies import runner
 from afterkernel.studies import scaling_common as common
 from afterkernel.studies import scaling_fits
 from afterkernel.studies import store as store_lib
@@ -85,7 +87,8 @@ PRESETS = {
     'tiny': AfterKernelVsMConfig(train_sizes=(0, 50, 200),
                                  fit_sizes=(25, 50, 100),
                                  reference_fit_size=50, epochs=5,
-                                 fit_steps=150, num_bootstrap=50, **common.TINY),
+                                 fit_steps=150, num_bootstrap=50,
+                                 **common.TINY),
     'cpu': AfterKernelVsMConfig(train_sizes=(0, 125, 500, 2000, 8000),
                                 fit_sizes=(125, 250, 500, 1000, 2000),
                                 reference_fit_size=500, epochs=10,
@@ -133,18 +136,18 @@ def _after_kernel_run(config: AfterKernelVsMConfig, task: data.BinaryTask,
   for n in fit_sizes:
     start = time.time()
     result = common.fit_kernel_grams(config, train_gram[:n, :n], y_fit[:n],
-                              cross_gram[:, :n], y_test, config.fit_steps,
-                              seed)
-    metrics = dict(network_metrics, **common.fit_metrics(result, 'after_kernel'))
+                                     cross_gram[:, :n], y_test,
+                                     config.fit_steps, seed)
+    metrics = dict(network_metrics,
+                   **common.fit_metrics(result, 'after_kernel'))
     point = {'train_subset': int(m), 'fit_size': int(n)}
     log(f'm={m} n={n} run {run}: K_m test error '
         f'{metrics["after_kernel_test_error"]:.4f}')
     info = dict(task.info)
     info.pop('transforms', None)
-    records.append(common.record(STUDY, config, point, run, seed,
-                           metrics, dict(timings,
-                                         fit_seconds=time.time() - start),
-                           info))
+    timings_n = dict(timings, fit_seconds=time.time() - start)
+    records.append(common.record(STUDY, config, point, run, seed, metrics,
+                                 timings_n, info))
   return records
 
 
@@ -154,10 +157,11 @@ def summarize(config: AfterKernelVsMConfig,
   """Per-(m, n) summary, K_m(n_ref) vs m, and an n-power law per curve m.
 
   Returns:
-    {'entries', 'reference_fit_size', 'fits': {str(m): scaling_fits.fit_curve output or
-    None}, 'train_sizes': the m with data, 'zero_errors': {'rule',
-    'excluded_sizes'}}. With the 'exclude' rule a fit size n with a zero
-    error in any curve is dropped from every curve (`scaling_fits.zero_error_rule`).
+    {'entries', 'reference_fit_size', 'fits': {str(m):
+    `scaling_fits.fit_curve` output or None}, 'train_sizes': the m with data,
+    'zero_errors': {'rule', 'excluded_sizes'}}. With the 'exclude' rule a
+    fit size n with a zero error in any curve is dropped from every curve
+    (`scaling_fits.zero_error_rule`).
   """
   records = [r for r in records if r.get('family') == STUDY and
              r['point'].get('train_subset') in config.train_sizes and
@@ -171,12 +175,12 @@ def summarize(config: AfterKernelVsMConfig,
   by_m = {}
   for m in curves:
     mine = [r for r in records if r['point']['train_subset'] == m]
-    by_m[m] = scaling_fits.values_by_run(mine, 'after_kernel_test_error', sizes,
-                             'fit_size', config.num_runs)
-  counts = scaling_fits.test_counts(records, sizes, 'fit_size', config.num_runs,
-                        config.num_test)
+    by_m[m] = scaling_fits.values_by_run(mine, 'after_kernel_test_error',
+                                         sizes, 'fit_size', config.num_runs)
+  counts = scaling_fits.test_counts(records, sizes, 'fit_size',
+                                    config.num_runs, config.num_test)
   kept, by_m, excluded = scaling_fits.zero_error_rule(sizes, by_m, counts,
-                                         config.zero_errors)
+                                                      config.zero_errors)
   fits = {}
   for index, m in enumerate(sorted(curves)):
     values = by_m[m]
@@ -185,8 +189,9 @@ def summarize(config: AfterKernelVsMConfig,
     if len(usable) < 3:
       fits[str(m)] = None
       continue
-    fits[str(m)] = scaling_fits.fit_curve([kept[i] for i in usable], values[:, usable],
-                             config.num_bootstrap, config.seed + index)
+    fits[str(m)] = scaling_fits.fit_curve(
+        [kept[i] for i in usable], values[:, usable], config.num_bootstrap,
+        config.seed + index)
   return {'entries': store_lib.summarize(records), 'fits': fits,
           'reference_fit_size': config.reference_fit_size,
           'train_sizes': train_sizes,
@@ -205,22 +210,24 @@ def plot(summary: Mapping[str, Any], title: str = ''):
   trained = [e for e in at_ref if e['point']['train_subset'] > 0]
   if trained:
     plots.errorbar(left, [e['point']['train_subset'] for e in trained],
-              [e['metrics']['after_kernel_test_error'] for e in trained],
-              color='C0', label=f'after kernel K_m fit on n = {reference}')
+                   [e['metrics']['after_kernel_test_error'] for e in trained],
+                   color='C0', label=f'after kernel K_m fit on n = {reference}')
     with_network = [e for e in trained if 'network_test_error' in
                     e['metrics'] and e['metrics']['network_test_error'][
                         'mean'] is not None]
     if with_network:
       plots.errorbar(left, [e['point']['train_subset'] for e in with_network],
-                [e['metrics']['network_test_error'] for e in with_network],
-                color='C3', label='network trained on m')
+                     [e['metrics']['network_test_error']
+                      for e in with_network],
+                     color='C3', label='network trained on m')
   for e in at_ref:
     if e['point']['train_subset'] == 0:
       left.axhline(e['metrics']['after_kernel_test_error']['mean'],
                    color='C7', linestyle='--',
                    label=f'K_0 = NTK at init, n = {reference}')
-  plots.finish_log_axes(left, 'network training examples m', 'test error', log_x=True,
-               ticks=[e['point']['train_subset'] for e in at_ref])
+  plots.finish_log_axes(left, 'network training examples m', 'test error',
+                        log_x=True,
+                        ticks=[e['point']['train_subset'] for e in at_ref])
   left.set_title(f'K_m(n = {reference}) vs m', fontsize=10)
   for index, m in enumerate(sorted(int(k) for k in summary['fits'])):
     curve = sorted((e for e in entries if e['point']['train_subset'] == m),
@@ -235,13 +242,15 @@ def plot(summary: Mapping[str, Any], title: str = ''):
       if fit.get('identified') is False:
         label += ' (saturated: beta not identified)'
     plots.errorbar(right, [e['point']['fit_size'] for e in curve],
-              [e['metrics']['after_kernel_test_error'] for e in curve],
-              color=color, label=label)
+                   [e['metrics']['after_kernel_test_error'] for e in curve],
+                   color=color, label=label)
     if fit:
       grid = np.geomspace(min(fit['sizes']), max(fit['sizes']), 100)
-      right.plot(grid, scaling_fits.power_law(grid, fit), color=color, linewidth=1.2)
-  plots.finish_log_axes(right, 'kernel training examples n', 'test error', log_x=True,
-               ticks=[e['point']['fit_size'] for e in entries])
+      right.plot(grid, scaling_fits.power_law(grid, fit), color=color,
+                 linewidth=1.2)
+  plots.finish_log_axes(right, 'kernel training examples n', 'test error',
+                        log_x=True,
+                        ticks=[e['point']['fit_size'] for e in entries])
   right.set_title('scaling of K_m with n', fontsize=10)
   if title:
     fig.suptitle(title, fontsize=9)
@@ -249,26 +258,46 @@ def plot(summary: Mapping[str, Any], title: str = ''):
   return fig
 
 
+def _point_dict(point: Tuple[int, int]) -> Dict[str, Any]:
+  return {'train_subset': int(point[0]), 'fit_size': int(point[1])}
+
+
+def _train_size(point: Tuple[int, int]) -> int:
+  return point[0]
+
+
+def _run_unit(config: AfterKernelVsMConfig, context: None,
+              unit: runner.WorkUnit, log: Callable[[str], None], *,
+              base: data.BinaryTask, needed: int) -> List[Dict[str, Any]]:
+  """One m of one run: its network, its K_m and every fit size n."""
+  del context
+  seed = config.seed + unit.run
+  task = common.run_task(base, seed, needed, config.num_test)
+  m = unit.points[0][0]
+  return _after_kernel_run(config, task, m, [n for _, n in unit.points],
+                           unit.run, seed, log)
+
+
 def run(config: AfterKernelVsMConfig, output_dir: str,
-                          log: Callable[[str], None] = print
-                          ) -> Dict[str, Any]:
+        log: Callable[[str], None] = print,
+        executor: runner.Executor = runner.local_executor) -> Dict[str, Any]:
   """Experiment 2: every (m, run) not yet in `output_dir`; returns the summary.
 
   Run r (seed config.seed + r) permutes the data, trains a fresh network on
   its first m examples for `epochs` epochs (none for m = 0), takes its after
   kernel K_m (`kernel_fit.EmpiricalNTK`) and fits it on every n of
   `fit_sizes` (rows per `fit_examples`). (m, n) pairs needing more examples
-  than the data has are left out (logged).
+  than the data has are left out (logged). One `runner.WorkUnit` per (run,
+  m); an m with a missing record is measured again for every n.
 
   Returns:
-    `summarize_after_kernel_vs_m`; also summary.json / .csv, fits.json and
+    `summarize`; also summary.json / .csv, fits.json and
     after_kernel_vs_m.{png,pdf} in `output_dir`.
 
   Raises:
     AfterKernelError: bad configuration, data or output folder.
   """
   config.validate()
-  store = common.prepare_output_dir(config, STUDY, output_dir)
   base = common.load_base_task(config, max(
       _needed_examples(config, m, n) for m in config.train_sizes
       for n in config.fit_sizes))
@@ -284,27 +313,16 @@ def run(config: AfterKernelVsMConfig, output_dir: str,
       plan[m] = fit_sizes
   errors.require(bool(plan), f'no (m, n) pair fits the {available} training '
                  f'examples of {config.dataset}; lower train_sizes/fit_sizes')
-  for run in range(config.num_runs):
-    seed = config.seed + run
-    task = None
-    for m, fit_sizes in plan.items():
-      keys = [common.record_key(STUDY, {'train_subset': m, 'fit_size': n}, run)
-              for n in fit_sizes]
-      if all(store.has(k) for k in keys):
-        log(f'm={m} run {run} already in {output_dir}; skipped')
-        continue
-      if task is None:
-        task = common.run_task(base, seed, max(_needed_examples(config, mm, n)
-                                        for mm, ns in plan.items()
-                                        for n in ns), config.num_test)
-      for record in _after_kernel_run(config, task, m, fit_sizes, run, seed,
-                                      log):
-        store.put(record)
-  summary = summarize(
-      config, common.own_records(store, config, STUDY))
-  common.write_outputs(output_dir, summary, STUDY,
-                 plot(summary, common.title(
-                     config, 'after kernel vs m')))
+  needed = max(_needed_examples(config, m, n) for m, ns in plan.items()
+               for n in ns)
+  records = common.run_study(
+      STUDY, config, output_dir,
+      [(m, n) for m, ns in plan.items() for n in ns], _point_dict,
+      functools.partial(_run_unit, base=base, needed=needed), log, executor,
+      whole_runs=True, group=_train_size)
+  summary = summarize(config, records)
+  common.write_outputs(output_dir, summary, STUDY, plot(
+      summary, common.title(config, 'after kernel vs m')))
   return summary
 
 
@@ -321,8 +339,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
       match = [e for e in entries if e['point']['train_subset'] == m and
                e['point']['fit_size'] == n]
       if match and row[1] == '-':
-        row[1] = common.stat_text(match[0]['metrics'].get('network_test_error'))
-      row.append(common.stat_text(match[0]['metrics'].get('after_kernel_test_error'))
+        row[1] = common.stat_text(
+            match[0]['metrics'].get('network_test_error'))
+      row.append(common.stat_text(
+          match[0]['metrics'].get('after_kernel_test_error'))
                  if match else '-')
     rows.append(row)
   lines = common.table(header, rows)
@@ -334,12 +354,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
               for m in sorted(summary['fits'], key=int)]
   if fit_rows:
     lines.append('')
-    lines.extend(common.table(['kernel', 'beta in n [95% CI]', 'beta identified',
-                         'local slope'], fit_rows))
+    lines.extend(common.table(['kernel', 'beta in n [95% CI]',
+                               'beta identified', 'local slope'], fit_rows))
     lines.append(scaling_fits.zero_errors_text(summary))
   return '\n'.join(lines)
-
-
 
 
 def preset(name: str, **overrides) -> AfterKernelVsMConfig:

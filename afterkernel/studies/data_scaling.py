@@ -10,8 +10,9 @@ rule. The study's claim: the network's exponent beta exceeds its kernels'
 """
 
 import dataclasses
+import functools
 import time
-from typing import Any, Callable, Dict, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from afterkernel import kernel_fit
 from afterkernel import models
 from afterkernel import plots
 from afterkernel import training
+from afterkernel.studies import runner
 from afterkernel.studies import scaling_common as common
 from afterkernel.studies import scaling_fits
 from afterkernel.studies import store as store_lib
@@ -105,7 +107,7 @@ def _point(config: DataScalingConfig, task: data.BinaryTask,
   info = dict(task.info)
   info.pop('transforms', None)
   return common.record(STUDY, config, {'train_subset': int(n)}, run, seed,
-                 metrics, timings, info)
+                       metrics, timings, info)
 
 
 def summarize(config: DataScalingConfig,
@@ -118,10 +120,10 @@ def summarize(config: DataScalingConfig,
     records: the study's records (others are ignored).
 
   Returns:
-    {'entries': `store.summarize` output, 'fits': {predictor: `scaling_fits.fit_curve`
-    output or None when fewer than 3 sizes are usable}, 'sizes': the n with
-    data, 'zero_errors': {'rule', 'excluded_sizes'}}. With the 'exclude'
-    rule the three predictors are fit on the same sizes (see
+    {'entries': `store.summarize` output, 'fits': {predictor:
+    `scaling_fits.fit_curve` output or None when fewer than 3 sizes are
+    usable}, 'sizes': the n with data, 'zero_errors': {'rule',
+    'excluded_sizes'}}. With the 'exclude' rule the three predictors are fit on the same sizes (see
     `scaling_fits.zero_error_rule`).
   """
   records = [r for r in records if r.get('family') == STUDY and
@@ -129,12 +131,12 @@ def summarize(config: DataScalingConfig,
              r.get('run', 0) < config.num_runs]
   sizes = sorted({r['point']['train_subset'] for r in records})
   curves = {p: scaling_fits.values_by_run(records, f'{p}_test_error', sizes,
-                              'train_subset', config.num_runs)
+                                          'train_subset', config.num_runs)
             for p in PREDICTORS}
-  counts = scaling_fits.test_counts(records, sizes, 'train_subset', config.num_runs,
-                        config.num_test)
+  counts = scaling_fits.test_counts(records, sizes, 'train_subset',
+                                    config.num_runs, config.num_test)
   kept, curves, excluded = scaling_fits.zero_error_rule(sizes, curves, counts,
-                                           config.zero_errors)
+                                                        config.zero_errors)
   fits = {}
   for index, predictor in enumerate(PREDICTORS):
     values = curves[predictor]
@@ -143,12 +145,13 @@ def summarize(config: DataScalingConfig,
     if len(usable) < 3:
       fits[predictor] = None
       continue
-    fits[predictor] = scaling_fits.fit_curve([kept[i] for i in usable], values[:, usable],
-                                config.num_bootstrap, config.seed + index)
+    fits[predictor] = scaling_fits.fit_curve(
+        [kept[i] for i in usable], values[:, usable], config.num_bootstrap,
+        config.seed + index)
   differences = {}
   for kernel in PREDICTORS[1:]:
-    differences[kernel] = scaling_fits.paired_beta_difference(kept, curves['network'],
-                                                 curves[kernel])
+    differences[kernel] = scaling_fits.paired_beta_difference(
+        kept, curves['network'], curves[kernel])
   return {'entries': store_lib.summarize(records), 'fits': fits,
           'sizes': sizes,
           'zero_errors': {'rule': config.zero_errors,
@@ -175,12 +178,13 @@ def plot(summary: Mapping[str, Any], title: str = ''):
       if fit.get('identified') is False:
         label += ' (saturated: beta not identified)'
     plots.errorbar(ax, [p[0] for p in points], [p[1] for p in points],
-              color=color, label=label)
+                   color=color, label=label)
     if fit:
       grid = np.geomspace(min(fit['sizes']), max(fit['sizes']), 100)
-      ax.plot(grid, scaling_fits.power_law(grid, fit), color=color, linewidth=1.2)
+      ax.plot(grid, scaling_fits.power_law(grid, fit), color=color,
+              linewidth=1.2)
   plots.finish_log_axes(ax, 'training examples n', 'test error', log_x=True,
-               ticks=[e['point']['train_subset'] for e in entries])
+                        ticks=[e['point']['train_subset'] for e in entries])
   ax.set_title(title or 'test error vs n: fits A (1/n + alpha)^beta',
                fontsize=9)
   fig.tight_layout()
@@ -188,8 +192,23 @@ def plot(summary: Mapping[str, Any], title: str = ''):
 
 
 
+def _point_dict(n: int) -> Dict[str, Any]:
+  return {'train_subset': int(n)}
+
+
+def _run_unit(config: DataScalingConfig, context: None,
+              unit: runner.WorkUnit, log: Callable[[str], None], *,
+              base: data.BinaryTask) -> List[Dict[str, Any]]:
+  """The missing sizes of one run, all from one permutation of `base`."""
+  del context
+  seed = config.seed + unit.run
+  task = common.run_task(base, seed, max(unit.points), config.num_test)
+  return [_point(config, task, n, unit.run, seed, log) for n in unit.points]
+
+
 def run(config: DataScalingConfig, output_dir: str,
-                     log: Callable[[str], None] = print) -> Dict[str, Any]:
+        log: Callable[[str], None] = print,
+        executor: runner.Executor = runner.local_executor) -> Dict[str, Any]:
   """Experiment 1: every (n, run) not yet in `output_dir`; returns the summary.
 
   Each run r uses seed = config.seed + r for the data permutation (its first
@@ -200,9 +219,10 @@ def run(config: DataScalingConfig, output_dir: str,
     config: the study configuration (validated here).
     output_dir: result folder; one of a different configuration is refused.
     log: progress printer.
+    executor: runs the work units (`runner`).
 
   Returns:
-    `summarize_data_scaling` of the folder's records; also written to
+    `summarize` of the folder's records; also written to
     summary.json / summary.csv (entries), fits.json and the figure
     data_scaling.{png,pdf}.
 
@@ -210,7 +230,6 @@ def run(config: DataScalingConfig, output_dir: str,
     AfterKernelError: bad configuration, data or output folder.
   """
   config.validate()
-  store = common.prepare_output_dir(config, STUDY, output_dir)
   base = common.load_base_task(config, max(config.sample_sizes))
   available = len(base.y_train)
   sizes = [n for n in config.sample_sizes if n <= available]
@@ -221,17 +240,10 @@ def run(config: DataScalingConfig, output_dir: str,
   errors.require(len(sizes) >= 3,
                  f'only {len(sizes)} sample sizes fit the {available} '
                  f'training examples of {config.dataset}; need 3 for a fit')
-  for run in range(config.num_runs):
-    seed = config.seed + run
-    todo = [n for n in sizes
-            if not store.has(common.record_key(STUDY, {'train_subset': n}, run))]
-    if not todo:
-      log(f'run {run}: all sizes already in {output_dir}; skipped')
-      continue
-    task = common.run_task(base, seed, max(todo), config.num_test)
-    for n in todo:
-      store.put(_point(config, task, n, run, seed, log))
-  summary = summarize(config, common.own_records(store, config, STUDY))
+  records = common.run_study(STUDY, config, output_dir, sizes, _point_dict,
+                             functools.partial(_run_unit, base=base), log,
+                             executor)
+  summary = summarize(config, records)
   common.write_outputs(output_dir, summary, STUDY, plot(
       summary, common.title(config, 'data scaling')))
   return summary
@@ -246,7 +258,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
   for entry in entries:
     row = [str(entry['point']['train_subset']), str(len(entry['runs']))]
     for predictor in PREDICTORS:
-      row.append(common.stat_text(entry['metrics'].get(f'{predictor}_test_error')))
+      row.append(common.stat_text(
+          entry['metrics'].get(f'{predictor}_test_error')))
     rows.append(row)
   lines = common.table(header, rows)
   lines.append('(test error: mean ± 95% CI half-width over runs)')
@@ -257,9 +270,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     fit_rows.append([PREDICTOR_LABELS[predictor], scaling_fits.beta_text(fit),
                      '-' if fit is None else f'{fit["A"]:.3g}',
                      '-' if fit is None else f'{fit["alpha"]:.3g}',
-                     scaling_fits.identified_text(fit), scaling_fits.local_text(fit)])
+                     scaling_fits.identified_text(fit),
+                     scaling_fits.local_text(fit)])
   lines.extend(common.table(['predictor', 'beta [95% CI]', 'A', 'alpha',
-                       'beta identified', 'local slope'], fit_rows))
+                             'beta identified', 'local slope'], fit_rows))
   lines.append('(L(n) = A (1/n + alpha)^beta fit on log error of the mean '
                'over runs; CI: Student t over the runs\' own betas;')
   lines.append(' local slope: -d log L / d log n over the 4 smallest n)')
@@ -274,8 +288,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
           verdict])
   if difference_rows:
     lines.append('')
-    lines.extend(common.table(['beta difference (paired by run)', 'mean [95% CI]',
-                         'verdict'], difference_rows))
+    lines.extend(common.table(['beta difference (paired by run)',
+                               'mean [95% CI]', 'verdict'], difference_rows))
     lines.append('(the study claims the network\'s beta exceeds its '
                  'kernels\')')
   lines.append(scaling_fits.zero_errors_text(summary))

@@ -7,6 +7,7 @@ K^t (and of the network at step t) is reported against t.
 """
 
 import dataclasses
+import functools
 import time
 from typing import Any, Callable, Dict, List, Mapping, Sequence
 
@@ -18,6 +19,7 @@ from afterkernel import errors
 from afterkernel import kernel_fit
 from afterkernel import plots
 from afterkernel import training
+from afterkernel.studies import runner
 from afterkernel.studies import scaling_common as common
 from afterkernel.studies import store as store_lib
 
@@ -104,7 +106,7 @@ def _dynamics_run(config: KernelDynamicsConfig, task: data.BinaryTask,
     log(f't={step} run {run}: K^t test error {metrics["kernel_test_error"]:.4f}'
         f', network {metrics["network_test_error"]:.4f}')
     records.append(common.record(STUDY, config, {'step': int(step)}, run,
-                           seed, metrics, timings, info))
+                                 seed, metrics, timings, info))
   return records
 
 
@@ -133,8 +135,8 @@ def plot(summary: Mapping[str, Any], title: str = ''):
     points = [e for e in later if e['metrics'].get(metric, {}).get('mean')]
     if points:
       plots.errorbar(ax, [e['point']['step'] for e in points],
-                [e['metrics'][metric] for e in points], color=color,
-                label=label)
+                     [e['metrics'][metric] for e in points], color=color,
+                     label=label)
       ax.plot([e['point']['step'] for e in points],
               [e['metrics'][metric]['mean'] for e in points], color=color,
               linewidth=1)
@@ -149,39 +151,47 @@ def plot(summary: Mapping[str, Any], title: str = ''):
   return fig
 
 
+def _point_dict(step: int) -> Dict[str, Any]:
+  return {'step': int(step)}
+
+
+def _run_unit(config: KernelDynamicsConfig, context: None,
+              unit: runner.WorkUnit, log: Callable[[str], None], *,
+              base: data.BinaryTask) -> List[Dict[str, Any]]:
+  """One run: one training trajectory, a record per snapshot step."""
+  del context
+  seed = config.seed + unit.run
+  task = common.run_task(base, seed, config.num_train, config.num_test)
+  return _dynamics_run(config, task, list(unit.points), unit.run, seed, log)
+
+
 def run(config: KernelDynamicsConfig, output_dir: str,
-                        log: Callable[[str], None] = print) -> Dict[str, Any]:
+        log: Callable[[str], None] = print,
+        executor: runner.Executor = runner.local_executor) -> Dict[str, Any]:
   """Experiment 3: every run not yet in `output_dir`; returns the summary.
 
   Run r (seed config.seed + r) trains the network on its first num_train
   examples for train_steps steps, snapshotting the empirical NTK at
   `config.snapshot_steps()`; each snapshot K^t is then fit on the same
-  training set and tested.
+  training set and tested. A run with a missing record is measured whole.
 
   Returns:
-    `summarize_kernel_dynamics`; also summary.json / .csv, fits.json and
+    `summarize`; also summary.json / .csv, fits.json and
     kernel_dynamics.{png,pdf} in `output_dir`.
 
   Raises:
     AfterKernelError: bad configuration, data or output folder.
   """
   config.validate()
-  store = common.prepare_output_dir(config, STUDY, output_dir)
   base = common.load_base_task(config, config.num_train)
   errors.require(config.num_train <= len(base.y_train),
                  f'num_train={config.num_train} exceeds the '
                  f'{len(base.y_train)} training examples of {config.dataset}')
-  steps = config.snapshot_steps()
-  for run in range(config.num_runs):
-    if all(store.has(common.record_key(STUDY, {'step': s}, run)) for s in steps):
-      log(f'run {run} already in {output_dir}; skipped')
-      continue
-    seed = config.seed + run
-    task = common.run_task(base, seed, config.num_train, config.num_test)
-    for record in _dynamics_run(config, task, steps, run, seed, log):
-      store.put(record)
-  summary = summarize(config,
-                                      common.own_records(store, config, STUDY))
+  records = common.run_study(
+      STUDY, config, output_dir, config.snapshot_steps(), _point_dict,
+      functools.partial(_run_unit, base=base), log, executor,
+      whole_runs=True)
+  summary = summarize(config, records)
   common.write_outputs(output_dir, summary, STUDY, plot(
       summary, common.title(config, 'kernel dynamics')))
   return summary
@@ -193,8 +203,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
            common.stat_text(e['metrics'].get('kernel_test_error')),
            common.stat_text(e['metrics'].get('network_test_error'))]
           for e in summary['entries']]
-  lines = common.table(['step t', 'runs', 'K^t test error', 'network test error'],
-                 rows)
+  lines = common.table(['step t', 'runs', 'K^t test error',
+                        'network test error'], rows)
   lines.append('(mean ± 95% CI half-width over runs; K^t is fit on the '
                'training set)')
   return '\n'.join(lines)

@@ -24,12 +24,11 @@ keys are skipped, so re-running resumes), `summary.json` / `summary.csv`
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Callable, ClassVar, Dict, List, Mapping, Optional,
+                    Sequence, Tuple)
 
 import keras
 import numpy as np
@@ -40,7 +39,7 @@ from afterkernel import infinite_ntk
 from afterkernel import kernel_fit
 from afterkernel import plots
 from afterkernel import training
-from afterkernel.studies import results
+from afterkernel.studies import runner
 from afterkernel.studies import store as store_lib
 
 VERSION = '0.1.0'
@@ -60,8 +59,17 @@ DATASETS = tuple(data.DATASETS)
 
 
 
+# Fields that may grow between invocations on one output_dir (more sizes,
+# more runs) without invalidating the records already there.
+_GROWABLE_FIELDS = ('data_dir', 'num_runs', 'sample_sizes', 'train_sizes',
+                    'fit_sizes', 'curve_train_sizes', 'reference_fit_size')
+# Fields used only when records are summarized and fit (they never change a
+# record, so re-running with another value re-summarizes the same records).
+_SUMMARY_FIELDS = ('num_bootstrap', 'zero_errors')
+
+
 @dataclasses.dataclass(frozen=True)
-class CommonConfig:
+class CommonConfig(runner.StudyConfig):
   """Fields shared by the three studies (see the subclasses).
 
   Attributes:
@@ -100,6 +108,9 @@ class CommonConfig:
   feature_batch_size: int = 256
   num_runs: int = 3
   seed: int = 0
+  # The fingerprint (`runner.StudyConfig`) leaves these out.
+  FINGERPRINT_IGNORES: ClassVar[Tuple[str, ...]] = (_GROWABLE_FIELDS +
+                                                     _SUMMARY_FIELDS)
 
   def _validate_common(self) -> None:
     errors.require(self.dataset in DATASETS,
@@ -124,29 +135,10 @@ class CommonConfig:
     errors.require(is_int(self.seed) and self.seed >= 0,
                    f'seed must be a non-negative integer, got {self.seed!r}')
 
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Hash of the fields that change a record (not sizes, runs or paths)."""
-    fields = self.to_dict()
-    for name in _GROWABLE_FIELDS + _SUMMARY_FIELDS:
-      fields.pop(name, None)
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
-                          ).hexdigest()[:16]
-
-
-# Fields that may grow between invocations on one output_dir (more sizes,
-# more runs) without invalidating the records already there.
-_GROWABLE_FIELDS = ('data_dir', 'num_runs', 'sample_sizes', 'train_sizes',
-                    'fit_sizes', 'curve_train_sizes', 'reference_fit_size')
-# Fields used only when records are summarized and fit (they never change a
-# record, so re-running with another value re-summarizes the same records).
-_SUMMARY_FIELDS = ('num_bootstrap', 'zero_errors')
 
 
 def check_sizes(sizes, name: str, allow_zero: bool = False) -> None:
-  """Raises AfterKernelError unless `sizes` are distinct integers >= 1 (or 0)."""
+  """Raises AfterKernelError unless `sizes` are distinct ints >= 1 (or 0)."""
   errors.require(len(sizes) > 0, f'{name} is empty; give at least one size')
   low = 0 if allow_zero else 1
   for size in sizes:
@@ -349,29 +341,56 @@ def kernel_metrics(config: CommonConfig, kernel, x_train: np.ndarray,
 
 
 
-def prepare_output_dir(config: CommonConfig, study: str,
-                        output_dir: str) -> store_lib.ResultStore:
-  """Creates output_dir; refuses one written by a different configuration."""
-  errors.require(bool(output_dir), 'an output directory is required')
-  os.makedirs(output_dir, exist_ok=True)
-  path = os.path.join(output_dir, results.CONFIG_FILE)
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      try:
-        existing = json.load(f)
-      except json.JSONDecodeError:
-        existing = {}
-    errors.require(
-        existing.get('study') == study and
-        existing.get('fingerprint') == config.fingerprint(),
-        f'{output_dir} holds results of a different study or configuration '
-        f'({existing.get("study")}, fingerprint {existing.get("fingerprint")}'
-        '); use another output_dir')
-  results.atomic_write_text(path, results.to_json(
-      dict(study=study, config=config.to_dict(),
-           fingerprint=config.fingerprint()), indent=2, sort_keys=True) +
-                            '\n')
-  return store_lib.ResultStore(output_dir)
+def _fixed_points(points: Tuple[Any, ...], config: CommonConfig
+                  ) -> Tuple[Any, ...]:
+  del config
+  return points
+
+
+def _unit_key(study: str, point_dict: Callable[[Any], Dict[str, Any]],
+              point: Any, run: int) -> str:
+  return record_key(study, point_dict(point), run)
+
+
+def run_study(study: str, config: CommonConfig, output_dir: str,
+              points: Sequence[Any],
+              point_dict: Callable[[Any], Dict[str, Any]],
+              run_once: Callable[..., List[Dict[str, Any]]],
+              log: Callable[[str], None] = print,
+              executor: runner.Executor = runner.local_executor,
+              whole_runs: bool = False,
+              group: Optional[Callable[[Any], Any]] = None
+              ) -> List[Dict[str, Any]]:
+  """Claims `output_dir`, runs the missing work on `runner`; the records.
+
+  config.json holds the config, its fingerprint and the study's name
+  (`store.claim_output_dir`: a folder of another configuration is
+  refused); `runner.execute` then runs every (point, run) without a record
+  (resume) with `run_once(config, None, unit, log)`.
+
+  Args:
+    study: the study's name (record family and key prefix).
+    config: its validated configuration.
+    output_dir: the result folder.
+    points: the points of every run, in order.
+    point_dict: point -> its record fields ({'train_subset': n}, ...).
+    run_once: the study's work on one `runner.WorkUnit`.
+    log: progress printer.
+    executor: runs the units (`runner.local_executor`: in this process).
+    whole_runs, group: as `runner.Study`'s.
+
+  Returns:
+    This configuration's records in the folder (`own_records`).
+  """
+  store_lib.claim_output_dir(output_dir, config.to_dict(),
+                             config.fingerprint(), extra={'study': study})
+  spec = runner.Study(
+      family=study, points=functools.partial(_fixed_points, tuple(points)),
+      record_key=functools.partial(_unit_key, study, point_dict),
+      run_once=run_once, whole_runs=whole_runs, group=group)
+  result_store = store_lib.ResultStore(output_dir)
+  runner.execute(spec, config, result_store, log, executor, output_dir)
+  return own_records(result_store, config, study)
 
 
 def record(study: str, config: CommonConfig, point: Dict[str, Any],
@@ -399,7 +418,8 @@ def record_key(study: str, point: Dict[str, Any], run: int) -> str:
 
 
 def own_records(store: store_lib.ResultStore, config: CommonConfig,
-          study: str) -> List[Dict[str, Any]]:
+                study: str) -> List[Dict[str, Any]]:
+  """The records of `study` with this config's fingerprint and runs."""
   return [r for r in store.records()
           if r.get('family') == study and
           r.get('config_fingerprint') == config.fingerprint() and
@@ -431,12 +451,13 @@ def title(config: CommonConfig, what: str) -> str:
 
 
 def write_outputs(output_dir: str, summary: Mapping[str, Any], study: str,
-                   fig) -> None:
+                  fig) -> None:
+  """summary.json / .csv (the entries), fits.json (the rest), the figure."""
   store_lib.write_summary(output_dir, summary['entries'])
   extra = {k: v for k, v in summary.items() if k != 'entries'}
-  results.atomic_write_text(os.path.join(output_dir, FITS_FILE),
-                            results.to_json(extra, indent=1, sort_keys=True) +
-                            '\n')
+  store_lib.atomic_write_text(
+      os.path.join(output_dir, FITS_FILE),
+      store_lib.to_json(extra, indent=1, sort_keys=True) + '\n')
   plots.save(fig, output_dir, FIGURE_NAMES[study])
 
 

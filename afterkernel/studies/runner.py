@@ -32,6 +32,8 @@ looked up with `preset`.
 """
 
 import dataclasses
+import queue
+import threading
 from typing import (Any, Callable, ClassVar, Dict, Iterable, Iterator, List,
                     Mapping, Optional, Sequence, Tuple)
 
@@ -204,6 +206,47 @@ class Work:
     state = dict(self.__dict__)
     state.update(_context=None, _loaded=False)  # Workers load their own.
     return state
+
+
+_DONE = object()
+
+
+def stream(produce: Callable[[Callable[[Record], None]], None]
+           ) -> Iterator[Record]:
+  """Turns a callback producer into a generator of records.
+
+  For a `run_once` whose records come out of a callback (e.g. a training
+  loop's snapshot hook): `produce(emit)` runs in a helper thread and each
+  `emit(record)` waits until the consumer (the runner, which stores it) asks
+  for the next one, so a record is stored before the next is measured, as
+  if the producer wrote it itself. An exception in `produce` is raised here.
+  """
+  handoff = queue.Queue(maxsize=1)
+  resume = threading.Semaphore(0)
+  failure = []
+
+  def emit(record: Record) -> None:
+    handoff.put(record)
+    resume.acquire()
+
+  def target():
+    try:
+      produce(emit)
+    except BaseException as e:  # pylint: disable=broad-except
+      failure.append(e)
+    handoff.put(_DONE)
+
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  while True:
+    item = handoff.get()
+    if item is _DONE:
+      break
+    yield item
+    resume.release()
+  thread.join()
+  if failure:
+    raise failure[0]
 
 
 Executor = Callable[[Sequence[WorkUnit],

@@ -277,7 +277,7 @@ def run_to_record(run: Mapping[str, Any]) -> Dict[str, Any]:
     point_id += f'_w{float(run["width"]):g}'
     point['width'] = float(run['width'])
   record = dict(run)
-  record.update(key=f'{RUNS_FAMILY}_{point_id}_run{int(run["run"])}',
+  record.update(key=f'{RUNS_FAMILY}_{point_id}_run{int(run["run"]):04d}',
                 family=RUNS_FAMILY, point_id=point_id, point=point)
   return record
 

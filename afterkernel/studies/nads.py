@@ -613,17 +613,6 @@ def summarize(output_dir: str, config: NADConfig) -> List[Dict[str, Any]]:
   return runner.summarize(STUDY, config, output_dir)
 
 
-def _series(entries, metric):
-  x, mean, half = [], [], []
-  for entry in entries:
-    stats = entry['metrics'].get(metric)
-    if stats and stats['mean'] is not None:
-      x.append(entry['point']['nad_index'])
-      mean.append(stats['mean'])
-      half.append(stats['ci95'] or 0.0)
-  return np.array(x), np.array(mean), np.array(half)
-
-
 def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
          title: str = '') -> List[str]:
   """Test accuracy and s_j / s_1 vs NAD index j (PNG + PDF)."""
@@ -632,7 +621,7 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   accuracy_axes, spectrum_axes = fig.subplots(1, 2)
   for metric, label, color in (('nn_test_accuracy', 'network', 'C0'),
                                ('lin_test_accuracy', 'linearized', 'C1')):
-    x, mean, half = _series(entries, metric)
+    x, mean, half = plots.series(entries, 'nad_index', metric)
     accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
                            marker='o', capsize=3)
   accuracy_axes.set_xscale('log', base=2)
@@ -641,7 +630,8 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   accuracy_axes.set_ylim(0.4, 1.02)
   accuracy_axes.legend()
   accuracy_axes.grid(alpha=0.3)
-  x, mean, half = _series(entries, 'relative_singular_value')
+  x, mean, half = plots.series(entries, 'nad_index',
+                               'relative_singular_value')
   spectrum_axes.errorbar(x, np.maximum(mean, 1e-12), yerr=half, color='C2',
                          marker='o', capsize=3)
   spectrum_axes.set_xscale('log', base=2)

@@ -20,10 +20,12 @@ run) is named in the store (`record_key`), its `run_once` and its figures.
 The executor is the seam for scale-out: `local_executor` runs the units one
 after the other in this process; a distributed executor (e.g. Ray tasks)
 takes the same `(units, work)`, runs `list(work(unit))` remotely and yields
-the records as units finish. Units are
-independent (each builds its network from `config.seed + run`), `work(unit)`
-is a picklable callable that loads the study's shared inputs itself, and only
-the runner writes to the store, so no worker needs the output folder.
+the records as units finish. Units are independent (each builds its network
+from `config.seed + run`), `work(unit)` is a picklable callable (module-level
+functions in `Study`, no lambdas) that loads the study's shared inputs
+itself, and only the runner writes records, so workers need no store (a
+study that writes side files, as nads does with its directions, needs the
+output folder on a shared file system).
 
 Configs: a frozen dataclass deriving from `StudyConfig`, which gives
 `to_dict` and `fingerprint` (fields in `FINGERPRINT_IGNORES` do not change a

@@ -455,12 +455,9 @@ class NADConfig(runner.StudyConfig):
                    f'of {", ".join(ARCHITECTURES)}')
     errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
                    f'choose one of {", ".join(LOSSES)}')
-    for name in ('width', 'num_layers', 'image_side', 'channels',
-                 'num_nad_samples', 'num_train', 'num_test', 'epochs',
-                 'batch_size', 'num_runs', 'max_elements'):
-      value = getattr(self, name)
-      errors.require(isinstance(value, (int, np.integer)) and value > 0,
-                     f'{name} must be a positive integer, got {value!r}')
+    runner.require_positive_int_fields(self, ('width', 'num_layers',
+        'image_side', 'channels', 'num_nad_samples', 'num_train', 'num_test',
+        'epochs', 'batch_size', 'num_runs', 'max_elements'))
     errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
                    f'learning_rate must be positive, got {self.learning_rate}')
     errors.require(0 <= self.momentum < 1,

@@ -79,6 +79,14 @@ def positive_ints(values: Iterable[Any], name: str) -> None:
                    f'{name} must hold positive integers, got {value!r}')
 
 
+def require_positive_int_fields(config: Any, names: Iterable[str]) -> None:
+  """Raises AfterKernelError naming the first field that is not an int > 0."""
+  for name in names:
+    value = getattr(config, name)
+    errors.require(isinstance(value, (int, np.integer)) and value > 0,
+                   f'{name} must be a positive integer, got {value!r}')
+
+
 def preset(presets: Mapping[str, Any], name: str, study: str = 'study') -> Any:
   """The preset config `name` of a study's `PRESETS` dict.
 

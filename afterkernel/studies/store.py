@@ -295,7 +295,8 @@ def convert_runs_to_records(output_dir: str) -> List[str]:
     AfterKernelError: the folder has no runs.jsonl, or a line is corrupt.
   """
   runs = read_runs(output_dir)
-  errors.require(bool(runs), f'no runs in {os.path.join(output_dir, RUNS_FILE)}')
+  errors.require(bool(runs),
+                 f'no runs in {os.path.join(output_dir, RUNS_FILE)}')
   result_store = ResultStore(output_dir)
   return [os.path.basename(result_store.put(run_to_record(run)))[
       :-len(RECORD_SUFFIX)] for run in runs]

@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from matplotlib import figure as mpl_figure
 from matplotlib import ticker
+import numpy as np
 
 from afterkernel import errors
 
@@ -399,6 +400,23 @@ def save(fig: mpl_figure.Figure, directory: str, name: str,
     os.replace(temporary, path)
     paths.append(path)
   return paths
+
+
+def series(entries: Sequence[Mapping[str, Any]], x_field: str,
+           metric: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(x, mean, 95% CI half-width) of `metric` over summary entries.
+
+  x is each entry's point[x_field]; entries without a mean of the metric
+  are left out; a missing half-width (one run) counts as 0.
+  """
+  x, mean, half = [], [], []
+  for entry in entries:
+    stats = entry['metrics'].get(metric)
+    if stats and stats['mean'] is not None:
+      x.append(entry['point'][x_field])
+      mean.append(stats['mean'])
+      half.append(stats['ci95'] or 0.0)
+  return np.array(x), np.array(mean), np.array(half)
 
 
 def render_all(entries: Sequence[Mapping[str, Any]], directory: str,

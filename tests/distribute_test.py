@@ -30,7 +30,7 @@ from afterkernel.studies import experiment
 from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import models
-from afterkernel.studies import results
+from afterkernel.studies import store
 from afterkernel import training
 
 _CHILD_ENV = 'AFTERKERNEL_DISTRIBUTE_TEST_CHILD'
@@ -278,7 +278,7 @@ class TwoCpuTest(parameterized.TestCase):
       directory = os.path.join(tempfile.mkdtemp(), name)
       config = dataclasses.replace(_TINY, distribution_strategy=name)
       experiment.run_experiment(config, directory, log=_quiet)
-      (records[name],) = results.read_runs(directory)
+      (records[name],) = store.ResultStore(directory).records()
     default, mirrored = records['default'], records['mirrored']
     self.assertEqual(mirrored['distribution'],
                      {'strategy': 'mirrored', 'replicas': 2})
@@ -322,7 +322,7 @@ class WorkerTest(absltest.TestCase):
       config = dataclasses.replace(_TINY, distribution_strategy=name,
                                    max_num_epochs=0)
       experiment.run_experiment(config, directory, log=_quiet)
-      metrics[name] = results.read_runs(directory)[0]['metrics']
+      metrics[name] = store.ResultStore(directory).records()[0]['metrics']
     for name in ('ntk_trans_inv', 'ntk_kalignment', 'ntk_eff_rank',
                  'ntk_margin'):
       self.assertAlmostEqual(metrics['multi_worker'][name],

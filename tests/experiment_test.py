@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from unittest import mock
 
@@ -11,7 +12,8 @@ import numpy as np
 
 from afterkernel import errors
 from afterkernel.studies import experiment
-from afterkernel.studies import results
+from afterkernel.studies import store
+from afterkernel.studies import summary as summary_lib
 
 # Tiny but complete: every stage runs, in a few seconds.
 _TINY = experiment.ExperimentConfig(
@@ -32,6 +34,17 @@ def _quiet(message):
   del message
 
 
+def _folder_contents(directory):
+  """{relative path: text} of every file under `directory` (records/ too)."""
+  contents = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path) as f:
+        contents[os.path.relpath(path, directory)] = f.read()
+  return contents
+
+
 class RunExperimentTest(absltest.TestCase):
 
   def setUp(self):
@@ -40,7 +53,7 @@ class RunExperimentTest(absltest.TestCase):
 
   def test_writes_records_and_summary_with_original_names(self):
     summary = experiment.run_experiment(_TINY, self.directory, log=_quiet)
-    records = results.read_runs(self.directory)
+    records = store.ResultStore(self.directory).records()
     self.assertEqual([r['run'] for r in records], [0, 1])
     self.assertEqual([r['seed'] for r in records], [0, 1])
     for name in _ORIGINAL_METRICS + ('ntk_linear_error', 'ntk_margin'):
@@ -55,9 +68,10 @@ class RunExperimentTest(absltest.TestCase):
       self.assertGreater(metrics['margin'], 0.0)
       self.assertEqual(record['data']['n_train'], 48)
       self.assertEqual(record['data']['permutation_seed'], record['seed'])
-    with open(os.path.join(self.directory, results.SUMMARY_FILE)) as f:
-      self.assertEqual(json.load(f), json.loads(results.to_json(summary)))
-    with open(os.path.join(self.directory, results.CONFIG_FILE)) as f:
+    with open(os.path.join(self.directory, summary_lib.SUMMARY_FILE)) as f:
+      (entry,) = json.load(f)  # One point: this experiment.
+      self.assertEqual(entry['metrics'], json.loads(store.to_json(summary)))
+    with open(os.path.join(self.directory, store.CONFIG_FILE)) as f:
       self.assertEqual(json.load(f)['config'], _TINY.to_dict())
     # Different seeds give different runs.
     self.assertNotEqual(records[0]['metrics']['ntk_trans_inv'],
@@ -66,14 +80,31 @@ class RunExperimentTest(absltest.TestCase):
   def test_resume_skips_finished_runs(self):
     one_run = dataclasses.replace(_TINY, num_runs=1)
     experiment.run_experiment(one_run, self.directory, log=_quiet)
-    first = results.read_runs(self.directory)
+    first = store.ResultStore(self.directory).records()
     with mock.patch.object(experiment, 'run_once',
                            wraps=experiment.run_once) as spy:
       summary = experiment.run_experiment(_TINY, self.directory, log=_quiet)
     self.assertEqual([c.args[2] for c in spy.call_args_list], [1])
-    records = results.read_runs(self.directory)
+    records = store.ResultStore(self.directory).records()
     self.assertEqual([r['run'] for r in records], [0, 1])
     self.assertEqual(records[0], first[0])
+    self.assertEqual(summary['nn_error']['n'], 2)
+
+  def test_resumes_a_0_1_0_folder_with_runs_jsonl(self):
+    one_run = dataclasses.replace(_TINY, num_runs=1)
+    experiment.run_experiment(one_run, self.directory, log=_quiet)
+    (record,) = store.ResultStore(self.directory).records()
+    # Rewrite the folder as 0.1.0 left it: runs.jsonl, no records/.
+    shutil.rmtree(os.path.join(self.directory, store.RECORDS_DIR))
+    store.append_run(self.directory, {k: v for k, v in record.items()
+                                      if k not in ('key', 'family',
+                                                   'point_id', 'point')})
+    with mock.patch.object(experiment, 'run_once',
+                           wraps=experiment.run_once) as spy:
+      summary = experiment.run_experiment(_TINY, self.directory, log=_quiet)
+    self.assertEqual([c.args[2] for c in spy.call_args_list], [1])
+    records = store.ResultStore(self.directory).records()
+    self.assertEqual(records[0], record)
     self.assertEqual(summary['nn_error']['n'], 2)
 
   def test_same_seed_reproduces_the_run(self):
@@ -86,14 +117,12 @@ class RunExperimentTest(absltest.TestCase):
   def test_other_config_in_same_directory_is_refused_untouched(self):
     one_run = dataclasses.replace(_TINY, num_runs=1)
     experiment.run_experiment(one_run, self.directory, log=_quiet)
-    before = {name: open(os.path.join(self.directory, name)).read()
-              for name in os.listdir(self.directory)}
+    before = _folder_contents(self.directory)
     with self.assertRaisesRegex(errors.AfterKernelError,
                                 'different configuration'):
       experiment.run_experiment(dataclasses.replace(one_run, seed=5),
                                 self.directory, log=_quiet)
-    after = {name: open(os.path.join(self.directory, name)).read()
-             for name in os.listdir(self.directory)}
+    after = _folder_contents(self.directory)
     self.assertEqual(before, after)
 
   def test_zero_epochs_after_kernel_is_the_fntk(self):

@@ -2,7 +2,9 @@
 
 import json
 import os
+import shutil
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import keras
@@ -28,7 +30,7 @@ class StudyTest(absltest.TestCase):
     directory = tempfile.mkdtemp()
     config = linearized.StudyConfig(**_TINY)
     summary = linearized.run_study(config, directory, log=_log)
-    records = store.read_runs(directory)
+    records = store.ResultStore(directory).records()
     self.assertEqual(sorted(r['width'] for r in records), [0.0625, 0.125])
     self.assertEqual(set(summary), {'0.0625', '0.125'})
     for record in records:
@@ -43,10 +45,11 @@ class StudyTest(absltest.TestCase):
               'rb') as f:
       self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
     with open(os.path.join(directory, summary_lib.SUMMARY_FILE)) as f:
-      self.assertEqual(json.load(f)['0.125']['nn_test_accuracy']['n'], 1)
+      by_width = {str(e['point']['width']): e['metrics'] for e in json.load(f)}
+      self.assertEqual(by_width['0.125']['nn_test_accuracy']['n'], 1)
     # Resume: nothing new is run.
     linearized.run_study(config, directory, log=_log)
-    self.assertLen(store.read_runs(directory), 2)
+    self.assertLen(store.ResultStore(directory).records(), 2)
     # A different configuration is refused.
     with self.assertRaisesRegex(errors.AfterKernelError, 'different config'):
       linearized.run_study(
@@ -54,6 +57,21 @@ class StudyTest(absltest.TestCase):
           log=_log)
     table = linearized.format_summary(summary)
     self.assertIn('0.0625', table)
+
+  def test_resumes_a_0_1_0_folder_with_runs_jsonl(self):
+    directory = tempfile.mkdtemp()
+    config = linearized.StudyConfig(**_TINY)
+    summary = linearized.run_study(config, directory, log=_log)
+    records = store.ResultStore(directory).records()
+    shutil.rmtree(os.path.join(directory, store.RECORDS_DIR))
+    for record in records:
+      store.append_run(directory, {k: v for k, v in record.items()
+                                   if k not in ('key', 'family', 'point_id',
+                                                'point')})
+    with mock.patch.object(linearized, 'run_once') as spy:
+      again = linearized.run_study(config, directory, log=_log)
+    spy.assert_not_called()
+    self.assertEqual(again, summary)
 
   def test_tiny_learning_rate_gives_no_gap(self):
     # With theta ~ theta_0 the network and its linearization agree.

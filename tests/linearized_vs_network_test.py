@@ -36,7 +36,7 @@ class MainTest(absltest.TestCase):
   def test_tiny_run_writes_results_and_figure(self):
     directory = tempfile.mkdtemp()
     self.assertEqual(_run_main(*_TINY_FLAGS, f'--output_dir={directory}'), 0)
-    records = store.read_runs(directory)
+    records = store.ResultStore(directory).records()
     self.assertLen(records, 1)
     self.assertIn('lin_test_accuracy', records[0]['metrics'])
     self.assertTrue(os.path.exists(os.path.join(

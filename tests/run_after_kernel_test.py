@@ -10,7 +10,8 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from afterkernel.studies import results
+from afterkernel.studies import store
+from afterkernel.studies import summary
 import binary_flags
 
 FLAGS = flags.FLAGS
@@ -35,6 +36,17 @@ def _run_main(*argv):
     FLAGS.unparse_flags()
     FLAGS(['run_after_kernel'] + list(argv))
     return run_after_kernel.main(['run_after_kernel'])
+
+
+def _folder_contents(directory):
+  """{relative path: text} of every file under `directory` (records/ too)."""
+  contents = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path) as f:
+        contents[os.path.relpath(path, directory)] = f.read()
+  return contents
 
 
 class FlagsTest(absltest.TestCase):
@@ -62,15 +74,14 @@ class MainTest(absltest.TestCase):
   def test_tiny_run_writes_results(self):
     directory = tempfile.mkdtemp()
     self.assertEqual(_run_main(*_TINY_FLAGS, f'--output_dir={directory}'), 0)
-    self.assertLen(results.read_runs(directory), 1)
-    with open(os.path.join(directory, results.SUMMARY_FILE)) as f:
-      self.assertIn('ak_trans_inv', json.load(f))
+    self.assertLen(store.ResultStore(directory).records(), 1)
+    with open(os.path.join(directory, summary.SUMMARY_FILE)) as f:
+      self.assertIn('ak_trans_inv', json.load(f)[0]['metrics'])
 
   def test_bad_inputs_return_2_and_keep_existing_results(self):
     directory = tempfile.mkdtemp()
     self.assertEqual(_run_main(*_TINY_FLAGS, f'--output_dir={directory}'), 0)
-    before = {n: open(os.path.join(directory, n)).read()
-              for n in os.listdir(directory)}
+    before = _folder_contents(directory)
     for bad in ('--plus_class=3', '--minus_class=11', '--num_runs=0',
                 '--num_swaps=-2', '--num_zooms=1000', '--seed=3',
                 '--dataset=mnist --data_dir=/nonexistent'):
@@ -78,8 +89,7 @@ class MainTest(absltest.TestCase):
         self.assertEqual(
             _run_main(*_TINY_FLAGS, *bad.split(), f'--output_dir={directory}'),
             2)
-    after = {n: open(os.path.join(directory, n)).read()
-             for n in os.listdir(directory)}
+    after = _folder_contents(directory)
     self.assertEqual(before, after)
 
 

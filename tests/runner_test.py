@@ -150,6 +150,26 @@ class RunnerTest(absltest.TestCase):
     self.assertEqual(runner.execute(study, _Config(num_runs=1), result_store,
                                     _quiet), {'written': 0, 'skipped': 3})
 
+  def test_stream_hands_records_over_one_by_one_and_reraises(self):
+    consumed = []
+
+    def produce(emit):
+      for value in range(3):
+        emit({'value': value})
+        # The consumer took the record before the producer went on.
+        self.assertLen(consumed, value + 1)
+
+    for record in runner.stream(produce):
+      consumed.append(record['value'])
+    self.assertEqual(consumed, [0, 1, 2])
+
+    def failing(emit):
+      emit({'value': 0})
+      raise errors.AfterKernelError('boom')
+
+    with self.assertRaisesRegex(errors.AfterKernelError, 'boom'):
+      list(runner.stream(failing))
+
   def test_fingerprint_is_the_store_hash(self):
     config = _Config()
     fields = config.to_dict()

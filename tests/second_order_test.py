@@ -50,7 +50,8 @@ class StudyTest(absltest.TestCase):
       self.assertEqual(record['metrics']['test_error'], curve[-1])
       self.assertGreater(record['metrics']['second_order_rms'], 0.0)
       for name in ('summary.json', 'summary.csv',
-                   f'{second_order.FIGURE_NAME}.png', f'{second_order.FIGURE_NAME}.pdf'):
+                   f'{second_order.FIGURE_NAME}.png',
+                   f'{second_order.FIGURE_NAME}.pdf'):
         self.assertTrue(os.path.exists(os.path.join(directory, name)), name)
       mtime = os.path.getmtime(store.ResultStore(directory).path(
           second_order.record_key('network', 0)))

@@ -1,4 +1,7 @@
-"""Tests for afterkernel.studies.summary (and the run log of store): atomic files and confidence intervals."""
+"""Tests for afterkernel.studies.summary and store's run log and folder claim.
+
+Atomic files and confidence intervals (moved from tests/results_test.py).
+"""
 
 import json
 import os
@@ -42,8 +45,8 @@ class SummaryTest(absltest.TestCase):
     self.assertEqual(summary['b']['n'], 1)
 
   def test_table_shows_pairs_side_by_side(self):
-    summary = summary_lib.summarize_metrics([{'metrics': {'ntk_x': 0.5, 'ak_x': 0.25,
-                                              'nn_error': 0.1}}])
+    summary = summary_lib.summarize_metrics(
+        [{'metrics': {'ntk_x': 0.5, 'ak_x': 0.25, 'nn_error': 0.1}}])
     table = summary_lib.format_table(summary, [('x', 'ntk_x', 'ak_x')])
     self.assertRegex(table, r'x\s+0\.5000\s+0\.2500')
     self.assertIn('nn_error', table)

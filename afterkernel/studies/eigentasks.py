@@ -532,17 +532,6 @@ def summarize(output_dir: str, config: EigentaskConfig
   return runner.summarize(STUDY, config, output_dir)
 
 
-def _series(entries, metric):
-  x, mean, half = [], [], []
-  for entry in entries:
-    stats = entry['metrics'].get(metric)
-    if stats and stats['mean'] is not None:
-      x.append(entry['point']['eigen_index'])
-      mean.append(stats['mean'])
-      half.append(stats['ci95'] or 0.0)
-  return np.array(x), np.array(mean), np.array(half)
-
-
 def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
          title: str = '') -> List[str]:
   """Test accuracy (plain and balanced, with the majority-class rate) and
@@ -554,10 +543,10 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
       ('lin_test_accuracy', 'linearized', 'C1', '-'),
       ('nn_balanced_accuracy', 'network, balanced', 'C0', '--'),
       ('lin_balanced_accuracy', 'linearized, balanced', 'C1', '--')):
-    x, mean, half = _series(entries, metric)
+    x, mean, half = plots.series(entries, 'eigen_index', metric)
     accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
                            linestyle=style, marker='o', capsize=3)
-  x, mean, _ = _series(entries, 'majority_rate_test')
+  x, mean, _ = plots.series(entries, 'eigen_index', 'majority_rate_test')
   accuracy_axes.plot(x, mean, color='0.5', linestyle=':', marker='.',
                      label='majority class rate')
   accuracy_axes.set_xscale('log')
@@ -568,7 +557,7 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   for metric, label, color in (('alpha_init', 'at init. (both models)', 'C2'),
                                ('alpha_after', 'network after training',
                                 'C0')):
-    x, mean, half = _series(entries, metric)
+    x, mean, half = plots.series(entries, 'eigen_index', metric)
     # Log axis: keep the lower bar above 0 (CIs of 2-3 runs are wide).
     lower = np.minimum(half, 0.9 * mean)
     alignment_axes.errorbar(x, mean, yerr=[lower, half], label=label,

@@ -8,9 +8,11 @@ One run (`run_once`) of the paper's protocol:
      kernel with its conjugate projection, effective rank;
   3. train the network (fixed epochs, or until the training loss target);
   4. the same numbers for the after kernel, plus the network's test error.
-`run_experiment` repeats this `num_runs` times (seed, seed+1, ...), appending
-one record per run to `runs.jsonl` and rewriting `summary.json` after each run
-(see `results`), and resumes an interrupted experiment.
+`run_experiment` repeats this `num_runs` times (seed, seed+1, ...) on
+`studies.runner`: one record per run in records/ (key
+after_kernel_<fingerprint>_run<r>), summary.json / summary.csv in the one
+summary schema (`studies.summary`), and resumes an interrupted experiment
+(a 0.1.0 folder's runs.jsonl is converted to records/ first).
 
 Metric names follow the original after-kernel script (nn_error, linear_error,
 margin, {ntk,ak}_{trans,zoom,swap,rotation}_inv, {ntk,ak}_kalignment,
@@ -25,8 +27,10 @@ alignment metric is unchanged (kernel vs its conjugate projection).
 """
 
 import dataclasses
+import functools
+import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from absl import logging
 import keras
@@ -40,6 +44,7 @@ from afterkernel.kernels import invariance
 from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models
+from afterkernel.studies import runner
 from afterkernel.studies import store
 from afterkernel.studies import summary as summary_lib
 from afterkernel import training
@@ -448,6 +453,30 @@ def _prepare_output_dir(config: ExperimentConfig, output_dir: str) -> None:
                          extra={'version': VERSION}, rewrite=False)
 
 
+def _fingerprints(config: ExperimentConfig) -> tuple:
+  # One point per experiment: the folder's records are its runs.
+  return (config.fingerprint(),)
+
+
+def _run_key(fingerprint: str, run: int) -> str:
+  return f'{store.RUNS_FAMILY}_{fingerprint}_run{run:04d}'
+
+
+def _given_task(task: data.BinaryTask, config: ExperimentConfig,
+                output_dir: str) -> data.BinaryTask:
+  del config, output_dir  # Loaded (and checked) before the folder is claimed.
+  return task
+
+
+def _run_unit(config: ExperimentConfig, task: data.BinaryTask,
+              unit: runner.WorkUnit, log: Callable[[str], None]
+              ) -> List[Dict[str, Any]]:
+  record = store.run_to_record(run_once(config, task, unit.run, log))
+  errors.require(record['key'] == _run_key(unit.points[0], unit.run),
+                 'run record key mismatch (a bug)')
+  return [record]
+
+
 def run_experiment(config: ExperimentConfig, output_dir: str,
                    log: Callable[[str], None] = logging.info
                    ) -> Dict[str, Dict[str, Any]]:
@@ -455,9 +484,10 @@ def run_experiment(config: ExperimentConfig, output_dir: str,
 
   Args:
     config: the experiment.
-    output_dir: where config.json, runs.jsonl and summary.json go. If it holds
-      a finished part of the same experiment, those runs are kept and skipped;
-      if it holds a different experiment, nothing is run.
+    output_dir: where config.json, records/ and summary.json / summary.csv
+      go. If it holds a finished part of the same experiment (also as a
+      0.1.0 runs.jsonl), those runs are kept and skipped; if it holds a
+      different experiment, nothing is run.
     log: progress printer.
 
   Returns:
@@ -476,23 +506,15 @@ def run_experiment(config: ExperimentConfig, output_dir: str,
         f'{strategy.num_replicas_in_sync} replica(s)')
   task = load_task(config)
   _prepare_output_dir(config, output_dir)
-  done = {r['run'] for r in store.read_runs(output_dir)
-          if r.get('config_fingerprint') == config.fingerprint()}
-  for run_index in range(config.num_runs):
-    if run_index in done:
-      log(f'run {run_index + 1}/{config.num_runs} already in {output_dir}; '
-          'skipped')
-      continue
-    record = run_once(config, task, run_index, log)
-    store.append_run(output_dir, record)
-    records = [r for r in store.read_runs(output_dir)
-               if r.get('config_fingerprint') == config.fingerprint()
-               and r['run'] < config.num_runs]
-    summary_lib.write_metrics_summary(
-        output_dir, summary_lib.summarize_metrics(records))
-  records = [r for r in store.read_runs(output_dir)
-             if r.get('config_fingerprint') == config.fingerprint()
-             and r['run'] < config.num_runs]
-  summary = summary_lib.summarize_metrics(records)
-  summary_lib.write_metrics_summary(output_dir, summary)
-  return summary
+  result_store = store.ResultStore(output_dir)
+  if (os.path.exists(os.path.join(output_dir, store.RUNS_FILE)) and
+      not result_store.keys()):
+    store.convert_runs_to_records(output_dir)
+  study = runner.Study(
+      family=store.RUNS_FAMILY, points=_fingerprints, record_key=_run_key,
+      run_once=_run_unit, load=functools.partial(_given_task, task),
+      noun='runs')
+  runner.execute(study, config, result_store, log)
+  entries = runner.summarize(study, config, output_dir)
+  summary_lib.write_summary(output_dir, entries)
+  return dict(entries[0]['metrics']) if entries else {}

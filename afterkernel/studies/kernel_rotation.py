@@ -217,12 +217,9 @@ class RotationConfig(runner.StudyConfig):
     errors.require(self.architecture in eigentasks.ARCHITECTURES,
                    f'unknown architecture {self.architecture!r}; choose one '
                    f'of {", ".join(eigentasks.ARCHITECTURES)}')
-    for name in ('num_train', 'num_test', 'width', 'num_layers', 'batch_size',
-                 'num_eigenfunctions', 'num_runs', 'feature_batch_size',
-                 'kernel_size'):
-      value = getattr(self, name)
-      errors.require(isinstance(value, (int, np.integer)) and value > 0,
-                     f'{name} must be a positive integer, got {value!r}')
+    runner.require_positive_int_fields(self, ('num_train', 'num_test', 'width',
+        'num_layers', 'batch_size', 'num_eigenfunctions', 'num_runs',
+        'feature_batch_size', 'kernel_size'))
     errors.require(self.kernel_size <= self.num_train,
                    f'num_kernel_examples={self.kernel_size} exceeds '
                    f'num_train={self.num_train}')

@@ -20,11 +20,12 @@ for the network vs 93.2% for its linearization) and Ortiz-Jimenez et al.
 (2021), whose "Jacobian embedding" of 600 examples is the NTK Gram used
 here for the effective rank.
 
-Results (0.1.0 layout, unchanged): `config.json` (`store.claim_output_dir`),
-`runs.jsonl` (one record per width and seed, `store.append_run`; re-running
-the same configuration resumes), `summary.json` ({width: {metric: {mean,
-std, ci95, n}}}, `summary.summarize_metrics` per width) and a figure
-`accuracy_vs_width.png`.
+The study runs on `studies.runner`: `config.json`, one record per width and
+seed in records/ (re-running the same configuration resumes; a 0.1.0
+folder's runs.jsonl is converted first), summary.json / summary.csv in the
+one summary schema (one entry per width) and a figure `accuracy_vs_width.png`.
+`run_study` returns the summary by width ({width: {metric: {mean, std, ci95,
+n}}}) as in 0.1.0.
 """
 
 import dataclasses
@@ -43,11 +44,13 @@ from afterkernel.kernels import jacobians
 from afterkernel import kernels
 from afterkernel import linearize
 from afterkernel.data import multiclass
+from afterkernel.studies import runner
 from afterkernel.studies import store
 from afterkernel.studies import summary as summary_lib
 from afterkernel import training
 
 TASKS = ('multiclass', 'binary')
+FAMILY = 'linearized'
 FIGURE_FILE = 'accuracy_vs_width.png'
 # Ortiz-Jimenez et al. measure the Jacobian embedding on 600 examples.
 DEFAULT_RANK_SAMPLE_SIZE = 600
@@ -57,11 +60,13 @@ ACCURACY_METRICS = ('nn_train_accuracy', 'nn_test_accuracy',
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(runner.StudyConfig):
   """Everything that defines a network-vs-linearization study.
 
   Attributes mirror the flags of `binaries/linearized_vs_network.py`.
   """
+  # More runs or widths extend a study; data_dir is where the data lives.
+  FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'width_multipliers')
   dataset: str = 'digits'
   task: str = 'multiclass'
   plus_class: int = 8
@@ -115,14 +120,6 @@ class StudyConfig:
     errors.require(self.weight_decay >= 0,
                    f'weight_decay must be >= 0, got {self.weight_decay}')
     errors.require(self.seed >= 0, f'seed must be >= 0, got {self.seed}')
-
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Hash of the fields that change a run's results."""
-    return store.config_fingerprint(
-        self.to_dict(), ('num_runs', 'data_dir', 'width_multipliers'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +285,76 @@ def plot_accuracy_vs_width(summary: Dict[str, Dict[str, Dict[str, Any]]],
   return path
 
 
+def record_key(width: float, run: int) -> str:
+  return f'{FAMILY}_w{float(width):g}_run{run:04d}'
+
+
+def _widths(config: StudyConfig) -> List[float]:
+  return [float(w) for w in config.width_multipliers]
+
+
+def _width(point: float) -> float:
+  return point
+
+
+def _checked_task(config: StudyConfig, output_dir: str) -> Task:
+  del output_dir  # Nothing is written outside the records.
+  task = load_task(config)
+  errors.require(config.rank_sample_size <= len(task.y_train),
+                 f'rank_sample_size={config.rank_sample_size} exceeds the '
+                 f'{len(task.y_train)} training examples; lower it')
+  return task
+
+
+def _run_unit(config: StudyConfig, task: Task, unit: runner.WorkUnit,
+              log: Callable[[str], None]) -> List[Dict[str, Any]]:
+  (width,) = unit.points
+  record = run_once(config, task, width, unit.run, log)
+  record.update(key=record_key(width, unit.run), family=FAMILY,
+                point_id=f'width={float(width):g}',
+                point={'family': FAMILY, 'width': float(width),
+                       'dataset': config.dataset,
+                       'nn_architecture': config.architecture,
+                       'num_parameters': record['num_parameters']})
+  return [record]
+
+
+def by_width(entries: Sequence[Dict[str, Any]]
+             ) -> Dict[str, Dict[str, Dict[str, Any]]]:
+  """{str(width): {metric: {mean, std, ci95, n}}} of summary entries."""
+  return {str(float(e['point']['width'])): dict(e['metrics'])
+          for e in entries}
+
+
+def _sort_width(entry: Dict[str, Any]) -> float:
+  return entry['point']['width']
+
+
+def _figures(entries, config: StudyConfig, output_dir: str) -> str:
+  return plot_accuracy_vs_width(
+      by_width(entries), os.path.join(output_dir, FIGURE_FILE),
+      title=f'{config.architecture} on {config.dataset} ({config.task})')
+
+
+def _convert_0_1_0(output_dir: str) -> None:
+  """Turns a 0.1.0 folder's runs.jsonl into this study's records."""
+  if (not os.path.exists(os.path.join(output_dir, store.RUNS_FILE)) or
+      store.ResultStore(output_dir).keys()):
+    return
+  result_store = store.ResultStore(output_dir)
+  for run in store.read_runs(output_dir):
+    record = dict(run)
+    record.update(key=record_key(run['width'], run['run']), family=FAMILY,
+                  point_id=f'width={float(run["width"]):g}',
+                  point={'family': FAMILY, 'width': float(run['width'])})
+    result_store.put(record)
+
+
+STUDY = runner.Study(family=FAMILY, points=_widths, record_key=record_key,
+                     run_once=_run_unit, load=_checked_task, group=_width,
+                     sort_key=_sort_width, figures=_figures, noun='widths')
+
+
 def run_study(config: StudyConfig, output_dir: str,
               log: Callable[[str], None] = logging.info
               ) -> Dict[str, Dict[str, Dict[str, Any]]]:
@@ -300,42 +367,17 @@ def run_study(config: StudyConfig, output_dir: str,
     log: progress printer.
 
   Returns:
-    `summarize_by_width` of this configuration's records.
+    The summary by width: {str(width): {metric: {mean, std, ci95, n}}}.
 
   Raises:
     AfterKernelError: bad configuration or a foreign config.json.
   """
   config.validate()
-  store.claim_output_dir(output_dir, config.to_dict(), config.fingerprint(),
-                         rewrite=False)
-  task = load_task(config)
-  errors.require(config.rank_sample_size <= len(task.y_train),
-                 f'rank_sample_size={config.rank_sample_size} exceeds the '
-                 f'{len(task.y_train)} training examples; lower it')
-
-  def mine():
-    return [r for r in store.read_runs(output_dir)
-            if r.get('config_fingerprint') == config.fingerprint()
-            and r['width'] in [float(w) for w in config.width_multipliers]
-            and r['run'] < config.num_runs]
-
-  done = {(r['width'], r['run']) for r in mine()}
-  for width in config.width_multipliers:
-    for run_index in range(config.num_runs):
-      if (float(width), run_index) in done:
-        log(f'width {width} run {run_index} already in {output_dir}; '
-            'skipped')
-        continue
-      store.append_run(output_dir, run_once(config, task, width, run_index,
-                                            log))
-      summary_lib.write_metrics_summary(output_dir,
-                                        summarize_by_width(mine()))
-  summary = summarize_by_width(mine())
-  summary_lib.write_metrics_summary(output_dir, summary)
-  plot_accuracy_vs_width(
-      summary, os.path.join(output_dir, FIGURE_FILE),
-      title=f'{config.architecture} on {config.dataset} ({config.task})')
-  return summary
+  if os.path.isdir(output_dir):
+    # Claim first (a foreign folder is refused untouched), then convert.
+    store.claim_output_dir(output_dir, config.to_dict(), config.fingerprint())
+    _convert_0_1_0(output_dir)
+  return by_width(runner.run(STUDY, config, output_dir, log))
 
 
 def format_summary(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> str:

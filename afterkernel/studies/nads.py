@@ -456,12 +456,9 @@ class NADConfig(runner.StudyConfig):
                    f'of {", ".join(ARCHITECTURES)}')
     errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
                    f'choose one of {", ".join(LOSSES)}')
-    for name in ('width', 'num_layers', 'image_side', 'channels',
-                 'num_nad_samples', 'num_train', 'num_test', 'epochs',
-                 'batch_size', 'num_runs', 'max_elements'):
-      value = getattr(self, name)
-      errors.require(isinstance(value, (int, np.integer)) and value > 0,
-                     f'{name} must be a positive integer, got {value!r}')
+    runner.require_positive_int_fields(self, ('width', 'num_layers',
+        'image_side', 'channels', 'num_nad_samples', 'num_train', 'num_test',
+        'epochs', 'batch_size', 'num_runs', 'max_elements'))
     errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
                    f'learning_rate must be positive, got {self.learning_rate}')
     errors.require(0 <= self.momentum < 1,
@@ -599,17 +596,6 @@ def summarize(output_dir: str, config: NADConfig) -> List[Dict[str, Any]]:
   return runner.summarize(STUDY, config, output_dir)
 
 
-def _series(entries, metric):
-  x, mean, half = [], [], []
-  for entry in entries:
-    stats = entry['metrics'].get(metric)
-    if stats and stats['mean'] is not None:
-      x.append(entry['point']['nad_index'])
-      mean.append(stats['mean'])
-      half.append(stats['ci95'] or 0.0)
-  return np.array(x), np.array(mean), np.array(half)
-
-
 def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
          title: str = '') -> List[str]:
   """Test accuracy and s_j / s_1 vs NAD index j (PNG + PDF)."""
@@ -618,7 +604,7 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   accuracy_axes, spectrum_axes = fig.subplots(1, 2)
   for metric, label, color in (('nn_test_accuracy', 'network', 'C0'),
                                ('lin_test_accuracy', 'linearized', 'C1')):
-    x, mean, half = _series(entries, metric)
+    x, mean, half = plots.series(entries, 'nad_index', metric)
     accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
                            marker='o', capsize=3)
   accuracy_axes.set_xscale('log', base=2)
@@ -627,7 +613,8 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   accuracy_axes.set_ylim(0.4, 1.02)
   accuracy_axes.legend()
   accuracy_axes.grid(alpha=0.3)
-  x, mean, half = _series(entries, 'relative_singular_value')
+  x, mean, half = plots.series(entries, 'nad_index',
+                               'relative_singular_value')
   spectrum_axes.errorbar(x, np.maximum(mean, 1e-12), yerr=half, color='C2',
                          marker='o', capsize=3)
   spectrum_axes.set_xscale('log', base=2)

@@ -20,10 +20,12 @@ run) is named in the store (`record_key`), its `run_once` and its figures.
 The executor is the seam for scale-out: `local_executor` runs the units one
 after the other in this process; a distributed executor (e.g. Ray tasks)
 takes the same `(units, work)`, runs `list(work(unit))` remotely and yields
-the records as units finish. Units are
-independent (each builds its network from `config.seed + run`), `work(unit)`
-is a picklable callable that loads the study's shared inputs itself, and only
-the runner writes to the store, so no worker needs the output folder.
+the records as units finish. Units are independent (each builds its network
+from `config.seed + run`), `work(unit)` is a picklable callable (module-level
+functions in `Study`, no lambdas) that loads the study's shared inputs
+itself, and only the runner writes records, so workers need no store (a
+study that writes side files, as nads does with its directions, needs the
+output folder on a shared file system).
 
 Configs: a frozen dataclass deriving from `StudyConfig`, which gives
 `to_dict` and `fingerprint` (fields in `FINGERPRINT_IGNORES` do not change a
@@ -32,6 +34,8 @@ looked up with `preset`.
 """
 
 import dataclasses
+import queue
+import threading
 from typing import (Any, Callable, ClassVar, Dict, Iterable, Iterator, List,
                     Mapping, Optional, Sequence, Tuple)
 
@@ -73,6 +77,14 @@ def positive_ints(values: Iterable[Any], name: str) -> None:
   for value in values:
     errors.require(isinstance(value, (int, np.integer)) and value > 0,
                    f'{name} must hold positive integers, got {value!r}')
+
+
+def require_positive_int_fields(config: Any, names: Iterable[str]) -> None:
+  """Raises AfterKernelError naming the first field that is not an int > 0."""
+  for name in names:
+    value = getattr(config, name)
+    errors.require(isinstance(value, (int, np.integer)) and value > 0,
+                   f'{name} must be a positive integer, got {value!r}')
 
 
 def preset(presets: Mapping[str, Any], name: str, study: str = 'study') -> Any:
@@ -204,6 +216,47 @@ class Work:
     state = dict(self.__dict__)
     state.update(_context=None, _loaded=False)  # Workers load their own.
     return state
+
+
+_DONE = object()
+
+
+def stream(produce: Callable[[Callable[[Record], None]], None]
+           ) -> Iterator[Record]:
+  """Turns a callback producer into a generator of records.
+
+  For a `run_once` whose records come out of a callback (e.g. a training
+  loop's snapshot hook): `produce(emit)` runs in a helper thread and each
+  `emit(record)` waits until the consumer (the runner, which stores it) asks
+  for the next one, so a record is stored before the next is measured, as
+  if the producer wrote it itself. An exception in `produce` is raised here.
+  """
+  handoff = queue.Queue(maxsize=1)
+  resume = threading.Semaphore(0)
+  failure = []
+
+  def emit(record: Record) -> None:
+    handoff.put(record)
+    resume.acquire()
+
+  def target():
+    try:
+      produce(emit)
+    except BaseException as e:  # pylint: disable=broad-except
+      failure.append(e)
+    handoff.put(_DONE)
+
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  while True:
+    item = handoff.get()
+    if item is _DONE:
+      break
+    yield item
+    resume.release()
+  thread.join()
+  if failure:
+    raise failure[0]
 
 
 Executor = Callable[[Sequence[WorkUnit],

@@ -115,11 +115,8 @@ class SecondOrderConfig(runner.StudyConfig):
                      f'choose from {", ".join(MODEL_KINDS)}')
     errors.require(len(set(self.model_kinds)) == len(self.model_kinds),
                    'model_kinds has duplicates')
-    for name in ('num_train', 'num_test', 'width', 'num_layers', 'epochs',
-                 'batch_size', 'num_runs'):
-      value = getattr(self, name)
-      errors.require(isinstance(value, (int, np.integer)) and value > 0,
-                     f'{name} must be a positive integer, got {value!r}')
+    runner.require_positive_int_fields(self, ('num_train', 'num_test', 'width',
+        'num_layers', 'epochs', 'batch_size', 'num_runs'))
     errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
                    f'learning_rate must be positive, got {self.learning_rate}')
     errors.require(0 <= self.momentum < 1,

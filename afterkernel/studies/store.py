@@ -26,7 +26,10 @@ fingerprints hashed here (`config_fingerprint`), for every study.
 0.1.0's run_after_kernel wrote one JSON line per run to `runs.jsonl` instead;
 `read_runs`/`append_run` read and write that log (run_after_kernel still
 writes it), and `convert_runs_to_records` turns such a folder into records/
-so that the result tools summarize and plot it.
+so that the result tools summarize and plot it (`summary.summarize_store`
+does this by itself for a folder with runs.jsonl and no records/; it then
+writes summary.json in the per-point schema, which run_after_kernel turns
+back into its flat one if the experiment is resumed).
 """
 
 import hashlib
@@ -263,15 +266,19 @@ def run_to_record(run: Mapping[str, Any]) -> Dict[str, Any]:
   """A runs.jsonl line as a store record of family `RUNS_FAMILY`.
 
   The point is the run's configuration fingerprint (one point per
-  experiment); metrics, timings, seed and data are kept as they are.
+  experiment), and its width for the linearized study's runs (which hold
+  one run per width); metrics, timings, seed and data are kept as they are.
   """
   errors.require('run' in run and 'metrics' in run,
                  'a runs.jsonl line needs "run" and "metrics" fields')
-  fingerprint = str(run.get('config_fingerprint', 'unknown'))
+  point_id = str(run.get('config_fingerprint', 'unknown'))
+  point = {'family': RUNS_FAMILY}
+  if run.get('width') is not None:
+    point_id += f'_w{float(run["width"]):g}'
+    point['width'] = float(run['width'])
   record = dict(run)
-  record.update(key=f'{RUNS_FAMILY}_{fingerprint}_run{int(run["run"])}',
-                family=RUNS_FAMILY, point_id=fingerprint,
-                point={'family': RUNS_FAMILY})
+  record.update(key=f'{RUNS_FAMILY}_{point_id}_run{int(run["run"]):04d}',
+                family=RUNS_FAMILY, point_id=point_id, point=point)
   return record
 
 
@@ -288,7 +295,8 @@ def convert_runs_to_records(output_dir: str) -> List[str]:
     AfterKernelError: the folder has no runs.jsonl, or a line is corrupt.
   """
   runs = read_runs(output_dir)
-  errors.require(bool(runs), f'no runs in {os.path.join(output_dir, RUNS_FILE)}')
+  errors.require(bool(runs),
+                 f'no runs in {os.path.join(output_dir, RUNS_FILE)}')
   result_store = ResultStore(output_dir)
   return [os.path.basename(result_store.put(run_to_record(run)))[
       :-len(RECORD_SUFFIX)] for run in runs]

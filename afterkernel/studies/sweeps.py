@@ -54,6 +54,7 @@ from afterkernel import data
 from afterkernel import errors
 from afterkernel.studies import experiment
 from afterkernel import models
+from afterkernel.studies import runner
 from afterkernel.studies import store as store_lib
 from afterkernel import training
 
@@ -221,6 +222,11 @@ class Sweep:
       return (CHECKPOINT_FINAL,)
     return tuple(sorted(set(self.epochs)))
 
+  @property
+  def num_runs(self) -> int:
+    """Runs per point (`base.num_runs`)."""
+    return self.base.num_runs
+
   def num_records(self) -> int:
     """Records a finished sweep holds."""
     return (len(self.point_configs()) * len(self.checkpoints()) *
@@ -270,14 +276,14 @@ def _task_name(config: experiment.ExperimentConfig) -> str:
 
 
 class _Measurer:
-  """Measures one network at a checkpoint and writes its record."""
+  """Measures one network at a checkpoint and emits its record."""
 
   def __init__(self, sweep: Sweep, config: experiment.ExperimentConfig,
                task: data.BinaryTask, full_task_sizes: Tuple[int, int],
-               run: int, store: store_lib.ResultStore,
+               run: int, emit: Callable[[Dict[str, Any]], None],
                log: Callable[[str], None]):
     self.sweep, self.config, self.task, self.run = sweep, config, task, run
-    self.store, self.log = store, log
+    self.emit, self.log = emit, log
     self.full_task_sizes = full_task_sizes
     self.seed = config.seed + run
     self.probe = experiment.KernelProbe(config, task, self.seed, log)
@@ -293,7 +299,7 @@ class _Measurer:
   def measure(self, model: keras.Model, checkpoint: Any,
               extra_metrics: Dict[str, Any],
               extra_timings: Dict[str, float]) -> Dict[str, Any]:
-    """Measures `model`, writes the record, returns it."""
+    """Measures `model`, emits the record (stored on return), returns it."""
     start = time.time()
     metrics, timings = {}, dict(extra_timings)
     measured = self.probe.measure(model, 'ak_')
@@ -352,7 +358,7 @@ class _Measurer:
         'written_at': datetime.datetime.now(
             datetime.timezone.utc).isoformat(timespec='seconds'),
     }
-    self.store.put(record)
+    self.emit(record)
     self.log(f'  wrote {record["key"]} ({checkpoint}): svm_error '
              f'{metrics.get("svm_error")}, nn_error {metrics["nn_error"]:.4f}')
     return record
@@ -360,7 +366,7 @@ class _Measurer:
 
 def _run_point(sweep: Sweep, config: experiment.ExperimentConfig,
                task: data.BinaryTask, run: int, missing: Sequence[Any],
-               store: store_lib.ResultStore,
+               emit: Callable[[Dict[str, Any]], None],
                log: Callable[[str], None]) -> int:
   """Trains run `run` of one point and writes its `missing` checkpoints."""
   seed = config.seed + run
@@ -370,7 +376,7 @@ def _run_point(sweep: Sweep, config: experiment.ExperimentConfig,
     task = data.subsample(task, config.train_subset, config.test_subset)
   keras.utils.set_random_seed(seed)
   model = experiment.build_network(config, task.x_train.shape[1:])
-  measurer = _Measurer(sweep, config, task, full_sizes, run, store, log)
+  measurer = _Measurer(sweep, config, task, full_sizes, run, emit, log)
   train_kwargs = dict(learning_rate=config.learning_rate,
                       batch_size=config.batch_size,
                       augment=config.use_augmentation, seed=seed)
@@ -400,13 +406,60 @@ def _run_point(sweep: Sweep, config: experiment.ExperimentConfig,
   return len(missing)
 
 
-def _iter_work(
-    sweep: Sweep) -> Iterator[Tuple[int, experiment.ExperimentConfig]]:
-  # Run-major: every point gets run 0 before any gets run 1, so partial
-  # sweeps already give whole curves.
-  for run in range(sweep.base.num_runs):
-    for config in sweep.point_configs():
-      yield run, config
+# A sweep point of the runner: (family, index of its config in
+# `point_configs`, that config, checkpoint); the checkpoints of one config
+# share a training run (`_config_index` groups them into one unit).
+def _points(sweep: Sweep) -> List[Tuple[str, int, Any, Any]]:
+  return [(sweep.family, index, config, checkpoint)
+          for index, config in enumerate(sweep.point_configs())
+          for checkpoint in sweep.checkpoints()]
+
+
+def _point_key(point: Tuple[str, int, Any, Any], run: int) -> str:
+  family, _, config, checkpoint = point
+  return record_key(family, config, checkpoint, run)
+
+
+def _config_index(point: Tuple[str, int, Any, Any]) -> int:
+  return point[1]
+
+
+def _load_tasks(sweep: Sweep, output_dir: str
+                ) -> Dict[Tuple[str, int, int], data.BinaryTask]:
+  """Each task once (the measurement sizes come from `base`, so one size
+  check per task covers all of its points)."""
+  del output_dir  # Records go through the runner.
+  tasks = {}
+  for config in sweep.point_configs():
+    source = (config.dataset, config.plus_class, config.minus_class)
+    if source not in tasks:
+      tasks[source] = experiment.load_task(config)
+  return tasks
+
+
+def _run_unit(sweep: Sweep, tasks: Dict[Tuple[str, int, int], Any],
+              unit: runner.WorkUnit, log: Callable[[str], None]
+              ) -> Iterator[Dict[str, Any]]:
+  """Trains one run of one point; yields a record per missing checkpoint."""
+  _, index, config, _ = unit.points[0]
+  missing = [point[3] for point in unit.points]
+  total = len(sweep.point_configs()) * sweep.num_runs
+  label = (f'[{unit.run * len(sweep.point_configs()) + index + 1}/{total}] '
+           f'{sweep.family} run {unit.run} '
+           f'{_task_name(config)} {config.nn_architecture}'
+           f'{" +aug" if config.use_augmentation else ""}'
+           f' lr={config.learning_rate or training.DEFAULT_LEARNING_RATE}')
+  if config.num_parameters:
+    label += f' params~{config.num_parameters}'
+  log(f'{label}: measuring {missing}')
+  task = tasks[(config.dataset, config.plus_class, config.minus_class)]
+  return runner.stream(lambda emit: _run_point(sweep, config, task, unit.run,
+                                               missing, emit, log))
+
+
+STUDY = runner.Study(family='sweep', points=_points, record_key=_point_key,
+                     run_once=_run_unit, load=_load_tasks,
+                     group=_config_index, noun='checkpoints')
 
 
 def run_sweep(sweep: Sweep, store: store_lib.ResultStore,
@@ -427,30 +480,6 @@ def run_sweep(sweep: Sweep, store: store_lib.ResultStore,
       written.
   """
   sweep.validate()
-  # Load (and size-check) each task once; the measurement sizes come from
-  # `base`, so one check per task covers all of its points.
-  tasks = {}
-  for config in sweep.point_configs():
-    source = (config.dataset, config.plus_class, config.minus_class)
-    if source not in tasks:
-      tasks[source] = experiment.load_task(config)
-  counts = {'written': 0, 'skipped': 0, 'total': sweep.num_records()}
-  work = list(_iter_work(sweep))
-  for index, (run, config) in enumerate(work, 1):
-    missing = [c for c in sweep.checkpoints()
-               if not store.has(record_key(sweep.family, config, c, run))]
-    counts['skipped'] += len(sweep.checkpoints()) - len(missing)
-    label = (f'[{index}/{len(work)}] {sweep.family} run {run} '
-             f'{_task_name(config)} {config.nn_architecture}'
-             f'{" +aug" if config.use_augmentation else ""}'
-             f' lr={config.learning_rate or training.DEFAULT_LEARNING_RATE}')
-    if config.num_parameters:
-      label += f' params~{config.num_parameters}'
-    if not missing:
-      log(f'{label}: all {len(sweep.checkpoints())} records exist; skipped')
-      continue
-    log(f'{label}: measuring {missing}')
-    task = tasks[(config.dataset, config.plus_class, config.minus_class)]
-    counts['written'] += _run_point(sweep, config, task, run, missing, store,
-                                    log)
+  counts = runner.execute(STUDY, sweep, store, log)
+  counts['total'] = sweep.num_records()
   return counts

@@ -444,10 +444,10 @@ def plus_minus(labels: np.ndarray) -> np.ndarray:
 def build_network(config: _CommonConfig, input_shape: Sequence[int],
                   seed: int) -> keras.Model:
   """The FC ReLU network of `config` in the NTK parameterization, seeded."""
-  keras.utils.set_random_seed(seed)
-  return infinite_ntk.build_ntk_fully_connected(
-      tuple(input_shape), width=config.width, depth=config.depth,
-      weight_std=config.weight_std, bias_std=config.bias_std, seed=seed)
+  return models.build('ntk_fully_connected', tuple(input_shape),
+                      width=config.width, depth=config.depth,
+                      weight_std=config.weight_std, bias_std=config.bias_std,
+                      seed=seed)
 
 
 def infinite_kernel(config: _CommonConfig) -> kernel_fit.FunctionKernel:

@@ -14,6 +14,8 @@ from absl.testing import parameterized
 import numpy as np
 
 from afterkernel import data
+from afterkernel.data import local_files
+from afterkernel.data import sources
 from afterkernel.errors import AfterKernelError
 
 
@@ -183,15 +185,16 @@ class LocalMnistTest(DataTestBase):
     a.x_train[:] = 0.5  # Must not corrupt the cache.
     b = data.load_binary_task('mnist', 3, 8, data_dir=self.root)
     self.assertFalse(np.all(b.x_train == 0.5))
-    raw = data._read_idx(self.fake.path('mnist/train-labels-idx1-ubyte.gz'))
+    raw = local_files.read_idx(
+        self.fake.path('mnist/train-labels-idx1-ubyte.gz'))
     self.assertFalse(raw.flags.writeable)
 
   def test_rewritten_file_is_reread(self):
     labels_path = self.fake.path('mnist/train-labels-idx1-ubyte.gz')
-    data._read_idx(labels_path)
+    local_files.read_idx(labels_path)
     new_labels = np.full(25, 3)
     _write_gz(labels_path, _idx_labels(new_labels))
-    np.testing.assert_array_equal(data._read_idx(labels_path), new_labels)
+    np.testing.assert_array_equal(local_files.read_idx(labels_path), new_labels)
 
 
 class LocalCifarTest(DataTestBase):
@@ -485,12 +488,12 @@ class ErrorsTest(DataTestBase):
 
 
 class TfdsTest(parameterized.TestCase):
-  """The tfds path with `_tfds_arrays` mocked (no internet here)."""
+  """The tfds path with `sources.tfds_arrays` mocked (no internet here)."""
 
   @parameterized.parameters('mnist', 'cifar10')
   def test_failure_is_one_line_pointing_to_data_dir(self, dataset):
     failing = mock.patch.object(
-        data, '_tfds_arrays',
+        sources, 'tfds_arrays',
         side_effect=RuntimeError('Failed to download\nsecond line'))
     with failing, self.assertRaises(AfterKernelError) as cm:
       data.load_binary_task(dataset, 3, 5)
@@ -510,7 +513,7 @@ class TfdsTest(parameterized.TestCase):
         'test': (rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
                  np.arange(20) % 10),
     }
-    with mock.patch.object(data, '_tfds_arrays',
+    with mock.patch.object(sources, 'tfds_arrays',
                            side_effect=lambda name, split: fake[split]) as m:
       task = data.load_binary_task('cifar10', 3, 5,
                                    cifar_test_source='lossy_full')
@@ -581,7 +584,7 @@ class SyntheticTest(parameterized.TestCase):
 
   def test_noise_free_labels_are_z1_times_z2(self):
     # Without noise x = z exactly, so the label must be [x_1 x_2 = +1].
-    with mock.patch.object(data, 'SYNTHETIC_NOISE_STD', 0.0):
+    with mock.patch.object(sources, 'SYNTHETIC_NOISE_STD', 0.0):
       task = data.load_binary_task('synthetic', 1, 0, num_train=300,
                                    num_test=100)
     for x, y in ((task.x_train, task.y_train), (task.x_test, task.y_test)):
@@ -778,7 +781,7 @@ class SvhnParityTest(parameterized.TestCase):
                       np.arange(10)),
             'test': (rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
                      np.array([0, 3, 4, 9]))}
-    with mock.patch.object(data, '_tfds_arrays',
+    with mock.patch.object(sources, 'tfds_arrays',
                            side_effect=lambda name, split: fake[split]) as m:
       task = data.load_binary_task('svhn_parity', 1, 0)
     m.assert_any_call('svhn_cropped', 'test')
@@ -787,7 +790,7 @@ class SvhnParityTest(parameterized.TestCase):
     self.assertEqual(task.info['source'], 'tfds')
 
   def test_tfds_failure_points_to_local_files(self):
-    with mock.patch.object(data, '_tfds_arrays',
+    with mock.patch.object(sources, 'tfds_arrays',
                            side_effect=ConnectionError('no network')):
       with self.assertRaises(AfterKernelError) as cm:
         data.load_binary_task('svhn_parity', 1, 0)
@@ -828,7 +831,7 @@ class Cifar2Test(DataTestBase):
                       np.arange(20) % 10),
             'test': (rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
                      np.arange(10))}
-    with mock.patch.object(data, '_tfds_arrays',
+    with mock.patch.object(sources, 'tfds_arrays',
                            side_effect=lambda name, split: fake[split]) as m:
       task = data.load_binary_task('cifar2', 1, 0)
     m.assert_any_call('cifar10', 'train')
@@ -857,7 +860,7 @@ class Cifar5mTest(parameterized.TestCase):
     super().setUp()
     self.root = tempfile.mkdtemp(prefix='afterkernel_cifar5m_test_')
     self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
-    chunk = mock.patch.object(data, '_CIFAR5M_CHUNK_ROWS', 7)
+    chunk = mock.patch.object(local_files, '_CIFAR5M_CHUNK_ROWS', 7)
     chunk.start()
     self.addCleanup(chunk.stop)
     self.parts = {}

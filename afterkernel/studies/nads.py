@@ -387,19 +387,8 @@ def build_network(architecture: str, input_shape: Sequence[int], width: int,
   errors.require(architecture in ARCHITECTURES,
                  f'unknown architecture {architecture!r}; choose one of '
                  f'{", ".join(ARCHITECTURES)}')
-  if architecture == 'fully_connected':
-    return models.build_fully_connected(input_shape, width=width,
-                                        num_layers=num_layers)
-  if architecture == 'vgg':
-    return models.build_vgg(input_shape, width=width, num_layers=num_layers)
-  inputs = keras.Input(shape=tuple(input_shape), name='images')
-  x = inputs
-  for layer in range(num_layers):
-    x = keras.layers.Conv2D(width, 3, padding='same', activation='relu',
-                            name=f'conv{layer}')(x)
-  x = keras.layers.GlobalAveragePooling2D(name='pool')(x)
-  outputs = keras.layers.Dense(1, name=models.LOGIT_LAYER_NAME)(x)
-  return keras.Model(inputs, outputs, name='cnn')
+  return models.build(architecture, input_shape, width=width,
+                      num_layers=num_layers)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,7 @@ from afterkernel import data
 from afterkernel import errors
 from afterkernel import infinite_ntk
 from afterkernel import kernel_fit
+from afterkernel import models
 from afterkernel import plots
 from afterkernel import training
 from afterkernel.studies import runner
@@ -241,10 +242,10 @@ def plus_minus(labels: np.ndarray) -> np.ndarray:
 def build_network(config: CommonConfig, input_shape: Sequence[int],
                   seed: int) -> keras.Model:
   """The FC ReLU network of `config` in the NTK parameterization, seeded."""
-  keras.utils.set_random_seed(seed)
-  return infinite_ntk.build_ntk_fully_connected(
-      tuple(input_shape), width=config.width, depth=config.depth,
-      weight_std=config.weight_std, bias_std=config.bias_std, seed=seed)
+  return models.build('ntk_fully_connected', tuple(input_shape),
+                      width=config.width, depth=config.depth,
+                      weight_std=config.weight_std, bias_std=config.bias_std,
+                      seed=seed)
 
 
 def infinite_kernel(config: CommonConfig) -> kernel_fit.FunctionKernel:

@@ -179,10 +179,8 @@ def build_network(architecture: str, input_shape: Sequence[int], width: int,
   errors.require(architecture in ARCHITECTURES,
                  f'unknown architecture {architecture!r}; choose one of '
                  f'{", ".join(ARCHITECTURES)}')
-  if architecture == 'fully_connected':
-    return models.build_fully_connected(input_shape, width=width,
-                                        num_layers=num_layers)
-  return models.build_vgg(input_shape, width=width, num_layers=num_layers)
+  return models.build(architecture, input_shape, width=width,
+                      num_layers=num_layers)
 
 
 def make_model(kind: str, network: keras.Model, config: SecondOrderConfig,

@@ -249,9 +249,67 @@ def read_results(output_dir: str) -> Dict[str, Dict[str, Number]]:
                             recursive=True)
       if os.path.isfile(path) and path.endswith(RESULT_SUFFIXES))
   labels = _point_labels(output_dir, relatives)
-  return {labels.get(relative, relative):
-          read_result_file(os.path.join(output_dir, relative))
-          for relative in relatives}
+  results = {labels.get(relative, relative):
+             read_result_file(os.path.join(output_dir, relative))
+             for relative in relatives}
+  results.update(legacy_views(output_dir))
+  return results
+
+
+def _read_json(path: str) -> Any:
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _legacy_summary_key(entry: Dict[str, Any]) -> Optional[str]:
+  """The 0.1.0 top-level summary key of a one-store summary entry.
+
+  run_after_kernel's summary.json was the metrics of its one point (no key,
+  None); linearized_vs_network's was keyed by the width multiplier.
+  """
+  if entry.get('family') == 'linearized':
+    return str(entry['point']['width'])
+  return None
+
+
+def legacy_views(output_dir: str) -> Dict[str, Dict[str, Number]]:
+  """The 0.1.0 files `runs.jsonl` / `summary.json` rebuilt from the store.
+
+  0.1.0's run_after_kernel and linearized_vs_network wrote `runs.jsonl` (one
+  line per run, in run order) and a `summary.json` of their own schema;
+  since the one store (issue 12, listed in CHANGELOG.md) they write
+  `records/<key>.json` and the one summary schema (a list of entries, each
+  with its `point` and `metrics`). This renames, it does not recompute: the
+  records' contents become the lines of `runs.jsonl` (sorted by width, then
+  run, the order 0.1.0 ran them in) and each summary entry's `metrics`
+  becomes the old summary's (per width for the linearization study), so the
+  golden numbers recorded from 0.1.0 are compared with the numbers the new
+  files hold. Nothing is returned for a folder that has a runs.jsonl (0.1.0
+  code) or no store records.
+  """
+  if os.path.exists(os.path.join(output_dir, 'runs.jsonl')):
+    return {}
+  paths = glob.glob(os.path.join(output_dir, 'records', '*.json'))
+  records = [_read_json(path) for path in paths]
+  records = [r for r in records if isinstance(r, dict) and
+             r.get('family') in ('after_kernel', 'linearized')]
+  if not records:
+    return {}
+  records.sort(key=lambda r: (float(r.get('width', 0.0)), r['run']))
+  views = {'runs.jsonl': flatten(records)}
+  summary_path = os.path.join(output_dir, 'summary.json')
+  if os.path.exists(summary_path):
+    summary = _read_json(summary_path)
+    if isinstance(summary, list):
+      old = {}
+      for entry in summary:
+        key = _legacy_summary_key(entry)
+        if key is None:
+          old.update(entry['metrics'])
+        else:
+          old[key] = entry['metrics']
+      views['summary.json'] = flatten(old)
+  return views
 
 
 def run_case(case: Case, output_dir: str,

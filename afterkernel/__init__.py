@@ -11,7 +11,8 @@ Public API, one module per concept:
   * `invariance`: invariance of a kernel to shifts, rotations, zoom, swaps.
   * `training`: Keras SGD training as in the paper.
   * `results`: 0.1.0 path of `studies.store` / `studies.summary`.
-  * `experiment`: the FNTK-vs-after-kernel protocol, repeated over runs.
+  * `after_kernel` (0.1.0: `experiment`): the FNTK-vs-after-kernel
+    protocol, repeated over runs.
   * `sweeps`: the paper's experiment families (epochs, learning rate,
     width, augmentation) as resumable sweeps.
   * `store`: the one result store (one atomic JSON file per record, output
@@ -59,7 +60,8 @@ from afterkernel.studies import after_kernel_vs_m
 from afterkernel.studies import data_scaling
 from afterkernel.studies import eigentasks
 from afterkernel import errors
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
+from afterkernel.studies import after_kernel as experiment
 from afterkernel.kernels import features
 from afterkernel import infinite_ntk
 from afterkernel.kernels import invariance
@@ -85,8 +87,8 @@ from afterkernel.studies import sweeps
 from afterkernel import training
 from afterkernel.callbacks import KernelMetricsCallback
 from afterkernel.errors import AfterKernelError
-from afterkernel.studies.experiment import ExperimentConfig
-from afterkernel.studies.experiment import run_experiment
+from afterkernel.studies.after_kernel import ExperimentConfig
+from afterkernel.studies.after_kernel import run_experiment
 from afterkernel.kernels.features import conjugate_features
 from afterkernel.kernels.features import gradient_features
 from afterkernel.kernels.jacobians import jacobian_gram
@@ -101,4 +103,4 @@ from afterkernel.studies.store import ResultStore
 from afterkernel.studies.sweeps import run_sweep
 from afterkernel.studies.sweeps import Sweep
 
-__version__ = experiment.VERSION
+__version__ = after_kernel.VERSION

@@ -37,12 +37,12 @@ import afterkernel
 from afterkernel import data
 from afterkernel import distribute
 from afterkernel import errors
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
 from afterkernel.kernels import invariance
 from afterkernel import margin
 from afterkernel import models
 
-_DEFAULTS = experiment.ExperimentConfig()
+_DEFAULTS = after_kernel.ExperimentConfig()
 
 # Data.
 _DATASET = flags.DEFINE_enum(
@@ -184,9 +184,9 @@ _OUTPUT_DIR = flags.DEFINE_string(
 flags.mark_flag_as_required('output_dir')
 
 
-def config_from_flags() -> experiment.ExperimentConfig:
+def config_from_flags() -> after_kernel.ExperimentConfig:
   """The experiment configuration the flags describe."""
-  return experiment.ExperimentConfig(
+  return after_kernel.ExperimentConfig(
       dataset=_DATASET.value, plus_class=_PLUS_CLASS.value,
       minus_class=_MINUS_CLASS.value, data_dir=_DATA_DIR.value,
       cifar_test_source=_CIFAR_TEST_SOURCE.value,
@@ -221,13 +221,13 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = config_from_flags()
   try:
-    summary = experiment.run_experiment(
+    summary = after_kernel.run_experiment(
         config, _OUTPUT_DIR.value, log=lambda m: print(m, flush=True))
   except errors.AfterKernelError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print()
-  print(afterkernel.studies.results.format_table(summary, experiment.TABLE_ROWS))
+  print(afterkernel.studies.results.format_table(summary, after_kernel.TABLE_ROWS))
   print(f'\nresults: {os.path.abspath(_OUTPUT_DIR.value)}')
   return 0
 

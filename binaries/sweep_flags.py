@@ -15,12 +15,12 @@ from absl import flags
 
 from afterkernel import data
 from afterkernel import errors
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
 from afterkernel import margin
 from afterkernel.studies import store as store_lib
 from afterkernel.studies import sweeps
 
-_DEFAULTS = experiment.ExperimentConfig()
+_DEFAULTS = after_kernel.ExperimentConfig()
 _TRUE = ('true', 't', '1', 'yes', 'y', 'on')
 _FALSE = ('false', 'f', '0', 'no', 'n', 'off')
 # The paper measured invariances and alignment on 1000 test images.
@@ -124,7 +124,7 @@ def parse_float_list(values, name: str) -> tuple:
         f'--{name} takes numbers, got {",".join(values)}') from None
 
 
-def base_config(**changes: Any) -> experiment.ExperimentConfig:
+def base_config(**changes: Any) -> after_kernel.ExperimentConfig:
   """The settings shared by all points, from the common flags + `changes`."""
   fields: Dict[str, Any] = dict(
       data_dir=DATA_DIR.value, cifar_test_source=CIFAR_TEST_SOURCE.value,
@@ -140,10 +140,10 @@ def base_config(**changes: Any) -> experiment.ExperimentConfig:
       svm_max_seconds=SVM_MAX_SECONDS.value,
       feature_batch_size=FEATURE_BATCH_SIZE.value)
   fields.update(changes)
-  return experiment.ExperimentConfig(**fields)
+  return after_kernel.ExperimentConfig(**fields)
 
 
-def sweep_from_flags(family: str, base: experiment.ExperimentConfig,
+def sweep_from_flags(family: str, base: after_kernel.ExperimentConfig,
                      **fields: Any) -> sweeps.Sweep:
   """A `Sweep` of `family` from the common flags, `base` and `fields`."""
   if family in ('epochs', 'width'):

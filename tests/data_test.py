@@ -656,8 +656,8 @@ class SyntheticTest(parameterized.TestCase):
       models.build_model('vgg', task.x_train.shape[1:])
 
   def test_after_kernel_experiment_runs_on_vectors(self):
-    from afterkernel.studies import experiment  # pylint: disable=g-import-not-at-top
-    config = experiment.ExperimentConfig(
+    from afterkernel.studies import after_kernel  # pylint: disable=g-import-not-at-top
+    config = after_kernel.ExperimentConfig(
         dataset='synthetic', plus_class=1, minus_class=0, train_subset=40,
         test_subset=20, nn_architecture='fully_connected', num_layers=1,
         num_parameters=2000, max_num_epochs=1, num_runs=1, num_translations=0,
@@ -667,7 +667,7 @@ class SyntheticTest(parameterized.TestCase):
     output_dir = os.path.join(tempfile.mkdtemp(), 'out')
     self.addCleanup(shutil.rmtree, os.path.dirname(output_dir),
                     ignore_errors=True)
-    summary = experiment.run_experiment(config, output_dir, log=lambda _: None)
+    summary = after_kernel.run_experiment(config, output_dir, log=lambda _: None)
     for name in ('nn_error', 'linear_error', 'ntk_linear_error'):
       self.assertBetween(summary[name]['mean'], 0.0, 1.0)
     self.assertBetween(summary['ak_kalignment']['mean'], -1.0, 1.0)
@@ -679,8 +679,8 @@ class SyntheticTest(parameterized.TestCase):
       ('conv_net', dict(nn_architecture='vgg'),
        'use nn_architecture=fully_connected'))
   def test_experiment_rejects_image_only_options(self, overrides, message):
-    from afterkernel.studies import experiment  # pylint: disable=g-import-not-at-top
-    config = experiment.ExperimentConfig(
+    from afterkernel.studies import after_kernel  # pylint: disable=g-import-not-at-top
+    config = after_kernel.ExperimentConfig(
         dataset='synthetic', plus_class=1, minus_class=0,
         nn_architecture='fully_connected', num_translations=0, num_zooms=0,
         num_swaps=0, num_rotations=0)

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from afterkernel import distribute
 from afterkernel import errors
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
 from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import models
@@ -47,7 +47,7 @@ _SHAPE = (8, 8, 1)
 # Features and Grams on two replicas vs one device: float32 rounding only.
 _RTOL = 1e-5
 # A tiny but complete experiment (every stage runs) on the embedded digits.
-_TINY = experiment.ExperimentConfig(
+_TINY = after_kernel.ExperimentConfig(
     dataset='digits', train_subset=40, test_subset=20,
     nn_architecture='fully_connected', num_layers=1, num_parameters=2000,
     max_num_epochs=1, num_runs=1, num_translations=6, num_zooms=6,
@@ -277,7 +277,7 @@ class TwoCpuTest(parameterized.TestCase):
     for name in ('default', 'mirrored'):
       directory = os.path.join(tempfile.mkdtemp(), name)
       config = dataclasses.replace(_TINY, distribution_strategy=name)
-      experiment.run_experiment(config, directory, log=_quiet)
+      after_kernel.run_experiment(config, directory, log=_quiet)
       (records[name],) = store.ResultStore(directory).records()
     default, mirrored = records['default'], records['mirrored']
     self.assertEqual(mirrored['distribution'],
@@ -321,7 +321,7 @@ class WorkerTest(absltest.TestCase):
       directory = os.path.join(tempfile.mkdtemp(), name)
       config = dataclasses.replace(_TINY, distribution_strategy=name,
                                    max_num_epochs=0)
-      experiment.run_experiment(config, directory, log=_quiet)
+      after_kernel.run_experiment(config, directory, log=_quiet)
       metrics[name] = store.ResultStore(directory).records()[0]['metrics']
     for name in ('ntk_trans_inv', 'ntk_kalignment', 'ntk_eff_rank',
                  'ntk_margin'):

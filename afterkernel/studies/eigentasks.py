@@ -249,25 +249,6 @@ def normalized_target_alignment(gram: np.ndarray,
 # Shared pieces of the spectral studies (also used by `kernel_rotation`).
 
 
-def build_network(architecture: str, input_shape: Sequence[int], width: int,
-                  num_layers: int) -> keras.Model:
-  """A small network of `models`: FC (num_layers x width) or VGG-like.
-
-  Args:
-    architecture: 'fully_connected' or 'vgg' (2 blocks of `num_layers`
-      3x3 convolutions, `width` then 2 * `width` channels).
-    input_shape: (H, W, C).
-    width: hidden units (FC) or first-block channels (VGG).
-    num_layers: hidden layers (FC) or convolutions per block (VGG).
-
-  Returns:
-    The Keras model (built, Keras default initializers).
-  """
-  errors.require(architecture in ARCHITECTURES,
-                 f'unknown architecture {architecture!r}; choose one of '
-                 f'{", ".join(ARCHITECTURES)}')
-  return models.build(architecture, input_shape, width=width,
-                      num_layers=num_layers)
 
 
 def load_inputs(dataset: str, plus_class: int, minus_class: int,
@@ -302,7 +283,7 @@ class EigentaskConfig(runner.StudyConfig):
       statistics (`data.standardize`, see the module docstring). True in
       every preset: otherwise the top of the spectrum is the mean-pixel
       direction, not structure of the inputs.
-    architecture, width, num_layers: the network (`build_network`).
+    architecture, width, num_layers: the network (`models.build`).
     eigen_indices: 1-based j of the tasks (j = 1: top eigenvector).
     epochs, batch_size, learning_rate, momentum, loss: the optimizer,
       identical for the network and its linearization (SGD with momentum).
@@ -440,8 +421,8 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
   """
   seed = config.seed + run
   keras.utils.set_random_seed(seed)
-  network = build_network(config.architecture, task.x_train.shape[1:],
-                          config.width, config.num_layers)
+  network = models.build(config.architecture, task.x_train.shape[1:],
+                         width=config.width, num_layers=config.num_layers)
   initial_weights = network.get_weights()
   start = time.time()
   gram, cross = kernel_fit.EmpiricalNTK(

@@ -71,6 +71,7 @@ from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel import kernel_fit
 from afterkernel import kernels
+from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import runner
 from afterkernel import training
@@ -172,7 +173,7 @@ class RotationConfig(runner.StudyConfig):
       (`data.load_binary_task`), seeded subset of num_train / num_test.
     num_kernel_examples: the Gram is measured on the first this-many
       training inputs (None: all num_train).
-    architecture, width, num_layers: the network (`eigentasks.build_network`).
+    architecture, width, num_layers: the network (`models.build`).
     checkpoint_epochs: epochs at which the kernel is measured (0 = init.);
       training runs to the largest.
     learning_rate, batch_size: Keras SGD (`training.train`).
@@ -329,9 +330,8 @@ def run_once(config: RotationConfig, task: data.BinaryTask, run: int,
   """Trains one initialization, measuring at every checkpoint; its records."""
   seed = config.seed + run
   keras.utils.set_random_seed(seed)
-  network = eigentasks.build_network(config.architecture,
-                                     task.x_train.shape[1:], config.width,
-                                     config.num_layers)
+  network = models.build(config.architecture, task.x_train.shape[1:],
+                         width=config.width, num_layers=config.num_layers)
   kernel_inputs = task.x_train[:config.kernel_size]
   kernel_labels = task.y_train[:config.kernel_size]
   state = {'initial': None, 'last': time.time()}

@@ -366,29 +366,6 @@ LOSSES = ('bce', 'mse')
 NUM_DIRECTIONS_SHOWN = 8
 
 
-def build_network(architecture: str, input_shape: Sequence[int], width: int,
-                  num_layers: int) -> keras.Model:
-  """A small network for NAD studies.
-
-  Args:
-    architecture: 'fully_connected' (num_layers x Dense(width, relu),
-      `models.build_fully_connected`); 'cnn' (num_layers x Conv2D(width, 3x3,
-      'same', relu) -> global average pooling -> Dense(1): translation
-      equivariant up to the zero-padded border, the kind of architecture
-      whose NADs Ortiz-Jimenez et al. find strongly anisotropic); 'vgg'
-      (`models.build_vgg`, 2 blocks with max-pooling and a Flatten).
-    input_shape: (H, W, C).
-    width: hidden units or first-layer channels.
-    num_layers: hidden layers or convolutions (per block for 'vgg').
-
-  Returns:
-    The built Keras model (Keras default initializers), scalar output.
-  """
-  errors.require(architecture in ARCHITECTURES,
-                 f'unknown architecture {architecture!r}; choose one of '
-                 f'{", ".join(ARCHITECTURES)}')
-  return models.build(architecture, input_shape, width=width,
-                      num_layers=num_layers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,7 +373,7 @@ class NADConfig(runner.StudyConfig):
   """Everything that defines a NAD study.
 
   Attributes:
-    architecture, width, num_layers: the network (`build_network`).
+    architecture, width, num_layers: the network (`models.build`).
     image_side, channels: inputs are (image_side, image_side, channels)
       standard Gaussian arrays, D = image_side^2 channels.
     num_nad_samples: Gaussian inputs of E_x in M.
@@ -525,8 +502,8 @@ def run_once(config: NADConfig, run: int, indices: Sequence[int],
   """
   seed = config.seed + run
   keras.utils.set_random_seed(seed)
-  network = build_network(config.architecture, config.input_shape,
-                          config.width, config.num_layers)
+  network = models.build(config.architecture, config.input_shape,
+                         width=config.width, num_layers=config.num_layers)
   initial_weights = network.get_weights()
   num_parameters = models.count_parameters(network)
   start = time.time()

@@ -173,14 +173,6 @@ def load_task(dataset: str, plus_class: int, minus_class: int,
   return data.subsample(data.permute(task, seed), num_train, num_test)
 
 
-def build_network(architecture: str, input_shape: Sequence[int], width: int,
-                  num_layers: int) -> keras.Model:
-  """FC (num_layers x width) or VGG-like (2 blocks of num_layers convs)."""
-  errors.require(architecture in ARCHITECTURES,
-                 f'unknown architecture {architecture!r}; choose one of '
-                 f'{", ".join(ARCHITECTURES)}')
-  return models.build(architecture, input_shape, width=width,
-                      num_layers=num_layers)
 
 
 def make_model(kind: str, network: keras.Model, config: SecondOrderConfig,
@@ -283,8 +275,8 @@ def run_once(config: SecondOrderConfig, task: data.BinaryTask, run: int,
   """
   seed = config.seed + run
   keras.utils.set_random_seed(seed)
-  network = build_network(config.architecture, task.x_train.shape[1:],
-                          config.width, config.num_layers)
+  network = models.build(config.architecture, task.x_train.shape[1:],
+                         width=config.width, num_layers=config.num_layers)
   initial_weights = network.get_weights()
   num_parameters = models.count_parameters(network)
   log(f'run {run}: {config.architecture} with {num_parameters} parameters')

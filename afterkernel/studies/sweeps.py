@@ -25,7 +25,7 @@ margin of the network's kernel (`svm_error`, `svm_margin`; the FNTK at epoch
 0, the after kernel later), the four invariances, the alignment with the
 conjugate projection, effective ranks, the SVM test error with the conjugate
 projection (`conjugate_svm_error`), and the network's test error and
-training loss. Metrics come from `experiment.KernelProbe`, so they are
+training loss. Metrics come from `after_kernel.KernelProbe`, so they are
 computed exactly as by `run_experiment`.
 
 Resuming: a (point, run) whose records all exist is skipped; otherwise the
@@ -36,7 +36,7 @@ CPU does not promise bit-identical training across processes, so a resumed
 run's later checkpoints may differ from an uninterrupted run's by rounding.
 
 Run r of every point uses seed `base.seed + r` for the data permutation, the
-initialization and the minibatch order, as `experiment.run_once` does, so the
+initialization and the minibatch order, as `after_kernel.run_once` does, so the
 FNTK of run r is the same network for every learning rate and
 augmentation setting.
 """
@@ -52,7 +52,7 @@ import keras
 
 from afterkernel import data
 from afterkernel import errors
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
 from afterkernel import models
 from afterkernel.studies import runner
 from afterkernel.studies import store as store_lib
@@ -138,7 +138,7 @@ class Sweep:
     num_parameters: the 'width' family's parameter counts.
   """
   family: str
-  base: experiment.ExperimentConfig
+  base: after_kernel.ExperimentConfig
   tasks: Tuple[str, ...] = ('mnist_3v8',)
   architectures: Tuple[str, ...] = ('vgg',)
   augmentation: Tuple[bool, ...] = (False,)
@@ -181,7 +181,7 @@ class Sweep:
     for config in self.point_configs():
       config.validate()
 
-  def point_configs(self) -> List[experiment.ExperimentConfig]:
+  def point_configs(self) -> List[after_kernel.ExperimentConfig]:
     """The experiment configuration of every point (checkpoint epoch aside).
 
     For the snapshot families max_num_epochs is the largest checkpoint; the
@@ -233,15 +233,15 @@ class Sweep:
             self.base.num_runs)
 
 
-def checkpoint_config(config: experiment.ExperimentConfig,
-                      checkpoint: Any) -> experiment.ExperimentConfig:
+def checkpoint_config(config: after_kernel.ExperimentConfig,
+                      checkpoint: Any) -> after_kernel.ExperimentConfig:
   """The config describing one checkpoint (max_num_epochs = its epoch)."""
   if checkpoint == CHECKPOINT_FINAL:
     return config
   return dataclasses.replace(config, max_num_epochs=int(checkpoint))
 
 
-def record_key(family: str, config: experiment.ExperimentConfig,
+def record_key(family: str, config: after_kernel.ExperimentConfig,
                checkpoint: Any, run: int) -> str:
   """The store key of one record: family, checkpoint config hash, run.
 
@@ -254,7 +254,7 @@ def record_key(family: str, config: experiment.ExperimentConfig,
   return f'{family}-{point_id}-run{run:04d}'
 
 
-def _point_fields(family: str, task: str, config: experiment.ExperimentConfig,
+def _point_fields(family: str, task: str, config: after_kernel.ExperimentConfig,
                   checkpoint: Any) -> Dict[str, Any]:
   return {
       'family': family, 'task': task, 'dataset': config.dataset,
@@ -271,14 +271,14 @@ def _point_fields(family: str, task: str, config: experiment.ExperimentConfig,
   }
 
 
-def _task_name(config: experiment.ExperimentConfig) -> str:
+def _task_name(config: after_kernel.ExperimentConfig) -> str:
   return f'{config.dataset}_{config.minus_class}v{config.plus_class}'
 
 
 class _Measurer:
   """Measures one network at a checkpoint and emits its record."""
 
-  def __init__(self, sweep: Sweep, config: experiment.ExperimentConfig,
+  def __init__(self, sweep: Sweep, config: after_kernel.ExperimentConfig,
                task: data.BinaryTask, full_task_sizes: Tuple[int, int],
                run: int, emit: Callable[[Dict[str, Any]], None],
                log: Callable[[str], None]):
@@ -286,14 +286,14 @@ class _Measurer:
     self.emit, self.log = emit, log
     self.full_task_sizes = full_task_sizes
     self.seed = config.seed + run
-    self.probe = experiment.KernelProbe(config, task, self.seed, log)
+    self.probe = after_kernel.KernelProbe(config, task, self.seed, log)
     # The conjugate projection only needs its SVM (same solver and
     # tolerance as the kernel's); invariances etc. are the kernel's.
     conjugate_config = dataclasses.replace(
         config, use_conjugate_kernel=True,
         num_translations=0, num_zooms=0, num_swaps=0, num_rotations=0,
         ker_alignment_sample_size=0, effective_rank_sample_size=0)
-    self.conjugate_probe = experiment.KernelProbe(conjugate_config, task,
+    self.conjugate_probe = after_kernel.KernelProbe(conjugate_config, task,
                                                   self.seed, log)
 
   def measure(self, model: keras.Model, checkpoint: Any,
@@ -333,7 +333,7 @@ class _Measurer:
         'run': self.run,
         'seed': self.seed,
         'checkpoint': checkpoint,
-        'version': experiment.VERSION,
+        'version': after_kernel.VERSION,
         'config': checkpoint_config(self.config, checkpoint).to_dict(),
         'protocol': (
             {'training': 'one trajectory per run; kernels measured at '
@@ -364,7 +364,7 @@ class _Measurer:
     return record
 
 
-def _run_point(sweep: Sweep, config: experiment.ExperimentConfig,
+def _run_point(sweep: Sweep, config: after_kernel.ExperimentConfig,
                task: data.BinaryTask, run: int, missing: Sequence[Any],
                emit: Callable[[Dict[str, Any]], None],
                log: Callable[[str], None]) -> int:
@@ -375,7 +375,7 @@ def _run_point(sweep: Sweep, config: experiment.ExperimentConfig,
   if config.train_subset or config.test_subset:
     task = data.subsample(task, config.train_subset, config.test_subset)
   keras.utils.set_random_seed(seed)
-  model = experiment.build_network(config, task.x_train.shape[1:])
+  model = after_kernel.build_network(config, task.x_train.shape[1:])
   measurer = _Measurer(sweep, config, task, full_sizes, run, emit, log)
   train_kwargs = dict(learning_rate=config.learning_rate,
                       batch_size=config.batch_size,
@@ -433,7 +433,7 @@ def _load_tasks(sweep: Sweep, output_dir: str
   for config in sweep.point_configs():
     source = (config.dataset, config.plus_class, config.minus_class)
     if source not in tasks:
-      tasks[source] = experiment.load_task(config)
+      tasks[source] = after_kernel.load_task(config)
   return tasks
 
 

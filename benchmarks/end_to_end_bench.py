@@ -37,7 +37,7 @@ from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models
-from afterkernel.studies import results
+from afterkernel.studies import store
 from benchmarks import baselines
 from benchmarks import common
 from benchmarks import margin_bench
@@ -194,7 +194,7 @@ def run(data_dir: Optional[str] = None,
     output_dir = tempfile.mkdtemp(dir=scratch)
     with Instrument(keep_grams=not stats) as instrument:
       after_kernel.run_experiment(config, output_dir, log=_quiet)
-    record = results.read_runs(output_dir)[0]
+    record = store.ResultStore(output_dir).records()[0]
     stats.append((instrument, record))
 
   if log:

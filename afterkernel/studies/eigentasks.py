@@ -90,8 +90,8 @@ CONFIG_FILE = store.CONFIG_FILE
 # Architectures the studies build (small nets whose kernels are cheap).
 ARCHITECTURES = ('fully_connected', 'vgg')
 # 'bce': logistic loss on the logit with {0, 1} targets (the library's
-# training loss); 'mse': 0.5 (f(x) - y)^2 on +-1 targets (the kernel-regression
-# loss of the NTK theory).
+# training loss); 'mse': Keras' mean of (f(x) - y)^2 on +-1 targets (the
+# kernel-regression loss of the NTK theory, up to the factor 2 of its step).
 LOSSES = ('bce', 'mse')
 # Eigenvalues below this fraction of lambda_1 are numerically zero: the
 # Nystroem extension divides by lambda_j and would amplify round-off.

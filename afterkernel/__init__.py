@@ -10,12 +10,14 @@ Public API, one module per concept:
   * `margin`: hard-margin SVM by Ji-Srebro-Telgarsky dual acceleration.
   * `invariance`: invariance of a kernel to shifts, rotations, zoom, swaps.
   * `training`: Keras SGD training as in the paper.
-  * `results`: atomic result files and confidence intervals.
-  * `experiment`: the FNTK-vs-after-kernel protocol, repeated over runs.
+  * `results`: 0.1.0 path of `studies.store` / `studies.summary`.
+  * `after_kernel` (0.1.0: `experiment`): the FNTK-vs-after-kernel
+    protocol, repeated over runs.
   * `sweeps`: the paper's experiment families (epochs, learning rate,
     width, augmentation) as resumable sweeps.
-  * `store`: the sweeps' result store (one atomic JSON file per record) and
-    its summary tables.
+  * `store`: the one result store (one atomic JSON file per record, output
+    folder claim, fingerprints); `studies.summary`: mean/std/CI tables;
+    `studies.runner`: the one study runner (resumable, executor seam).
   * `plots`: the paper's figures from a store's summary.
 
 Keras extension (for use with your own models):
@@ -26,7 +28,8 @@ Keras extension (for use with your own models):
   * `architectures`: LeNet-5, AlexNet, Myrtle CNNs with width multipliers and
     an NTK parameterization.
   * `multiclass`: ten-class MNIST / digits tasks.
-  * `linearized_study`: network vs linearization over widths.
+  * `linearized` (0.1.0: `linearized_study`): network vs linearization
+    over widths.
 
 Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
   * `infinite_ntk`: fully connected ReLU nets in the NTK parameterization
@@ -36,10 +39,12 @@ Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
     leave-one-out-tuned ridge regression, or the hard-margin SVM.
   * `scaling`: data-scaling laws L(n) = A (1/n + alpha)^beta and bootstrap
     intervals for beta.
-  * `scaling_study`: data-scaling laws of a network and its kernels, the
-    after kernel vs training-set size, kernel dynamics over training steps.
+  * `data_scaling`, `after_kernel_vs_m`, `kernel_dynamics` (studies/): the
+    data-scaling laws of a network and its kernels, the after kernel vs
+    training-set size, kernel dynamics over training steps.
   * `taylor`: second-order Taylor models of a network (nested forward-mode
-    JVPs, H never formed), trainable like `linearize`.
+    JVPs, H never formed), trainable like `linearize`; the study that
+    trains them is `studies.second_order`.
   * `nads`: neural anisotropy directions (singular vectors of
     E_x[d^2 f / dx dtheta]) and the linearly separable tasks along them.
   * `eigentasks`: NTK eigenfunction tasks (Gram eigenvectors, Nystroem
@@ -51,18 +56,23 @@ Kernel dynamics and scaling (Vyas et al. 2022; Ortiz-Jimenez et al. 2021):
 from afterkernel.models import architectures
 from afterkernel import callbacks
 from afterkernel import data
+from afterkernel.studies import after_kernel_vs_m
+from afterkernel.studies import data_scaling
 from afterkernel.studies import eigentasks
 from afterkernel import errors
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
+from afterkernel.studies import after_kernel as experiment
 from afterkernel.kernels import features
 from afterkernel import infinite_ntk
 from afterkernel.kernels import invariance
 from afterkernel.kernels import jacobians
 from afterkernel import kernel_fit
+from afterkernel.studies import kernel_dynamics
 from afterkernel.studies import kernel_rotation
 from afterkernel import kernels
 from afterkernel import linearize
-from afterkernel.studies import linearized_study
+from afterkernel.studies import linearized
+from afterkernel.studies import linearized as linearized_study
 from afterkernel import margin
 from afterkernel import models
 from afterkernel.data import multiclass
@@ -70,15 +80,15 @@ from afterkernel.studies import nads
 from afterkernel import plots
 from afterkernel.studies import results
 from afterkernel import scaling
-from afterkernel.studies import scaling_study
 from afterkernel.studies import store
 from afterkernel import taylor
+from afterkernel.studies import second_order
 from afterkernel.studies import sweeps
 from afterkernel import training
 from afterkernel.callbacks import KernelMetricsCallback
 from afterkernel.errors import AfterKernelError
-from afterkernel.studies.experiment import ExperimentConfig
-from afterkernel.studies.experiment import run_experiment
+from afterkernel.studies.after_kernel import ExperimentConfig
+from afterkernel.studies.after_kernel import run_experiment
 from afterkernel.kernels.features import conjugate_features
 from afterkernel.kernels.features import gradient_features
 from afterkernel.kernels.jacobians import jacobian_gram
@@ -93,4 +103,4 @@ from afterkernel.studies.store import ResultStore
 from afterkernel.studies.sweeps import run_sweep
 from afterkernel.studies.sweeps import Sweep
 
-__version__ = experiment.VERSION
+__version__ = after_kernel.VERSION

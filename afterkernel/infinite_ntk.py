@@ -1,18 +1,19 @@
 """Infinite-width NTK and NNGP kernels of fully connected ReLU networks.
 
 The data-scaling study of Vyas et al. (2022) compares a network with its
-empirical NTK at initialization and with its infinite-width NTK. This module
-holds the model family and its closed-form limit, kept in one place so that the
-two are exactly the same family:
+empirical NTK at initialization and with its infinite-width NTK. The network
+family is the model registry's 'ntk_fully_connected'
+(`models.ntk.build_ntk_fully_connected`, also reachable here by its 0.1.0
+name `build_ntk_fully_connected`, with its layer `NTKBiasDense`):
+Flatten -> `depth` x NTKBiasDense(width, relu) -> NTKBiasDense(1), in the
+NTK parameterization of Jacot et al. (2018) with biases (as neural-tangents'
+`stax.Dense(W_std, b_std, parameterization='ntk')`):
+    z_1 = (sigma_w / sqrt(d_0)) W_1 x + sigma_b b_1,
+    z_{l+1} = (sigma_w / sqrt(n)) W_{l+1} relu(z_l) + sigma_b b_{l+1},
+all W and b drawn from N(0, 1), f(x) = z_{L+1} (one unit), L = depth,
+d_0 = number of input values (inputs are flattened), n = width. This module
+holds its closed-form limit:
 
-  * `build_ntk_fully_connected`: Flatten -> `depth` x NTKBiasDense(width,
-    relu) -> NTKBiasDense(1) named `models.LOGIT_LAYER_NAME`, in the NTK
-    parameterization of Jacot et al. (2018) with biases (as neural-tangents'
-    `stax.Dense(W_std, b_std, parameterization='ntk')`):
-        z_1 = (sigma_w / sqrt(d_0)) W_1 x + sigma_b b_1,
-        z_{l+1} = (sigma_w / sqrt(n)) W_{l+1} relu(z_l) + sigma_b b_{l+1},
-    all W and b drawn from N(0, 1), f(x) = z_{L+1} (one unit), L = depth,
-    d_0 = number of input values (inputs are flattened), n = width.
   * `nngp_gram`, `ntk_gram`: the n -> infinity limits of the covariance
     E[f(x) f(x')] at initialization and of the tangent kernel
     Theta(x, x') = grad_theta f(x) . grad_theta f(x') (the latter is also
@@ -36,20 +37,17 @@ and computing them costs O(n^2 pixels^2) per layer; use neural-tangents (JAX)
 for those, which this TensorFlow library does not depend on.
 """
 
-import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
-import keras
 import numpy as np
 
-from afterkernel.models import architectures
 from afterkernel import errors
-from afterkernel import models
+from afterkernel.models import ntk
 
 # sqrt(2) keeps the ReLU pre-activation variance constant through depth (He).
-DEFAULT_WEIGHT_STD = architectures.DEFAULT_NTK_WEIGHT_STD
+DEFAULT_WEIGHT_STD = ntk.DEFAULT_NTK_WEIGHT_STD
 # No bias by default: the plain arc-cosine recursion of Cho & Saul / Jacot.
-DEFAULT_BIAS_STD = 0.0
+DEFAULT_BIAS_STD = ntk.DEFAULT_BIAS_STD
 # At most this many rows of x_a per vectorized pass (more gains nothing).
 ROW_BLOCK = 1024
 # Budget for the per-block temporaries (on top of the (n_a, n_b) output):
@@ -63,109 +61,9 @@ BYTES_PER_BLOCK_ENTRY = 56
 MIN_ROW_BLOCK = 16
 
 
-@keras.saving.register_keras_serializable(package='afterkernel')
-class NTKBiasDense(architectures.NTKDense):
-  """`architectures.NTKDense` with a scaled Gaussian bias.
-
-  z = (weight_std / sqrt(fan_in)) x.W + bias_std * b, with W and b drawn from
-  N(0, 1), so the bias adds bias_std^2 to the pre-activation covariance at
-  initialization and bias_std^2 to the tangent kernel through d z / d b, the
-  parameterization the infinite-width formulas assume. (`NTKDense` itself
-  keeps b = 0 at initialization with gradient 1, a different family.) With
-  bias_std = 0 the bias has no effect and zero gradient.
-  """
-
-  def __init__(self, units: int, activation=None,
-               weight_std: float = DEFAULT_WEIGHT_STD,
-               bias_std: float = DEFAULT_BIAS_STD, **kwargs):
-    super().__init__(units, activation, weight_std, **kwargs)
-    self.bias_std = float(bias_std)
-
-  def build(self, input_shape):
-    fan_in = int(input_shape[-1])
-    self.scale = self.weight_std / math.sqrt(fan_in)
-    self.kernel = self.add_weight(
-        shape=(fan_in, self.units), name='kernel',
-        initializer=keras.initializers.RandomNormal(0.0, 1.0))
-    self.bias = self.add_weight(
-        shape=(self.units,), name='bias',
-        initializer=keras.initializers.RandomNormal(0.0, 1.0))
-
-  def call(self, inputs):
-    return self.activation(
-        keras.ops.matmul(inputs, self.kernel) * self.scale +
-        self.bias * self.bias_std)
-
-  def multipliers(self):
-    """(kernel, bias) factors of z = k (x.W) + c b; `features` uses them."""
-    return self.scale, self.bias_std
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(bias_std=self.bias_std)
-    return config
-
-
-def _check_hyperparameters(depth, weight_std, bias_std) -> None:
-  errors.require(
-      isinstance(depth, (int, np.integer)) and not isinstance(depth, bool) and
-      depth >= 1,
-      f'depth (hidden layers) must be an integer >= 1, got {depth!r}')
-  errors.require_positive(weight_std, 'weight_std')
-  errors.require(bias_std is not None and bias_std >= 0 and
-                 math.isfinite(bias_std),
-                 f'bias_std must be a finite number >= 0, got {bias_std!r}')
-
-
-def build_ntk_fully_connected(input_shape: Sequence[int],
-                              width: int,
-                              depth: int,
-                              weight_std: float = DEFAULT_WEIGHT_STD,
-                              bias_std: float = DEFAULT_BIAS_STD,
-                              seed: Optional[int] = None,
-                              name: str = 'ntk_fully_connected'
-                              ) -> keras.Model:
-  """Fully connected ReLU network in the NTK parameterization, scalar output.
-
-  Flatten -> `depth` x NTKBiasDense(width, relu) named dense0, dense1, ... ->
-  NTKBiasDense(1) named `models.LOGIT_LAYER_NAME` (see the module docstring
-  for the exact function). Its empirical NTK at initialization converges to
-  `ntk_gram(..., depth, weight_std, bias_std)` as width grows, with
-  fluctuations of order 1 / sqrt(width).
-
-  Args:
-    input_shape: shape of one input (without the batch axis); flattened.
-    width: units per hidden layer.
-    depth: number of hidden ReLU layers, >= 1.
-    weight_std: sigma_w.
-    bias_std: sigma_b (0 disables the bias).
-    seed: seeds the initializers (via `keras.utils.set_random_seed`, which
-      also seeds Python's and NumPy's global generators); None leaves the
-      global state alone.
-    name: Keras model name.
-
-  Returns:
-    A functional model mapping (batch,) + input_shape to (batch, 1).
-
-  Raises:
-    AfterKernelError: non-positive width or depth, bad stds or input_shape.
-  """
-  _check_hyperparameters(depth, weight_std, bias_std)
-  errors.require(isinstance(width, (int, np.integer)) and width >= 1,
-                 f'width must be a positive integer, got {width!r}')
-  errors.require(len(input_shape) >= 1 and all(
-      isinstance(d, (int, np.integer)) and d >= 1 for d in input_shape),
-                 f'input_shape must be positive sizes, got {input_shape!r}')
-  if seed is not None:
-    keras.utils.set_random_seed(int(seed))
-  inputs = keras.Input(shape=tuple(int(d) for d in input_shape), name='inputs')
-  x = keras.layers.Flatten(name='flatten')(inputs)
-  for layer in range(depth):
-    x = NTKBiasDense(int(width), 'relu', weight_std, bias_std,
-                     name=f'dense{layer}')(x)
-  outputs = NTKBiasDense(1, None, weight_std, bias_std,
-                         name=models.LOGIT_LAYER_NAME)(x)
-  return keras.Model(inputs, outputs, name=name)
+# The finite network family lives in the model registry; 0.1.0 names.
+NTKBiasDense = ntk.NTKBiasDense
+build_ntk_fully_connected = ntk.build_ntk_fully_connected
 
 
 def _as_float64_rows(x, name: str) -> np.ndarray:
@@ -280,7 +178,7 @@ def _diagonal_variances(sq_norms, d0, depth, weight_std, bias_std):
 
 def _kernels(x_a, x_b, depth, weight_std, bias_std, want_ntk: bool):
   """Shared recursion; returns the NNGP or NTK Gram of the output."""
-  _check_hyperparameters(depth, weight_std, bias_std)
+  ntk.check_ntk_hyperparameters(depth, weight_std, bias_std)
   a = _as_float64_rows(x_a, 'x_a')
   symmetric = x_b is None
   b = a if symmetric else _as_float64_rows(x_b, 'x_b')

@@ -35,28 +35,58 @@ import tensorflow as tf
 from afterkernel import errors
 
 
-@keras.saving.register_keras_serializable(package='afterkernel')
-class LinearizedModel(keras.Model):
-  """f_lin(x) = f(theta_0, x) + J(theta_0, x) delta, delta = theta - theta_0.
+class TaylorModel(keras.Model):
+  """A Taylor model of a frozen network in delta = theta - theta_0.
 
-  Build it with `linearize`, which copies the network first; constructing a
-  `LinearizedModel` directly freezes the given network in place.
+  The shared part of the first- and second-order models (`LinearizedModel`,
+  `taylor.QuadraticModel`): the network frozen at theta_0, one trainable
+  delta per expanded network variable, and saving / loading. Subclasses
+  define `call`.
 
   Attributes:
     network: the network, frozen at theta_0 (its variables are theta_0).
     unbiased: whether f(theta_0, x) is dropped from the output.
-    deltas: the trainable theta - theta_0, one per network variable, in
-      `network`'s trainable-variable order.
+    deltas: the trainable theta - theta_0, one per expanded network
+      variable, in `network`'s trainable-variable order.
   """
 
-  def __init__(self, network: keras.Model, unbiased: bool = False, **kwargs):
+  def __init__(self, network: keras.Model, unbiased: bool = False,
+               base_weight_indices: Optional[List[int]] = None, **kwargs):
+    """Freezes `network` at its current weights theta_0.
+
+    Args:
+      network: a built Keras model.
+      unbiased: drop f(theta_0, x) from the output.
+      base_weight_indices: positions in `network.weights` of the variables
+        theta that get a delta; None means the network's trainable
+        variables. Saved in the config, because a reloaded network comes
+        back frozen (its trainable variables are then empty).
+      **kwargs: keras.Model arguments (name, dtype, ...).
+
+    Raises:
+      AfterKernelError: a network without trainable variables, or indices
+        that do not name its weights.
+    """
     super().__init__(**kwargs)
-    errors.require(bool(network.trainable_variables),
-                   f'network {network.name!r} has no trainable variables; '
-                   'build it (call it on a batch) before linearizing')
-    # Remember theta_0's variables before freezing: freezing hides them from
-    # `trainable_variables`, and only the deltas must be trained.
-    self._base_variables = list(network.trainable_variables)
+    if base_weight_indices is None:
+      errors.require(bool(network.trainable_variables),
+                     f'network {network.name!r} has no trainable variables; '
+                     'build it (call it on a batch) before expanding it')
+      trainable = {id(v) for v in network.trainable_variables}
+      base_weight_indices = [i for i, v in enumerate(network.weights)
+                             if id(v) in trainable]
+    weights = network.weights
+    errors.require(
+        bool(base_weight_indices) and
+        all(0 <= i < len(weights) for i in base_weight_indices),
+        f'base_weight_indices {base_weight_indices} do not index the '
+        f'{len(weights)} weights of network {network.name!r}')
+    self._base_weight_indices = [int(i) for i in base_weight_indices]
+    # Set past Keras' attribute tracking: these variables belong to (and are
+    # saved with) `network`; tracked here too, they would be saved twice and
+    # reload in a different order than the deltas.
+    object.__setattr__(self, '_base_variables',
+                       [weights[i] for i in self._base_weight_indices])
     network.trainable = False
     self.network = network
     self.unbiased = bool(unbiased)
@@ -66,6 +96,46 @@ class LinearizedModel(keras.Model):
                         name=f'delta_{i}_{v.name.replace("/", "_")}')
         for i, v in enumerate(self._base_variables)
     ]
+
+  def compute_output_shape(self, input_shape):
+    return self.network.compute_output_shape(input_shape)
+
+  def base_parameters(self) -> List[np.ndarray]:
+    """theta_0, one array per expanded network variable."""
+    return [keras.ops.convert_to_numpy(v) for v in self._base_variables]
+
+  def parameters(self) -> List[np.ndarray]:
+    """theta = theta_0 + delta, one array per expanded network variable."""
+    return [keras.ops.convert_to_numpy(v) + keras.ops.convert_to_numpy(d)
+            for v, d in zip(self._base_variables, self.deltas)]
+
+  def reset(self) -> None:
+    """Sets delta = 0 (theta = theta_0)."""
+    for delta in self.deltas:
+      delta.assign(np.zeros(delta.shape, delta.dtype))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(network=keras.saving.serialize_keras_object(self.network),
+                  unbiased=self.unbiased,
+                  base_weight_indices=list(self._base_weight_indices))
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    network = keras.saving.deserialize_keras_object(config.pop('network'))
+    return cls(network, **config)
+
+
+@keras.saving.register_keras_serializable(package='afterkernel')
+class LinearizedModel(TaylorModel):
+  """f_lin(x) = f(theta_0, x) + J(theta_0, x) delta, delta = theta - theta_0.
+
+  Build it with `linearize`, which copies the network first; constructing a
+  `LinearizedModel` directly freezes the given network in place. See
+  `TaylorModel` for the attributes.
+  """
 
   def call(self, inputs, training=None):
     del training  # The network runs in inference mode at theta_0.
@@ -79,34 +149,49 @@ class LinearizedModel(keras.Model):
       return jvp
     return tf.stop_gradient(outputs) + jvp
 
-  def compute_output_shape(self, input_shape):
-    return self.network.compute_output_shape(input_shape)
 
-  def base_parameters(self) -> List[np.ndarray]:
-    """theta_0, one array per network variable."""
-    return [keras.ops.convert_to_numpy(v) for v in self._base_variables]
+def expansion_base(network: keras.Model,
+                   base_weights: Optional[List[np.ndarray]] = None,
+                   copy: bool = True) -> keras.Model:
+  """The network to expand, holding theta_0 (`linearize`, `taylor_expand`).
 
-  def parameters(self) -> List[np.ndarray]:
-    """theta = theta_0 + delta, one array per network variable."""
-    return [keras.ops.convert_to_numpy(v) + keras.ops.convert_to_numpy(d)
-            for v, d in zip(self._base_variables, self.deltas)]
+  Args:
+    network: a built Keras model.
+    base_weights: theta_0 as `network.get_weights()`-style arrays; None
+      means the network's current weights.
+    copy: return a copy (`keras.models.clone_model`) so that `network`
+      stays trainable and unchanged; else `network` itself, set to theta_0.
 
-  def reset(self) -> None:
-    """Sets delta = 0 (theta = theta_0)."""
-    for delta in self.deltas:
-      delta.assign(np.zeros(delta.shape, np.float32))
+  Returns:
+    The network (or its copy) with weights theta_0.
 
-  def get_config(self):
-    config = super().get_config()
-    config.update(network=keras.saving.serialize_keras_object(self.network),
-                  unbiased=self.unbiased)
-    return config
-
-  @classmethod
-  def from_config(cls, config):
-    config = dict(config)
-    network = keras.saving.deserialize_keras_object(config.pop('network'))
-    return cls(network, **config)
+  Raises:
+    AfterKernelError: unbuilt network, a copy that fails, or base_weights
+      that do not match the network's weights.
+  """
+  errors.require(network.built and bool(network.weights),
+                 f'network {network.name!r} is not built; call it on a batch '
+                 'first')
+  weights = network.get_weights() if base_weights is None else list(
+      base_weights)
+  if copy:
+    try:
+      base = keras.models.clone_model(network)
+    except Exception as e:  # pylint: disable=broad-except
+      # Keras raises several types for models it cannot rebuild.
+      raise errors.AfterKernelError(
+          f'cannot copy {type(network).__name__} {network.name!r} ({e}); '
+          'pass copy=False to expand it in place') from None
+    errors.require(base.built and len(base.weights) == len(network.weights),
+                   f'the copy of {network.name!r} is not built like the '
+                   'original; pass copy=False to expand it in place')
+  else:
+    base = network
+  errors.require(len(weights) == len(base.weights),
+                 f'base_weights has {len(weights)} arrays but the network has '
+                 f'{len(base.weights)} weights')
+  base.set_weights(weights)
+  return base
 
 
 def linearize(network: keras.Model,
@@ -135,27 +220,6 @@ def linearize(network: keras.Model,
   Raises:
     AfterKernelError: unbuilt network, or copy failed for a subclassed model.
   """
-  errors.require(network.built and bool(network.weights),
-                 f'network {network.name!r} is not built; call it on a batch '
-                 'first')
-  weights = network.get_weights() if base_weights is None else list(
-      base_weights)
-  if copy:
-    try:
-      base = keras.models.clone_model(network)
-    except Exception as e:  # pylint: disable=broad-except
-      # Keras raises several types for models it cannot rebuild.
-      raise errors.AfterKernelError(
-          f'cannot copy {type(network).__name__} {network.name!r} ({e}); '
-          'pass copy=False to linearize it in place') from None
-    errors.require(base.built and len(base.weights) == len(network.weights),
-                   f'the copy of {network.name!r} is not built like the '
-                   'original; pass copy=False to linearize it in place')
-  else:
-    base = network
-  errors.require(len(weights) == len(base.weights),
-                 f'base_weights has {len(weights)} arrays but the network has '
-                 f'{len(base.weights)} weights')
-  base.set_weights(weights)
+  base = expansion_base(network, base_weights, copy)
   return LinearizedModel(base, unbiased=unbiased,
                          name=name or f'{network.name}_linearized')

@@ -38,6 +38,8 @@ import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from matplotlib import figure as mpl_figure
+from matplotlib import ticker
+import numpy as np
 
 from afterkernel import errors
 
@@ -400,6 +402,23 @@ def save(fig: mpl_figure.Figure, directory: str, name: str,
   return paths
 
 
+def series(entries: Sequence[Mapping[str, Any]], x_field: str,
+           metric: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(x, mean, 95% CI half-width) of `metric` over summary entries.
+
+  x is each entry's point[x_field]; entries without a mean of the metric
+  are left out; a missing half-width (one run) counts as 0.
+  """
+  x, mean, half = [], [], []
+  for entry in entries:
+    stats = entry['metrics'].get(metric)
+    if stats and stats['mean'] is not None:
+      x.append(entry['point'][x_field])
+      mean.append(stats['mean'])
+      half.append(stats['ci95'] or 0.0)
+  return np.array(x), np.array(mean), np.array(half)
+
+
 def render_all(entries: Sequence[Mapping[str, Any]], directory: str,
                formats: Sequence[str] = FORMATS,
                names: Optional[Sequence[str]] = None,
@@ -429,3 +448,46 @@ def render_all(entries: Sequence[Mapping[str, Any]], directory: str,
     written[spec.name] = save(fig, directory, spec.name, formats)
     log(f'wrote {", ".join(written[spec.name])}')
   return written
+
+
+# Helpers of the study figures drawn directly (the scaling studies).
+
+# Lower error bars on log axes stop at this fraction of the mean.
+LOG_BAR_CLIP = 1 / 3
+LOG_BAR_NOTE = 'bars: 95% CI over runs (lower end clipped at mean/3)'
+
+
+def new_figure(columns: int):
+  """(figure, axes row) of `columns` side-by-side panels at `DPI`."""
+  fig = mpl_figure.Figure(figsize=(max(5.2 * columns, 6.4), 4.4), dpi=DPI)
+  return fig, fig.subplots(1, columns, squeeze=False)[0]
+
+
+def errorbar(ax, xs, stats_list, **kwargs) -> None:
+  """Means with 95% CI bars ({'mean', 'ci95'} per x) for log axes.
+
+  On log axes a bar reaching 0 is unreadable: the lower end is clipped at
+  `LOG_BAR_CLIP` of the mean (say so in the caption: `LOG_BAR_NOTE`).
+  """
+  means = [s['mean'] for s in stats_list]
+  half = [s['ci95'] or 0.0 for s in stats_list]
+  lower = [min(h, m * (1 - LOG_BAR_CLIP)) for m, h in zip(means, half)]
+  ax.errorbar(xs, means, yerr=[lower, half], capsize=3, marker='o',
+              markersize=4, linestyle='none', **kwargs)
+
+
+def finish_log_axes(ax, xlabel: str, ylabel: str, log_x: bool,
+                    ticks: Sequence[int] = ()) -> None:
+  """Log axes, labels, grid, legend; x ticks at `ticks` (plain numbers)."""
+  if log_x:
+    ax.set_xscale('log')
+  ticks = sorted({int(t) for t in ticks if t > 0})
+  if ticks:
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+  ax.set_yscale('log')
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(True, which='both', alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=8)

@@ -1,6 +1,6 @@
 """Benchmark 4: one paper-protocol run, afterkernel vs the original methods.
 
-afterkernel is MEASURED: `experiment.run_experiment` of one run (FNTK at
+afterkernel is MEASURED: `after_kernel.run_experiment` of one run (FNTK at
 initialization, training, after kernel: hard-margin SVM, four invariances,
 alignment with the conjugate projection, effective ranks), timed end to end
 (median of repeats) with its peak RSS. While it runs, the benchmark counts
@@ -32,12 +32,12 @@ from typing import Any, Callable, Dict, Optional
 import keras
 import numpy as np
 
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
 from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models
-from afterkernel.studies import results
+from afterkernel.studies import store
 from benchmarks import baselines
 from benchmarks import common
 from benchmarks import margin_bench
@@ -168,7 +168,7 @@ def protocol_config(data_dir: Optional[str], protocol: Dict[str, Any]
       protocol[key] = min(protocol[key], cap)
     protocol['effective_rank_sample_size'] = min(
         protocol['effective_rank_sample_size'], protocol['train_subset'])
-  config = experiment.ExperimentConfig(
+  config = after_kernel.ExperimentConfig(
       dataset=dataset, plus_class=8, minus_class=3,
       data_dir=data_dir if dataset == 'mnist' else None,
       nn_architecture='vgg', num_runs=1, seed=0, **protocol)
@@ -193,8 +193,8 @@ def run(data_dir: Optional[str] = None,
   def one_run():
     output_dir = tempfile.mkdtemp(dir=scratch)
     with Instrument(keep_grams=not stats) as instrument:
-      experiment.run_experiment(config, output_dir, log=_quiet)
-    record = results.read_runs(output_dir)[0]
+      after_kernel.run_experiment(config, output_dir, log=_quiet)
+    record = store.ResultStore(output_dir).records()[0]
     stats.append((instrument, record))
 
   if log:
@@ -209,10 +209,10 @@ def run(data_dir: Optional[str] = None,
   solves = stats[0][0].solves
 
   # Rates of the original methods, measured now on the same network.
-  task = experiment.load_task(config)
+  task = after_kernel.load_task(config)
   x = task.x_train[:original_feature_examples]
   keras.utils.set_random_seed(0)
-  model = experiment.build_network(config, task.x_train.shape[1:])
+  model = after_kernel.build_network(config, task.x_train.shape[1:])
   num_parameters = models.count_parameters(model)
   n_train = min(config.train_subset or len(task.y_train), len(task.y_train))
   rng = np.random.default_rng(0)

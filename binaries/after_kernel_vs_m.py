@@ -16,7 +16,7 @@ beta in n. m = 0 is the NTK at initialization.
       --data_dir=../shared/data --output_dir=results/after_kernel_vs_m
 
 Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.scaling_study.AfterKernelVsMConfig). Writes config.json,
+(afterkernel.studies.after_kernel_vs_m.AfterKernelVsMConfig). Writes config.json,
 records/*.json (one per m, n and run; re-running resumes), summary.json/.csv,
 fits.json and after_kernel_vs_m.png/.pdf to --output_dir.
 """
@@ -27,22 +27,23 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top
-from afterkernel.studies import scaling_study
+from afterkernel.studies import after_kernel_vs_m as study
+from afterkernel.studies import scaling_common
 from binaries import flags
 from binaries import mains
 
 STUDY = mains.StudyFlags(
-    scaling_study.AfterKernelVsMConfig,
-    scaling_study.AFTER_KERNEL_VS_M_PRESETS, 'tiny',
+    study.AfterKernelVsMConfig,
+    study.PRESETS, 'tiny',
     'tiny: embedded digits, seconds (smoke test); cpu: MNIST 3-vs-8, a '
     'real-data run of 5-20 min on 2 cores')
 
 
 def main(argv):
   return mains.study_main(
-      argv, STUDY, scaling_study.run_after_kernel_vs_m,
-      lambda summary, _: scaling_study.format_after_kernel_vs_m(summary),
-      scaling_study.FIGURE_NAMES[scaling_study.AFTER_KERNEL_VS_M],
+      argv, STUDY, study.run,
+      lambda summary, _: study.format_summary(summary),
+      scaling_common.FIGURE_NAMES[study.STUDY],
       adjust=mains.scaling_classes)
 
 

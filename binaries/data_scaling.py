@@ -17,7 +17,7 @@ report the network's beta above its kernels'.
       --output_dir=results/data_scaling_mnist
 
 Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.scaling_study.DataScalingConfig). Writes config.json,
+(afterkernel.studies.data_scaling.DataScalingConfig). Writes config.json,
 records/*.json (one per n and run; re-running resumes), summary.json/.csv,
 fits.json and data_scaling.png/.pdf to --output_dir.
 """
@@ -28,12 +28,13 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top
-from afterkernel.studies import scaling_study
+from afterkernel.studies import data_scaling as study
+from afterkernel.studies import scaling_common
 from binaries import flags
 from binaries import mains
 
 STUDY = mains.StudyFlags(
-    scaling_study.DataScalingConfig, scaling_study.DATA_SCALING_PRESETS,
+    study.DataScalingConfig, study.PRESETS,
     'tiny',
     'tiny: embedded digits, seconds (smoke test); cpu: MNIST 3-vs-8, a '
     'real-data run of 5-20 min on 2 cores')
@@ -41,9 +42,9 @@ STUDY = mains.StudyFlags(
 
 def main(argv):
   return mains.study_main(
-      argv, STUDY, scaling_study.run_data_scaling,
-      lambda summary, _: scaling_study.format_data_scaling(summary),
-      scaling_study.FIGURE_NAMES[scaling_study.DATA_SCALING],
+      argv, STUDY, study.run,
+      lambda summary, _: study.format_summary(summary),
+      scaling_common.FIGURE_NAMES[study.STUDY],
       adjust=mains.scaling_classes)
 
 

@@ -52,8 +52,9 @@ from afterkernel import margin
 from afterkernel import models
 from afterkernel.kernels import features
 from afterkernel.models import architectures
-from afterkernel.studies import linearized_study
-from afterkernel.studies import scaling_study
+from afterkernel.studies import after_kernel_vs_m
+from afterkernel.studies import linearized
+from afterkernel.studies import scaling_fits
 
 FLAGS = flags.FLAGS
 # Flags defined here belong to the binary that asks for them (its --help
@@ -70,11 +71,11 @@ CHOICES = {
     'svm_solver': tuple(margin.SOLVERS),
     'feature_method': tuple(features.FEATURE_METHODS),
     'distribution_strategy': tuple(distribute.STRATEGIES),
-    'task': tuple(linearized_study.TASKS),
+    'task': tuple(linearized.TASKS),
     'parameterization': tuple(architectures.PARAMETERIZATIONS),
     'kernel_method': tuple(kernel_fit.FIT_METHODS),
-    'zero_errors': tuple(scaling_study.ZERO_ERROR_RULES),
-    'fit_examples': tuple(scaling_study.FIT_EXAMPLES),
+    'zero_errors': tuple(scaling_fits.ZERO_ERROR_RULES),
+    'fit_examples': tuple(after_kernel_vs_m.FIT_EXAMPLES),
     'loss': ('bce', 'mse'),
 }
 # Names whose field default differs between the studies (e.g. batch_size:

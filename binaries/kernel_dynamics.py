@@ -13,7 +13,7 @@ network's at step t; the figure shows both against t on log-log axes.
       --output_dir=results/kernel_dynamics
 
 Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.scaling_study.KernelDynamicsConfig). Writes config.json,
+(afterkernel.studies.kernel_dynamics.KernelDynamicsConfig). Writes config.json,
 records/*.json (one per step and run; re-running resumes), summary.json/.csv
 and kernel_dynamics.png/.pdf to --output_dir.
 """
@@ -24,21 +24,22 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top
-from afterkernel.studies import scaling_study
+from afterkernel.studies import kernel_dynamics as study
+from afterkernel.studies import scaling_common
 from binaries import flags
 from binaries import mains
 
 STUDY = mains.StudyFlags(
-    scaling_study.KernelDynamicsConfig, scaling_study.DYNAMICS_PRESETS, 'tiny',
+    study.KernelDynamicsConfig, study.PRESETS, 'tiny',
     'tiny: embedded digits, seconds (smoke test); cpu: MNIST 3-vs-8, a '
     'real-data run of 5-20 min on 2 cores')
 
 
 def main(argv):
   return mains.study_main(
-      argv, STUDY, scaling_study.run_kernel_dynamics,
-      lambda summary, _: scaling_study.format_kernel_dynamics(summary),
-      scaling_study.FIGURE_NAMES[scaling_study.KERNEL_DYNAMICS],
+      argv, STUDY, study.run,
+      lambda summary, _: study.format_summary(summary),
+      scaling_common.FIGURE_NAMES[study.STUDY],
       adjust=mains.scaling_classes)
 
 

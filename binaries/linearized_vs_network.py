@@ -23,9 +23,9 @@ k = 1 network 0.980 vs linearized 0.931 test accuracy; see the README):
       --output_dir=results/linearized_mnist
 
 Binary tasks (BCE on one logit) use --task=binary --plus_class --minus_class.
-Writes config.json, runs.jsonl (one record per width and seed), summary.json
-and accuracy_vs_width.png to --output_dir; re-running resumes. Flags: one per
-field of `linearized_study.StudyConfig` (its docstring is their help); a flag
+Writes config.json, records/*.json (one record per width and seed),
+summary.json/.csv and accuracy_vs_width.png to --output_dir; re-running resumes. Flags: one per
+field of `afterkernel.studies.linearized.StudyConfig` (its docstring is their help); a flag
 not given keeps that class's default. Bad input prints one `error: ...` line
 and exits with status 2.
 """
@@ -38,7 +38,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=g-import-not-at-top
 from absl import logging
 
-from afterkernel.studies import linearized_study
+from afterkernel.studies import linearized as linearized_study
 from binaries import flags
 from binaries import mains
 

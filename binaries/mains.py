@@ -15,8 +15,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 from absl import flags as absl_flags
 
 from afterkernel import errors
-from afterkernel.studies import experiment
-from afterkernel.studies import scaling_study
+from afterkernel.studies import after_kernel
+from afterkernel.studies import scaling_common
 from afterkernel.studies import store as store_lib
 from afterkernel.studies import sweeps
 from binaries import flags
@@ -27,7 +27,7 @@ absl_flags.disclaim_key_flags()
 # and ran 10 initializations; the sweep binaries start from these values
 # (ExperimentConfig's defaults, used by run_after_kernel, are 100 and 3).
 PAPER_SAMPLE_SIZE = 1000
-PAPER_SWEEP_BASE = experiment.ExperimentConfig(
+PAPER_SWEEP_BASE = after_kernel.ExperimentConfig(
     num_runs=sweeps.PAPER_NUM_RUNS, num_translations=PAPER_SAMPLE_SIZE,
     num_zooms=PAPER_SAMPLE_SIZE, num_swaps=PAPER_SAMPLE_SIZE,
     num_rotations=PAPER_SAMPLE_SIZE,
@@ -148,7 +148,7 @@ def define_sweep_flags(paper: sweeps.Sweep, sweep_fields: Sequence[str] = (),
   """
   return (flags.define_config_flags(sweeps.Sweep, {'paper': paper},
                                     only=SWEEP_FIELDS + tuple(sweep_fields)),
-          flags.define_config_flags(experiment.ExperimentConfig,
+          flags.define_config_flags(after_kernel.ExperimentConfig,
                                     {'paper': paper.base},
                                     only=SWEEP_BASE_FIELDS + tuple(
                                         base_fields)))
@@ -198,7 +198,7 @@ def scaling_classes(overrides: Dict[str, Any]) -> None:
   """A two-class --dataset given without --plus_class / --minus_class gets
   its classes 1 vs 0 (the scaling studies' rule; else 8 vs 3)."""
   if 'dataset' in overrides:
-    plus, minus = scaling_study.default_classes(overrides['dataset'])
+    plus, minus = scaling_common.default_classes(overrides['dataset'])
     overrides.setdefault('plus_class', plus)
     overrides.setdefault('minus_class', minus)
 

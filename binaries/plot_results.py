@@ -8,6 +8,10 @@ why it was skipped (e.g. "skipped fig09_lr_svm_error: no records of the
 'learning_rate' family"). Lines are means over runs with 95% confidence
 bands; see afterkernel/plots.py for what each figure shows. Also refreshes
 STORE/summary.{csv,json}.
+
+A folder written by run_after_kernel or linearized_vs_network (runs.jsonl,
+no records/) is converted first: its runs become records/ (runs.jsonl is
+kept; see afterkernel.studies.store.convert_runs_to_records).
 """
 
 import os

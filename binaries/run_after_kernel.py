@@ -18,11 +18,11 @@ instead when --data_dir is not given and downloads work):
 It prints a table (mean ± 95% CI half-width over runs) of the SVM test error
 and margin of the FNTK (epoch 0) and of the after kernel, the network's test
 error, the four invariances, the alignment with the conjugate projection and
-effective ranks, and writes config.json, runs.jsonl (one record per run) and
-summary.json ({mean, std, ci95, n} per metric) to --output_dir. Re-running the
+effective ranks, and writes config.json, records/*.json (one record per run)
+and summary.json/.csv ({mean, std, ci95, n} per metric) to --output_dir. Re-running the
 same command resumes: finished runs are kept and skipped.
 
-Flags: one per field of `experiment.ExperimentConfig` (its docstring is their
+Flags: one per field of `after_kernel.ExperimentConfig` (its docstring is their
 help); a flag not given keeps that class's default (`--helpfull` lists them).
 Bad input prints one `error: ...` line and exits with status 2.
 """
@@ -34,18 +34,18 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top
 import afterkernel
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
 from binaries import flags
 from binaries import mains
 
 # The configuration the flags change: ExperimentConfig's defaults.
-BASE = experiment.ExperimentConfig()
-CONFIG = flags.define_config_flags(experiment.ExperimentConfig,
+BASE = after_kernel.ExperimentConfig()
+CONFIG = flags.define_config_flags(after_kernel.ExperimentConfig,
                                    {'run_after_kernel': BASE})
 OUTPUT_DIR = flags.define_folder('output_dir')
 
 
-def config_from_flags() -> experiment.ExperimentConfig:
+def config_from_flags() -> after_kernel.ExperimentConfig:
   """The experiment configuration the flags describe."""
   return CONFIG.apply(BASE)
 
@@ -55,11 +55,11 @@ def main(argv):
   def body():
     mains.require_no_arguments(argv)
     output_dir = mains.require_folder(OUTPUT_DIR, 'where results are written')
-    summary = experiment.run_experiment(
+    summary = after_kernel.run_experiment(
         config_from_flags(), output_dir, log=lambda m: print(m, flush=True))
     print()
     print(afterkernel.studies.results.format_table(summary,
-                                                   experiment.TABLE_ROWS))
+                                                   after_kernel.TABLE_ROWS))
     print(f'\nresults: {os.path.abspath(output_dir)}')
 
   return mains.main_status(body)

@@ -35,12 +35,12 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top
-from afterkernel import taylor
+from afterkernel.studies import second_order
 from binaries import flags
 from binaries import mains
 
 STUDY = mains.StudyFlags(
-    taylor.SecondOrderConfig, taylor.PRESETS, 'tiny',
+    second_order.SecondOrderConfig, second_order.PRESETS, 'tiny',
     'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir; '
     "cpu_synthetic: Vyas et al.'s synthetic task")
 
@@ -49,9 +49,9 @@ _FOOTER = ('(means over runs ± 95% CI half-width; errors are sign(f) vs the '
 
 
 def main(argv):
-  return mains.study_main(argv, STUDY, taylor.run_study,
-                          lambda entries, _: taylor.format_table(entries),
-                          taylor.FIGURE_NAME, footer=_FOOTER)
+  return mains.study_main(argv, STUDY, second_order.run_study,
+                          lambda entries, _: second_order.format_table(entries),
+                          second_order.FIGURE_NAME, footer=_FOOTER)
 
 
 if __name__ == '__main__':

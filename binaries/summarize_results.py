@@ -7,6 +7,10 @@ writes STORE/summary.csv (one row per point and metric: the point's fields,
 mean, std, 95% CI half-width, n) and STORE/summary.json (the same, nested),
 then prints one line per point. The sweep binaries do this after each sweep;
 run it by hand after merging stores or while a sweep is running.
+
+A folder written by run_after_kernel or linearized_vs_network (runs.jsonl,
+no records/) is converted first: its runs become records/ (runs.jsonl is
+kept; see afterkernel.studies.store.convert_runs_to_records).
 """
 
 import os

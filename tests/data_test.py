@@ -14,6 +14,8 @@ from absl.testing import parameterized
 import numpy as np
 
 from afterkernel import data
+from afterkernel.data import local_files
+from afterkernel.data import sources
 from afterkernel.errors import AfterKernelError
 
 
@@ -183,15 +185,16 @@ class LocalMnistTest(DataTestBase):
     a.x_train[:] = 0.5  # Must not corrupt the cache.
     b = data.load_binary_task('mnist', 3, 8, data_dir=self.root)
     self.assertFalse(np.all(b.x_train == 0.5))
-    raw = data._read_idx(self.fake.path('mnist/train-labels-idx1-ubyte.gz'))
+    raw = local_files.read_idx(
+        self.fake.path('mnist/train-labels-idx1-ubyte.gz'))
     self.assertFalse(raw.flags.writeable)
 
   def test_rewritten_file_is_reread(self):
     labels_path = self.fake.path('mnist/train-labels-idx1-ubyte.gz')
-    data._read_idx(labels_path)
+    local_files.read_idx(labels_path)
     new_labels = np.full(25, 3)
     _write_gz(labels_path, _idx_labels(new_labels))
-    np.testing.assert_array_equal(data._read_idx(labels_path), new_labels)
+    np.testing.assert_array_equal(local_files.read_idx(labels_path), new_labels)
 
 
 class LocalCifarTest(DataTestBase):
@@ -485,12 +488,12 @@ class ErrorsTest(DataTestBase):
 
 
 class TfdsTest(parameterized.TestCase):
-  """The tfds path with `_tfds_arrays` mocked (no internet here)."""
+  """The tfds path with `sources.tfds_arrays` mocked (no internet here)."""
 
   @parameterized.parameters('mnist', 'cifar10')
   def test_failure_is_one_line_pointing_to_data_dir(self, dataset):
     failing = mock.patch.object(
-        data, '_tfds_arrays',
+        sources, 'tfds_arrays',
         side_effect=RuntimeError('Failed to download\nsecond line'))
     with failing, self.assertRaises(AfterKernelError) as cm:
       data.load_binary_task(dataset, 3, 5)
@@ -510,7 +513,7 @@ class TfdsTest(parameterized.TestCase):
         'test': (rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
                  np.arange(20) % 10),
     }
-    with mock.patch.object(data, '_tfds_arrays',
+    with mock.patch.object(sources, 'tfds_arrays',
                            side_effect=lambda name, split: fake[split]) as m:
       task = data.load_binary_task('cifar10', 3, 5,
                                    cifar_test_source='lossy_full')
@@ -581,7 +584,7 @@ class SyntheticTest(parameterized.TestCase):
 
   def test_noise_free_labels_are_z1_times_z2(self):
     # Without noise x = z exactly, so the label must be [x_1 x_2 = +1].
-    with mock.patch.object(data, 'SYNTHETIC_NOISE_STD', 0.0):
+    with mock.patch.object(sources, 'SYNTHETIC_NOISE_STD', 0.0):
       task = data.load_binary_task('synthetic', 1, 0, num_train=300,
                                    num_test=100)
     for x, y in ((task.x_train, task.y_train), (task.x_test, task.y_test)):
@@ -653,8 +656,8 @@ class SyntheticTest(parameterized.TestCase):
       models.build_model('vgg', task.x_train.shape[1:])
 
   def test_after_kernel_experiment_runs_on_vectors(self):
-    from afterkernel.studies import experiment  # pylint: disable=g-import-not-at-top
-    config = experiment.ExperimentConfig(
+    from afterkernel.studies import after_kernel  # pylint: disable=g-import-not-at-top
+    config = after_kernel.ExperimentConfig(
         dataset='synthetic', plus_class=1, minus_class=0, train_subset=40,
         test_subset=20, nn_architecture='fully_connected', num_layers=1,
         num_parameters=2000, max_num_epochs=1, num_runs=1, num_translations=0,
@@ -664,7 +667,7 @@ class SyntheticTest(parameterized.TestCase):
     output_dir = os.path.join(tempfile.mkdtemp(), 'out')
     self.addCleanup(shutil.rmtree, os.path.dirname(output_dir),
                     ignore_errors=True)
-    summary = experiment.run_experiment(config, output_dir, log=lambda _: None)
+    summary = after_kernel.run_experiment(config, output_dir, log=lambda _: None)
     for name in ('nn_error', 'linear_error', 'ntk_linear_error'):
       self.assertBetween(summary[name]['mean'], 0.0, 1.0)
     self.assertBetween(summary['ak_kalignment']['mean'], -1.0, 1.0)
@@ -676,8 +679,8 @@ class SyntheticTest(parameterized.TestCase):
       ('conv_net', dict(nn_architecture='vgg'),
        'use nn_architecture=fully_connected'))
   def test_experiment_rejects_image_only_options(self, overrides, message):
-    from afterkernel.studies import experiment  # pylint: disable=g-import-not-at-top
-    config = experiment.ExperimentConfig(
+    from afterkernel.studies import after_kernel  # pylint: disable=g-import-not-at-top
+    config = after_kernel.ExperimentConfig(
         dataset='synthetic', plus_class=1, minus_class=0,
         nn_architecture='fully_connected', num_translations=0, num_zooms=0,
         num_swaps=0, num_rotations=0)
@@ -778,7 +781,7 @@ class SvhnParityTest(parameterized.TestCase):
                       np.arange(10)),
             'test': (rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
                      np.array([0, 3, 4, 9]))}
-    with mock.patch.object(data, '_tfds_arrays',
+    with mock.patch.object(sources, 'tfds_arrays',
                            side_effect=lambda name, split: fake[split]) as m:
       task = data.load_binary_task('svhn_parity', 1, 0)
     m.assert_any_call('svhn_cropped', 'test')
@@ -787,7 +790,7 @@ class SvhnParityTest(parameterized.TestCase):
     self.assertEqual(task.info['source'], 'tfds')
 
   def test_tfds_failure_points_to_local_files(self):
-    with mock.patch.object(data, '_tfds_arrays',
+    with mock.patch.object(sources, 'tfds_arrays',
                            side_effect=ConnectionError('no network')):
       with self.assertRaises(AfterKernelError) as cm:
         data.load_binary_task('svhn_parity', 1, 0)
@@ -828,7 +831,7 @@ class Cifar2Test(DataTestBase):
                       np.arange(20) % 10),
             'test': (rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
                      np.arange(10))}
-    with mock.patch.object(data, '_tfds_arrays',
+    with mock.patch.object(sources, 'tfds_arrays',
                            side_effect=lambda name, split: fake[split]) as m:
       task = data.load_binary_task('cifar2', 1, 0)
     m.assert_any_call('cifar10', 'train')
@@ -857,7 +860,7 @@ class Cifar5mTest(parameterized.TestCase):
     super().setUp()
     self.root = tempfile.mkdtemp(prefix='afterkernel_cifar5m_test_')
     self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
-    chunk = mock.patch.object(data, '_CIFAR5M_CHUNK_ROWS', 7)
+    chunk = mock.patch.object(local_files, '_CIFAR5M_CHUNK_ROWS', 7)
     chunk.start()
     self.addCleanup(chunk.stop)
     self.parts = {}

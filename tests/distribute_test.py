@@ -26,11 +26,11 @@ import tensorflow as tf
 
 from afterkernel import distribute
 from afterkernel import errors
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
 from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import models
-from afterkernel.studies import results
+from afterkernel.studies import store
 from afterkernel import training
 
 _CHILD_ENV = 'AFTERKERNEL_DISTRIBUTE_TEST_CHILD'
@@ -47,7 +47,7 @@ _SHAPE = (8, 8, 1)
 # Features and Grams on two replicas vs one device: float32 rounding only.
 _RTOL = 1e-5
 # A tiny but complete experiment (every stage runs) on the embedded digits.
-_TINY = experiment.ExperimentConfig(
+_TINY = after_kernel.ExperimentConfig(
     dataset='digits', train_subset=40, test_subset=20,
     nn_architecture='fully_connected', num_layers=1, num_parameters=2000,
     max_num_epochs=1, num_runs=1, num_translations=6, num_zooms=6,
@@ -277,8 +277,8 @@ class TwoCpuTest(parameterized.TestCase):
     for name in ('default', 'mirrored'):
       directory = os.path.join(tempfile.mkdtemp(), name)
       config = dataclasses.replace(_TINY, distribution_strategy=name)
-      experiment.run_experiment(config, directory, log=_quiet)
-      (records[name],) = results.read_runs(directory)
+      after_kernel.run_experiment(config, directory, log=_quiet)
+      (records[name],) = store.ResultStore(directory).records()
     default, mirrored = records['default'], records['mirrored']
     self.assertEqual(mirrored['distribution'],
                      {'strategy': 'mirrored', 'replicas': 2})
@@ -321,8 +321,8 @@ class WorkerTest(absltest.TestCase):
       directory = os.path.join(tempfile.mkdtemp(), name)
       config = dataclasses.replace(_TINY, distribution_strategy=name,
                                    max_num_epochs=0)
-      experiment.run_experiment(config, directory, log=_quiet)
-      metrics[name] = results.read_runs(directory)[0]['metrics']
+      after_kernel.run_experiment(config, directory, log=_quiet)
+      metrics[name] = store.ResultStore(directory).records()[0]['metrics']
     for name in ('ntk_trans_inv', 'ntk_kalignment', 'ntk_eff_rank',
                  'ntk_margin'):
       self.assertAlmostEqual(metrics['multi_worker'][name],

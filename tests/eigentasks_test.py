@@ -14,6 +14,7 @@ from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel import kernel_fit
 from afterkernel import kernels
+from afterkernel import models
 from afterkernel.studies import store
 
 _TINY = dataclasses.replace(eigentasks.PRESETS['tiny'], num_train=30,
@@ -87,8 +88,8 @@ class NystroemTest(absltest.TestCase):
     # The study's Grams come from kernel_fit.EmpiricalNTK (a clone of the
     # model, structured Gram): check it on the FC net the study builds.
     keras.utils.set_random_seed(0)
-    model = eigentasks.build_network('fully_connected', (4, 4, 1), width=6,
-                                     num_layers=2)
+    model = models.build('fully_connected', (4, 4, 1), width=6,
+                         num_layers=2)
     rng = np.random.default_rng(0)
     train = rng.uniform(size=(15, 4, 4, 1)).astype(np.float32)
     test = rng.uniform(size=(5, 4, 4, 1)).astype(np.float32)
@@ -113,7 +114,7 @@ class NystroemTest(absltest.TestCase):
 
   def test_vgg_gram_against_loop_features(self):
     keras.utils.set_random_seed(1)
-    model = eigentasks.build_network('vgg', (4, 4, 1), width=2, num_layers=1)
+    model = models.build('vgg', (4, 4, 1), width=2, num_layers=1)
     inputs = np.random.default_rng(1).uniform(size=(6, 4, 4, 1)).astype(
         np.float32)
     loop = features.gradient_features(model, inputs, method='loop')

@@ -2,7 +2,7 @@
 
 The infinite-width kernels are checked against things computed without them:
 the empirical NTK (Gram of `features.gradient_features`) of increasingly wide
-networks of `build_ntk_fully_connected`, the Monte-Carlo covariance of the
+networks of `models.ntk.build_ntk_fully_connected`, the Monte-Carlo covariance of the
 outputs of many randomly drawn networks, and hand-computed depth-1 values.
 """
 
@@ -20,6 +20,7 @@ from afterkernel.kernels import features
 from afterkernel import infinite_ntk
 from afterkernel import kernels
 from afterkernel import models
+from afterkernel.models import ntk
 
 # Non-default stds so a dropped sigma_b or a wrong sigma_w shows.
 WEIGHT_STD = 1.5
@@ -95,7 +96,7 @@ def _empirical_ntk(model, x, method='auto'):
 def _mean_gap(x, width, depth, exact):
   gaps = []
   for seed in SEEDS:
-    model = infinite_ntk.build_ntk_fully_connected(
+    model = ntk.build_ntk_fully_connected(
         INPUT_SHAPE, width, depth, WEIGHT_STD, BIAS_STD, seed=seed)
     gaps.append(_relative_gap(_empirical_ntk(model, x), exact))
   return float(np.mean(gaps))
@@ -103,38 +104,11 @@ def _mean_gap(x, width, depth, exact):
 
 class ModelTest(absltest.TestCase):
 
-  def test_structure(self):
-    model = infinite_ntk.build_ntk_fully_connected((5, 2), 7, 3, seed=0)
-    self.assertEqual(model.output_shape, (None, 1))
-    self.assertEqual(model.layers[-1].name, models.LOGIT_LAYER_NAME)
-    # 3 hidden layers: 10*7+7, 2 x (7*7+7), 7+1.
-    self.assertEqual(models.count_parameters(model), 77 + 2 * 56 + 8)
-
-  def test_initial_weights_are_standard_normal(self):
-    model = infinite_ntk.build_ntk_fully_connected((64,), 256, 1, seed=3)
-    values = np.concatenate([np.ravel(w) for w in model.get_weights()])
-    self.assertLen(values, 64 * 256 + 256 + 256 + 1)
-    self.assertAlmostEqual(float(values.mean()), 0.0, delta=0.02)
-    self.assertAlmostEqual(float(values.std()), 1.0, delta=0.02)
-
-  def test_seed_reproduces(self):
-    first, second = (infinite_ntk.build_ntk_fully_connected((4,), 8, 2,
-                                                            seed=5)
-                     for _ in range(2))
-    for a, b in zip(first.get_weights(), second.get_weights()):
-      np.testing.assert_array_equal(a, b)
-
-  def test_layer_config_round_trip(self):
-    layer = infinite_ntk.NTKBiasDense(3, 'relu', 1.25, 0.75, name='d')
-    clone = infinite_ntk.NTKBiasDense.from_config(layer.get_config())
-    self.assertEqual((clone.units, clone.weight_std, clone.bias_std),
-                     (3, 1.25, 0.75))
-
   def test_feature_methods_agree(self):
     # The empirical NTK comes from these features: the per-layer path (which
     # applies the layers' NTK scales), pfor and the structured Gram must all
     # match the eager one-example-at-a-time reference.
-    model = infinite_ntk.build_ntk_fully_connected(
+    model = ntk.build_ntk_fully_connected(
         INPUT_SHAPE, 32, 2, WEIGHT_STD, BIAS_STD, seed=0)
     self.assertTrue(features.supports_per_layer(model))
     x = _inputs(5)
@@ -155,7 +129,7 @@ class ModelTest(absltest.TestCase):
     # K = s_w^2/n h.h' + s_b^2
     #     + s_w^2/n sum_k v_k^2 1[z_k>0] 1[z'_k>0] (s_w^2 x.x'/d0 + s_b^2).
     width, d0 = 16, 12
-    model = infinite_ntk.build_ntk_fully_connected(
+    model = ntk.build_ntk_fully_connected(
         INPUT_SHAPE, width, 1, WEIGHT_STD, BIAS_STD, seed=2)
     w, b, v, _ = [np.asarray(a, np.float64) for a in model.get_weights()]
     x = _inputs(4).reshape(4, d0).astype(np.float64)
@@ -198,7 +172,7 @@ class ConvergenceTest(parameterized.TestCase):
         'nngp': infinite_ntk.nngp_gram(x, depth=depth, weight_std=WEIGHT_STD,
                                        bias_std=BIAS_STD),
     }
-    model = infinite_ntk.build_ntk_fully_connected(
+    model = ntk.build_ntk_fully_connected(
         INPUT_SHAPE, widths[-1], depth, WEIGHT_STD, BIAS_STD, seed=0)
     empirical = _empirical_ntk(model, x)
     for name, gram in wrong.items():
@@ -225,7 +199,7 @@ class ConvergenceTest(parameterized.TestCase):
                                                       draws):
     x = _inputs(6, seed=1)
     x[5] = 0.0  # a zero input: only the biases reach it
-    model = infinite_ntk.build_ntk_fully_connected(
+    model = ntk.build_ntk_fully_connected(
         INPUT_SHAPE, width, depth, WEIGHT_STD, BIAS_STD, seed=0)
     generator = tf.random.Generator.from_seed(7)
     inputs = tf.constant(x)
@@ -380,7 +354,7 @@ class ClosedFormTest(parameterized.TestCase):
     self.assertTrue(np.all(np.isfinite(gram)))
     np.testing.assert_array_equal(gram[1], 0.0)
     # The network agrees: without biases f(0) = 0 with zero gradient.
-    model = infinite_ntk.build_ntk_fully_connected(INPUT_SHAPE, 32, 2, seed=0)
+    model = ntk.build_ntk_fully_connected(INPUT_SHAPE, 32, 2, seed=0)
     np.testing.assert_array_equal(_empirical_ntk(model, x)[1], 0.0)
     # With biases a zero input is an ordinary point.
     with_bias = infinite_ntk.ntk_gram(x, depth=2, bias_std=0.5)
@@ -417,16 +391,6 @@ class BadInputTest(parameterized.TestCase):
     bad = x.copy()
     bad[0, 0, 0] = np.nan
     self._assert_one_line_error(lambda: fn(bad, depth=1), 'NaN')
-
-  def test_bad_model_arguments(self):
-    self._assert_one_line_error(
-        lambda: infinite_ntk.build_ntk_fully_connected((4,), 8, 0), 'depth')
-    self._assert_one_line_error(
-        lambda: infinite_ntk.build_ntk_fully_connected((4,), 0, 2), 'width')
-    self._assert_one_line_error(
-        lambda: infinite_ntk.build_ntk_fully_connected((4,), 8, 1,
-                                                       bias_std=-0.1),
-        'bias_std')
 
 
 if __name__ == '__main__':

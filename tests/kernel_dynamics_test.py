@@ -1,74 +1,64 @@
-"""Tests of binaries/kernel_dynamics.py: the tiny preset, resume, bad input."""
+"""Tests of afterkernel/studies/kernel_dynamics.py (experiment 3)."""
 
-import contextlib
-import io
+import dataclasses
 import os
 import tempfile
 
-from absl import flags
 from absl.testing import absltest
+import numpy as np
 
-from afterkernel.studies import scaling_study
-from afterkernel.studies import store
-from binaries import kernel_dynamics
-import binary_flags
+from afterkernel import infinite_ntk
+from afterkernel import kernel_fit
+from afterkernel.studies import kernel_dynamics
+from afterkernel.studies import scaling_common as common
 
-FLAGS = flags.FLAGS
-
-
-def _run_main(*argv):
-  return binary_flags.run_main(kernel_dynamics, argv)
+# Small enough that a whole study runs in a few seconds on 2 loaded cores.
+_SMALL = dict(width=16, num_test=60, num_runs=1, batch_size=16,
+              feature_batch_size=64)
 
 
-class MainTest(absltest.TestCase):
+class StudyTest(absltest.TestCase):
 
-  def test_tiny_preset_runs_end_to_end_and_resumes(self):
+  def test_kernel_dynamics_records_every_snapshot(self):
+    config = dataclasses.replace(kernel_dynamics.PRESETS['tiny'], **dict(
+        _SMALL, num_train=40, train_steps=12, num_snapshots=3, fit_steps=10))
     directory = tempfile.mkdtemp()
-    self.assertEqual(_run_main('--preset=tiny', f'--output_dir={directory}'),
-                     0)
-    config = scaling_study.DYNAMICS_PRESETS['tiny']
-    records = store.ResultStore(directory).records()
-    self.assertLen(records, len(config.snapshot_steps()) * config.num_runs)
-    self.assertEqual(sorted({r['point']['step'] for r in records}),
-                     config.snapshot_steps())
-    for record in records:
-      self.assertBetween(record['metrics']['kernel_test_error'], 0.0, 1.0)
-      self.assertBetween(record['metrics']['network_test_error'], 0.0, 1.0)
-    for name in ('kernel_dynamics.png', 'kernel_dynamics.pdf'):
-      self.assertTrue(os.path.exists(os.path.join(directory, name)))
-    before = {r['key']: r['timings'] for r in records}
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-      self.assertEqual(_run_main('--preset=tiny',
-                                 f'--output_dir={directory}'), 0)
-    self.assertIn('already in', stdout.getvalue())
-    self.assertIn('K^t test error', stdout.getvalue())
-    self.assertEqual(before, {r['key']: r['timings'] for r in
-                              store.ResultStore(directory).records()})
+    summary = kernel_dynamics.run(config, directory, log=lambda m: None)
+    self.assertEqual(summary['steps'], config.snapshot_steps())
+    self.assertEqual(summary['steps'], [0, 1, 3, 12])
+    self.assertTrue(os.path.exists(os.path.join(directory,
+                                                'kernel_dynamics.png')))
+    self.assertIn('K^t', kernel_dynamics.format_summary(summary))
 
-  def test_ridge_fits_record_the_chosen_ridge(self):
-    directory = tempfile.mkdtemp()
-    self.assertEqual(_run_main('--preset=tiny', '--kernel_method=ridge',
-                               '--num_runs=1', '--width=16',
-                               '--num_train=40', '--train_steps=5',
-                               '--num_snapshots=2',
-                               f'--output_dir={directory}'), 0)
-    records = store.ResultStore(directory).records()
-    self.assertLen(records, 3)  # Steps 0, 1, 5.
-    self.assertGreater(records[0]['metrics']['kernel_ridge'], 0)
+  def test_step_callback_snapshot_at_step_0_is_the_init_ntk(self):
+    rng = np.random.default_rng(1)
+    x = rng.random((40, 6)).astype(np.float32)
+    y = np.where(x[:, 0] > 0.5, 1.0, -1.0).astype(np.float32)
+    model = infinite_ntk.build_ntk_fully_connected((6,), 32, 1, seed=2)
+    init = kernel_fit.EmpiricalNTK(model, 64).gram(x)
+    init_weights = [w.copy() for w in model.get_weights()]
+    seen = []
+    snapshots = kernel_dynamics.KernelSnapshots(64, x, y)
 
-  def test_bad_input_is_one_line_error_and_exit_2(self):
-    directory = tempfile.mkdtemp()
-    for bad in ('--num_snapshots=0', '--num_train=100000',
-                '--kernel_method=knn', '--batch_size=0'):
-      with self.subTest(bad):
-        stderr = io.StringIO()
-        with contextlib.redirect_stderr(stderr):
-          code = _run_main('--preset=tiny', bad, f'--output_dir={directory}')
-        self.assertEqual(code, 2)
-        self.assertRegex(stderr.getvalue(), r'^error: [^\n]+\n$')
-    with contextlib.redirect_stderr(io.StringIO()):
-      self.assertEqual(_run_main('--preset=tiny'), 2)  # No --output_dir.
+    def record(step, m):
+      seen.append(step)
+      snapshots(step, m)
+
+    config = dataclasses.replace(kernel_dynamics.PRESETS['tiny'],
+                                 learning_rate=0.5, momentum=0.9,
+                                 batch_size=8)
+    common.train_network(config, model, x, y, 7, 0, [0, 1, 3, 7], record)
+    self.assertEqual(seen, [0, 1, 3, 7])
+    np.testing.assert_allclose(snapshots.kernels[0].gram(x), init, rtol=1e-6)
+    # Later snapshots saw training; the last one is the final model's kernel.
+    self.assertGreater(np.abs(snapshots.kernels[7].gram(x) - init).max(),
+                       1e-4 * np.abs(init).max())
+    np.testing.assert_allclose(snapshots.kernels[7].gram(x),
+                               kernel_fit.EmpiricalNTK(model, 64).gram(x),
+                               rtol=1e-5)
+    self.assertFalse(all(np.array_equal(a, b) for a, b in
+                         zip(init_weights, model.get_weights())))
+    self.assertEqual([c[0] for c in snapshots.evaluator.curve], [0, 1, 3, 7])
 
 
 if __name__ == '__main__':

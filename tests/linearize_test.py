@@ -1,5 +1,8 @@
 """Tests for afterkernel.linearize: the first-order Taylor model."""
 
+import os
+import tempfile
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import keras
@@ -164,6 +167,43 @@ class LinearizeTest(parameterized.TestCase):
                                _outputs(other, images), rtol=1e-6)
     with self.assertRaisesRegex(errors.AfterKernelError, 'base_weights'):
       linearize.linearize(network, base_weights=checkpoint[:1])
+
+  @parameterized.parameters('functional', 'sequential')
+  def test_save_and_load_round_trip(self, kind):
+    # A trained linearization reloads from a .keras file with the same
+    # theta_0, the same deltas and hence the same outputs, and keeps
+    # training only its deltas.
+    network = _network(kind, num_outputs=1, seed=14)
+    linear = linearize.linearize(network, unbiased=(kind == 'sequential'))
+    images = _images(16, seed=15)
+    targets = np.random.default_rng(16).standard_normal((16, 1)).astype(
+        np.float32)
+    linear.compile(optimizer=keras.optimizers.SGD(1e-2), loss='mse')
+    linear.fit(images, targets, batch_size=8, epochs=2, verbose=0)
+    path = os.path.join(
+        self.enter_context(tempfile.TemporaryDirectory()), 'linearized.keras')
+    linear.save(path)
+    loaded = keras.models.load_model(path)
+    self.assertIsInstance(loaded, linearize.LinearizedModel)
+    self.assertEqual(loaded.unbiased, linear.unbiased)
+    np.testing.assert_array_equal(_outputs(loaded, images),
+                                  _outputs(linear, images))
+    for before, after in zip(linear.base_parameters(),
+                             loaded.base_parameters()):
+      np.testing.assert_array_equal(before, after)
+    self.assertLen(loaded.trainable_variables, len(linear.deltas))
+    base = [w.copy() for w in loaded.base_parameters()]
+    loaded.fit(images, targets, batch_size=8, epochs=1, verbose=0)
+    for before, after in zip(base, loaded.base_parameters()):
+      np.testing.assert_array_equal(before, after)
+    self.assertGreater(np.abs(_outputs(loaded, images) -
+                              _outputs(linear, images)).max(), 0)
+
+  def test_bad_base_weight_indices(self):
+    network = _network('sequential')
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'base_weight_indices'):
+      linearize.LinearizedModel(network, base_weight_indices=[99])
 
   def test_ntk_parameterized_lenet(self):
     keras.utils.set_random_seed(12)

@@ -7,8 +7,8 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from afterkernel.studies import linearized_study
-from afterkernel.studies import results
+from afterkernel.studies import linearized as linearized_study
+from afterkernel.studies import store
 from binaries import linearized_vs_network
 import binary_flags
 
@@ -28,7 +28,7 @@ class MainTest(absltest.TestCase):
   def test_tiny_run_writes_results_and_figure(self):
     directory = tempfile.mkdtemp()
     self.assertEqual(_run_main(*_TINY_FLAGS, f'--output_dir={directory}'), 0)
-    records = results.read_runs(directory)
+    records = store.ResultStore(directory).records()
     self.assertLen(records, 1)
     self.assertIn('lin_test_accuracy', records[0]['metrics'])
     self.assertTrue(os.path.exists(os.path.join(

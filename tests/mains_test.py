@@ -9,7 +9,7 @@ from absl import flags as absl_flags
 from absl.testing import absltest
 
 from afterkernel import errors
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
 from afterkernel.studies import sweeps
 from binaries import flags
 from binaries import mains
@@ -97,7 +97,7 @@ class SweepFlagsTest(absltest.TestCase):
         sweeps.Sweep, only=mains.SWEEP_FIELDS + ('epochs',),
         flag_values=values)
     base_flags = flags.define_config_flags(
-        experiment.ExperimentConfig, only=mains.SWEEP_BASE_FIELDS,
+        after_kernel.ExperimentConfig, only=mains.SWEEP_BASE_FIELDS,
         flag_values=values)
     values(['prog'])
     self.assertEqual(mains.sweep_from_flags(paper, sweep_flags, base_flags),

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from afterkernel import errors
+from afterkernel import models
 from afterkernel.studies import nads
 from afterkernel.studies import store
 
@@ -99,8 +100,8 @@ class MixedDerivativeTest(absltest.TestCase):
     # concentrates on a few directions (nearly constant images).
     keras.utils.set_random_seed(0)
     shape = (6, 6, 1)
-    fc = nads.build_network('fully_connected', shape, 256, 1)
-    cnn = nads.build_network('cnn', shape, 8, 2)
+    fc = models.build('fully_connected', shape, width=256, num_layers=1)
+    cnn = models.build('cnn', shape, width=8, num_layers=2)
     fc_values = nads.neural_anisotropy_directions(fc, 64).singular_values
     cnn_nads = nads.neural_anisotropy_directions(cnn, 64)
     cnn_values = cnn_nads.singular_values

@@ -171,5 +171,20 @@ class RenderTest(absltest.TestCase):
     self.assertEqual(labels, ['~100,000 params', '~60,000 params'])
 
 
+class SeriesTest(absltest.TestCase):
+
+  def test_series_skips_missing_means_and_zeroes_missing_intervals(self):
+    entries = [
+        {'point': {'j': 1}, 'metrics': {'m': {'mean': 0.5, 'ci95': 0.1}}},
+        {'point': {'j': 2}, 'metrics': {'m': {'mean': None, 'ci95': None}}},
+        {'point': {'j': 4}, 'metrics': {'m': {'mean': 0.7, 'ci95': None}}},
+        {'point': {'j': 8}, 'metrics': {}},
+    ]
+    x, mean, half = plots.series(entries, 'j', 'm')
+    self.assertEqual(x.tolist(), [1, 4])
+    self.assertEqual(mean.tolist(), [0.5, 0.7])
+    self.assertEqual(half.tolist(), [0.1, 0.0])
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -10,8 +10,9 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from afterkernel.studies import experiment
-from afterkernel.studies import results
+from afterkernel.studies import after_kernel
+from afterkernel.studies import store
+from afterkernel.studies import summary
 from binaries import run_after_kernel
 import binary_flags
 
@@ -28,6 +29,17 @@ _TINY_FLAGS = ('--dataset=digits', '--train_subset=40', '--test_subset=20',
 def _run_main(*argv):
   """Parses `argv` as the binary's flags and runs its main in-process."""
   return binary_flags.run_main(run_after_kernel, argv)
+
+
+def _folder_contents(directory):
+  """{relative path: text} of every file under `directory` (records/ too)."""
+  contents = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path) as f:
+        contents[os.path.relpath(path, directory)] = f.read()
+  return contents
 
 
 class FlagsTest(absltest.TestCase):
@@ -54,12 +66,12 @@ class FlagsTest(absltest.TestCase):
       FLAGS.unparse_flags()
       FLAGS(['prog'])
       self.assertEqual(run_after_kernel.config_from_flags(),
-                       experiment.ExperimentConfig())
+                       after_kernel.ExperimentConfig())
       FLAGS.unparse_flags()
       FLAGS(['prog', '--num_parameters=5000', '--num_runs=1',
              '--dataset=mnist', '--learning_rate=0.1'])
       self.assertEqual(run_after_kernel.config_from_flags(),
-                       experiment.ExperimentConfig(
+                       after_kernel.ExperimentConfig(
                            num_parameters=5000, num_runs=1, dataset='mnist',
                            learning_rate=0.1))
 
@@ -75,15 +87,14 @@ class MainTest(absltest.TestCase):
   def test_tiny_run_writes_results(self):
     directory = tempfile.mkdtemp()
     self.assertEqual(_run_main(*_TINY_FLAGS, f'--output_dir={directory}'), 0)
-    self.assertLen(results.read_runs(directory), 1)
-    with open(os.path.join(directory, results.SUMMARY_FILE)) as f:
-      self.assertIn('ak_trans_inv', json.load(f))
+    self.assertLen(store.ResultStore(directory).records(), 1)
+    with open(os.path.join(directory, summary.SUMMARY_FILE)) as f:
+      self.assertIn('ak_trans_inv', json.load(f)[0]['metrics'])
 
   def test_bad_inputs_return_2_and_keep_existing_results(self):
     directory = tempfile.mkdtemp()
     self.assertEqual(_run_main(*_TINY_FLAGS, f'--output_dir={directory}'), 0)
-    before = {n: open(os.path.join(directory, n)).read()
-              for n in os.listdir(directory)}
+    before = _folder_contents(directory)
     for bad in ('--plus_class=3', '--minus_class=11', '--num_runs=0',
                 '--num_swaps=-2', '--num_zooms=1000', '--seed=3',
                 '--dataset=mnist --data_dir=/nonexistent'):
@@ -91,8 +102,7 @@ class MainTest(absltest.TestCase):
         self.assertEqual(
             _run_main(*_TINY_FLAGS, *bad.split(), f'--output_dir={directory}'),
             2)
-    after = {n: open(os.path.join(directory, n)).read()
-             for n in os.listdir(directory)}
+    after = _folder_contents(directory)
     self.assertEqual(before, after)
 
 

@@ -1,74 +1,75 @@
-"""Smoke, resume and bad-input tests of binaries/second_order.py."""
+"""Tests of afterkernel.studies.second_order: the second-order Taylor study.
 
-import contextlib
-import io
+(Moved from tests/taylor_test.py with the study; assertions unchanged.)
+"""
+
+import dataclasses
 import os
-import subprocess
-import sys
 import tempfile
 
-from absl import flags
 from absl.testing import absltest
 
+from afterkernel import errors
+from afterkernel.studies import second_order
 from afterkernel.studies import store
-from binaries import second_order
-import binary_flags
 
-FLAGS = flags.FLAGS
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_TINY_FLAGS = ('--preset=tiny', '--num_train=40', '--num_test=30',
-               '--width=8', '--epochs=1', '--model_kinds=network,h_full')
+_TINY = dataclasses.replace(second_order.PRESETS['tiny'], num_train=60,
+                            num_test=40, width=8, epochs=2)
 
 
-def _run_main(*argv):
-  """Runs the binary's main in-process; returns (code, stdout, stderr)."""
-  out, err = io.StringIO(), io.StringIO()
-  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-    code = binary_flags.run_main(second_order, argv)
-  return code, out.getvalue(), err.getvalue()
+def _quiet(message):
+  del message
 
 
-class MainTest(absltest.TestCase):
+class StudyTest(absltest.TestCase):
 
-  def test_tiny_run_prints_table_and_resumes(self):
-    directory = self.enter_context(tempfile.TemporaryDirectory())
-    code, out, _ = _run_main(*_TINY_FLAGS, f'--output_dir={directory}')
-    self.assertEqual(code, 0)
-    self.assertIn('H_full', out)
-    self.assertIn('network', out)
-    self.assertLen(store.ResultStore(directory).keys(), 2)
-    self.assertTrue(os.path.exists(os.path.join(
-        directory, 'second_order_test_error.png')))
-    code, out, _ = _run_main(*_TINY_FLAGS, f'--output_dir={directory}')
-    self.assertEqual(code, 0)
-    self.assertIn('skipped', out)
+  def test_validate(self):
+    for bad in (dict(model_kinds=('network', 'cubic')), dict(epochs=0),
+                dict(loss='hinge'), dict(momentum=1.0),
+                dict(dataset='synthetic', architecture='vgg'),
+                dict(h_only_delta_init_scale=-0.1), dict(model_kinds=())):
+      with self.assertRaises(errors.AfterKernelError):
+        dataclasses.replace(_TINY, **bad).validate()
+    for preset in second_order.PRESETS.values():
+      preset.validate()
 
-  def test_bad_inputs_return_2_with_one_line(self):
-    directory = self.enter_context(tempfile.TemporaryDirectory())
-    for bad in ('--preset=huge', '--model_kinds=network,cubic', '--epochs=0',
-                '--loss=hinge', '--architecture=resnet'):
-      code, _, err = _run_main(*_TINY_FLAGS, bad, f'--output_dir={directory}')
-      self.assertEqual(code, 2, bad)
-      self.assertLen(err.strip().splitlines(), 1, err)
-      self.assertTrue(err.startswith('error: '), err)
-    code, _, err = _run_main(*_TINY_FLAGS)
-    self.assertEqual(code, 2)
-    self.assertIn('--output_dir is required', err)
-
-
-class CommandLineTest(absltest.TestCase):
-
-  def test_flag_parse_error_is_one_line_and_exit_code_2(self):
-    process = subprocess.run(
-        [sys.executable, '-m', 'binaries.second_order', '--epochs=many',
-         f'--output_dir={tempfile.mkdtemp()}'],
-        cwd=_REPO, capture_output=True, text=True, timeout=300, check=False)
-    self.assertEqual(process.returncode, 2, process.stderr)
-    error_lines = [l for l in process.stderr.splitlines()
-                   if l.startswith('error:')]
-    self.assertLen(error_lines, 1, process.stderr)
-    self.assertIn('--epochs', error_lines[0])
-    self.assertNotIn('Traceback', process.stderr)
+  def test_tiny_study_runs_resumes_and_extends(self):
+    with tempfile.TemporaryDirectory() as directory:
+      config = dataclasses.replace(_TINY, model_kinds=('network', 'h_only'))
+      entries = second_order.run_study(config, directory, log=_quiet)
+      self.assertEqual([e['point']['model'] for e in entries],
+                       ['network', 'h_only'])
+      for entry in entries:
+        error = entry['metrics']['test_error']['mean']
+        self.assertTrue(0.0 <= error <= 1.0)
+      record = store.ResultStore(directory).get(
+          second_order.record_key('h_only', 0))
+      curve = record['curves']['test_error_by_epoch']
+      self.assertLen(curve, 2)
+      self.assertEqual(record['metrics']['best_test_error'], min(curve))
+      self.assertEqual(record['metrics']['test_error'], curve[-1])
+      self.assertGreater(record['metrics']['second_order_rms'], 0.0)
+      for name in ('summary.json', 'summary.csv',
+                   f'{second_order.FIGURE_NAME}.png',
+                   f'{second_order.FIGURE_NAME}.pdf'):
+        self.assertTrue(os.path.exists(os.path.join(directory, name)), name)
+      mtime = os.path.getmtime(store.ResultStore(directory).path(
+          second_order.record_key('network', 0)))
+      messages = []
+      extended = dataclasses.replace(config,
+                                     model_kinds=('network', 'h_only',
+                                                  'linear'))
+      entries = second_order.run_study(extended, directory, log=messages.append)
+      self.assertEqual([e['point']['model'] for e in entries],
+                       ['network', 'linear', 'h_only'])
+      self.assertTrue(any('linearization' in m for m in messages))
+      self.assertFalse(any('H_only' in m for m in messages))  # Not re-run.
+      self.assertEqual(mtime, os.path.getmtime(store.ResultStore(
+          directory).path(second_order.record_key('network', 0))))
+      self.assertIn('H_only', second_order.format_table(entries))
+      with self.assertRaisesRegex(errors.AfterKernelError, 'different'):
+        second_order.run_study(dataclasses.replace(config, epochs=3), directory,
+                         log=_quiet)
 
 
 if __name__ == '__main__':

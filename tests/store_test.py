@@ -167,5 +167,49 @@ class WriteSummaryTest(absltest.TestCase):
       store.summarize_store(tempfile.mkdtemp())
 
 
+class RunsConversionTest(absltest.TestCase):
+  """0.1.0 folders with runs.jsonl summarize through records/."""
+
+  def test_run_after_kernel_folder_summarizes_like_its_flat_summary(self):
+    directory = tempfile.mkdtemp()
+    values = [0.1, 0.25, 0.2]
+    for run, value in enumerate(values):
+      store.append_run(directory, {
+          'config_fingerprint': 'abc', 'run': run, 'seed': run,
+          'metrics': {'nn_error': value, 'ak_margin': None}})
+    entries = store.summarize_store(directory)
+    self.assertLen(entries, 1)
+    self.assertEqual(entries[0]['runs'], [0, 1, 2])
+    stats_ = entries[0]['metrics']['nn_error']
+    # Independent: numpy / scipy on the raw values.
+    self.assertAlmostEqual(stats_['mean'], np.mean(values))
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values),
+                                 scale=stats.sem(values))
+    self.assertAlmostEqual(stats_['ci95'], (high - low) / 2)
+    self.assertEqual(entries[0]['metrics']['ak_margin']['n'], 0)
+    self.assertLen(store.ResultStore(directory).keys(), 3)
+    self.assertTrue(os.path.exists(os.path.join(directory,
+                                                store.SUMMARY_CSV)))
+    # runs.jsonl itself is left as it was.
+    self.assertLen(store.read_runs(directory), 3)
+
+  def test_linearized_runs_are_one_point_per_width(self):
+    directory = tempfile.mkdtemp()
+    for width in (0.5, 1.0):
+      for run in range(2):
+        store.append_run(directory, {
+            'config_fingerprint': 'f', 'width': width, 'run': run,
+            'metrics': {'nn_test_accuracy': width + run}})
+    keys = store.convert_runs_to_records(directory)
+    self.assertLen(keys, 4)
+    entries = store.summarize_store(directory)
+    means = sorted(e['metrics']['nn_test_accuracy']['mean'] for e in entries)
+    self.assertEqual(means, [1.0, 1.5])
+
+  def test_folder_without_runs_cannot_be_converted(self):
+    with self.assertRaisesRegex(errors.AfterKernelError, 'no runs'):
+      store.convert_runs_to_records(tempfile.mkdtemp())
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -9,13 +9,13 @@ from absl.testing import absltest
 import numpy as np
 
 from afterkernel import errors
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
 from afterkernel import models
 from afterkernel.studies import store
 from afterkernel.studies import sweeps
 
 # Every stage runs, in about a second per trajectory.
-_BASE = experiment.ExperimentConfig(
+_BASE = after_kernel.ExperimentConfig(
     train_subset=48, test_subset=24, num_layers=1, num_parameters=3000,
     num_runs=1, num_translations=8, num_zooms=8, num_swaps=8,
     num_rotations=8, ker_alignment_sample_size=10,
@@ -130,16 +130,16 @@ class EpochsFamilyTest(absltest.TestCase):
       self.assertEqual(record['protocol']['snapshot_epochs'], [0, 1, 2])
       self.assertIn('one trajectory', record['protocol']['training'])
       self.assertEqual(record['shrink']['train_subset'], 48)
-      self.assertEqual(record['version'], experiment.VERSION)
+      self.assertEqual(record['version'], after_kernel.VERSION)
       self.assertEqual(record['data']['n_train'], 48)
     # The epoch-0 record is the FNTK of run_once, and the epoch-2 snapshot of
     # the single trajectory is the after kernel of a network trained for 2
     # epochs from scratch.
-    task = experiment.load_task(_BASE)
+    task = after_kernel.load_task(_BASE)
     for epoch in (0, 2):
       config = dataclasses.replace(sweep.point_configs()[0],
                                    max_num_epochs=epoch)
-      reference = experiment.run_once(config, task, 0, log=_quiet)['metrics']
+      reference = after_kernel.run_once(config, task, 0, log=_quiet)['metrics']
       measured = records[(0, epoch, False)]['metrics']
       self.assertEqual(measured['svm_error'], reference['linear_error'])
       self.assertAlmostEqual(measured['svm_margin'], reference['margin'],
@@ -159,9 +159,9 @@ class EpochsFamilyTest(absltest.TestCase):
     sweeps.run_sweep(_epochs_sweep(epochs=(0,), base=config), self.store,
                      log=_quiet)
     measured = self.store.records()[0]['metrics']
-    reference = experiment.run_once(
+    reference = after_kernel.run_once(
         dataclasses.replace(config, nn_architecture='fully_connected'),
-        experiment.load_task(config), 0, log=_quiet)['metrics']
+        after_kernel.load_task(config), 0, log=_quiet)['metrics']
     # The same kernel (penultimate-layer features) and solver.
     self.assertEqual(reference['ntk_svm_converged'], 1.0)
     self.assertEqual(measured['conjugate_svm_error'],

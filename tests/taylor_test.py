@@ -1,4 +1,4 @@
-"""Tests of afterkernel.taylor: the second-order Taylor models and the study.
+"""Tests of afterkernel.taylor: the second-order Taylor models.
 
 The nested-JVP terms are checked against (a) finite differences of the
 network along delta, (b) tape-based Hessian-vector products, and (c) a
@@ -16,16 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from afterkernel import errors
-from afterkernel.studies import store
 from afterkernel import taylor
-
-_TINY = dataclasses.replace(taylor.PRESETS['tiny'], num_train=60,
-                            num_test=40, width=8, epochs=2)
-
-
-def _quiet(message):
-  del message
-
 
 def _smooth_net(seed=0, dtype='float64'):
   """A tiny tanh network (smooth, so finite differences are accurate)."""
@@ -181,6 +172,23 @@ class TermsTest(parameterized.TestCase):
     # The network itself was copied, not frozen.
     self.assertTrue(network.trainable)
 
+  def test_save_and_load_round_trip(self):
+    network = _smooth_net(seed=7, dtype='float32')
+    x = np.random.default_rng(8).standard_normal((6, 5)).astype(np.float32)
+    model = taylor.taylor_expand(network, 'hessian_only',
+                                 delta_init_scale=0.1, seed=3)
+    path = os.path.join(self.enter_context(tempfile.TemporaryDirectory()),
+                        'quadratic.keras')
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    self.assertIsInstance(loaded, taylor.QuadraticModel)
+    self.assertEqual((loaded.variant, loaded.delta_init_scale, loaded.seed),
+                     ('hessian_only', 0.1, 3))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)),
+                                  keras.ops.convert_to_numpy(model(x)))
+    for before, after in zip(model.deltas, loaded.deltas):
+      np.testing.assert_array_equal(before.numpy(), after.numpy())
+
   def test_fit_decreases_loss_and_keeps_theta0(self):
     network = _smooth_net(seed=6, dtype='float32')
     rng = np.random.default_rng(5)
@@ -206,56 +214,6 @@ class TermsTest(parameterized.TestCase):
     unbuilt = keras.Sequential([keras.layers.Dense(1)])
     with self.assertRaisesRegex(errors.AfterKernelError, 'not built'):
       taylor.taylor_expand(unbuilt)
-
-
-class StudyTest(absltest.TestCase):
-
-  def test_validate(self):
-    for bad in (dict(model_kinds=('network', 'cubic')), dict(epochs=0),
-                dict(loss='hinge'), dict(momentum=1.0),
-                dict(dataset='synthetic', architecture='vgg'),
-                dict(h_only_delta_init_scale=-0.1), dict(model_kinds=())):
-      with self.assertRaises(errors.AfterKernelError):
-        dataclasses.replace(_TINY, **bad).validate()
-    for preset in taylor.PRESETS.values():
-      preset.validate()
-
-  def test_tiny_study_runs_resumes_and_extends(self):
-    with tempfile.TemporaryDirectory() as directory:
-      config = dataclasses.replace(_TINY, model_kinds=('network', 'h_only'))
-      entries = taylor.run_study(config, directory, log=_quiet)
-      self.assertEqual([e['point']['model'] for e in entries],
-                       ['network', 'h_only'])
-      for entry in entries:
-        error = entry['metrics']['test_error']['mean']
-        self.assertTrue(0.0 <= error <= 1.0)
-      record = store.ResultStore(directory).get(
-          taylor.record_key('h_only', 0))
-      curve = record['curves']['test_error_by_epoch']
-      self.assertLen(curve, 2)
-      self.assertEqual(record['metrics']['best_test_error'], min(curve))
-      self.assertEqual(record['metrics']['test_error'], curve[-1])
-      self.assertGreater(record['metrics']['second_order_rms'], 0.0)
-      for name in ('summary.json', 'summary.csv',
-                   f'{taylor.FIGURE_NAME}.png', f'{taylor.FIGURE_NAME}.pdf'):
-        self.assertTrue(os.path.exists(os.path.join(directory, name)), name)
-      mtime = os.path.getmtime(store.ResultStore(directory).path(
-          taylor.record_key('network', 0)))
-      messages = []
-      extended = dataclasses.replace(config,
-                                     model_kinds=('network', 'h_only',
-                                                  'linear'))
-      entries = taylor.run_study(extended, directory, log=messages.append)
-      self.assertEqual([e['point']['model'] for e in entries],
-                       ['network', 'linear', 'h_only'])
-      self.assertTrue(any('linearization' in m for m in messages))
-      self.assertFalse(any('H_only' in m for m in messages))  # Not re-run.
-      self.assertEqual(mtime, os.path.getmtime(store.ResultStore(
-          directory).path(taylor.record_key('network', 0))))
-      self.assertIn('H_only', taylor.format_table(entries))
-      with self.assertRaisesRegex(errors.AfterKernelError, 'different'):
-        taylor.run_study(dataclasses.replace(config, epochs=3), directory,
-                         log=_quiet)
 
 
 if __name__ == '__main__':

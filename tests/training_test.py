@@ -5,6 +5,8 @@ import keras
 import numpy as np
 
 from afterkernel import errors
+from afterkernel import infinite_ntk
+from afterkernel import kernel_fit
 from afterkernel import models
 from afterkernel import training
 
@@ -56,7 +58,7 @@ class TrainTest(absltest.TestCase):
 
   def test_default_learning_rate_is_keras_default(self):
     model = models.build_model('sum', (6, 6, 1))
-    training.compile_for_binary(model)
+    training.compile_model(model)
     self.assertAlmostEqual(float(model.optimizer.learning_rate.numpy()), 0.01)
 
   def test_loss_target_doubles_epochs(self):
@@ -84,6 +86,124 @@ class TrainTest(absltest.TestCase):
     model = models.build_model('sum', (6, 6, 1))
     result = training.train(model, *_toy_task(), epochs=1, augment=True)
     self.assertEqual(result.epochs, 1)
+
+
+class FitTest(absltest.TestCase):
+  """The one loop (`fit`) in its modes, against Keras and kernel SGD."""
+
+  def test_zero_steps_leave_the_model_unchanged(self):
+    x = np.random.default_rng(2).random((10, 4)).astype(np.float32)
+    model = infinite_ntk.build_ntk_fully_connected((4,), 8, 1, seed=0)
+    before = [w.copy() for w in model.get_weights()]
+    seen = []
+    training.compile_model(model, 1.0, 0.0, loss='half_mse')
+    losses = training.fit(
+        model, x, np.ones((10, 1), np.float32), batch_size=4, seed=0,
+        steps=0, callbacks=[training.StepCallback([0, 1], lambda s, m:
+                                                  seen.append(s))])
+    self.assertEqual(losses, [])
+    self.assertEqual(seen, [0])
+    for a, b in zip(before, model.get_weights()):
+      np.testing.assert_array_equal(a, b)
+
+  def test_network_sgd_matches_kernel_sgd_for_a_linear_model(self):
+    # f(x) = x.w with w_0 = 0 is its own linearization with kernel x.x', so
+    # full-batch Keras training (loss, momentum, learning rate as here) must
+    # trace exactly the path of kernel_fit.fit_sgd on K = X X^T.
+    rng = np.random.default_rng(5)
+    x, x_test = rng.normal(size=(24, 5)), rng.normal(size=(30, 5))
+    y = np.sign(x[:, 0] + 0.3 * rng.normal(size=24))
+    y_test = np.sign(x_test[:, 0])
+    inputs = keras.Input((5,))
+    outputs = keras.layers.Dense(1, use_bias=False,
+                                 kernel_initializer='zeros')(inputs)
+    model = keras.Model(inputs, outputs)
+    evaluator = training.NetworkEvaluator(x_test.astype(np.float32), y_test)
+    training.compile_model(model, 0.05, 0.8, loss='half_mse')
+    training.fit(model, x.astype(np.float32),
+                 y.astype(np.float32)[:, None], batch_size=24, steps=12,
+                 seed=0, callbacks=[training.StepCallback([12], evaluator)])
+    result = kernel_fit.fit_sgd(x @ x.T, y, x_test @ x.T, y_test,
+                                learning_rate=0.05, batch_size=24,
+                                momentum=0.8, max_steps=12)
+    self.assertEqual(int(result.curve.steps[-1]), 12)
+    self.assertAlmostEqual(evaluator.curve[-1][2], result.curve.test_mse[-1],
+                           places=4)
+    self.assertAlmostEqual(evaluator.curve[-1][1],
+                           result.curve.test_error[-1])
+
+  def test_keras_order_is_keras_fit_under_the_seed(self):
+    # The 'keras' batch order must be exactly Keras' own shuffled fit after
+    # set_random_seed(seed), the recipe the eigentask/NAD/Taylor studies had.
+    images, labels = _toy_task(40)
+    targets = training.targets_for(labels, 'mse')
+    weights = []
+    for use_fit in (True, False):
+      keras.utils.set_random_seed(3)
+      model = models.build_model('fully_connected', (6, 6, 1))
+      training.compile_model(model, 0.05, 0.9, loss='mse')
+      if use_fit:
+        losses = training.fit(model, images, targets, batch_size=8, seed=7,
+                              epochs=3, batch_order='keras')
+      else:
+        keras.utils.set_random_seed(7)
+        history = model.fit(images, targets, batch_size=8, epochs=3,
+                            shuffle=True, verbose=0)
+        expected = [float(v) for v in history.history['loss']]
+      weights.append([w.copy() for w in model.get_weights()])
+    self.assertEqual(losses, expected)
+    for a, b in zip(*weights):
+      np.testing.assert_array_equal(a, b)
+
+  def test_epoch_snapshots_in_both_orders(self):
+    images, labels = _toy_task(16)
+    for order in training.BATCH_ORDERS:
+      seen = []
+      model = models.build_model('sum', (6, 6, 1))
+      training.compile_model(model, loss='bce')
+      losses = training.fit(model, images, training.targets_for(labels, 'bce'),
+                            batch_size=4, seed=0, epochs=3,
+                            batch_order=order, snapshots=[0, 2, 3],
+                            on_snapshot=lambda e, m: seen.append(e))
+      self.assertEqual(seen, [0, 2, 3], order)
+      self.assertLen(losses, 3)
+
+  def test_losses_targets_and_sign_rules(self):
+    labels = np.array([0., 1., 1., 0.])
+    np.testing.assert_array_equal(training.targets_for(labels, 'bce'),
+                                  labels[:, None])
+    np.testing.assert_array_equal(training.targets_for(labels, 'mse'),
+                                  [[-1.], [1.], [1.], [-1.]])
+    outputs = np.array([-0.5, 2.0, -1.0, 0.0])  # 0 predicts the minus class.
+    self.assertEqual(training.sign_error(outputs, labels), 0.25)
+    self.assertEqual(training.sign_accuracy(outputs, labels), 0.75)
+    self.assertEqual(training.sign_error(outputs, 2 * labels - 1), 0.25)
+    y, f = np.array([[1.0], [-1.0]]), np.array([[0.5], [1.0]])
+    half = keras.ops.convert_to_numpy(training.half_mse(y, f))
+    np.testing.assert_allclose(half, [0.125, 2.0])
+    model = models.build_model('sum', (6, 6, 1))
+    training.compile_model(model, 0.2, momentum=0.5, loss='half_mse',
+                           weight_decay=1e-3)
+    self.assertAlmostEqual(float(model.optimizer.momentum), 0.5)
+    self.assertAlmostEqual(float(model.optimizer.weight_decay), 1e-3)
+    self.assertIs(model.loss, training.half_mse)
+
+  def test_bad_fit_arguments(self):
+    model = models.build_model('sum', (6, 6, 1))
+    training.compile_model(model)
+    images, labels = _toy_task(8)
+    targets = training.targets_for(labels, 'bce')
+    cases = [(dict(epochs=1, steps=1), 'exactly one'),
+             (dict(), 'exactly one'),
+             (dict(steps=-1), 'steps'),
+             (dict(epochs=1, batch_order='random'), 'batch_order'),
+             (dict(steps=2, batch_order='keras'), 'whole epochs'),
+             (dict(steps=2, snapshots=[3]), 'snapshot steps')]
+    for kwargs, message in cases:
+      with self.assertRaisesRegex(errors.AfterKernelError, message):
+        training.fit(model, images, targets, batch_size=4, seed=0, **kwargs)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'unknown loss'):
+      training.compile_model(model, loss='hinge')
 
 
 class BadInputTest(absltest.TestCase):

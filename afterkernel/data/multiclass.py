@@ -1,13 +1,14 @@
 """Ten-class digit tasks (MNIST, embedded UCI digits) for multi-output nets.
 
-`data` provides binary tasks (the after-kernel paper's protocol); the
+`tasks` provides binary tasks (the after-kernel paper's protocol); the
 linearization studies (Samarin et al. 2020, Ortiz-Jimenez et al. 2021) train
-10-output networks on all ten digits. This module reuses `data`'s readers
-(the local MNIST IDX files of --data_dir, checked and cached there, or
-tensorflow-datasets; the UCI digits shipped with scikit-learn) and returns
-all classes, pixels scaled to [0, 1], optionally a seeded random subset.
+10-output networks on all ten digits. This module reads the same sources
+(the local MNIST IDX files of --data_dir through `local_files`, checked and
+cached there, or tensorflow-datasets; the UCI digits shipped with
+scikit-learn, through `sources`) and returns all classes, pixels scaled to
+[0, 1], optionally a seeded random subset.
 CIFAR-10 is not offered here: its local test images need a test-source
-choice that belongs in `data`.
+choice that belongs in `tasks.load_binary_task`.
 """
 
 import dataclasses
@@ -15,8 +16,9 @@ from typing import Optional
 
 import numpy as np
 
-from afterkernel import data
 from afterkernel import errors
+from afterkernel.data import local_files
+from afterkernel.data import sources
 
 DATASETS = ('mnist', 'digits')
 NUM_CLASSES = 10
@@ -79,17 +81,15 @@ def load_multiclass_task(dataset: str = 'digits',
   errors.require(dataset in DATASETS,
                  f'unknown multiclass dataset {dataset!r}; choose one of '
                  f'{", ".join(DATASETS)}')
-  # pylint: disable=protected-access
   if dataset == 'digits':
-    x_train, y_train, x_test, y_test = data._digits_arrays()
+    x_train, y_train, x_test, y_test = sources.digits_arrays()
     source = 'sklearn.datasets.load_digits'
   elif data_dir is not None:
-    x_train, y_train, x_test, y_test = data._local_mnist(data_dir)
+    x_train, y_train, x_test, y_test = local_files.read_mnist(data_dir)
     source = f'local IDX files in {data_dir}'
   else:
-    x_train, y_train, x_test, y_test = data._tfds_or_raise('mnist')
+    x_train, y_train, x_test, y_test = sources.load_tfds('mnist')
     source = 'tensorflow-datasets'
-  # pylint: enable=protected-access
   rng = np.random.default_rng(seed)
   x_train, y_train = _subset(x_train, y_train, num_train, rng, 'num_train')
   x_test, y_test = _subset(x_test, y_test, num_test, rng, 'num_test')

@@ -1,215 +1,290 @@
-"""Keras networks of the after-kernel paper, each with a scalar logit output.
+"""The model registry: every network of the library, by name.
 
-Every builder returns a functional `keras.Model` whose last layer is a
-`Dense(1)` named `LOGIT_LAYER_NAME`; its input is the network's *conjugate*
-(penultimate) representation h(x), used for the conjugate projection
-K_c(u, v) = h(u).h(v). All layers use Keras default initializers (Glorot
-uniform kernels, zero biases), as the paper did.
+One public entry builds any of them, `build(name, input_shape, **options)`;
+`REGISTRY` maps each name to its `Architecture` (builder, closed-form
+parameter count, one-line summary) and `describe(name)` prints it. Every net
+is a functional `keras.Model` whose last layer is a dense layer named
+`LOGIT_LAYER_NAME` whose input is the conjugate representation h(x)
+(`conjugate_model`).
 
-Architectures (Long 2021, "Properties of the after kernel"):
-  * VGG-like: `num_blocks` blocks of `num_layers` 3x3 'same' convolutions with
-    ReLU followed by max-pooling; block b has `width * 2**b` channels; then
-    Flatten -> Dense(1). Paper: width 26 (26 then 52 channels).
-  * mega-VGG: the same with width 119 (119 then 238 channels).
-  * fully connected: Flatten -> `num_layers` x Dense(width, relu) -> Dense(1).
-    Paper: 4 x 94.
-  * Sum net: sum of all input values -> Dense(16, relu) -> Dense(1). Exactly
-    invariant to any permutation of pixels, hence to shifts of images with a
-    zero border; a sanity check for the invariance code.
+Names (`NAMES`), with the module that builds them and the exact parameter
+count of a reference configuration (`parameter_count` gives the closed form of
+any configuration; tests check both against the built nets):
+  * the after-kernel paper (Long 2021), `paper`, one logit:
+      'vgg' (45,527 on 28x28x1), 'mega_vgg' (905,591 on 28x28x1),
+      'fully_connected' (100,675 on 28x28x1), 'sum' (49 on any input).
+  * the linearization papers, `cnns`, `num_outputs` logits, width multiplier
+    k and parameterization 'standard' / 'ntk': 'lenet5' (61,706 on
+    28x28x1), 'alexnet' (1,756,426 on 32x32x3), 'myrtle5' (113,226 on
+    32x32x3), 'myrtle7' (187,082), 'myrtle10' (297,866); and 'cnn', a scalar
+    global-pooling CNN of integer width (673 on 28x28x1 with width 8, two
+    convolutions).
+  * the NTK parameterization with Gaussian biases, `ntk`:
+    'ntk_fully_connected' (width and depth required), whose infinite-width
+    NTK / NNGP are `afterkernel.infinite_ntk`.
+
+`ARCHITECTURES` stays the after-kernel paper's four nets that `build_model`
+sizes by parameter count (the 0.1.0 API; run_after_kernel and the sweeps
+offer exactly these), and `architectures.build_architecture` the
+linearization nets; both go through `build`. Models know nothing of kernels:
+nothing here imports `kernels`, `infinite_ntk` or a study.
+
+To add a network: write its builder and its closed-form parameter count
+beside its siblings (or in a new module), add an `Architecture` to
+`_ARCHITECTURE_LIST`, and a count test to tests/models_test.py.
 """
 
-from typing import Callable, Optional, Sequence
+import dataclasses
+import functools
+import inspect
+import types
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import keras
-import numpy as np
 
 from afterkernel import errors
+from afterkernel.models import cnns
+from afterkernel.models import common
+from afterkernel.models import ntk
+from afterkernel.models import paper
 
-LOGIT_LAYER_NAME = 'logit'
+# 0.1.0 names, kept at the package top level.
+LOGIT_LAYER_NAME = common.LOGIT_LAYER_NAME
+VGG_WIDTH = paper.VGG_WIDTH
+MEGA_VGG_WIDTH = paper.MEGA_VGG_WIDTH
+FC_NUM_LAYERS = paper.FC_NUM_LAYERS
+FC_WIDTH = paper.FC_WIDTH
+SUM_NET_HIDDEN = paper.SUM_NET_HIDDEN
+SumOfInputs = paper.SumOfInputs
+build_vgg = paper.build_vgg
+build_mega_vgg = paper.build_mega_vgg
+build_fully_connected = paper.build_fully_connected
+build_sum_net = paper.build_sum_net
+count_parameters = common.count_parameters
+width_for_num_parameters = common.width_for_num_parameters
+conjugate_model = common.conjugate_model
+
+# The after-kernel paper's nets, the names `build_model` accepts.
 ARCHITECTURES = ('vgg', 'mega_vgg', 'fully_connected', 'sum')
 
-# Channel widths of the first block in the paper (the second block doubles).
-VGG_WIDTH = 26
-MEGA_VGG_WIDTH = 119
-# The paper's fully connected net: 4 hidden layers of 94 units.
-FC_NUM_LAYERS = 4
-FC_WIDTH = 94
-# Hidden units of the Sum net: small, the net only has to be invariant.
-SUM_NET_HIDDEN = 16
-# Upper end of the width search when sizing a net by parameter count.
-_MAX_SEARCH_WIDTH = 4096
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """One registered network.
+
+  Attributes:
+    name: the registry name (also the Keras model name by default).
+    builder: `builder(input_shape, **options)` -> keras.Model.
+    parameters: `parameters(input_shape, **options)` -> the exact number of
+      trainable scalars of that build, in closed form (no Keras model made).
+    summary: what the net is, in one line.
+    reference_shape: the input shape of the count quoted by `describe`.
+    reference_options: options of that count (the required ones at least).
+    sizable: whether `build(..., num_parameters=N)` may choose the integer
+      `width` whose count is closest to N.
+  """
+  name: str
+  builder: Callable[..., keras.Model]
+  parameters: Callable[..., int]
+  summary: str
+  reference_shape: Tuple[int, ...]
+  reference_options: Mapping[str, Any] = dataclasses.field(
+      default_factory=dict)
+  sizable: bool = False
+
+  @property
+  def options(self) -> Tuple[str, ...]:
+    """Option names `build` accepts: the count's arguments, then 'name'."""
+    return tuple(_signature(self.parameters)) + ('name',)
+
+  @property
+  def required(self) -> Tuple[str, ...]:
+    """Options without a default (they must be given)."""
+    return tuple(k for k, p in _signature(self.parameters).items()
+                 if p.default is inspect.Parameter.empty)
 
 
-def _check_positive(**values: int) -> None:
-  for name, value in values.items():
-    errors.require(
-        isinstance(value, (int, np.integer)) and value > 0,
-        f'{name} must be a positive integer, got {value!r}')
+def _signature(fn) -> dict:
+  """The keyword parameters of `fn` after input_shape, by name."""
+  params = dict(inspect.signature(fn).parameters)
+  params.pop('input_shape')
+  return params
 
 
-def build_vgg(input_shape: Sequence[int],
-              width: int = VGG_WIDTH,
-              num_blocks: int = 2,
-              num_layers: int = 2,
-              filter_size: int = 3,
-              pool_size: int = 2,
-              name: str = 'vgg') -> keras.Model:
-  """Builds the VGG-like net: conv blocks with doubling width, then Dense(1).
+def _myrtle(depth: int) -> Architecture:
+  name = f'myrtle{depth}'
+  return Architecture(
+      name, functools.partial(cnns.build_myrtle, depth=depth, name=name),
+      _fixed(cnns.myrtle_parameters, depth=depth),
+      f'Myrtle CNN of depth {depth}: 3x3 convolutions of width 64k at three '
+      'scales, global average pooling, Dense(num_outputs)', (32, 32, 3))
+
+
+def _fixed(fn, **fixed):
+  """`fn` with some keyword arguments fixed and hidden from its signature."""
+  wrapped = functools.partial(fn, **fixed)
+  signature = inspect.signature(fn)
+  wrapped.__signature__ = signature.replace(parameters=[
+      p for k, p in signature.parameters.items() if k not in fixed])
+  return wrapped
+
+
+_ARCHITECTURE_LIST = (
+    Architecture(
+        'vgg', paper.build_vgg, paper.vgg_parameters,
+        'VGG-like: blocks of 3x3 convolutions (width, 2 width, ...) with '
+        'max-pooling, Flatten, Dense(1)', (28, 28, 1), sizable=True),
+    Architecture(
+        'mega_vgg', paper.build_mega_vgg, paper.mega_vgg_parameters,
+        'the paper\'s mega-VGG: the VGG-like net with 119 then 238 channels',
+        (28, 28, 1)),
+    Architecture(
+        'fully_connected', paper.build_fully_connected,
+        paper.fully_connected_parameters,
+        'Flatten, num_layers x Dense(width, relu), Dense(1) (paper: 4 x 94)',
+        (28, 28, 1), sizable=True),
+    Architecture(
+        'sum', paper.build_sum_net, paper.sum_net_parameters,
+        'sum of the input values, Dense(16, relu), Dense(1): exactly '
+        'invariant to pixel permutations', (28, 28, 1)),
+    Architecture(
+        'cnn', cnns.build_global_pool_cnn, cnns.global_pool_cnn_parameters,
+        'num_layers x Conv2D(width, 3x3, same, relu), global average '
+        'pooling, Dense(1)', (28, 28, 1), sizable=True),
+    Architecture(
+        'lenet5', cnns.build_lenet5, cnns.lenet5_parameters,
+        'LeNet-5 with ReLU and max-pooling, widths scaled by k',
+        (28, 28, 1)),
+    Architecture(
+        'alexnet', cnns.build_alexnet, cnns.alexnet_parameters,
+        'small AlexNet (Zhang et al. 2017) without dropout or LRN, widths '
+        'scaled by k', (32, 32, 3)),
+    _myrtle(5),
+    _myrtle(7),
+    _myrtle(10),
+    Architecture(
+        'ntk_fully_connected', ntk.build_ntk_fully_connected,
+        ntk.ntk_fully_connected_parameters,
+        'Flatten, depth x NTKBiasDense(width, relu), NTKBiasDense(1): the '
+        'family of infinite_ntk\'s closed-form kernels', (28, 28, 1),
+        reference_options=types.MappingProxyType(
+            {'width': 512, 'depth': 2})),
+)
+REGISTRY: Mapping[str, Architecture] = types.MappingProxyType(
+    {spec.name: spec for spec in _ARCHITECTURE_LIST})
+NAMES = tuple(REGISTRY)
+
+
+def _spec(name: str) -> Architecture:
+  errors.require(name in REGISTRY,
+                 f'unknown architecture {name!r}; choose one of '
+                 f'{", ".join(NAMES)}')
+  return REGISTRY[name]
+
+
+def _checked_options(spec: Architecture, options: Mapping[str, Any],
+                     sized: bool) -> None:
+  unknown = sorted(set(options) - set(spec.options))
+  errors.require(not unknown,
+                 f'{spec.name} takes no option(s) {", ".join(unknown)}; its '
+                 f'options are {", ".join(spec.options)}')
+  missing = [k for k in spec.required
+             if k not in options and not (sized and k == 'width')]
+  errors.require(not missing,
+                 f'{spec.name} needs option(s) {", ".join(missing)}')
+
+
+def build(architecture: str,
+          input_shape: Sequence[int],
+          num_parameters: Optional[int] = None,
+          **options) -> keras.Model:
+  """Builds the registered network `architecture` for `input_shape` inputs.
 
   Args:
-    input_shape: (height, width, channels) of one image.
-    width: channels of the first block; block b has `width * 2**b`.
-    num_blocks: number of conv + max-pool blocks.
-    num_layers: convolutions per block.
-    filter_size: side of the square convolution kernels.
-    pool_size: side of the square max-pooling window (stride = pool size).
-    name: Keras model name.
+    architecture: one of `NAMES`.
+    input_shape: shape of one input (without the batch axis), e.g. (28, 28,
+      1) for MNIST images or (30,) for vectors.
+    num_parameters: for the sizable nets ('vgg', 'fully_connected', 'cnn'),
+      choose the integer `width` whose parameter count is closest to this
+      (`width_for_num_parameters`); then `width` must not be given.
+    **options: the builder's arguments (`describe(name)` lists them with
+      their defaults), e.g. width and num_layers, or num_outputs,
+      width_multiplier and parameterization; 'name' sets the Keras name
+      (default: the architecture's name).
 
   Returns:
-    A functional model mapping images to one logit per image.
+    The freshly initialized functional model (weights drawn from Keras' and
+    Python's global seeds, as its builder does).
 
   Raises:
-    AfterKernelError: on non-positive sizes, or when pooling would shrink the
-      image below one pixel.
+    AfterKernelError: unknown name, unknown or missing options, an option
+      the net does not support, or bad sizes.
   """
-  _check_positive(width=width, num_blocks=num_blocks, num_layers=num_layers,
-                  filter_size=filter_size, pool_size=pool_size)
-  errors.require(len(input_shape) == 3,
-                 f'{name} needs images (height, width, channels), got input '
-                 f'shape {tuple(input_shape)}; use fully_connected for vectors')
-  height, image_width = int(input_shape[0]), int(input_shape[1])
-  errors.require(
-      min(height, image_width) // pool_size**num_blocks >= 1,
-      f'{num_blocks} pooling blocks of size {pool_size} shrink a '
-      f'{height}x{image_width} image below one pixel; use fewer blocks or a '
-      'smaller pool_size')
-  inputs = keras.Input(shape=tuple(input_shape), name='images')
-  x = inputs
-  for block in range(num_blocks):
-    channels = width * 2**block
-    for layer in range(num_layers):
-      x = keras.layers.Conv2D(
-          channels, filter_size, padding='same', activation='relu',
-          name=f'block{block}_conv{layer}')(x)
-    x = keras.layers.MaxPooling2D(pool_size, name=f'block{block}_pool')(x)
-  x = keras.layers.Flatten(name='flatten')(x)
-  outputs = keras.layers.Dense(1, name=LOGIT_LAYER_NAME)(x)
-  return keras.Model(inputs, outputs, name=name)
+  spec = _spec(architecture)
+  _checked_options(spec, options, num_parameters is not None)
+  if num_parameters is not None:
+    errors.require(spec.sizable,
+                   f'{architecture} cannot be sized by num_parameters; the '
+                   'sizable nets are ' + ', '.join(
+                       s.name for s in _ARCHITECTURE_LIST if s.sizable))
+    errors.require('width' not in options,
+                   f'give {architecture} either width or num_parameters, '
+                   'not both')
+    search = {k: v for k, v in options.items() if k != 'name'}
+    options = dict(options, width=common.width_for_num_parameters(
+        spec.builder, input_shape, num_parameters, **search))
+  return spec.builder(input_shape, **options)
 
 
-def build_mega_vgg(input_shape: Sequence[int], **kwargs) -> keras.Model:
-  """The paper's mega-VGG: `build_vgg` with 119 (then 238) channels."""
-  kwargs.setdefault('name', 'mega_vgg')
-  return build_vgg(input_shape, width=MEGA_VGG_WIDTH, **kwargs)
+def parameter_count(architecture: str, input_shape: Sequence[int],
+                    **options) -> int:
+  """Exact number of trainable scalars that `build` would give.
 
+  `parameter_count(architecture, input_shape, **options)` equals
+  `count_parameters(build(architecture, input_shape, **options))`,
+  computed in closed form (the formulas are in each module's docstring), so
+  no network is built and no random numbers are drawn.
 
-def build_fully_connected(input_shape: Sequence[int],
-                          width: int = FC_WIDTH,
-                          num_layers: int = FC_NUM_LAYERS,
-                          name: str = 'fully_connected') -> keras.Model:
-  """Builds Flatten -> `num_layers` x Dense(width, relu) -> Dense(1).
-
-  Args:
-    input_shape: shape of one input, flattened by the first layer.
-    width: units per hidden layer.
-    num_layers: number of hidden layers.
-    name: Keras model name.
-
-  Returns:
-    A functional model mapping inputs to one logit each.
+  Raises:
+    AfterKernelError: as `build` for bad names, options or sizes.
   """
-  _check_positive(width=width, num_layers=num_layers)
-  inputs = keras.Input(shape=tuple(input_shape), name='images')
-  x = keras.layers.Flatten(name='flatten')(inputs)
-  for layer in range(num_layers):
-    x = keras.layers.Dense(width, activation='relu', name=f'dense{layer}')(x)
-  outputs = keras.layers.Dense(1, name=LOGIT_LAYER_NAME)(x)
-  return keras.Model(inputs, outputs, name=name)
+  spec = _spec(architecture)
+  _checked_options(spec, options, sized=False)
+  return spec.parameters(input_shape,
+                         **{k: v for k, v in options.items() if k != 'name'})
 
 
-@keras.saving.register_keras_serializable(package='afterkernel')
-class SumOfInputs(keras.layers.Layer):
-  """Sums every value of each example: (batch, ...) -> (batch, 1)."""
+def describe(name: str) -> str:
+  """A few lines on network `name`: what it is, its options, its size.
 
-  def call(self, inputs):
-    flat = keras.ops.reshape(inputs, (keras.ops.shape(inputs)[0], -1))
-    return keras.ops.sum(flat, axis=1, keepdims=True)
-
-  def compute_output_shape(self, input_shape):
-    return (input_shape[0], 1)
-
-
-def build_sum_net(input_shape: Sequence[int],
-                  hidden: int = SUM_NET_HIDDEN,
-                  name: str = 'sum') -> keras.Model:
-  """Builds sum(inputs) -> Dense(hidden, relu) -> Dense(1).
-
-  The output depends on the image only through the sum of its pixels, so the
-  network, and hence its gradient features, are exactly invariant to any
-  transformation that preserves that sum (a shift of an image with a zero
-  border, a quadrant swap). Used to test the invariance code.
-
-  Args:
-    input_shape: shape of one input.
-    hidden: units of the hidden layer.
-    name: Keras model name.
-
-  Returns:
-    A functional model mapping inputs to one logit each.
+  Example: `print(models.describe('lenet5'))`.
   """
-  _check_positive(hidden=hidden)
-  inputs = keras.Input(shape=tuple(input_shape), name='images')
-  x = SumOfInputs(name='sum_of_inputs')(inputs)
-  x = keras.layers.Dense(hidden, activation='relu', name='dense0')(x)
-  outputs = keras.layers.Dense(1, name=LOGIT_LAYER_NAME)(x)
-  return keras.Model(inputs, outputs, name=name)
-
-
-def count_parameters(model: keras.Model) -> int:
-  """Number of trainable scalars, i.e. the dimension of the gradient features."""
-  return int(sum(np.prod(v.shape) for v in model.trainable_variables))
-
-
-def width_for_num_parameters(builder: Callable[..., keras.Model],
-                             input_shape: Sequence[int],
-                             num_parameters: int, **kwargs) -> int:
-  """The width whose parameter count is closest to `num_parameters`.
-
-  Parameter counts grow monotonically with width, so a bisection over widths
-  finds the crossing; the closer of its two neighbours wins (ties go to the
-  smaller net). This is how the paper sized nets of ~60K/80K/100K parameters.
-
-  Args:
-    builder: `build_vgg` or `build_fully_connected` (anything taking `width`).
-    input_shape: shape of one input.
-    num_parameters: target number of trainable parameters.
-    **kwargs: further builder arguments (num_blocks, num_layers, ...).
-
-  Returns:
-    The best width (>= 1).
-  """
-  _check_positive(num_parameters=num_parameters)
-
-  def count(width: int) -> int:
-    return count_parameters(builder(input_shape, width=width, **kwargs))
-
-  low, high = 1, 1
-  while count(high) < num_parameters and high < _MAX_SEARCH_WIDTH:
-    low, high = high, min(2 * high, _MAX_SEARCH_WIDTH)
-  while high - low > 1:
-    middle = (low + high) // 2
-    if count(middle) < num_parameters:
-      low = middle
-    else:
-      high = middle
-  return min((low, high), key=lambda w: (abs(count(w) - num_parameters), w))
+  spec = _spec(name)
+  signature = _signature(spec.parameters)
+  options = ', '.join(
+      k + (' (required)' if p.default is inspect.Parameter.empty
+           else f'={p.default!r}') for k, p in signature.items())
+  reference = dict(spec.reference_options)
+  count = spec.parameters(spec.reference_shape, **reference)
+  config = ''.join(f', {k}={v!r}' for k, v in reference.items())
+  sizing = ('; sizable by num_parameters (chooses width)' if spec.sizable
+            else '')
+  return (f'{name}: {spec.summary}\n'
+          f'  options: {options}, name{sizing}\n'
+          f'  parameters: {count:,} for input shape '
+          f'{tuple(spec.reference_shape)}{config} and default options')
 
 
 def build_model(architecture: str,
                 input_shape: Sequence[int],
                 num_parameters: Optional[int] = None,
                 **kwargs) -> keras.Model:
-  """Builds a named architecture, optionally sized by parameter count.
+  """Builds one of the paper's nets (`ARCHITECTURES`), as in 0.1.0.
+
+  The after-kernel experiments' entry: `build` restricted to the paper's
+  four nets, with their 0.1.0 argument handling (the fully connected net
+  ignores VGG-only options; the Keras model is named after the
+  architecture).
 
   Args:
     architecture: one of `ARCHITECTURES`.
@@ -234,36 +309,11 @@ def build_model(architecture: str,
     errors.require(num_parameters is None and not kwargs,
                    'the sum net takes no size options (num_parameters, '
                    f'num_layers, ...); got {sorted(kwargs) or "num_parameters"}')
-    return build_sum_net(input_shape)
-  if architecture == 'fully_connected':
+  elif architecture == 'fully_connected':
     kwargs = {k: v for k, v in kwargs.items() if k == 'num_layers'}
-    builder = build_fully_connected
-  else:
-    builder = build_vgg
-    if architecture == 'mega_vgg':
-      errors.require(num_parameters is None,
-                     'mega_vgg has a fixed width; use --nn_architecture=vgg '
-                     'with --num_parameters to size a VGG-like net')
-      return build_mega_vgg(input_shape, **kwargs)
-  if num_parameters is not None:
-    kwargs['width'] = width_for_num_parameters(builder, input_shape,
-                                               num_parameters, **kwargs)
-  return builder(input_shape, name=architecture, **kwargs)
-
-
-def conjugate_model(model: keras.Model) -> keras.Model:
-  """The model's penultimate representation h(x): the input of the last Dense.
-
-  Args:
-    model: a functional model built here (or any functional model whose last
-      layer is the output Dense).
-
-  Returns:
-    A model sharing `model`'s layers and weights that outputs h(x), flattened
-    to (batch, features).
-  """
-  head = model.layers[-1]
-  # A single input stays a single tensor (not a one-element list), so calls
-  # with a plain array match the model's input structure.
-  inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-  return keras.Model(inputs, head.input, name=f'{model.name}_conjugate')
+  elif architecture == 'mega_vgg':
+    errors.require(num_parameters is None,
+                   'mega_vgg has a fixed width; use --nn_architecture=vgg '
+                   'with --num_parameters to size a VGG-like net')
+  return build(architecture, input_shape, num_parameters,
+               name=architecture, **kwargs)

@@ -58,10 +58,10 @@ predicting the test majority) and the balanced test accuracies
 class, and the log and `format_table` flag it, since its accuracy says
 nothing about learnability.
 
-The study (`run_study`) follows the library's study pattern: a frozen
-`EigentaskConfig` with `PRESETS`, one record per (eigen index j, run) in a
-`store.ResultStore` (existing keys are skipped, so a killed study resumes),
-a summary (`store.write_summary`) and a figure (PNG + PDF).
+The study (`run_study`) runs on `studies.runner`: a frozen
+`EigentaskConfig` with `PRESETS`, one record per (eigen index j, run) in the
+store (existing keys are skipped, so a killed study resumes), a summary and
+a figure (PNG + PDF).
 """
 
 import dataclasses
@@ -80,17 +80,18 @@ from afterkernel import kernel_fit
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
-from afterkernel.studies import results
+from afterkernel.studies import runner
 from afterkernel.studies import store
+from afterkernel import training
 
 FAMILY = 'eigentasks'
 FIGURE_NAME = 'eigentask_accuracy'
-CONFIG_FILE = results.CONFIG_FILE
+CONFIG_FILE = store.CONFIG_FILE
 # Architectures the studies build (small nets whose kernels are cheap).
 ARCHITECTURES = ('fully_connected', 'vgg')
 # 'bce': logistic loss on the logit with {0, 1} targets (the library's
-# training loss); 'mse': 0.5 (f(x) - y)^2 on +-1 targets (the kernel-regression
-# loss of the NTK theory).
+# training loss); 'mse': Keras' mean of (f(x) - y)^2 on +-1 targets (the
+# kernel-regression loss of the NTK theory, up to the factor 2 of its step).
 LOSSES = ('bce', 'mse')
 # Eigenvalues below this fraction of lambda_1 are numerically zero: the
 # Nystroem extension divides by lambda_j and would amplify round-off.
@@ -248,27 +249,6 @@ def normalized_target_alignment(gram: np.ndarray,
 # Shared pieces of the spectral studies (also used by `kernel_rotation`).
 
 
-def build_network(architecture: str, input_shape: Sequence[int], width: int,
-                  num_layers: int) -> keras.Model:
-  """A small network of `models`: FC (num_layers x width) or VGG-like.
-
-  Args:
-    architecture: 'fully_connected' or 'vgg' (2 blocks of `num_layers`
-      3x3 convolutions, `width` then 2 * `width` channels).
-    input_shape: (H, W, C).
-    width: hidden units (FC) or first-block channels (VGG).
-    num_layers: hidden layers (FC) or convolutions per block (VGG).
-
-  Returns:
-    The Keras model (built, Keras default initializers).
-  """
-  errors.require(architecture in ARCHITECTURES,
-                 f'unknown architecture {architecture!r}; choose one of '
-                 f'{", ".join(ARCHITECTURES)}')
-  if architecture == 'fully_connected':
-    return models.build_fully_connected(input_shape, width=width,
-                                        num_layers=num_layers)
-  return models.build_vgg(input_shape, width=width, num_layers=num_layers)
 
 
 def load_inputs(dataset: str, plus_class: int, minus_class: int,
@@ -285,19 +265,12 @@ def load_inputs(dataset: str, plus_class: int, minus_class: int,
   return data.standardize(task) if standardize else task
 
 
-def _positive_ints(values, name: str) -> None:
-  errors.require(bool(values), f'{name} is empty; give at least one value')
-  for value in values:
-    errors.require(isinstance(value, (int, np.integer)) and value > 0,
-                   f'{name} must hold positive integers, got {value!r}')
-
-
 # ----------------------------------------------------------------------------
 # The study.
 
 
 @dataclasses.dataclass(frozen=True)
-class EigentaskConfig:
+class EigentaskConfig(runner.StudyConfig):
   """Everything that defines an eigenfunction-task study.
 
   Attributes:
@@ -310,7 +283,7 @@ class EigentaskConfig:
       statistics (`data.standardize`, see the module docstring). True in
       every preset: otherwise the top of the spectrum is the mean-pixel
       direction, not structure of the inputs.
-    architecture, width, num_layers: the network (`build_network`).
+    architecture, width, num_layers: the network (`models.build`).
     eigen_indices: 1-based j of the tasks (j = 1: top eigenvector).
     epochs, batch_size, learning_rate, momentum, loss: the optimizer,
       identical for the network and its linearization (SGD with momentum).
@@ -319,6 +292,8 @@ class EigentaskConfig:
     seed: first seed.
     feature_batch_size: examples per gradient-feature block.
   """
+  # Adding runs or indices extends a study; data_dir is where data lives.
+  FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'eigen_indices')
   dataset: str = 'digits'
   plus_class: int = 8
   minus_class: int = 3
@@ -354,26 +329,17 @@ class EigentaskConfig:
                    f'{self.standardize_inputs!r}')
     for name in ('num_train', 'num_test', 'width', 'num_layers', 'epochs',
                  'batch_size', 'num_runs', 'feature_batch_size'):
-      _positive_ints([getattr(self, name)], name)
+      runner.positive_ints([getattr(self, name)], name)
     errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
                    f'learning_rate must be positive, got {self.learning_rate}')
     errors.require(0 <= self.momentum < 1,
                    f'momentum must be in [0, 1), got {self.momentum}')
     errors.require(isinstance(self.seed, int) and self.seed >= 0,
                    f'seed must be a non-negative integer, got {self.seed}')
-    _positive_ints(self.eigen_indices, 'eigen_indices')
+    runner.positive_ints(self.eigen_indices, 'eigen_indices')
     errors.require(max(self.eigen_indices) <= self.num_train,
                    f'eigen index {max(self.eigen_indices)} exceeds num_train='
                    f'{self.num_train} (the Gram has that many eigenvectors)')
-
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Hash of the fields that change a record (not num_runs, data_dir,
-    eigen_indices: adding runs or indices extends a study)."""
-    return results.config_fingerprint(
-        self.to_dict(), ('num_runs', 'data_dir', 'eigen_indices'))
 
 
 PRESETS = {
@@ -393,31 +359,14 @@ def record_key(eigen_index: int, run: int) -> str:
   return f'{FAMILY}_j{eigen_index:05d}_run{run}'
 
 
-def _compile(model: keras.Model, config: EigentaskConfig) -> None:
-  optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate,
-                                   momentum=config.momentum)
-  loss = (keras.losses.BinaryCrossentropy(from_logits=True)
-          if config.loss == 'bce' else keras.losses.MeanSquaredError())
-  model.compile(optimizer=optimizer, loss=loss)
-
-
-def _targets(labels01: np.ndarray, loss: str) -> np.ndarray:
-  targets = labels01 if loss == 'bce' else data.signed_labels(labels01)
-  return np.asarray(targets, np.float32)[:, None]
-
-
-def _outputs(model: keras.Model, inputs: np.ndarray,
-             batch_size: int = 512) -> np.ndarray:
-  return np.concatenate([
-      keras.ops.convert_to_numpy(model(inputs[s:s + batch_size],
-                                       training=False))[:, 0]
-      for s in range(0, len(inputs), batch_size)]).astype(np.float64)
+def _outputs(model: keras.Model, inputs: np.ndarray) -> np.ndarray:
+  return training.predict_logits(model, inputs, 512).astype(np.float64)
 
 
 def accuracy(model: keras.Model, inputs: np.ndarray,
              labels01: np.ndarray) -> float:
   """Fraction with (output > 0) == label: the decision rule of both losses."""
-  return float(np.mean((_outputs(model, inputs) > 0) == (labels01 > 0.5)))
+  return training.sign_accuracy(_outputs(model, inputs), labels01)
 
 
 def balanced_accuracy(predictions01: np.ndarray,
@@ -453,12 +402,13 @@ def majority_rate(labels01: np.ndarray) -> float:
 def _train(model: keras.Model, inputs: np.ndarray, labels01: np.ndarray,
            config: EigentaskConfig, seed: int) -> float:
   """Trains in place; returns the last epoch's mean training loss."""
-  _compile(model, config)
-  keras.utils.set_random_seed(seed)  # The same batch order for both models.
-  history = model.fit(inputs, _targets(labels01, config.loss),
-                      batch_size=config.batch_size, epochs=config.epochs,
-                      shuffle=True, verbose=0)
-  return float(history.history['loss'][-1])
+  training.compile_model(model, config.learning_rate, config.momentum,
+                         loss=config.loss)
+  # The 'keras' order under one seed: the same batch order for both models.
+  return training.fit(model, inputs,
+                      training.targets_for(labels01, config.loss),
+                      batch_size=config.batch_size, seed=seed,
+                      epochs=config.epochs, batch_order='keras')[-1]
 
 
 def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
@@ -471,8 +421,8 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
   """
   seed = config.seed + run
   keras.utils.set_random_seed(seed)
-  network = build_network(config.architecture, task.x_train.shape[1:],
-                          config.width, config.num_layers)
+  network = models.build(config.architecture, task.x_train.shape[1:],
+                         width=config.width, num_layers=config.num_layers)
   initial_weights = network.get_weights()
   start = time.time()
   gram, cross = kernel_fit.EmpiricalNTK(
@@ -557,25 +507,8 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
 
 def summarize(output_dir: str, config: EigentaskConfig
               ) -> List[Dict[str, Any]]:
-  """`store.summarize` of this config's records, sorted by eigen index."""
-  wanted = {record_key(j, r) for j in config.eigen_indices
-            for r in range(config.num_runs)}
-  result_store = store.ResultStore(output_dir)
-  records = [result_store.get(k) for k in result_store.keys() if k in wanted]
-  entries = store.summarize(records)
-  entries.sort(key=lambda e: e['point']['eigen_index'])
-  return entries
-
-
-def _series(entries, metric):
-  x, mean, half = [], [], []
-  for entry in entries:
-    stats = entry['metrics'].get(metric)
-    if stats and stats['mean'] is not None:
-      x.append(entry['point']['eigen_index'])
-      mean.append(stats['mean'])
-      half.append(stats['ci95'] or 0.0)
-  return np.array(x), np.array(mean), np.array(half)
+  """The summary of this config's records, sorted by eigen index."""
+  return runner.summarize(STUDY, config, output_dir)
 
 
 def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
@@ -589,10 +522,10 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
       ('lin_test_accuracy', 'linearized', 'C1', '-'),
       ('nn_balanced_accuracy', 'network, balanced', 'C0', '--'),
       ('lin_balanced_accuracy', 'linearized, balanced', 'C1', '--')):
-    x, mean, half = _series(entries, metric)
+    x, mean, half = plots.series(entries, 'eigen_index', metric)
     accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
                            linestyle=style, marker='o', capsize=3)
-  x, mean, _ = _series(entries, 'majority_rate_test')
+  x, mean, _ = plots.series(entries, 'eigen_index', 'majority_rate_test')
   accuracy_axes.plot(x, mean, color='0.5', linestyle=':', marker='.',
                      label='majority class rate')
   accuracy_axes.set_xscale('log')
@@ -603,7 +536,7 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   for metric, label, color in (('alpha_init', 'at init. (both models)', 'C2'),
                                ('alpha_after', 'network after training',
                                 'C0')):
-    x, mean, half = _series(entries, metric)
+    x, mean, half = plots.series(entries, 'eigen_index', metric)
     # Log axis: keep the lower bar above 0 (CIs of 2-3 runs are wide).
     lower = np.minimum(half, 0.9 * mean)
     alignment_axes.errorbar(x, mean, yerr=[lower, half], label=label,
@@ -619,6 +552,39 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   return plots.save(fig, output_dir, FIGURE_NAME)
 
 
+def _load(config: EigentaskConfig, output_dir: str) -> data.BinaryTask:
+  del output_dir  # Nothing is written outside the records.
+  return load_inputs(config.dataset, config.plus_class, config.minus_class,
+                     config.data_dir, config.num_train, config.num_test,
+                     config.seed, standardize=config.standardize_inputs)
+
+
+def _run_unit(config: EigentaskConfig, task: data.BinaryTask,
+              unit: runner.WorkUnit, log: Callable[[str], None]
+              ) -> List[Dict[str, Any]]:
+  return run_once(config, task, unit.run, list(unit.points), log)
+
+
+def _eigen_indices(config: EigentaskConfig) -> Sequence[int]:
+  return config.eigen_indices
+
+
+def _by_index(entry: Mapping[str, Any]) -> int:
+  return entry['point']['eigen_index']
+
+
+def _figures(entries: Sequence[Mapping[str, Any]], config: EigentaskConfig,
+             output_dir: str) -> List[str]:
+  return plot(entries, output_dir,
+              title=f'NTK eigenfunction tasks: {config.architecture} on '
+              f'{config.dataset} inputs (n = {config.num_train})')
+
+
+STUDY = runner.Study(family=FAMILY, points=_eigen_indices,
+                     record_key=record_key, run_once=_run_unit, load=_load,
+                     sort_key=_by_index, figures=_figures, noun='tasks')
+
+
 def run_study(config: EigentaskConfig, output_dir: str,
               log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
   """Runs every (eigen index, run) not yet in `output_dir`; summarizes.
@@ -630,36 +596,12 @@ def run_study(config: EigentaskConfig, output_dir: str,
     log: progress printer.
 
   Returns:
-    The summary entries (`store.summarize` format), sorted by eigen index.
+    The summary entries (`summary.summarize` format), sorted by eigen index.
 
   Raises:
     AfterKernelError: bad configuration, data, or a foreign output_dir.
   """
-  config.validate()
-  results.claim_output_dir(output_dir, config.to_dict(),
-                           config.fingerprint())
-  result_store = store.ResultStore(output_dir)
-  task = None
-  for run in range(config.num_runs):
-    missing = [j for j in config.eigen_indices
-               if not result_store.has(record_key(j, run))]
-    if not missing:
-      log(f'run {run}: all {len(config.eigen_indices)} tasks already in '
-          f'{output_dir}; skipped')
-      continue
-    if task is None:
-      task = load_inputs(config.dataset, config.plus_class,
-                         config.minus_class, config.data_dir,
-                         config.num_train, config.num_test, config.seed,
-                         standardize=config.standardize_inputs)
-    for record in run_once(config, task, run, missing, log):
-      result_store.put(record)
-  entries = summarize(output_dir, config)
-  store.write_summary(output_dir, entries)
-  plot(entries, output_dir,
-       title=f'NTK eigenfunction tasks: {config.architecture} on '
-       f'{config.dataset} inputs (n = {config.num_train})')
-  return entries
+  return runner.run(STUDY, config, output_dir, log)
 
 
 TABLE_COLUMNS = (('lambda_j/l_1', 'relative_eigenvalue'),

@@ -71,9 +71,9 @@ from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel import kernel_fit
 from afterkernel import kernels
+from afterkernel import models
 from afterkernel import plots
-from afterkernel.studies import results
-from afterkernel.studies import store
+from afterkernel.studies import runner
 from afterkernel import training
 
 FAMILY = 'kernel_rotation'
@@ -165,7 +165,7 @@ def subspace_overlap(before: eigentasks.Eigensystem,
 
 
 @dataclasses.dataclass(frozen=True)
-class RotationConfig:
+class RotationConfig(runner.StudyConfig):
   """Everything that defines a kernel-rotation study.
 
   Attributes:
@@ -173,7 +173,7 @@ class RotationConfig:
       (`data.load_binary_task`), seeded subset of num_train / num_test.
     num_kernel_examples: the Gram is measured on the first this-many
       training inputs (None: all num_train).
-    architecture, width, num_layers: the network (`eigentasks.build_network`).
+    architecture, width, num_layers: the network (`models.build`).
     checkpoint_epochs: epochs at which the kernel is measured (0 = init.);
       training runs to the largest.
     learning_rate, batch_size: Keras SGD (`training.train`).
@@ -185,6 +185,7 @@ class RotationConfig:
       order; the data subset is fixed by `seed`.
     feature_batch_size: examples per gradient-feature block.
   """
+  FINGERPRINT_IGNORES = ('num_runs', 'data_dir')
   dataset: str = 'digits'
   plus_class: int = 8
   minus_class: int = 3
@@ -217,12 +218,9 @@ class RotationConfig:
     errors.require(self.architecture in eigentasks.ARCHITECTURES,
                    f'unknown architecture {self.architecture!r}; choose one '
                    f'of {", ".join(eigentasks.ARCHITECTURES)}')
-    for name in ('num_train', 'num_test', 'width', 'num_layers', 'batch_size',
-                 'num_eigenfunctions', 'num_runs', 'feature_batch_size',
-                 'kernel_size'):
-      value = getattr(self, name)
-      errors.require(isinstance(value, (int, np.integer)) and value > 0,
-                     f'{name} must be a positive integer, got {value!r}')
+    runner.require_positive_int_fields(self, ('num_train', 'num_test', 'width',
+        'num_layers', 'batch_size', 'num_eigenfunctions', 'num_runs',
+        'feature_batch_size', 'kernel_size'))
     errors.require(self.kernel_size <= self.num_train,
                    f'num_kernel_examples={self.kernel_size} exceeds '
                    f'num_train={self.num_train}')
@@ -247,13 +245,6 @@ class RotationConfig:
     errors.require(self.num_eigenfunctions <= self.kernel_size,
                    f'num_eigenfunctions={self.num_eigenfunctions} exceeds '
                    f'the {self.kernel_size} kernel examples')
-
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Hash of the fields that change a record (not num_runs, data_dir)."""
-    return results.config_fingerprint(self.to_dict(), ('num_runs', 'data_dir'))
 
 
 PRESETS = {
@@ -281,22 +272,6 @@ REQUIRED_METRICS = ('init_eigvec_energy_frac_1',)
 
 def record_key(epoch: int, run: int) -> str:
   return f'{FAMILY}_epoch{epoch:05d}_run{run}'
-
-
-def _run_complete(result_store: store.ResultStore, config: RotationConfig,
-                  run: int) -> bool:
-  """Whether every checkpoint of `run` is stored with REQUIRED_METRICS."""
-  for epoch in config.checkpoint_epochs:
-    key = record_key(epoch, run)
-    if not result_store.has(key):
-      return False
-    try:
-      metrics = result_store.get(key).get('metrics', {})
-    except errors.AfterKernelError:  # corrupt: measure the run again
-      return False
-    if any(name not in metrics for name in REQUIRED_METRICS):
-      return False
-  return True
 
 
 def measure(model: keras.Model, kernel_inputs: np.ndarray,
@@ -355,9 +330,8 @@ def run_once(config: RotationConfig, task: data.BinaryTask, run: int,
   """Trains one initialization, measuring at every checkpoint; its records."""
   seed = config.seed + run
   keras.utils.set_random_seed(seed)
-  network = eigentasks.build_network(config.architecture,
-                                     task.x_train.shape[1:], config.width,
-                                     config.num_layers)
+  network = models.build(config.architecture, task.x_train.shape[1:],
+                         width=config.width, num_layers=config.num_layers)
   kernel_inputs = task.x_train[:config.kernel_size]
   kernel_labels = task.y_train[:config.kernel_size]
   state = {'initial': None, 'last': time.time()}
@@ -408,14 +382,8 @@ def run_once(config: RotationConfig, task: data.BinaryTask, run: int,
 
 def summarize(output_dir: str, config: RotationConfig
               ) -> List[Dict[str, Any]]:
-  """`store.summarize` of this config's records, sorted by epoch."""
-  wanted = {record_key(e, r) for e in config.checkpoint_epochs
-            for r in range(config.num_runs)}
-  result_store = store.ResultStore(output_dir)
-  entries = store.summarize(result_store.get(k) for k in result_store.keys()
-                            if k in wanted)
-  entries.sort(key=lambda e: e['point']['epoch'])
-  return entries
+  """The summary of this config's records, sorted by epoch."""
+  return runner.summarize(STUDY, config, output_dir)
 
 
 def _mean(entry, metric):
@@ -477,6 +445,44 @@ def plot(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
   return plots.save(fig, output_dir, FIGURE_NAME)
 
 
+def _load(config: RotationConfig, output_dir: str) -> data.BinaryTask:
+  del output_dir  # Nothing is written outside the records.
+  return eigentasks.load_inputs(config.dataset, config.plus_class,
+                                config.minus_class, config.data_dir,
+                                config.num_train, config.num_test,
+                                config.seed)
+
+
+def _run_unit(config: RotationConfig, task: data.BinaryTask,
+              unit: runner.WorkUnit, log: Callable[[str], None]
+              ) -> List[Dict[str, Any]]:
+  return run_once(config, task, unit.run, log)
+
+
+def _checkpoints(config: RotationConfig) -> Sequence[int]:
+  return config.checkpoint_epochs
+
+
+def _by_epoch(entry: Mapping[str, Any]) -> int:
+  return entry['point']['epoch']
+
+
+def _figures(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
+             output_dir: str) -> List[str]:
+  return plot(entries, config, output_dir,
+              title=f'Kernel rotation: {config.architecture} on '
+              f'{config.dataset} {config.minus_class}-vs-{config.plus_class} '
+              f'(n = {config.kernel_size})')
+
+
+# A run is one training trajectory: if any checkpoint is missing (or lacks
+# REQUIRED_METRICS), the whole run is measured again.
+STUDY = runner.Study(family=FAMILY, points=_checkpoints,
+                     record_key=record_key, run_once=_run_unit, load=_load,
+                     sort_key=_by_epoch, figures=_figures, whole_runs=True,
+                     required_metrics=REQUIRED_METRICS, noun='checkpoints')
+
+
 def run_study(config: RotationConfig, output_dir: str,
               log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
   """Runs every run whose checkpoints are not all in `output_dir`.
@@ -488,35 +494,12 @@ def run_study(config: RotationConfig, output_dir: str,
     log: progress printer.
 
   Returns:
-    The summary entries (`store.summarize` format), sorted by epoch.
+    The summary entries (`summary.summarize` format), sorted by epoch.
 
   Raises:
     AfterKernelError: bad configuration, data, or a foreign output_dir.
   """
-  config.validate()
-  results.claim_output_dir(output_dir, config.to_dict(),
-                           config.fingerprint())
-  result_store = store.ResultStore(output_dir)
-  task = None
-  for run in range(config.num_runs):
-    if _run_complete(result_store, config, run):
-      log(f'run {run}: all {len(config.checkpoint_epochs)} checkpoints '
-          f'already in {output_dir}; skipped')
-      continue
-    if task is None:
-      task = eigentasks.load_inputs(config.dataset, config.plus_class,
-                                    config.minus_class, config.data_dir,
-                                    config.num_train, config.num_test,
-                                    config.seed)
-    for record in run_once(config, task, run, log):
-      result_store.put(record)
-  entries = summarize(output_dir, config)
-  store.write_summary(output_dir, entries)
-  plot(entries, config, output_dir,
-       title=f'Kernel rotation: {config.architecture} on {config.dataset} '
-       f'{config.minus_class}-vs-{config.plus_class} (n = '
-       f'{config.kernel_size})')
-  return entries
+  return runner.run(STUDY, config, output_dir, log)
 
 
 def format_table(entries: Sequence[Mapping[str, Any]],

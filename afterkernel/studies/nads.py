@@ -46,8 +46,8 @@ y = 1[v_j . x > 0] (optionally pushed apart by a margin: x += margin (2y - 1)
 v_j, the gap epsilon of the paper's linearly separable datasets); the
 network and its linearization (`linearize`) are trained from the same
 theta_0 (the one the NADs were computed at) with the same SGD and batch
-order; test accuracy vs j. Records go to a `store.ResultStore` (one per (j,
-run); existing keys are skipped = resume), tables via `store.write_summary`,
+order; test accuracy vs j. The study runs on `studies.runner`: one
+record per (j, run) (existing keys are skipped = resume), summary tables,
 a figure (accuracy and s_j / s_1 vs j) and the NADs as images.
 """
 
@@ -66,8 +66,8 @@ from afterkernel import errors
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
-from afterkernel.studies import results
-from afterkernel.studies import store
+from afterkernel.studies import runner
+from afterkernel import training
 
 # Largest P x D matrix M formed explicitly (float32: 256 MB); above it the
 # D x D Gram is accumulated per variable instead.
@@ -366,48 +366,14 @@ LOSSES = ('bce', 'mse')
 NUM_DIRECTIONS_SHOWN = 8
 
 
-def build_network(architecture: str, input_shape: Sequence[int], width: int,
-                  num_layers: int) -> keras.Model:
-  """A small network for NAD studies.
-
-  Args:
-    architecture: 'fully_connected' (num_layers x Dense(width, relu),
-      `models.build_fully_connected`); 'cnn' (num_layers x Conv2D(width, 3x3,
-      'same', relu) -> global average pooling -> Dense(1): translation
-      equivariant up to the zero-padded border, the kind of architecture
-      whose NADs Ortiz-Jimenez et al. find strongly anisotropic); 'vgg'
-      (`models.build_vgg`, 2 blocks with max-pooling and a Flatten).
-    input_shape: (H, W, C).
-    width: hidden units or first-layer channels.
-    num_layers: hidden layers or convolutions (per block for 'vgg').
-
-  Returns:
-    The built Keras model (Keras default initializers), scalar output.
-  """
-  errors.require(architecture in ARCHITECTURES,
-                 f'unknown architecture {architecture!r}; choose one of '
-                 f'{", ".join(ARCHITECTURES)}')
-  if architecture == 'fully_connected':
-    return models.build_fully_connected(input_shape, width=width,
-                                        num_layers=num_layers)
-  if architecture == 'vgg':
-    return models.build_vgg(input_shape, width=width, num_layers=num_layers)
-  inputs = keras.Input(shape=tuple(input_shape), name='images')
-  x = inputs
-  for layer in range(num_layers):
-    x = keras.layers.Conv2D(width, 3, padding='same', activation='relu',
-                            name=f'conv{layer}')(x)
-  x = keras.layers.GlobalAveragePooling2D(name='pool')(x)
-  outputs = keras.layers.Dense(1, name=models.LOGIT_LAYER_NAME)(x)
-  return keras.Model(inputs, outputs, name='cnn')
 
 
 @dataclasses.dataclass(frozen=True)
-class NADConfig:
+class NADConfig(runner.StudyConfig):
   """Everything that defines a NAD study.
 
   Attributes:
-    architecture, width, num_layers: the network (`build_network`).
+    architecture, width, num_layers: the network (`models.build`).
     image_side, channels: inputs are (image_side, image_side, channels)
       standard Gaussian arrays, D = image_side^2 channels.
     num_nad_samples: Gaussian inputs of E_x in M.
@@ -420,6 +386,8 @@ class NADConfig:
     seed: first seed.
     max_elements: largest P x D matrix M formed (else per-variable Gram).
   """
+  # Adding runs or indices extends a study.
+  FINGERPRINT_IGNORES = ('num_runs', 'nad_indices')
   architecture: str = 'cnn'
   width: int = 8
   num_layers: int = 2
@@ -454,12 +422,9 @@ class NADConfig:
                    f'of {", ".join(ARCHITECTURES)}')
     errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
                    f'choose one of {", ".join(LOSSES)}')
-    for name in ('width', 'num_layers', 'image_side', 'channels',
-                 'num_nad_samples', 'num_train', 'num_test', 'epochs',
-                 'batch_size', 'num_runs', 'max_elements'):
-      value = getattr(self, name)
-      errors.require(isinstance(value, (int, np.integer)) and value > 0,
-                     f'{name} must be a positive integer, got {value!r}')
+    runner.require_positive_int_fields(self, ('width', 'num_layers',
+        'image_side', 'channels', 'num_nad_samples', 'num_train', 'num_test',
+        'epochs', 'batch_size', 'num_runs', 'max_elements'))
     errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
                    f'learning_rate must be positive, got {self.learning_rate}')
     errors.require(0 <= self.momentum < 1,
@@ -478,15 +443,6 @@ class NADConfig:
     if self.architecture == 'vgg':
       errors.require(self.image_side >= 4, 'vgg pools twice: image_side must '
                      'be >= 4')
-
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Hash of the fields that change a record (not num_runs, nad_indices:
-    adding runs or indices extends a study)."""
-    return results.config_fingerprint(self.to_dict(),
-                                     ('num_runs', 'nad_indices'))
 
 
 PRESETS = {
@@ -516,36 +472,21 @@ def record_key(nad_index: int, run: int) -> str:
   return f'{FAMILY}_j{nad_index:05d}_run{run}'
 
 
-def _compile(model: keras.Model, config: NADConfig) -> None:
-  optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate,
-                                   momentum=config.momentum)
-  loss = (keras.losses.BinaryCrossentropy(from_logits=True)
-          if config.loss == 'bce' else keras.losses.MeanSquaredError())
-  model.compile(optimizer=optimizer, loss=loss)
-
-
-def _targets(labels01: np.ndarray, loss: str) -> np.ndarray:
-  targets = labels01 if loss == 'bce' else data.signed_labels(labels01)
-  return np.asarray(targets, np.float32)[:, None]
-
-
 def accuracy(model: keras.Model, inputs: np.ndarray,
              labels01: np.ndarray, batch_size: int = 500) -> float:
   """Fraction with (output > 0) == label: the decision rule of both losses."""
-  outputs = np.concatenate([
-      keras.ops.convert_to_numpy(model(inputs[s:s + batch_size],
-                                       training=False))[:, 0]
-      for s in range(0, len(inputs), batch_size)])
-  return float(np.mean((outputs > 0) == (labels01 > 0.5)))
+  return training.sign_accuracy(
+      training.predict_logits(model, inputs, batch_size), labels01)
 
 
 def _train(model, x, y, config, seed) -> float:
-  _compile(model, config)
-  keras.utils.set_random_seed(seed)  # The same batch order for both models.
-  history = model.fit(x, _targets(y, config.loss),
-                      batch_size=config.batch_size, epochs=config.epochs,
-                      shuffle=True, verbose=0)
-  return float(history.history['loss'][-1])
+  """Trains in place; returns the last epoch's mean training loss."""
+  training.compile_model(model, config.learning_rate, config.momentum,
+                         loss=config.loss)
+  # The 'keras' order under one seed: the same batch order for both models.
+  return training.fit(model, x, training.targets_for(y, config.loss),
+                      batch_size=config.batch_size, seed=seed,
+                      epochs=config.epochs, batch_order='keras')[-1]
 
 
 def run_once(config: NADConfig, run: int, indices: Sequence[int],
@@ -561,8 +502,8 @@ def run_once(config: NADConfig, run: int, indices: Sequence[int],
   """
   seed = config.seed + run
   keras.utils.set_random_seed(seed)
-  network = build_network(config.architecture, config.input_shape,
-                          config.width, config.num_layers)
+  network = models.build(config.architecture, config.input_shape,
+                         width=config.width, num_layers=config.num_layers)
   initial_weights = network.get_weights()
   num_parameters = models.count_parameters(network)
   start = time.time()
@@ -617,25 +558,8 @@ def run_once(config: NADConfig, run: int, indices: Sequence[int],
 
 
 def summarize(output_dir: str, config: NADConfig) -> List[Dict[str, Any]]:
-  """`store.summarize` of this config's records, sorted by NAD index."""
-  wanted = {record_key(j, r) for j in config.nad_indices
-            for r in range(config.num_runs)}
-  result_store = store.ResultStore(output_dir)
-  records = [result_store.get(k) for k in result_store.keys() if k in wanted]
-  entries = store.summarize(records)
-  entries.sort(key=lambda e: e['point']['nad_index'])
-  return entries
-
-
-def _series(entries, metric):
-  x, mean, half = [], [], []
-  for entry in entries:
-    stats = entry['metrics'].get(metric)
-    if stats and stats['mean'] is not None:
-      x.append(entry['point']['nad_index'])
-      mean.append(stats['mean'])
-      half.append(stats['ci95'] or 0.0)
-  return np.array(x), np.array(mean), np.array(half)
+  """The summary of this config's records, sorted by NAD index."""
+  return runner.summarize(STUDY, config, output_dir)
 
 
 def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
@@ -646,7 +570,7 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   accuracy_axes, spectrum_axes = fig.subplots(1, 2)
   for metric, label, color in (('nn_test_accuracy', 'network', 'C0'),
                                ('lin_test_accuracy', 'linearized', 'C1')):
-    x, mean, half = _series(entries, metric)
+    x, mean, half = plots.series(entries, 'nad_index', metric)
     accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
                            marker='o', capsize=3)
   accuracy_axes.set_xscale('log', base=2)
@@ -655,7 +579,8 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   accuracy_axes.set_ylim(0.4, 1.02)
   accuracy_axes.legend()
   accuracy_axes.grid(alpha=0.3)
-  x, mean, half = _series(entries, 'relative_singular_value')
+  x, mean, half = plots.series(entries, 'nad_index',
+                               'relative_singular_value')
   spectrum_axes.errorbar(x, np.maximum(mean, 1e-12), yerr=half, color='C2',
                          marker='o', capsize=3)
   spectrum_axes.set_xscale('log', base=2)
@@ -687,6 +612,41 @@ def plot_directions(path_npz: str, output_dir: str) -> List[str]:
   return plots.save(fig, output_dir, DIRECTIONS_FIGURE_NAME)
 
 
+def _run_unit(config: NADConfig, output_dir: str, unit: runner.WorkUnit,
+              log: Callable[[str], None]) -> List[Dict[str, Any]]:
+  return run_once(config, unit.run, list(unit.points), output_dir, log)
+
+
+def _output_dir(config: NADConfig, output_dir: str) -> str:
+  del config  # The units write their NADs (nads_run<r>.npz) there.
+  return output_dir
+
+
+def _nad_indices(config: NADConfig) -> Sequence[int]:
+  return config.nad_indices
+
+
+def _by_index(entry: Mapping[str, Any]) -> int:
+  return entry['point']['nad_index']
+
+
+def _figures(entries: Sequence[Mapping[str, Any]], config: NADConfig,
+             output_dir: str) -> None:
+  plot(entries, output_dir,
+       title=f'NAD tasks: {config.architecture} on '
+       f'{config.image_side}x{config.image_side}x{config.channels} Gaussian '
+       f'inputs (n = {config.num_train})')
+  first = os.path.join(output_dir, 'nads_run0.npz')
+  if os.path.exists(first):
+    plot_directions(first, output_dir)
+
+
+STUDY = runner.Study(family=FAMILY, points=_nad_indices,
+                     record_key=record_key, run_once=_run_unit,
+                     load=_output_dir, sort_key=_by_index, figures=_figures,
+                     noun='tasks')
+
+
 def run_study(config: NADConfig, output_dir: str,
               log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
   """Runs every (NAD index, run) not yet in `output_dir`; summarizes.
@@ -698,34 +658,12 @@ def run_study(config: NADConfig, output_dir: str,
     log: progress printer.
 
   Returns:
-    The summary entries (`store.summarize` format), sorted by NAD index.
+    The summary entries (`summary.summarize` format), sorted by NAD index.
 
   Raises:
     AfterKernelError: bad configuration or a foreign output_dir.
   """
-  config.validate()
-  results.claim_output_dir(output_dir, config.to_dict(),
-                              config.fingerprint())
-  result_store = store.ResultStore(output_dir)
-  for run in range(config.num_runs):
-    missing = [j for j in config.nad_indices
-               if not result_store.has(record_key(j, run))]
-    if not missing:
-      log(f'run {run}: all {len(config.nad_indices)} tasks already in '
-          f'{output_dir}; skipped')
-      continue
-    for record in run_once(config, run, missing, output_dir, log):
-      result_store.put(record)
-  entries = summarize(output_dir, config)
-  store.write_summary(output_dir, entries)
-  plot(entries, output_dir,
-       title=f'NAD tasks: {config.architecture} on '
-       f'{config.image_side}x{config.image_side}x{config.channels} Gaussian '
-       f'inputs (n = {config.num_train})')
-  first = os.path.join(output_dir, 'nads_run0.npz')
-  if os.path.exists(first):
-    plot_directions(first, output_dir)
-  return entries
+  return runner.run(STUDY, config, output_dir, log)
 
 
 TABLE_COLUMNS = (('s_j/s_1', 'relative_singular_value'),

@@ -1,57 +1,159 @@
-"""A resumable result store for sweeps: one JSON file per record.
+"""The one result store: record files, output-folder claim, fingerprints.
 
-A sweep (see `sweeps`) measures many kernels: for every experiment point
-(task, architecture, learning rate, width, augmentation, checkpoint epoch),
-run and checkpoint it writes one *record*: the full configuration, seed,
-library version, data provenance, timings and every metric. The store keeps
-each record in its own file,
+Every study writes into an output folder:
 
-  STORE/records/<key>.json
+  OUT/config.json          the configuration and its fingerprint (`claim`)
+  OUT/records/<key>.json   one record per (point, run), written atomically
+  OUT/summary.json, .csv   mean/std/95% CI per metric per point (`summary`)
 
-where `key` names (family, point, run) uniquely (see `sweeps.record_key`).
+A *record* is a JSON object {'key', 'family', 'point_id', 'point' (the fields
+that identify the point: task, architecture, epoch, ...), 'run', 'seed',
+'config_fingerprint', 'metrics' (name -> number or None), 'timings', ...}.
 Why one file per record rather than one JSON-lines file:
   * a write touches only the new record, so it costs O(record) and can never
     damage a finished one;
-  * several sweep processes (e.g. one per architecture) can share a store
-    without losing each other's records, which a rewritten JSON-lines file
-    cannot promise.
-Each file is written with `results.atomic_write_text` (temporary file, fsync,
+  * several processes (e.g. one per architecture, or remote workers) can
+    share a store without losing each other's records.
+Each file is written with `atomic_write_text` (temporary file, fsync,
 `os.replace`), so a process killed at any moment (even `kill -9`) leaves
-either no file or a complete one for the record in progress; an orphaned
-temporary file (a dot-file ending in '.tmp') is ignored by readers. Resuming
-a sweep is therefore "skip every key that `has` reports".
+either no file or a complete one; an orphaned temporary file (a dot-file
+ending in '.tmp') is ignored by readers. Resuming is therefore "skip every
+key that `has` reports".
 
-`summarize` groups records by (family, point) and reports, for every metric,
-`results.metric_summary` ({mean, std, ci95, n}); `write_summary` writes it as
-`summary.json` and as a long-format `summary.csv` (one row per point and
-metric) next to the records.
+Output folders are claimed here (`claim_output_dir`) and configuration
+fingerprints hashed here (`config_fingerprint`), for every study.
+
+0.1.0's run_after_kernel wrote one JSON line per run to `runs.jsonl` instead;
+`read_runs`/`append_run` read and write that log (run_after_kernel still
+writes it), and `convert_runs_to_records` turns such a folder into records/
+so that the result tools summarize and plot it (`summary.summarize_store`
+does this by itself for a folder with runs.jsonl and no records/; it then
+writes summary.json in the per-point schema, which run_after_kernel turns
+back into its flat one if the experiment is resumed).
 """
 
-import collections
-import csv
-import io
+import hashlib
 import json
+import math
 import os
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+import tempfile
+from typing import Any, Dict, List, Mapping, Sequence
+
+import numpy as np
 
 from afterkernel import errors
-from afterkernel.studies import results
 
+CONFIG_FILE = 'config.json'
+RUNS_FILE = 'runs.jsonl'
 RECORDS_DIR = 'records'
 RECORD_SUFFIX = '.json'
-SUMMARY_JSON = 'summary.json'
-SUMMARY_CSV = 'summary.csv'
 # Keys become file names: keep them portable and free of path separators.
 KEY_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,199}$')
-# Fields of a record's 'point' that identify it in tables and figures, in
-# column order (a record may hold a subset; missing ones are left blank).
-POINT_FIELDS = ('family', 'task', 'dataset', 'plus_class', 'minus_class',
-                'nn_architecture', 'num_parameters', 'use_augmentation',
-                'learning_rate', 'training_loss_target', 'train_subset',
-                'test_subset', 'epoch')
-SUMMARY_COLUMNS = POINT_FIELDS + ('point_id', 'metric', 'mean', 'std', 'ci95',
-                                  'n')
+# Family of the records converted from a 0.1.0 runs.jsonl.
+RUNS_FAMILY = 'after_kernel'
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically (temp file + fsync + rename)."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  handle, temporary = tempfile.mkstemp(
+      dir=directory, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+  try:
+    with os.fdopen(handle, 'w', encoding='utf-8') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, path)
+  except BaseException:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+    raise
+
+
+def _jsonable(value: Any) -> Any:
+  """Maps numpy scalars/arrays and non-finite floats to plain JSON values."""
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return _jsonable(value.tolist())
+  if isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def to_json(value: Any, **kwargs) -> str:
+  """`json.dumps` that accepts numpy values and writes NaN/inf as null."""
+  return json.dumps(_jsonable(value), allow_nan=False, **kwargs)
+
+
+def config_fingerprint(fields: Mapping[str, Any],
+                       ignored: Sequence[str] = ()) -> str:
+  """16-hex-digit hash of the config fields that change results.
+
+  The one fingerprint of the library: sha256 of the sorted-key JSON of the
+  kept fields.
+
+  Args:
+    fields: the configuration as a JSON-serializable mapping.
+    ignored: fields that do not change results (run counts, data paths,
+      speed knobs), left out so that changing them reuses the records.
+  """
+  kept = {k: v for k, v in fields.items() if k not in ignored}
+  return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()
+                        ).hexdigest()[:16]
+
+
+def claim_output_dir(output_dir: str, config_dict: Mapping[str, Any],
+                     fingerprint: str, extra: Mapping[str, Any] = None,
+                     rewrite: bool = True) -> None:
+  """Writes output_dir/config.json, or checks that the existing one matches.
+
+  Studies call this before writing anything, so a second configuration can
+  never mix its records into a folder (results would silently average two
+  experiments); re-running the same configuration resumes. Fields left out
+  of the fingerprint (more runs, more sizes or indices) extend the folder:
+  config.json is then rewritten to the latest configuration (unless
+  `rewrite` is False), so it matches what the summary covers.
+
+  Args:
+    output_dir: the folder.
+    config_dict: the configuration, stored under 'config'.
+    fingerprint: `config_fingerprint` of it.
+    extra: more top-level fields of config.json (e.g. a 'version').
+    rewrite: whether a matching config.json is rewritten to this config.
+
+  Raises:
+    AfterKernelError: no output_dir, or it holds another configuration
+      (nothing is changed then).
+  """
+  errors.require(bool(output_dir), 'output_dir is required: where results '
+                 'are written')
+  path = os.path.join(output_dir, CONFIG_FILE)
+  content = {'fingerprint': fingerprint, 'config': dict(config_dict)}
+  content.update(extra or {})
+  text = to_json(content, indent=2, sort_keys=True) + '\n'
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      previous_text = f.read()
+    try:
+      previous = json.loads(previous_text)
+    except json.JSONDecodeError:
+      previous = {}
+    errors.require(
+        isinstance(previous, dict) and
+        previous.get('fingerprint') == fingerprint,
+        f'{output_dir} already holds results of a different configuration '
+        f'({path}); choose another --output_dir (nothing was changed)')
+    if rewrite and previous_text != text:
+      atomic_write_text(path, text)
+  else:
+    atomic_write_text(path, text)
 
 
 class ResultStore:
@@ -89,8 +191,7 @@ class ResultStore:
     """
     errors.require('key' in record, 'a record needs a "key" field')
     path = self.path(record['key'])
-    results.atomic_write_text(
-        path, results.to_json(record, indent=1, sort_keys=True) + '\n')
+    atomic_write_text(path, to_json(record, indent=1, sort_keys=True) + '\n')
     return path
 
   def get(self, key: str) -> Dict[str, Any]:
@@ -127,154 +228,90 @@ def _read_record(path: str) -> Dict[str, Any]:
   return record
 
 
-def _group_key(record: Mapping[str, Any]) -> Tuple[str, str]:
-  return (str(record.get('family', '')), str(record.get('point_id', '')))
+# ----------------------------------------------------------------------------
+# The run log of run_after_kernel (0.1.0 format: one JSON line per run).
 
 
-def summarize(records: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-  """Aggregates records over runs, one entry per (family, point).
+def read_runs(output_dir: str) -> List[Dict[str, Any]]:
+  """The run records in `output_dir/runs.jsonl` ([] if there are none)."""
+  path = os.path.join(output_dir, RUNS_FILE)
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path, encoding='utf-8') as f:
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise errors.AfterKernelError(
+              f'{path} line {number} is not valid JSON ({e.msg}); the file was '
+              'not written by afterkernel or was edited') from None
+  return records
 
-  Args:
-    records: store records; each has 'family', 'point_id', 'point' (a dict of
-      `POINT_FIELDS`), 'run' and 'metrics' (name -> number or None).
+
+def append_run(output_dir: str, record: Mapping[str, Any]) -> None:
+  """Adds one run record to `runs.jsonl`, rewriting the file atomically."""
+  path = os.path.join(output_dir, RUNS_FILE)
+  existing = ''
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      existing = f.read()
+    if existing and not existing.endswith('\n'):
+      existing += '\n'
+  atomic_write_text(path, existing + to_json(record, sort_keys=True) + '\n')
+
+
+def run_to_record(run: Mapping[str, Any]) -> Dict[str, Any]:
+  """A runs.jsonl line as a store record of family `RUNS_FAMILY`.
+
+  The point is the run's configuration fingerprint (one point per
+  experiment), and its width for the linearized study's runs (which hold
+  one run per width); metrics, timings, seed and data are kept as they are.
+  """
+  errors.require('run' in run and 'metrics' in run,
+                 'a runs.jsonl line needs "run" and "metrics" fields')
+  point_id = str(run.get('config_fingerprint', 'unknown'))
+  point = {'family': RUNS_FAMILY}
+  if run.get('width') is not None:
+    point_id += f'_w{float(run["width"]):g}'
+    point['width'] = float(run['width'])
+  record = dict(run)
+  record.update(key=f'{RUNS_FAMILY}_{point_id}_run{int(run["run"]):04d}',
+                family=RUNS_FAMILY, point_id=point_id, point=point)
+  return record
+
+
+def convert_runs_to_records(output_dir: str) -> List[str]:
+  """Writes records/ for every line of `output_dir/runs.jsonl`.
+
+  Lets the result tools (summarize_results, plot_results) read a folder
+  written by run_after_kernel; runs.jsonl is left untouched.
 
   Returns:
-    Entries sorted by point, each {'family', 'point_id', 'point', 'runs'
-    (sorted run indices), 'metrics': name -> {mean, std, ci95, n}} with
-    `results.metric_summary` (ci95 = Student-t half-width; None for n < 2).
+    The keys written.
 
   Raises:
-    AfterKernelError: two records of one point claim the same run (a store
-      that two different sweeps wrote inconsistently).
+    AfterKernelError: the folder has no runs.jsonl, or a line is corrupt.
   """
-  groups = collections.OrderedDict()
-  for record in records:
-    groups.setdefault(_group_key(record), []).append(record)
-  entries = []
-  for (family, point_id), members in groups.items():
-    runs = [m.get('run') for m in members]
-    errors.require(len(set(runs)) == len(runs),
-                   f'point {point_id} of family {family} has duplicate runs '
-                   f'{sorted(runs)}; the store is inconsistent')
-    names = sorted({name for m in members for name in m.get('metrics', {})
-                    if _is_number_or_none_everywhere(members, name)})
-    entries.append({
-        'family': family, 'point_id': point_id,
-        'point': dict(members[0].get('point', {})),
-        'runs': sorted(runs),
-        'metrics': {name: results.metric_summary(
-            m.get('metrics', {}).get(name) for m in members)
-                    for name in names},
-    })
-  entries.sort(key=lambda e: _sort_key(e['point']) + (e['point_id'],))
-  return entries
+  runs = read_runs(output_dir)
+  errors.require(bool(runs),
+                 f'no runs in {os.path.join(output_dir, RUNS_FILE)}')
+  result_store = ResultStore(output_dir)
+  return [os.path.basename(result_store.put(run_to_record(run)))[
+      :-len(RECORD_SUFFIX)] for run in runs]
 
 
-def _is_number_or_none_everywhere(members, name) -> bool:
-  for member in members:
-    value = member.get('metrics', {}).get(name)
-    if value is not None and (isinstance(value, bool) or
-                              not isinstance(value, (int, float))):
-      return False
-  return True
+# 0.1.0 names of the summary functions (`store.summarize`, ...), now in
+# `summary`; resolved lazily because `summary` imports this module.
+_SUMMARY_NAMES = ('summarize', 'write_summary', 'summarize_store',
+                  'format_summary', 'summary_rows', 'format_csv',
+                  'SUMMARY_JSON', 'SUMMARY_CSV', 'POINT_FIELDS',
+                  'SUMMARY_COLUMNS', 'DEFAULT_TABLE_METRICS')
 
 
-def _sort_key(point: Mapping[str, Any]) -> tuple:
-  # None sorts first; mixed types compare by their text.
-  return tuple((point.get(f) is not None,
-                (0, point.get(f)) if isinstance(point.get(f), (int, float))
-                else (1, str(point.get(f))))
-               for f in POINT_FIELDS)
-
-
-def summary_rows(entries: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-  """Long-format rows of `summarize` output: one per (point, metric)."""
-  rows = []
-  for entry in entries:
-    for name, stats in entry['metrics'].items():
-      row = {field: entry['point'].get(field) for field in POINT_FIELDS}
-      row.update(family=entry['family'], point_id=entry['point_id'],
-                 metric=name, **stats)
-      rows.append(row)
-  return rows
-
-
-def format_csv(entries: Sequence[Mapping[str, Any]]) -> str:
-  """`summary_rows` as CSV text with header `SUMMARY_COLUMNS`."""
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS,
-                          lineterminator='\n')
-  writer.writeheader()
-  for row in summary_rows(entries):
-    writer.writerow({k: '' if v is None else v for k, v in row.items()})
-  return buffer.getvalue()
-
-
-def write_summary(directory: str,
-                  entries: Sequence[Mapping[str, Any]]) -> Tuple[str, str]:
-  """Writes `summary.json` and `summary.csv` atomically; returns their paths."""
-  json_path = os.path.join(directory, SUMMARY_JSON)
-  csv_path = os.path.join(directory, SUMMARY_CSV)
-  results.atomic_write_text(
-      json_path, results.to_json(list(entries), indent=1, sort_keys=True) +
-      '\n')
-  results.atomic_write_text(csv_path, format_csv(entries))
-  return json_path, csv_path
-
-
-def summarize_store(directory: str) -> List[Dict[str, Any]]:
-  """Summarizes every record of the store at `directory` and writes tables.
-
-  Returns:
-    The `summarize` entries (also written by `write_summary`).
-
-  Raises:
-    AfterKernelError: the directory holds no records.
-  """
-  store = ResultStore(directory)
-  records = store.records()
-  errors.require(bool(records), f'no records in {store.records_dir}; run a '
-                 'sweep with --store_dir pointing there first')
-  entries = summarize(records)
-  write_summary(directory, entries)
-  return entries
-
-
-# Metrics shown by `format_summary` unless told otherwise.
-DEFAULT_TABLE_METRICS = ('svm_error', 'nn_error', 'conjugate_svm_error',
-                         'swap_inv', 'trans_inv', 'kalignment')
-
-
-def format_summary(entries: Sequence[Mapping[str, Any]],
-                   metrics: Sequence[str] = DEFAULT_TABLE_METRICS) -> str:
-  """A readable table of `summarize` entries: one line per point.
-
-  Cells are 'mean±ci95' (just the mean for a single run); the point columns
-  shown are those that vary between entries.
-  """
-  if not entries:
-    return '(no records)'
-  varying = [f for f in POINT_FIELDS
-             if len({repr(e['point'].get(f)) for e in entries}) > 1 or
-             f in ('family', 'epoch')]
-  header = varying + ['n'] + list(metrics)
-  lines = []
-  for entry in entries:
-    cells = [str(entry['point'].get(f, '')) for f in varying]
-    cells.append(str(len(entry['runs'])))
-    for name in metrics:
-      stats = entry['metrics'].get(name)
-      if not stats or stats['mean'] is None:
-        cells.append('-')
-      elif stats['ci95'] is None:
-        cells.append(f'{stats["mean"]:.4f}')
-      else:
-        cells.append(f'{stats["mean"]:.4f}±{stats["ci95"]:.4f}')
-    lines.append(cells)
-  widths = [max(len(h), *(len(row[i]) for row in lines))
-            for i, h in enumerate(header)]
-  text = ['  '.join(h.ljust(w) for h, w in zip(header, widths))]
-  text.extend('  '.join(c.ljust(w) for c, w in zip(row, widths))
-              for row in lines)
-  text.append('(mean±95% CI half-width over the n runs of each point)')
-  return '\n'.join(text)
+def __getattr__(name: str) -> Any:
+  if name in _SUMMARY_NAMES:
+    from afterkernel.studies import summary  # pylint: disable=g-import-not-at-top
+    return getattr(summary, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

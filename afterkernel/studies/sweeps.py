@@ -25,7 +25,7 @@ margin of the network's kernel (`svm_error`, `svm_margin`; the FNTK at epoch
 0, the after kernel later), the four invariances, the alignment with the
 conjugate projection, effective ranks, the SVM test error with the conjugate
 projection (`conjugate_svm_error`), and the network's test error and
-training loss. Metrics come from `experiment.KernelProbe`, so they are
+training loss. Metrics come from `after_kernel.KernelProbe`, so they are
 computed exactly as by `run_experiment`.
 
 Resuming: a (point, run) whose records all exist is skipped; otherwise the
@@ -36,7 +36,7 @@ CPU does not promise bit-identical training across processes, so a resumed
 run's later checkpoints may differ from an uninterrupted run's by rounding.
 
 Run r of every point uses seed `base.seed + r` for the data permutation, the
-initialization and the minibatch order, as `experiment.run_once` does, so the
+initialization and the minibatch order, as `after_kernel.run_once` does, so the
 FNTK of run r is the same network for every learning rate and
 augmentation setting.
 """
@@ -52,8 +52,9 @@ import keras
 
 from afterkernel import data
 from afterkernel import errors
-from afterkernel.studies import experiment
+from afterkernel.studies import after_kernel
 from afterkernel import models
+from afterkernel.studies import runner
 from afterkernel.studies import store as store_lib
 from afterkernel import training
 
@@ -137,7 +138,7 @@ class Sweep:
     num_parameters: the 'width' family's parameter counts.
   """
   family: str
-  base: experiment.ExperimentConfig
+  base: after_kernel.ExperimentConfig
   tasks: Tuple[str, ...] = ('mnist_3v8',)
   architectures: Tuple[str, ...] = ('vgg',)
   augmentation: Tuple[bool, ...] = (False,)
@@ -180,7 +181,7 @@ class Sweep:
     for config in self.point_configs():
       config.validate()
 
-  def point_configs(self) -> List[experiment.ExperimentConfig]:
+  def point_configs(self) -> List[after_kernel.ExperimentConfig]:
     """The experiment configuration of every point (checkpoint epoch aside).
 
     For the snapshot families max_num_epochs is the largest checkpoint; the
@@ -221,21 +222,26 @@ class Sweep:
       return (CHECKPOINT_FINAL,)
     return tuple(sorted(set(self.epochs)))
 
+  @property
+  def num_runs(self) -> int:
+    """Runs per point (`base.num_runs`)."""
+    return self.base.num_runs
+
   def num_records(self) -> int:
     """Records a finished sweep holds."""
     return (len(self.point_configs()) * len(self.checkpoints()) *
             self.base.num_runs)
 
 
-def checkpoint_config(config: experiment.ExperimentConfig,
-                      checkpoint: Any) -> experiment.ExperimentConfig:
+def checkpoint_config(config: after_kernel.ExperimentConfig,
+                      checkpoint: Any) -> after_kernel.ExperimentConfig:
   """The config describing one checkpoint (max_num_epochs = its epoch)."""
   if checkpoint == CHECKPOINT_FINAL:
     return config
   return dataclasses.replace(config, max_num_epochs=int(checkpoint))
 
 
-def record_key(family: str, config: experiment.ExperimentConfig,
+def record_key(family: str, config: after_kernel.ExperimentConfig,
                checkpoint: Any, run: int) -> str:
   """The store key of one record: family, checkpoint config hash, run.
 
@@ -248,7 +254,7 @@ def record_key(family: str, config: experiment.ExperimentConfig,
   return f'{family}-{point_id}-run{run:04d}'
 
 
-def _point_fields(family: str, task: str, config: experiment.ExperimentConfig,
+def _point_fields(family: str, task: str, config: after_kernel.ExperimentConfig,
                   checkpoint: Any) -> Dict[str, Any]:
   return {
       'family': family, 'task': task, 'dataset': config.dataset,
@@ -265,35 +271,35 @@ def _point_fields(family: str, task: str, config: experiment.ExperimentConfig,
   }
 
 
-def _task_name(config: experiment.ExperimentConfig) -> str:
+def _task_name(config: after_kernel.ExperimentConfig) -> str:
   return f'{config.dataset}_{config.minus_class}v{config.plus_class}'
 
 
 class _Measurer:
-  """Measures one network at a checkpoint and writes its record."""
+  """Measures one network at a checkpoint and emits its record."""
 
-  def __init__(self, sweep: Sweep, config: experiment.ExperimentConfig,
+  def __init__(self, sweep: Sweep, config: after_kernel.ExperimentConfig,
                task: data.BinaryTask, full_task_sizes: Tuple[int, int],
-               run: int, store: store_lib.ResultStore,
+               run: int, emit: Callable[[Dict[str, Any]], None],
                log: Callable[[str], None]):
     self.sweep, self.config, self.task, self.run = sweep, config, task, run
-    self.store, self.log = store, log
+    self.emit, self.log = emit, log
     self.full_task_sizes = full_task_sizes
     self.seed = config.seed + run
-    self.probe = experiment.KernelProbe(config, task, self.seed, log)
+    self.probe = after_kernel.KernelProbe(config, task, self.seed, log)
     # The conjugate projection only needs its SVM (same solver and
     # tolerance as the kernel's); invariances etc. are the kernel's.
     conjugate_config = dataclasses.replace(
         config, use_conjugate_kernel=True,
         num_translations=0, num_zooms=0, num_swaps=0, num_rotations=0,
         ker_alignment_sample_size=0, effective_rank_sample_size=0)
-    self.conjugate_probe = experiment.KernelProbe(conjugate_config, task,
+    self.conjugate_probe = after_kernel.KernelProbe(conjugate_config, task,
                                                   self.seed, log)
 
   def measure(self, model: keras.Model, checkpoint: Any,
               extra_metrics: Dict[str, Any],
               extra_timings: Dict[str, float]) -> Dict[str, Any]:
-    """Measures `model`, writes the record, returns it."""
+    """Measures `model`, emits the record (stored on return), returns it."""
     start = time.time()
     metrics, timings = {}, dict(extra_timings)
     measured = self.probe.measure(model, 'ak_')
@@ -327,7 +333,7 @@ class _Measurer:
         'run': self.run,
         'seed': self.seed,
         'checkpoint': checkpoint,
-        'version': experiment.VERSION,
+        'version': after_kernel.VERSION,
         'config': checkpoint_config(self.config, checkpoint).to_dict(),
         'protocol': (
             {'training': 'one trajectory per run; kernels measured at '
@@ -352,15 +358,15 @@ class _Measurer:
         'written_at': datetime.datetime.now(
             datetime.timezone.utc).isoformat(timespec='seconds'),
     }
-    self.store.put(record)
+    self.emit(record)
     self.log(f'  wrote {record["key"]} ({checkpoint}): svm_error '
              f'{metrics.get("svm_error")}, nn_error {metrics["nn_error"]:.4f}')
     return record
 
 
-def _run_point(sweep: Sweep, config: experiment.ExperimentConfig,
+def _run_point(sweep: Sweep, config: after_kernel.ExperimentConfig,
                task: data.BinaryTask, run: int, missing: Sequence[Any],
-               store: store_lib.ResultStore,
+               emit: Callable[[Dict[str, Any]], None],
                log: Callable[[str], None]) -> int:
   """Trains run `run` of one point and writes its `missing` checkpoints."""
   seed = config.seed + run
@@ -369,8 +375,8 @@ def _run_point(sweep: Sweep, config: experiment.ExperimentConfig,
   if config.train_subset or config.test_subset:
     task = data.subsample(task, config.train_subset, config.test_subset)
   keras.utils.set_random_seed(seed)
-  model = experiment.build_network(config, task.x_train.shape[1:])
-  measurer = _Measurer(sweep, config, task, full_sizes, run, store, log)
+  model = after_kernel.build_network(config, task.x_train.shape[1:])
+  measurer = _Measurer(sweep, config, task, full_sizes, run, emit, log)
   train_kwargs = dict(learning_rate=config.learning_rate,
                       batch_size=config.batch_size,
                       augment=config.use_augmentation, seed=seed)
@@ -400,13 +406,60 @@ def _run_point(sweep: Sweep, config: experiment.ExperimentConfig,
   return len(missing)
 
 
-def _iter_work(
-    sweep: Sweep) -> Iterator[Tuple[int, experiment.ExperimentConfig]]:
-  # Run-major: every point gets run 0 before any gets run 1, so partial
-  # sweeps already give whole curves.
-  for run in range(sweep.base.num_runs):
-    for config in sweep.point_configs():
-      yield run, config
+# A sweep point of the runner: (family, index of its config in
+# `point_configs`, that config, checkpoint); the checkpoints of one config
+# share a training run (`_config_index` groups them into one unit).
+def _points(sweep: Sweep) -> List[Tuple[str, int, Any, Any]]:
+  return [(sweep.family, index, config, checkpoint)
+          for index, config in enumerate(sweep.point_configs())
+          for checkpoint in sweep.checkpoints()]
+
+
+def _point_key(point: Tuple[str, int, Any, Any], run: int) -> str:
+  family, _, config, checkpoint = point
+  return record_key(family, config, checkpoint, run)
+
+
+def _config_index(point: Tuple[str, int, Any, Any]) -> int:
+  return point[1]
+
+
+def _load_tasks(sweep: Sweep, output_dir: str
+                ) -> Dict[Tuple[str, int, int], data.BinaryTask]:
+  """Each task once (the measurement sizes come from `base`, so one size
+  check per task covers all of its points)."""
+  del output_dir  # Records go through the runner.
+  tasks = {}
+  for config in sweep.point_configs():
+    source = (config.dataset, config.plus_class, config.minus_class)
+    if source not in tasks:
+      tasks[source] = after_kernel.load_task(config)
+  return tasks
+
+
+def _run_unit(sweep: Sweep, tasks: Dict[Tuple[str, int, int], Any],
+              unit: runner.WorkUnit, log: Callable[[str], None]
+              ) -> Iterator[Dict[str, Any]]:
+  """Trains one run of one point; yields a record per missing checkpoint."""
+  _, index, config, _ = unit.points[0]
+  missing = [point[3] for point in unit.points]
+  total = len(sweep.point_configs()) * sweep.num_runs
+  label = (f'[{unit.run * len(sweep.point_configs()) + index + 1}/{total}] '
+           f'{sweep.family} run {unit.run} '
+           f'{_task_name(config)} {config.nn_architecture}'
+           f'{" +aug" if config.use_augmentation else ""}'
+           f' lr={config.learning_rate or training.DEFAULT_LEARNING_RATE}')
+  if config.num_parameters:
+    label += f' params~{config.num_parameters}'
+  log(f'{label}: measuring {missing}')
+  task = tasks[(config.dataset, config.plus_class, config.minus_class)]
+  return runner.stream(lambda emit: _run_point(sweep, config, task, unit.run,
+                                               missing, emit, log))
+
+
+STUDY = runner.Study(family='sweep', points=_points, record_key=_point_key,
+                     run_once=_run_unit, load=_load_tasks,
+                     group=_config_index, noun='checkpoints')
 
 
 def run_sweep(sweep: Sweep, store: store_lib.ResultStore,
@@ -427,30 +480,6 @@ def run_sweep(sweep: Sweep, store: store_lib.ResultStore,
       written.
   """
   sweep.validate()
-  # Load (and size-check) each task once; the measurement sizes come from
-  # `base`, so one check per task covers all of its points.
-  tasks = {}
-  for config in sweep.point_configs():
-    source = (config.dataset, config.plus_class, config.minus_class)
-    if source not in tasks:
-      tasks[source] = experiment.load_task(config)
-  counts = {'written': 0, 'skipped': 0, 'total': sweep.num_records()}
-  work = list(_iter_work(sweep))
-  for index, (run, config) in enumerate(work, 1):
-    missing = [c for c in sweep.checkpoints()
-               if not store.has(record_key(sweep.family, config, c, run))]
-    counts['skipped'] += len(sweep.checkpoints()) - len(missing)
-    label = (f'[{index}/{len(work)}] {sweep.family} run {run} '
-             f'{_task_name(config)} {config.nn_architecture}'
-             f'{" +aug" if config.use_augmentation else ""}'
-             f' lr={config.learning_rate or training.DEFAULT_LEARNING_RATE}')
-    if config.num_parameters:
-      label += f' params~{config.num_parameters}'
-    if not missing:
-      log(f'{label}: all {len(sweep.checkpoints())} records exist; skipped')
-      continue
-    log(f'{label}: measuring {missing}')
-    task = tasks[(config.dataset, config.plus_class, config.minus_class)]
-    counts['written'] += _run_point(sweep, config, task, run, missing, store,
-                                    log)
+  counts = runner.execute(STUDY, sweep, store, log)
+  counts['total'] = sweep.num_records()
   return counts

@@ -8,9 +8,11 @@ One run (`run_once`) of the paper's protocol:
      kernel with its conjugate projection, effective rank;
   3. train the network (fixed epochs, or until the training loss target);
   4. the same numbers for the after kernel, plus the network's test error.
-`run_experiment` repeats this `num_runs` times (seed, seed+1, ...), appending
-one record per run to `runs.jsonl` and rewriting `summary.json` after each run
-(see `results`), and resumes an interrupted experiment.
+`run_experiment` repeats this `num_runs` times (seed, seed+1, ...) on
+`studies.runner`: one record per run in records/ (key
+after_kernel_<fingerprint>_run<r>), summary.json / summary.csv in the one
+summary schema (`studies.summary`), and resumes an interrupted experiment
+(a 0.1.0 folder's runs.jsonl is converted to records/ first).
 
 Metric names follow the original after-kernel script (nn_error, linear_error,
 margin, {ntk,ak}_{trans,zoom,swap,rotation}_inv, {ntk,ak}_kalignment,
@@ -25,11 +27,10 @@ alignment metric is unchanged (kernel vs its conjugate projection).
 """
 
 import dataclasses
-import hashlib
-import json
+import functools
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from absl import logging
 import keras
@@ -43,7 +44,9 @@ from afterkernel.kernels import invariance
 from afterkernel import kernels
 from afterkernel import margin
 from afterkernel import models
-from afterkernel.studies import results
+from afterkernel.studies import runner
+from afterkernel.studies import store
+from afterkernel.studies import summary as summary_lib
 from afterkernel import training
 
 VERSION = '0.1.0'
@@ -257,16 +260,12 @@ class ExperimentConfig:
     (distribution_strategy: the same features and SGD on other devices,
     though training is not bit-identical; each run record names it).
     """
-    fields = self.to_dict()
-    for name in ('num_runs', 'data_dir', 'feature_batch_size',
-                 'feature_method', 'memory_budget_gb',
-                 'distribution_strategy'):
-      fields.pop(name)
-    if fields['measure_ntk']:
+    ignored = ['num_runs', 'data_dir', 'feature_batch_size', 'feature_method',
+               'memory_budget_gb', 'distribution_strategy']
+    if self.measure_ntk:
       # Added later: the default leaves earlier fingerprints unchanged.
-      fields.pop('measure_ntk')
-    text = json.dumps(fields, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+      ignored.append('measure_ntk')
+    return store.config_fingerprint(self.to_dict(), ignored)
 
 
 def _model_kwargs(config: ExperimentConfig) -> Dict[str, Any]:
@@ -521,22 +520,32 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
 
 def _prepare_output_dir(config: ExperimentConfig, output_dir: str) -> None:
   """Writes config.json, or checks an existing one describes this config."""
-  path = os.path.join(output_dir, results.CONFIG_FILE)
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      try:
-        previous = json.load(f)
-      except json.JSONDecodeError:
-        previous = {}
-    errors.require(
-        previous.get('fingerprint') == config.fingerprint(),
-        f'{output_dir} already holds results of a different configuration '
-        f'({path}); choose another --output_dir (nothing was changed)')
-  else:
-    results.atomic_write_text(
-        path, results.to_json({'fingerprint': config.fingerprint(),
-                               'version': VERSION, 'config': config.to_dict()},
-                              indent=2, sort_keys=True) + '\n')
+  store.claim_output_dir(output_dir, config.to_dict(), config.fingerprint(),
+                         extra={'version': VERSION}, rewrite=False)
+
+
+def _fingerprints(config: ExperimentConfig) -> tuple:
+  # One point per experiment: the folder's records are its runs.
+  return (config.fingerprint(),)
+
+
+def _run_key(fingerprint: str, run: int) -> str:
+  return f'{store.RUNS_FAMILY}_{fingerprint}_run{run:04d}'
+
+
+def _given_task(task: data.BinaryTask, config: ExperimentConfig,
+                output_dir: str) -> data.BinaryTask:
+  del config, output_dir  # Loaded (and checked) before the folder is claimed.
+  return task
+
+
+def _run_unit(config: ExperimentConfig, task: data.BinaryTask,
+              unit: runner.WorkUnit, log: Callable[[str], None]
+              ) -> List[Dict[str, Any]]:
+  record = store.run_to_record(run_once(config, task, unit.run, log))
+  errors.require(record['key'] == _run_key(unit.points[0], unit.run),
+                 'run record key mismatch (a bug)')
+  return [record]
 
 
 def run_experiment(config: ExperimentConfig, output_dir: str,
@@ -546,9 +555,10 @@ def run_experiment(config: ExperimentConfig, output_dir: str,
 
   Args:
     config: the experiment.
-    output_dir: where config.json, runs.jsonl and summary.json go. If it holds
-      a finished part of the same experiment, those runs are kept and skipped;
-      if it holds a different experiment, nothing is run.
+    output_dir: where config.json, records/ and summary.json / summary.csv
+      go. If it holds a finished part of the same experiment (also as a
+      0.1.0 runs.jsonl), those runs are kept and skipped; if it holds a
+      different experiment, nothing is run.
     log: progress printer.
 
   Returns:
@@ -567,22 +577,15 @@ def run_experiment(config: ExperimentConfig, output_dir: str,
         f'{strategy.num_replicas_in_sync} replica(s)')
   task = load_task(config)
   _prepare_output_dir(config, output_dir)
-  done = {r['run'] for r in results.read_runs(output_dir)
-          if r.get('config_fingerprint') == config.fingerprint()}
-  for run_index in range(config.num_runs):
-    if run_index in done:
-      log(f'run {run_index + 1}/{config.num_runs} already in {output_dir}; '
-          'skipped')
-      continue
-    record = run_once(config, task, run_index, log)
-    results.append_run(output_dir, record)
-    records = [r for r in results.read_runs(output_dir)
-               if r.get('config_fingerprint') == config.fingerprint()
-               and r['run'] < config.num_runs]
-    results.write_summary(output_dir, results.summarize(records))
-  records = [r for r in results.read_runs(output_dir)
-             if r.get('config_fingerprint') == config.fingerprint()
-             and r['run'] < config.num_runs]
-  summary = results.summarize(records)
-  results.write_summary(output_dir, summary)
-  return summary
+  result_store = store.ResultStore(output_dir)
+  if (os.path.exists(os.path.join(output_dir, store.RUNS_FILE)) and
+      not result_store.keys()):
+    store.convert_runs_to_records(output_dir)
+  study = runner.Study(
+      family=store.RUNS_FAMILY, points=_fingerprints, record_key=_run_key,
+      run_once=_run_unit, load=functools.partial(_given_task, task),
+      noun='runs')
+  runner.execute(study, config, result_store, log)
+  entries = runner.summarize(study, config, output_dir)
+  summary_lib.write_summary(output_dir, entries)
+  return dict(entries[0]['metrics']) if entries else {}

@@ -1,4 +1,7 @@
-"""Tests for afterkernel.studies.results: atomic files and confidence intervals."""
+"""Tests for afterkernel.studies.summary and store's run log and folder claim.
+
+Atomic files and confidence intervals (moved from tests/results_test.py).
+"""
 
 import json
 import os
@@ -10,14 +13,15 @@ import numpy as np
 from scipy import stats
 
 from afterkernel import errors
-from afterkernel.studies import results
+from afterkernel.studies import store
+from afterkernel.studies import summary as summary_lib
 
 
 class SummaryTest(absltest.TestCase):
 
   def test_matches_scipy_t_interval(self):
     values = [0.1, 0.15, 0.12, 0.2, 0.11]
-    summary = results.metric_summary(values)
+    summary = summary_lib.metric_summary(values)
     low, high = stats.t.interval(0.95, len(values) - 1,
                                  loc=np.mean(values), scale=stats.sem(values))
     self.assertAlmostEqual(summary['mean'], np.mean(values))
@@ -26,24 +30,24 @@ class SummaryTest(absltest.TestCase):
     self.assertEqual(summary['n'], 5)
 
   def test_single_value_has_no_interval(self):
-    self.assertEqual(results.metric_summary([0.3]),
+    self.assertEqual(summary_lib.metric_summary([0.3]),
                      {'mean': 0.3, 'std': None, 'ci95': None, 'n': 1})
 
   def test_skips_missing_and_nonfinite(self):
-    summary = results.metric_summary([1.0, None, float('nan'), 3.0])
+    summary = summary_lib.metric_summary([1.0, None, float('nan'), 3.0])
     self.assertEqual(summary['n'], 2)
     self.assertAlmostEqual(summary['mean'], 2.0)
 
   def test_summarize_collects_all_metrics(self):
     records = [{'metrics': {'a': 1.0, 'b': 2.0}}, {'metrics': {'a': 3.0}}]
-    summary = results.summarize(records)
+    summary = summary_lib.summarize_metrics(records)
     self.assertEqual(summary['a']['n'], 2)
     self.assertEqual(summary['b']['n'], 1)
 
   def test_table_shows_pairs_side_by_side(self):
-    summary = results.summarize([{'metrics': {'ntk_x': 0.5, 'ak_x': 0.25,
-                                              'nn_error': 0.1}}])
-    table = results.format_table(summary, [('x', 'ntk_x', 'ak_x')])
+    summary = summary_lib.summarize_metrics(
+        [{'metrics': {'ntk_x': 0.5, 'ak_x': 0.25, 'nn_error': 0.1}}])
+    table = summary_lib.format_table(summary, [('x', 'ntk_x', 'ak_x')])
     self.assertRegex(table, r'x\s+0\.5000\s+0\.2500')
     self.assertIn('nn_error', table)
 
@@ -55,68 +59,68 @@ class FilesTest(absltest.TestCase):
     self.directory = tempfile.mkdtemp()
 
   def test_append_and_read_runs(self):
-    results.append_run(self.directory, {'run': 0, 'metrics': {'a': np.float32(
+    store.append_run(self.directory, {'run': 0, 'metrics': {'a': np.float32(
         0.5)}})
-    results.append_run(self.directory, {'run': 1, 'metrics': {'a': float(
+    store.append_run(self.directory, {'run': 1, 'metrics': {'a': float(
         'nan')}})
-    records = results.read_runs(self.directory)
+    records = store.read_runs(self.directory)
     self.assertEqual([r['run'] for r in records], [0, 1])
     self.assertEqual(records[0]['metrics']['a'], 0.5)
     self.assertIsNone(records[1]['metrics']['a'])
 
   def test_failed_write_keeps_old_file_and_leaves_no_temporary(self):
-    results.append_run(self.directory, {'run': 0})
-    path = os.path.join(self.directory, results.RUNS_FILE)
+    store.append_run(self.directory, {'run': 0})
+    path = os.path.join(self.directory, store.RUNS_FILE)
     with open(path) as f:
       before = f.read()
     with mock.patch.object(os, 'replace', side_effect=OSError('disk full')):
       with self.assertRaises(OSError):
-        results.append_run(self.directory, {'run': 1})
+        store.append_run(self.directory, {'run': 1})
     with open(path) as f:
       self.assertEqual(f.read(), before)
-    self.assertEqual(sorted(os.listdir(self.directory)), [results.RUNS_FILE])
+    self.assertEqual(sorted(os.listdir(self.directory)), [store.RUNS_FILE])
 
   def test_summary_file_is_valid_json(self):
-    path = results.write_summary(self.directory,
-                                 {'a': results.metric_summary([1.0, 2.0])})
+    path = summary_lib.write_metrics_summary(self.directory,
+                                 {'a': summary_lib.metric_summary([1.0, 2.0])})
     with open(path) as f:
       self.assertEqual(json.load(f)['a']['n'], 2)
 
   def test_corrupt_runs_file_is_reported(self):
-    with open(os.path.join(self.directory, results.RUNS_FILE), 'w') as f:
+    with open(os.path.join(self.directory, store.RUNS_FILE), 'w') as f:
       f.write('{"run": 0}\n{not json\n')
     with self.assertRaisesRegex(errors.AfterKernelError, 'line 2'):
-      results.read_runs(self.directory)
+      store.read_runs(self.directory)
 
 
 class OutputDirTest(absltest.TestCase):
 
   def test_fingerprint_ignores_only_the_named_fields(self):
     base = {'a': 1, 'runs': 3}
-    self.assertEqual(results.config_fingerprint(base, ['runs']),
-                     results.config_fingerprint({'a': 1, 'runs': 9}, ['runs']))
-    self.assertNotEqual(results.config_fingerprint(base, ['runs']),
-                        results.config_fingerprint({'a': 2, 'runs': 3},
+    self.assertEqual(store.config_fingerprint(base, ['runs']),
+                     store.config_fingerprint({'a': 1, 'runs': 9}, ['runs']))
+    self.assertNotEqual(store.config_fingerprint(base, ['runs']),
+                        store.config_fingerprint({'a': 2, 'runs': 3},
                                                    ['runs']))
 
   def test_claim_resumes_same_config_and_refuses_another(self):
     directory = os.path.join(tempfile.mkdtemp(), 'out')
-    results.claim_output_dir(directory, {'a': 1}, 'f1')
-    results.claim_output_dir(directory, {'a': 1}, 'f1')  # resume: fine
-    path = os.path.join(directory, results.CONFIG_FILE)
+    store.claim_output_dir(directory, {'a': 1}, 'f1')
+    store.claim_output_dir(directory, {'a': 1}, 'f1')  # resume: fine
+    path = os.path.join(directory, store.CONFIG_FILE)
     before = open(path).read()
     with self.assertRaisesRegex(errors.AfterKernelError,
                                 'different configuration'):
-      results.claim_output_dir(directory, {'a': 2}, 'f2')
+      store.claim_output_dir(directory, {'a': 2}, 'f2')
     self.assertEqual(open(path).read(), before)
     with self.assertRaisesRegex(errors.AfterKernelError, 'output_dir'):
-      results.claim_output_dir('', {}, 'f')
+      store.claim_output_dir('', {}, 'f')
 
   def test_claim_with_more_runs_rewrites_config_json(self):
     directory = os.path.join(tempfile.mkdtemp(), 'out')
-    results.claim_output_dir(directory, {'a': 1, 'runs': 2}, 'f1')
-    results.claim_output_dir(directory, {'a': 1, 'runs': 5}, 'f1')  # grown
-    with open(os.path.join(directory, results.CONFIG_FILE)) as f:
+    store.claim_output_dir(directory, {'a': 1, 'runs': 2}, 'f1')
+    store.claim_output_dir(directory, {'a': 1, 'runs': 5}, 'f1')  # grown
+    with open(os.path.join(directory, store.CONFIG_FILE)) as f:
       self.assertEqual(json.load(f)['config'], {'a': 1, 'runs': 5})
 
 

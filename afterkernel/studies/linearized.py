@@ -20,15 +20,15 @@ for the network vs 93.2% for its linearization) and Ortiz-Jimenez et al.
 (2021), whose "Jacobian embedding" of 600 examples is the NTK Gram used
 here for the effective rank.
 
-Results follow the other experiments' layout (`results`): `config.json`,
-`runs.jsonl` (one record per width and seed, appended atomically; re-running
-the same configuration resumes), `summary.json` ({width: {metric: {mean,
-std, ci95, n}}}) and a figure `accuracy_vs_width.png`.
+The study runs on `studies.runner`: `config.json`, one record per width and
+seed in records/ (re-running the same configuration resumes; a 0.1.0
+folder's runs.jsonl is converted first), summary.json / summary.csv in the
+one summary schema (one entry per width) and a figure `accuracy_vs_width.png`.
+`run_study` returns the summary by width ({width: {metric: {mean, std, ci95,
+n}}}) as in 0.1.0.
 """
 
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -44,9 +44,13 @@ from afterkernel.kernels import jacobians
 from afterkernel import kernels
 from afterkernel import linearize
 from afterkernel.data import multiclass
-from afterkernel.studies import results
+from afterkernel.studies import runner
+from afterkernel.studies import store
+from afterkernel.studies import summary as summary_lib
+from afterkernel import training
 
 TASKS = ('multiclass', 'binary')
+FAMILY = 'linearized'
 FIGURE_FILE = 'accuracy_vs_width.png'
 # Ortiz-Jimenez et al. measure the Jacobian embedding on 600 examples.
 DEFAULT_RANK_SAMPLE_SIZE = 600
@@ -56,7 +60,7 @@ ACCURACY_METRICS = ('nn_train_accuracy', 'nn_test_accuracy',
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(runner.StudyConfig):
   """Everything that defines a network-vs-linearization study.
 
   Attributes (the help of their flags in linearized_vs_network):
@@ -86,6 +90,8 @@ class StudyConfig:
     num_runs: seeds per width.
     seed: first seed.
   """
+  # More runs or widths extend a study; data_dir is where the data lives.
+  FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'width_multipliers')
   dataset: str = 'digits'
   task: str = 'multiclass'
   plus_class: int = 8
@@ -140,17 +146,6 @@ class StudyConfig:
                    f'weight_decay must be >= 0, got {self.weight_decay}')
     errors.require(self.seed >= 0, f'seed must be >= 0, got {self.seed}')
 
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Hash of the fields that change a run's results."""
-    fields = self.to_dict()
-    for name in ('num_runs', 'data_dir', 'width_multipliers'):
-      fields.pop(name)
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
-                          ).hexdigest()[:16]
-
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -186,42 +181,29 @@ def _targets(task: Task, labels: np.ndarray) -> np.ndarray:
   return multiclass.one_hot(labels, task.num_outputs)
 
 
-def l2_loss(targets, outputs):
-  """Per-example L2 loss 0.5 |f(x) - y|^2, summed over the outputs."""
-  return 0.5 * keras.ops.sum(keras.ops.square(outputs - targets), axis=-1)
+l2_loss = training.l2_loss  # 0.5 |f(x) - y|^2 summed over the outputs.
 
 
 def compile_model(model: keras.Model, config: StudyConfig,
                   num_outputs: int) -> None:
   """SGD with momentum and weight decay; `l2_loss` on one-hot, or BCE."""
-  optimizer = keras.optimizers.SGD(
-      learning_rate=config.learning_rate, momentum=config.momentum,
-      weight_decay=config.weight_decay or None)
-  loss = (keras.losses.BinaryCrossentropy(from_logits=True)
-          if num_outputs == 1 else l2_loss)
-  model.compile(optimizer=optimizer, loss=loss)
+  training.compile_model(model, config.learning_rate, config.momentum,
+                         loss='bce' if num_outputs == 1 else 'l2',
+                         weight_decay=config.weight_decay or None)
 
 
 def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray,
              batch_size: int = 512) -> float:
   """Fraction correct: argmax of the outputs, or logit > 0 for one output."""
-  outputs = np.concatenate([
-      keras.ops.convert_to_numpy(model(images[s:s + batch_size],
-                                       training=False))
-      for s in range(0, len(images), batch_size)])
-  if outputs.shape[1] == 1:
-    predictions = (outputs[:, 0] > 0).astype(np.int64)
-  else:
-    predictions = np.argmax(outputs, axis=1)
-  return float(np.mean(predictions == labels))
+  return training.accuracy(training.predict_outputs(model, images,
+                                                    batch_size), labels)
 
 
 def _fit(model, config, task, seed) -> List[float]:
-  keras.utils.set_random_seed(seed)  # Same batch order for both models.
-  history = model.fit(task.x_train, _targets(task, task.y_train),
-                      batch_size=config.batch_size, epochs=config.epochs,
-                      shuffle=True, verbose=0)
-  return [float(v) for v in history.history['loss']]
+  # The 'keras' order under one seed: the same batch order for both models.
+  return training.fit(model, task.x_train, _targets(task, task.y_train),
+                      batch_size=config.batch_size, seed=seed,
+                      epochs=config.epochs, batch_order='keras')
 
 
 def _effective_rank(model, images) -> float:
@@ -276,8 +258,8 @@ def summarize_by_width(records: Sequence[Dict[str, Any]]
                        ) -> Dict[str, Dict[str, Dict[str, Any]]]:
   """{str(width): {metric: {mean, std, ci95, n}}} over the runs."""
   widths = sorted({r['width'] for r in records})
-  return {str(w): results.summarize(r for r in records if r['width'] == w)
-          for w in widths}
+  return {str(w): summary_lib.summarize_metrics(
+      r for r in records if r['width'] == w) for w in widths}
 
 
 def plot_accuracy_vs_width(summary: Dict[str, Dict[str, Dict[str, Any]]],
@@ -328,6 +310,76 @@ def plot_accuracy_vs_width(summary: Dict[str, Dict[str, Dict[str, Any]]],
   return path
 
 
+def record_key(width: float, run: int) -> str:
+  return f'{FAMILY}_w{float(width):g}_run{run:04d}'
+
+
+def _widths(config: StudyConfig) -> List[float]:
+  return [float(w) for w in config.width_multipliers]
+
+
+def _width(point: float) -> float:
+  return point
+
+
+def _checked_task(config: StudyConfig, output_dir: str) -> Task:
+  del output_dir  # Nothing is written outside the records.
+  task = load_task(config)
+  errors.require(config.rank_sample_size <= len(task.y_train),
+                 f'rank_sample_size={config.rank_sample_size} exceeds the '
+                 f'{len(task.y_train)} training examples; lower it')
+  return task
+
+
+def _run_unit(config: StudyConfig, task: Task, unit: runner.WorkUnit,
+              log: Callable[[str], None]) -> List[Dict[str, Any]]:
+  (width,) = unit.points
+  record = run_once(config, task, width, unit.run, log)
+  record.update(key=record_key(width, unit.run), family=FAMILY,
+                point_id=f'width={float(width):g}',
+                point={'family': FAMILY, 'width': float(width),
+                       'dataset': config.dataset,
+                       'nn_architecture': config.architecture,
+                       'num_parameters': record['num_parameters']})
+  return [record]
+
+
+def by_width(entries: Sequence[Dict[str, Any]]
+             ) -> Dict[str, Dict[str, Dict[str, Any]]]:
+  """{str(width): {metric: {mean, std, ci95, n}}} of summary entries."""
+  return {str(float(e['point']['width'])): dict(e['metrics'])
+          for e in entries}
+
+
+def _sort_width(entry: Dict[str, Any]) -> float:
+  return entry['point']['width']
+
+
+def _figures(entries, config: StudyConfig, output_dir: str) -> str:
+  return plot_accuracy_vs_width(
+      by_width(entries), os.path.join(output_dir, FIGURE_FILE),
+      title=f'{config.architecture} on {config.dataset} ({config.task})')
+
+
+def _convert_0_1_0(output_dir: str) -> None:
+  """Turns a 0.1.0 folder's runs.jsonl into this study's records."""
+  if (not os.path.exists(os.path.join(output_dir, store.RUNS_FILE)) or
+      store.ResultStore(output_dir).keys()):
+    return
+  result_store = store.ResultStore(output_dir)
+  for run in store.read_runs(output_dir):
+    record = dict(run)
+    record.update(key=record_key(run['width'], run['run']), family=FAMILY,
+                  point_id=f'width={float(run["width"]):g}',
+                  point={'family': FAMILY, 'width': float(run['width'])})
+    result_store.put(record)
+
+
+STUDY = runner.Study(family=FAMILY, points=_widths, record_key=record_key,
+                     run_once=_run_unit, load=_checked_task, group=_width,
+                     sort_key=_sort_width, figures=_figures, noun='widths')
+
+
 def run_study(config: StudyConfig, output_dir: str,
               log: Callable[[str], None] = logging.info
               ) -> Dict[str, Dict[str, Dict[str, Any]]]:
@@ -340,56 +392,17 @@ def run_study(config: StudyConfig, output_dir: str,
     log: progress printer.
 
   Returns:
-    `summarize_by_width` of this configuration's records.
+    The summary by width: {str(width): {metric: {mean, std, ci95, n}}}.
 
   Raises:
     AfterKernelError: bad configuration or a foreign config.json.
   """
   config.validate()
-  os.makedirs(output_dir, exist_ok=True)
-  config_path = os.path.join(output_dir, results.CONFIG_FILE)
-  if os.path.exists(config_path):
-    with open(config_path, encoding='utf-8') as f:
-      existing = json.load(f).get('fingerprint')
-    errors.require(existing == config.fingerprint(),
-                   f'{output_dir} holds results of a different configuration '
-                   f'(fingerprint {existing}); use another --output_dir')
-  else:
-    results.atomic_write_text(config_path, results.to_json(
-        dict(config=config.to_dict(), fingerprint=config.fingerprint()),
-        indent=2, sort_keys=True) + '\n')
-  task = load_task(config)
-  errors.require(config.rank_sample_size <= len(task.y_train),
-                 f'rank_sample_size={config.rank_sample_size} exceeds the '
-                 f'{len(task.y_train)} training examples; lower it')
-
-  def mine():
-    return [r for r in results.read_runs(output_dir)
-            if r.get('config_fingerprint') == config.fingerprint()
-            and r['width'] in [float(w) for w in config.width_multipliers]
-            and r['run'] < config.num_runs]
-
-  done = {(r['width'], r['run']) for r in mine()}
-  for width in config.width_multipliers:
-    for run_index in range(config.num_runs):
-      if (float(width), run_index) in done:
-        log(f'width {width} run {run_index} already in {output_dir}; '
-            'skipped')
-        continue
-      results.append_run(output_dir, run_once(config, task, width, run_index,
-                                              log))
-      summary = summarize_by_width(mine())
-      results.atomic_write_text(
-          os.path.join(output_dir, results.SUMMARY_FILE),
-          results.to_json(summary, indent=2, sort_keys=True) + '\n')
-  summary = summarize_by_width(mine())
-  results.atomic_write_text(os.path.join(output_dir, results.SUMMARY_FILE),
-                            results.to_json(summary, indent=2,
-                                            sort_keys=True) + '\n')
-  plot_accuracy_vs_width(
-      summary, os.path.join(output_dir, FIGURE_FILE),
-      title=f'{config.architecture} on {config.dataset} ({config.task})')
-  return summary
+  if os.path.isdir(output_dir):
+    # Claim first (a foreign folder is refused untouched), then convert.
+    store.claim_output_dir(output_dir, config.to_dict(), config.fingerprint())
+    _convert_0_1_0(output_dir)
+  return by_width(runner.run(STUDY, config, output_dir, log))
 
 
 def format_summary(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> str:

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from unittest import mock
 
@@ -10,11 +11,12 @@ from absl.testing import absltest
 import numpy as np
 
 from afterkernel import errors
-from afterkernel.studies import experiment
-from afterkernel.studies import results
+from afterkernel.studies import after_kernel
+from afterkernel.studies import store
+from afterkernel.studies import summary as summary_lib
 
 # Tiny but complete: every stage runs, in a few seconds.
-_TINY = experiment.ExperimentConfig(
+_TINY = after_kernel.ExperimentConfig(
     dataset='digits', plus_class=8, minus_class=3, train_subset=48,
     test_subset=24, nn_architecture='fully_connected', num_layers=1,
     num_parameters=3000, max_num_epochs=2, num_runs=2, num_translations=8,
@@ -32,6 +34,17 @@ def _quiet(message):
   del message
 
 
+def _folder_contents(directory):
+  """{relative path: text} of every file under `directory` (records/ too)."""
+  contents = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path) as f:
+        contents[os.path.relpath(path, directory)] = f.read()
+  return contents
+
+
 class RunExperimentTest(absltest.TestCase):
 
   def setUp(self):
@@ -39,8 +52,8 @@ class RunExperimentTest(absltest.TestCase):
     self.directory = os.path.join(tempfile.mkdtemp(), 'out')
 
   def test_writes_records_and_summary_with_original_names(self):
-    summary = experiment.run_experiment(_TINY, self.directory, log=_quiet)
-    records = results.read_runs(self.directory)
+    summary = after_kernel.run_experiment(_TINY, self.directory, log=_quiet)
+    records = store.ResultStore(self.directory).records()
     self.assertEqual([r['run'] for r in records], [0, 1])
     self.assertEqual([r['seed'] for r in records], [0, 1])
     for name in _ORIGINAL_METRICS + ('ntk_linear_error', 'ntk_margin'):
@@ -55,9 +68,10 @@ class RunExperimentTest(absltest.TestCase):
       self.assertGreater(metrics['margin'], 0.0)
       self.assertEqual(record['data']['n_train'], 48)
       self.assertEqual(record['data']['permutation_seed'], record['seed'])
-    with open(os.path.join(self.directory, results.SUMMARY_FILE)) as f:
-      self.assertEqual(json.load(f), json.loads(results.to_json(summary)))
-    with open(os.path.join(self.directory, results.CONFIG_FILE)) as f:
+    with open(os.path.join(self.directory, summary_lib.SUMMARY_FILE)) as f:
+      (entry,) = json.load(f)  # One point: this experiment.
+      self.assertEqual(entry['metrics'], json.loads(store.to_json(summary)))
+    with open(os.path.join(self.directory, store.CONFIG_FILE)) as f:
       self.assertEqual(json.load(f)['config'], _TINY.to_dict())
     # Different seeds give different runs.
     self.assertNotEqual(records[0]['metrics']['ntk_trans_inv'],
@@ -65,47 +79,62 @@ class RunExperimentTest(absltest.TestCase):
 
   def test_resume_skips_finished_runs(self):
     one_run = dataclasses.replace(_TINY, num_runs=1)
-    experiment.run_experiment(one_run, self.directory, log=_quiet)
-    first = results.read_runs(self.directory)
-    with mock.patch.object(experiment, 'run_once',
-                           wraps=experiment.run_once) as spy:
-      summary = experiment.run_experiment(_TINY, self.directory, log=_quiet)
+    after_kernel.run_experiment(one_run, self.directory, log=_quiet)
+    first = store.ResultStore(self.directory).records()
+    with mock.patch.object(after_kernel, 'run_once',
+                           wraps=after_kernel.run_once) as spy:
+      summary = after_kernel.run_experiment(_TINY, self.directory, log=_quiet)
     self.assertEqual([c.args[2] for c in spy.call_args_list], [1])
-    records = results.read_runs(self.directory)
+    records = store.ResultStore(self.directory).records()
     self.assertEqual([r['run'] for r in records], [0, 1])
     self.assertEqual(records[0], first[0])
     self.assertEqual(summary['nn_error']['n'], 2)
 
+  def test_resumes_a_0_1_0_folder_with_runs_jsonl(self):
+    one_run = dataclasses.replace(_TINY, num_runs=1)
+    after_kernel.run_experiment(one_run, self.directory, log=_quiet)
+    (record,) = store.ResultStore(self.directory).records()
+    # Rewrite the folder as 0.1.0 left it: runs.jsonl, no records/.
+    shutil.rmtree(os.path.join(self.directory, store.RECORDS_DIR))
+    store.append_run(self.directory, {k: v for k, v in record.items()
+                                      if k not in ('key', 'family',
+                                                   'point_id', 'point')})
+    with mock.patch.object(after_kernel, 'run_once',
+                           wraps=after_kernel.run_once) as spy:
+      summary = after_kernel.run_experiment(_TINY, self.directory, log=_quiet)
+    self.assertEqual([c.args[2] for c in spy.call_args_list], [1])
+    records = store.ResultStore(self.directory).records()
+    self.assertEqual(records[0], record)
+    self.assertEqual(summary['nn_error']['n'], 2)
+
   def test_same_seed_reproduces_the_run(self):
     one_run = dataclasses.replace(_TINY, num_runs=1)
-    a = experiment.run_experiment(one_run, self.directory, log=_quiet)
-    b = experiment.run_experiment(one_run, self.directory + '2', log=_quiet)
+    a = after_kernel.run_experiment(one_run, self.directory, log=_quiet)
+    b = after_kernel.run_experiment(one_run, self.directory + '2', log=_quiet)
     for name in ('ntk_linear_error', 'ntk_margin', 'ntk_trans_inv'):
       self.assertAlmostEqual(a[name]['mean'], b[name]['mean'], places=5)
 
   def test_other_config_in_same_directory_is_refused_untouched(self):
     one_run = dataclasses.replace(_TINY, num_runs=1)
-    experiment.run_experiment(one_run, self.directory, log=_quiet)
-    before = {name: open(os.path.join(self.directory, name)).read()
-              for name in os.listdir(self.directory)}
+    after_kernel.run_experiment(one_run, self.directory, log=_quiet)
+    before = _folder_contents(self.directory)
     with self.assertRaisesRegex(errors.AfterKernelError,
                                 'different configuration'):
-      experiment.run_experiment(dataclasses.replace(one_run, seed=5),
+      after_kernel.run_experiment(dataclasses.replace(one_run, seed=5),
                                 self.directory, log=_quiet)
-    after = {name: open(os.path.join(self.directory, name)).read()
-             for name in os.listdir(self.directory)}
+    after = _folder_contents(self.directory)
     self.assertEqual(before, after)
 
   def test_zero_epochs_after_kernel_is_the_fntk(self):
     config = dataclasses.replace(_TINY, num_runs=1, max_num_epochs=0)
-    summary = experiment.run_experiment(config, self.directory, log=_quiet)
+    summary = after_kernel.run_experiment(config, self.directory, log=_quiet)
     self.assertEqual(summary['linear_error'], summary['ntk_linear_error'])
     self.assertEqual(summary['ak_trans_inv'], summary['ntk_trans_inv'])
 
   def test_skipping_the_fntk_gives_the_same_after_kernel(self):
     config = dataclasses.replace(_TINY, num_runs=1)
-    both = experiment.run_experiment(config, self.directory, log=_quiet)
-    after_only = experiment.run_experiment(
+    both = after_kernel.run_experiment(config, self.directory, log=_quiet)
+    after_only = after_kernel.run_experiment(
         dataclasses.replace(config, measure_ntk=False), self.directory + 'a',
         log=_quiet)
     self.assertFalse([name for name in after_only if name.startswith('ntk_')])
@@ -117,13 +146,28 @@ class RunExperimentTest(absltest.TestCase):
                         dataclasses.replace(config,
                                             measure_ntk=False).fingerprint())
 
+  def test_fingerprint_is_the_0_1_0_hash(self):
+    # Independent of store.config_fingerprint: the 0.1.0 formula, so folders
+    # written by 0.1.0 still resume.
+    import hashlib  # pylint: disable=g-import-not-at-top
+    import json  # pylint: disable=g-import-not-at-top
+    fields = _TINY.to_dict()
+    for name in ('num_runs', 'data_dir', 'feature_batch_size',
+                 'feature_method', 'memory_budget_gb', 'distribution_strategy',
+                 'measure_ntk'):
+      fields.pop(name)
+    expected = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
+                              ).hexdigest()[:16]
+    self.assertTrue(_TINY.measure_ntk)
+    self.assertEqual(_TINY.fingerprint(), expected)
+
   def test_primal_and_dual_solvers_agree_through_the_pipeline(self):
     config = dataclasses.replace(_TINY, num_runs=1, max_num_epochs=0,
                                  num_translations=0, num_zooms=0,
                                  num_swaps=0, num_rotations=0,
                                  svm_tolerance=1e-6, svm_max_iterations=20000)
-    dual = experiment.run_experiment(config, self.directory, log=_quiet)
-    primal = experiment.run_experiment(
+    dual = after_kernel.run_experiment(config, self.directory, log=_quiet)
+    primal = after_kernel.run_experiment(
         dataclasses.replace(config, svm_solver='primal'),
         self.directory + 'p', log=_quiet)
     self.assertAlmostEqual(dual['ntk_margin']['mean'],
@@ -134,10 +178,10 @@ class RunExperimentTest(absltest.TestCase):
     config = dataclasses.replace(_TINY, num_runs=1, max_num_epochs=0,
                                  num_translations=0, num_zooms=0,
                                  num_swaps=0, num_rotations=0)
-    dense = experiment.run_experiment(config, self.directory, log=_quiet)
+    dense = after_kernel.run_experiment(config, self.directory, log=_quiet)
     # ~3000 parameters x 4 bytes x 40 rows: 48 + 24 examples do not fit, so
     # the Grams are streamed in several chunks.
-    streamed = experiment.run_experiment(
+    streamed = after_kernel.run_experiment(
         dataclasses.replace(config, memory_budget_gb=40 * 3000 * 4 / 1024**3),
         self.directory + 's', log=_quiet)
     self.assertEqual(dense['ntk_linear_error'], streamed['ntk_linear_error'])
@@ -146,7 +190,7 @@ class RunExperimentTest(absltest.TestCase):
 
   def test_conjugate_kernel_option(self):
     config = dataclasses.replace(_TINY, num_runs=1, use_conjugate_kernel=True)
-    summary = experiment.run_experiment(config, self.directory, log=_quiet)
+    summary = after_kernel.run_experiment(config, self.directory, log=_quiet)
     self.assertIn('linear_error', summary)
     self.assertIn('ak_trans_inv', summary)
 
@@ -167,13 +211,13 @@ class RealMnistTest(absltest.TestCase):
     if data_dir is None:
       self.skipTest('real MNIST not found: set AFTERKERNEL_DATA_DIR or put '
                     'mnist/ under ../shared/data')
-    config = experiment.ExperimentConfig(
+    config = after_kernel.ExperimentConfig(
         dataset='mnist', plus_class=8, minus_class=3, data_dir=data_dir,
         train_subset=2000, test_subset=500, nn_architecture='vgg',
         max_num_epochs=5, num_runs=1, num_translations=200, num_zooms=200,
         num_swaps=200, num_rotations=200, ker_alignment_sample_size=200,
         effective_rank_sample_size=200)
-    summary = experiment.run_experiment(
+    summary = after_kernel.run_experiment(
         config, os.path.join(tempfile.mkdtemp(), 'mnist'), log=_quiet)
     mean = {name: entry['mean'] for name, entry in summary.items()}
     # Loose bounds that a broken pipeline (wrong labels, wrong features,
@@ -190,7 +234,7 @@ class ValidationTest(absltest.TestCase):
   def assert_refused(self, pattern, **changes):
     directory = os.path.join(tempfile.mkdtemp(), 'never')
     with self.assertRaisesRegex(errors.AfterKernelError, pattern):
-      experiment.run_experiment(dataclasses.replace(_TINY, **changes),
+      after_kernel.run_experiment(dataclasses.replace(_TINY, **changes),
                                 directory, log=_quiet)
     self.assertFalse(os.path.exists(directory))
 

@@ -1,0 +1,134 @@
+"""The binaries reproduce the golden records of testdata/golden/ number by number.
+
+Each case of `tests/golden_cases.py` (the offline digits demo of
+run_after_kernel, the three sweeps, every study binary at its tiny preset,
+linearized_vs_network) is rerun as a subprocess, `python -m binaries.<name>`
+with the recorded flags and `golden_cases.ENVIRONMENT`, with whatever code is
+checked out; every number of every result file it writes must equal the
+golden one. So the restructuring of the library (modules moving into
+packages, one store, one runner, generated flags) is shown to keep the
+results, as long as the binaries keep their names, flags and result files.
+A renamed result file or key fails naming it; new files and keys are fine.
+
+Regenerate (only for an intended change of numbers):
+`python -m tests.regenerate_goldens [--case=NAME]`.
+"""
+
+import glob
+import os
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+
+import golden_cases
+
+# Run-to-run, the cases are bit-identical on one machine under
+# golden_cases.ENVIRONMENT (single-threaded deterministic TensorFlow; two
+# recordings compared, see testdata/README.md), so floats are compared
+# exactly by default: (rtol, atol) = (0, 0). A case listed here is compared
+# within max(atol, rtol * |golden|) instead, for the reason given.
+TOLERANCES = {}
+# The most differences listed in one failure message.
+_MAX_LISTED = 40
+
+
+class GoldenTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      (name, name) for name in golden_cases.CASE_NAMES)
+  def test_case_reproduces_its_golden_record(self, name):
+    case = golden_cases.case_named(name)
+    path = golden_cases.golden_path(name)
+    self.assertTrue(os.path.exists(path),
+                    f'no golden record {path}: run python -m '
+                    f'tests.regenerate_goldens --case={name}')
+    golden = golden_cases.read_golden(path)
+    self.assertEqual(
+        golden['command'], case.command(),
+        f'{path} was recorded with another command line than the case in '
+        'tests/golden_cases.py: regenerate it or restore the case')
+    self.assertNotEmpty(golden['results'], f'{path} holds no numbers')
+    with tempfile.TemporaryDirectory() as output_dir:
+      golden_cases.run_case(case, output_dir)
+      results = golden_cases.read_results(output_dir)
+    rtol, atol = TOLERANCES.get(name, (0.0, 0.0))
+    problems = golden_cases.compare(golden['results'], results, rtol, atol)
+    listed = '\n'.join(problems[:_MAX_LISTED])
+    more = len(problems) - _MAX_LISTED
+    self.assertEmpty(
+        problems, f'golden case {name} ({" ".join(case.command())}): '
+        f'{len(problems)} differences (rtol={rtol}, atol={atol}):\n{listed}'
+        + (f'\n... and {more} more' if more > 0 else ''))
+
+  def test_every_golden_record_belongs_to_a_case(self):
+    recorded = sorted(os.path.basename(p)[:-len('.json')] for p in
+                      glob.glob(os.path.join(golden_cases.GOLDEN_DIR,
+                                             '*.json')))
+    self.assertEqual(recorded, sorted(golden_cases.CASE_NAMES))
+
+  def test_golden_records_hold_no_times_or_strings(self):
+    for name in golden_cases.CASE_NAMES:
+      golden = golden_cases.read_golden(golden_cases.golden_path(name))
+      for file_name, numbers in golden['results'].items():
+        for key, value in numbers.items():
+          self.assertIsNone(golden_cases.EXCLUDED_KEY.search(key),
+                            f'{name}: {file_name}: {key}')
+          self.assertIsInstance(value, (int, float, bool, type(None)),
+                                f'{name}: {file_name}: {key}')
+
+
+class CompareTest(absltest.TestCase):
+  """The comparison itself catches what it must (fast, no subprocess)."""
+
+  def setUp(self):
+    super().setUp()
+    self.golden = {'summary.json': {'a/mean': 0.25, 'a/n': 3, 'ok': True,
+                                    'none': None, 'nan': float('nan')}}
+
+  def _with(self, **changes):
+    return {'summary.json': dict(self.golden['summary.json'], **changes)}
+
+  def test_equal_results_pass_extra_keys_and_files_allowed(self):
+    results = self._with(new_metric=1.0)
+    results['records/new.json'] = {'x': 1}
+    self.assertEmpty(golden_cases.compare(self.golden, results))
+
+  def test_last_bit_change_fails_exactly_and_passes_within_tolerance(self):
+    changed = self._with(**{'a/mean': 0.25 + 2**-54})
+    problems = golden_cases.compare(self.golden, changed)
+    self.assertLen(problems, 1)
+    self.assertIn('a/mean', problems[0])
+    self.assertEmpty(golden_cases.compare(self.golden, changed, rtol=1e-6))
+    self.assertLen(golden_cases.compare(
+        self.golden, self._with(**{'a/mean': 0.2501}), rtol=1e-6), 1)
+
+  def test_integers_bools_null_and_nan_compare_exactly(self):
+    for key, value in (('a/n', 4), ('ok', False), ('ok', 1), ('none', 0.0),
+                       ('nan', 0.0)):
+      problems = golden_cases.compare(self.golden, self._with(**{key: value}),
+                                      rtol=0.5, atol=0.5)
+      self.assertLen(problems, 1, (key, value))
+      self.assertIn(key, problems[0])
+
+  def test_missing_key_and_file_are_named(self):
+    results = {'summary.json': {k: v for k, v in
+                                self.golden['summary.json'].items()
+                                if k != 'a/n'}}
+    problems = golden_cases.compare(self.golden, results)
+    self.assertEqual(problems, ["summary.json: missing key 'a/n' (golden 3)"])
+    problems = golden_cases.compare(self.golden, {'summary.csv': {}})
+    self.assertLen(problems, 1)
+    self.assertIn("missing result file 'summary.json'", problems[0])
+
+  def test_flatten_drops_times_and_strings(self):
+    flat = golden_cases.flatten({
+        'metrics': {'svm_error': 0.1, 'train_seconds': 3.0},
+        'timings': {'gram': 1.0}, 'version': '0.1.0', 'path': '/tmp/x',
+        'runs': [{'n': 2}, {'ok': False}]})
+    self.assertEqual(flat, {'metrics/svm_error': 0.1, 'runs/0/n': 2,
+                            'runs/1/ok': False})
+
+
+if __name__ == '__main__':
+  absltest.main()

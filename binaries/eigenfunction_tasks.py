@@ -37,23 +37,20 @@ from afterkernel.studies import eigentasks
 from binaries import flags
 from binaries import mains
 
-STUDY = mains.StudyFlags(
-    eigentasks.EigentaskConfig, eigentasks.PRESETS, 'tiny',
-    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir')
-
 _FOOTER = ('(means over runs; accuracies on sign(phi_j) test labels, "bal" = '
            'mean per-class recall, "maj test" = majority-class rate; alpha = '
            '||E[y grad f]||^2, A = y^T K y / (||K||_F ||y||^2); ONE-CLASS k/n: '
            'in k of n runs the task had one class, its accuracy is '
            'meaningless)')
 
-
-def main(argv):
-  return mains.study_main(
-      argv, STUDY, eigentasks.run_study,
-      lambda entries, _: eigentasks.format_table(entries),
-      eigentasks.FIGURE_NAME, footer=_FOOTER)
-
+STUDY = mains.StudyBinary(
+    eigentasks.EigentaskConfig, eigentasks.PRESETS,
+    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir',
+    run=eigentasks.run_study,
+    format_result=lambda entries, _: eigentasks.format_table(entries),
+    figure_name=eigentasks.FIGURE_NAME,
+    footer=_FOOTER)
+main = STUDY.main
 
 if __name__ == '__main__':
   flags.run(main)

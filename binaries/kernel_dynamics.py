@@ -25,23 +25,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top
 from afterkernel.studies import kernel_dynamics as study
-from afterkernel.studies import scaling_common
 from binaries import flags
 from binaries import mains
 
-STUDY = mains.StudyFlags(
-    study.KernelDynamicsConfig, study.PRESETS, 'tiny',
-    'tiny: embedded digits, seconds (smoke test); cpu: MNIST 3-vs-8, a '
-    'real-data run of 5-20 min on 2 cores')
-
-
-def main(argv):
-  return mains.study_main(
-      argv, STUDY, study.run,
-      lambda summary, _: study.format_summary(summary),
-      scaling_common.FIGURE_NAMES[study.STUDY],
-      adjust=mains.scaling_classes)
-
+STUDY = mains.scaling_study_binary(study, study.KernelDynamicsConfig)
+main = STUDY.main
 
 if __name__ == '__main__':
   flags.run(main)

@@ -37,16 +37,13 @@ from afterkernel.studies import kernel_rotation
 from binaries import flags
 from binaries import mains
 
-STUDY = mains.StudyFlags(
-    kernel_rotation.RotationConfig, kernel_rotation.PRESETS, 'tiny',
-    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir')
-
-
-def main(argv):
-  return mains.study_main(argv, STUDY, kernel_rotation.run_study,
-                          kernel_rotation.format_table,
-                          kernel_rotation.FIGURE_NAME)
-
+STUDY = mains.StudyBinary(
+    kernel_rotation.RotationConfig, kernel_rotation.PRESETS,
+    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir',
+    run=kernel_rotation.run_study,
+    format_result=kernel_rotation.format_table,
+    figure_name=kernel_rotation.FIGURE_NAME)
+main = STUDY.main
 
 if __name__ == '__main__':
   flags.run(main)

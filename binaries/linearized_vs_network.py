@@ -42,30 +42,21 @@ from afterkernel.studies import linearized as linearized_study
 from binaries import flags
 from binaries import mains
 
+
+def _report(summary, output_dir: str) -> str:
+  """The accuracy table by width, then where the results are."""
+  return (f'{linearized_study.format_summary(summary)}\n'
+          f'results and {linearized_study.FIGURE_FILE} in {output_dir}')
+
+
 # The configuration the flags change: StudyConfig's defaults.
-BASE = linearized_study.StudyConfig()
-CONFIG = flags.define_config_flags(linearized_study.StudyConfig,
-                                   {'linearized_vs_network': BASE})
-OUTPUT_DIR = flags.define_folder('output_dir')
-
-
-def config_from_flags() -> linearized_study.StudyConfig:
-  """The study configuration the flags describe."""
-  return CONFIG.apply(BASE)
-
-
-def main(argv):
-
-  def body():
-    mains.require_no_arguments(argv)
-    output_dir = mains.require_folder(OUTPUT_DIR, 'where results are written')
-    summary = linearized_study.run_study(config_from_flags(), output_dir,
-                                         log=logging.info)
-    print(linearized_study.format_summary(summary))
-    print(f'results and {linearized_study.FIGURE_FILE} in {output_dir}')
-
-  return mains.main_status(body)
-
+BINARY = mains.ConfigBinary(
+    linearized_study.StudyConfig, 'linearized_vs_network',
+    run=lambda config, output_dir: linearized_study.run_study(
+        config, output_dir, log=logging.info),
+    report=_report)
+config_from_flags = BINARY.config
+main = BINARY.main
 
 if __name__ == '__main__':
   flags.run(main)

@@ -238,3 +238,120 @@ def study_main(argv: Sequence[str], study: StudyFlags,
           f'{os.path.abspath(directory)}')
 
   return main_status(body)
+
+
+class StudyBinary(StudyFlags):
+  """A study binary: its flags (see `StudyFlags`) and its main.
+
+  A study binary module is then one `StudyBinary(...)` and `main =
+  STUDY.main`.
+
+  Attributes (besides `StudyFlags`'):
+    run: run(config, output_dir, log=...) -> result.
+    format_result: (result, config) -> the table to print.
+    figure_name: the figure's file name without extension.
+    footer: printed under the table (what the numbers mean).
+    adjust: edits the overrides before they are applied (`StudyFlags.config`).
+  """
+
+  def __init__(self, config_class: type, presets: Mapping[str, Any],
+               preset_help: str, *, run: Callable[..., Any],
+               format_result: Callable[[Any, Any], str], figure_name: str,
+               footer: str = '',
+               adjust: Optional[Callable[[Dict[str, Any]], None]] = None,
+               default_preset: str = 'tiny',
+               flag_values: absl_flags.FlagValues = absl_flags.FLAGS):
+    super().__init__(config_class, presets, default_preset, preset_help,
+                     flag_values)
+    self.run = run
+    self.format_result = format_result
+    self.figure_name = figure_name
+    self.footer = footer
+    self.adjust = adjust
+
+  def main(self, argv: Sequence[str]) -> int:
+    """`study_main` with this binary's study; returns the exit status."""
+    return study_main(argv, self, self.run, self.format_result,
+                      self.figure_name, footer=self.footer, adjust=self.adjust)
+
+
+SCALING_PRESET_HELP = ('tiny: embedded digits, seconds (smoke test); cpu: '
+                       'MNIST 3-vs-8, a real-data run of 5-20 min on 2 cores')
+
+
+def scaling_study_binary(study: Any, config_class: type) -> StudyBinary:
+  """The binary of one scaling study module.
+
+  Args:
+    study: `studies.data_scaling`, `.after_kernel_vs_m` or `.kernel_dynamics`
+      (each has STUDY, PRESETS, run and format_summary).
+    config_class: the module's configuration dataclass.
+  """
+  return StudyBinary(
+      config_class, study.PRESETS, SCALING_PRESET_HELP, run=study.run,
+      format_result=lambda summary, _: study.format_summary(summary),
+      figure_name=scaling_common.FIGURE_NAMES[study.STUDY],
+      adjust=scaling_classes)
+
+
+class SweepBinary:
+  """A sweep binary: the paper's sweep of its family, its flags, its main.
+
+  Attributes:
+    paper: the preset (`sweeps.Sweep`) the flags change.
+    sweep_flags: flags of the Sweep's fields.
+    base_flags: flags of its base ExperimentConfig's fields.
+    store_dir: the --store_dir holder.
+  """
+
+  def __init__(self, paper: sweeps.Sweep, sweep_fields: Sequence[str] = (),
+               base_fields: Sequence[str] = ()):
+    self.paper = paper
+    self.sweep_flags, self.base_flags = define_sweep_flags(
+        paper, sweep_fields, base_fields)
+    self.store_dir = flags.define_folder('store_dir')
+
+  def sweep(self) -> sweeps.Sweep:
+    """The paper's sweep with the given flags applied."""
+    return sweep_from_flags(self.paper, self.sweep_flags, self.base_flags)
+
+  def main(self, argv: Sequence[str]) -> int:
+    """`sweep_main` of this sweep; returns the exit status."""
+    return sweep_main(argv, self.sweep, self.store_dir)
+
+
+class ConfigBinary:
+  """A binary that starts from a config class's defaults (no presets).
+
+  One flag per field (`flags.define_config_flags`) and --output_dir; its
+  main runs `run(config, output_dir)` and prints `report(result,
+  output_dir)`.
+
+  Attributes:
+    base: the configuration the flags change (the class's defaults).
+    fields: the field flags.
+    output_dir: the --output_dir holder.
+  """
+
+  def __init__(self, config_class: type, name: str,
+               run: Callable[[Any, str], Any],
+               report: Callable[[Any, str], str]):
+    self.base = config_class()
+    self.fields = flags.define_config_flags(config_class, {name: self.base})
+    self.output_dir = flags.define_folder('output_dir')
+    self._run = run
+    self._report = report
+
+  def config(self):
+    """The configuration the flags describe."""
+    return self.fields.apply(self.base)
+
+  def main(self, argv: Sequence[str]) -> int:
+    """Runs and reports; 0, or 2 after one `error:` line."""
+
+    def body():
+      require_no_arguments(argv)
+      output_dir = require_folder(self.output_dir, 'where results are written')
+      print(self._report(self._run(self.config(), output_dir), output_dir))
+
+    return main_status(body)

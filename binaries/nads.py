@@ -37,19 +37,17 @@ from afterkernel.studies import nads
 from binaries import flags
 from binaries import mains
 
-STUDY = mains.StudyFlags(
-    nads.NADConfig, nads.PRESETS, 'tiny',
-    'tiny: seconds; cpu, cpu_vgg, cpu_fc: 16x16 inputs, minutes')
-
 _FOOTER = ('(means over runs; accuracies on sign(v_j . x) labels of Gaussian '
            'inputs; s_j = j-th singular value of E_x[d^2 f / d theta d x])')
 
-
-def main(argv):
-  return mains.study_main(argv, STUDY, nads.run_study,
-                          lambda entries, _: nads.format_table(entries),
-                          nads.FIGURE_NAME, footer=_FOOTER)
-
+STUDY = mains.StudyBinary(
+    nads.NADConfig, nads.PRESETS,
+    'tiny: seconds; cpu, cpu_vgg, cpu_fc: 16x16 inputs, minutes',
+    run=nads.run_study,
+    format_result=lambda entries, _: nads.format_table(entries),
+    figure_name=nads.FIGURE_NAME,
+    footer=_FOOTER)
+main = STUDY.main
 
 if __name__ == '__main__':
   flags.run(main)

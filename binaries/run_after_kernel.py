@@ -33,37 +33,26 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top
-import afterkernel
 from afterkernel.studies import after_kernel
+from afterkernel.studies import summary as summary_lib
 from binaries import flags
 from binaries import mains
 
+
+def _report(summary, output_dir: str) -> str:
+  """The table of means ± 95% CI, then where the results are."""
+  table = summary_lib.format_table(summary, after_kernel.TABLE_ROWS)
+  return f'\n{table}\n\nresults: {os.path.abspath(output_dir)}'
+
+
 # The configuration the flags change: ExperimentConfig's defaults.
-BASE = after_kernel.ExperimentConfig()
-CONFIG = flags.define_config_flags(after_kernel.ExperimentConfig,
-                                   {'run_after_kernel': BASE})
-OUTPUT_DIR = flags.define_folder('output_dir')
-
-
-def config_from_flags() -> after_kernel.ExperimentConfig:
-  """The experiment configuration the flags describe."""
-  return CONFIG.apply(BASE)
-
-
-def main(argv):
-
-  def body():
-    mains.require_no_arguments(argv)
-    output_dir = mains.require_folder(OUTPUT_DIR, 'where results are written')
-    summary = after_kernel.run_experiment(
-        config_from_flags(), output_dir, log=lambda m: print(m, flush=True))
-    print()
-    print(afterkernel.studies.results.format_table(summary,
-                                                   after_kernel.TABLE_ROWS))
-    print(f'\nresults: {os.path.abspath(output_dir)}')
-
-  return mains.main_status(body)
-
+BINARY = mains.ConfigBinary(
+    after_kernel.ExperimentConfig, 'run_after_kernel',
+    run=lambda config, output_dir: after_kernel.run_experiment(
+        config, output_dir, log=lambda m: print(m, flush=True)),
+    report=_report)
+config_from_flags = BINARY.config
+main = BINARY.main
 
 if __name__ == '__main__':
   flags.run(main)

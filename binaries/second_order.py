@@ -39,20 +39,18 @@ from afterkernel.studies import second_order
 from binaries import flags
 from binaries import mains
 
-STUDY = mains.StudyFlags(
-    second_order.SecondOrderConfig, second_order.PRESETS, 'tiny',
-    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir; '
-    "cpu_synthetic: Vyas et al.'s synthetic task")
-
 _FOOTER = ('(means over runs ± 95% CI half-width; errors are sign(f) vs the '
            'label; rms of the Taylor terms on test inputs after training)')
 
-
-def main(argv):
-  return mains.study_main(argv, STUDY, second_order.run_study,
-                          lambda entries, _: second_order.format_table(entries),
-                          second_order.FIGURE_NAME, footer=_FOOTER)
-
+STUDY = mains.StudyBinary(
+    second_order.SecondOrderConfig, second_order.PRESETS,
+    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir; '
+    "cpu_synthetic: Vyas et al.'s synthetic task",
+    run=second_order.run_study,
+    format_result=lambda entries, _: second_order.format_table(entries),
+    figure_name=second_order.FIGURE_NAME,
+    footer=_FOOTER)
+main = STUDY.main
 
 if __name__ == '__main__':
   flags.run(main)

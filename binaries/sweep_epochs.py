@@ -44,18 +44,9 @@ from binaries import mains
 PAPER = sweeps.Sweep(family='epochs', base=mains.PAPER_SWEEP_BASE,
                      architectures=sweeps.PAPER_ARCHITECTURES,
                      epochs=sweeps.PAPER_EPOCHS)
-SWEEP, BASE = mains.define_sweep_flags(PAPER, sweep_fields=('epochs',),
+SWEEP = mains.SweepBinary(PAPER, sweep_fields=('epochs',),
                                        base_fields=('learning_rate',))
-STORE_DIR = flags.define_folder('store_dir')
-
-
-def sweep_from_flags() -> sweeps.Sweep:
-  return mains.sweep_from_flags(PAPER, SWEEP, BASE)
-
-
-def main(argv):
-  return mains.sweep_main(argv, sweep_from_flags, STORE_DIR)
-
+main = SWEEP.main
 
 if __name__ == '__main__':
   flags.run(main)

@@ -49,19 +49,10 @@ PAPER = sweeps.Sweep(
         training_loss_target=sweeps.PAPER_LOSS_TARGET,
         max_num_epochs=sweeps.DEFAULT_LOSS_TARGET_MAX_EPOCHS),
     architectures=sweeps.PAPER_ARCHITECTURES)
-SWEEP, BASE = mains.define_sweep_flags(
+SWEEP = mains.SweepBinary(
     PAPER, sweep_fields=('learning_rates',),
     base_fields=('training_loss_target', 'max_num_epochs'))
-STORE_DIR = flags.define_folder('store_dir')
-
-
-def sweep_from_flags() -> sweeps.Sweep:
-  return mains.sweep_from_flags(PAPER, SWEEP, BASE)
-
-
-def main(argv):
-  return mains.sweep_main(argv, sweep_from_flags, STORE_DIR)
-
+main = SWEEP.main
 
 if __name__ == '__main__':
   flags.run(main)

@@ -41,18 +41,9 @@ PAPER = sweeps.Sweep(family='width', base=mains.PAPER_SWEEP_BASE,
                      architectures=('vgg', 'fully_connected'),
                      epochs=sweeps.PAPER_EPOCHS,
                      num_parameters=sweeps.PAPER_WIDTHS)
-SWEEP, BASE = mains.define_sweep_flags(
+SWEEP = mains.SweepBinary(
     PAPER, sweep_fields=('epochs', 'num_parameters'))
-STORE_DIR = flags.define_folder('store_dir')
-
-
-def sweep_from_flags() -> sweeps.Sweep:
-  return mains.sweep_from_flags(PAPER, SWEEP, BASE)
-
-
-def main(argv):
-  return mains.sweep_main(argv, sweep_from_flags, STORE_DIR)
-
+main = SWEEP.main
 
 if __name__ == '__main__':
   flags.run(main)

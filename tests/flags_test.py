@@ -85,8 +85,10 @@ def _binary_config_classes():
     module = importlib.import_module(f'binaries.{name}')
     found[name] = []
     for value in vars(module).values():
-      if isinstance(value, mains.StudyFlags):
+      if isinstance(value, (mains.StudyFlags, mains.ConfigBinary)):
         value = value.fields
+      if isinstance(value, mains.SweepBinary):
+        found[name].extend([value.sweep_flags, value.base_flags])
       if isinstance(value, flags.ConfigFlags):
         found[name].append(value)
   return found

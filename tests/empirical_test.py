@@ -118,6 +118,28 @@ class TrainAndCrossGramTest(absltest.TestCase):
       np.testing.assert_allclose(got[1], phi_test @ phi_train.T, rtol=1e-4,
                                  atol=1e-5)
 
+  def test_bit_equal_to_the_probe_inline_choice(self):
+    # studies/after_kernel.py's KernelProbe chooses inline between factored
+    # Dense Grams and streamed full features; this function must give the
+    # same bits so the probe can call it instead.
+    model = _model(1)
+    x_train, x_test = _images(9, 12), _images(4, 13)
+    factors = features.structured_features(model, x_train, 4)
+    inline = (grams.structured_gram(factors), grams.structured_gram(
+        features.structured_features(model, x_test, 4), factors))
+    got = empirical.model_train_and_cross_gram(model, x_train, x_test, 4)
+    for a, b in zip(got, inline):
+      np.testing.assert_array_equal(a, b)
+    width = features.count_parameters(model)
+    budget = 8 * width * 4 / 2**30
+    feature_fn = lambda x: features.gradient_features(model, x, 4, 'auto')
+    inline = grams.train_and_cross_gram(feature_fn, width, x_train, x_test,
+                                        memory_budget_gb=budget)
+    got = empirical.model_train_and_cross_gram(
+        model, x_train, x_test, 4, memory_budget_gb=budget)
+    for a, b in zip(got, inline):
+      np.testing.assert_array_equal(a, b)
+
   def test_empirical_ntk_uses_the_same_grams(self):
     model = _model(1)
     x_train, x_test = _images(6, 9), _images(3, 10)

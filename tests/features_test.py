@@ -8,7 +8,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from afterkernel.models import architectures
 from afterkernel import errors
 from afterkernel.kernels import _blocks
 from afterkernel.kernels import features
@@ -64,31 +63,6 @@ class GradientFeaturesTest(parameterized.TestCase):
     relative = (np.linalg.norm(got - expected, axis=1) /
                 np.linalg.norm(expected, axis=1))
     self.assertLess(relative.max(), 1e-5)
-
-  @parameterized.named_parameters(
-      ('valid_stride2', dict(padding='valid', strides=2)),
-      ('same_stride2_odd', dict(padding='same', strides=2)),
-      ('dilated', dict(padding='same', dilation_rate=2)),
-      ('rect_kernel', dict(padding='valid', kernel_size=(3, 2))),
-      ('no_bias_tanh', dict(padding='same', use_bias=False,
-                            activation='tanh')))
-  def test_per_layer_conv_variants(self, conv_kwargs):
-    conv_kwargs = dict(conv_kwargs)
-    kernel_size = conv_kwargs.pop('kernel_size', 3)
-    keras.utils.set_random_seed(6)
-    model = keras.Sequential([
-        keras.Input((9, 7, 2)),
-        keras.layers.Conv2D(3, kernel_size, **conv_kwargs),
-        keras.layers.AveragePooling2D(2, padding='same'),
-        keras.layers.Flatten(),
-        keras.layers.Dense(4, activation='sigmoid'),
-        keras.layers.Dense(1)])
-    self.assertTrue(features.supports_per_layer(model))
-    _perturb_weights(model, np.random.default_rng(6))
-    images = np.random.default_rng(7).random((5, 9, 7, 2)).astype(np.float32)
-    np.testing.assert_allclose(
-        features.gradient_features(model, images, method='per_layer'),
-        _reference_features(model, images), rtol=1e-4, atol=1e-6)
 
   def test_unsupported_models_fall_back_or_refuse(self):
     inputs = keras.Input((4, 4, 1))
@@ -306,28 +280,6 @@ class OneEngineTest(parameterized.TestCase):
     features.gradient_features(model, images, method='per_layer',
                                output_index=0)
     self.assertIs(_blocks._BLOCK_FNS[model]['per_layer'], cached)
-
-
-class NTKLayerFeaturesTest(absltest.TestCase):
-
-  def test_ntk_dense_chain_uses_per_layer_with_its_scale(self):
-    keras.utils.set_random_seed(3)
-    model = keras.Sequential([
-        keras.Input((6,)),
-        architectures.NTKDense(5, 'relu', weight_std=1.7),
-        architectures.NTKDense(1, weight_std=0.9)])
-    # Biases start at 0; make them matter.
-    for layer in model.layers:
-      layer.bias.assign(np.linspace(-1, 1, layer.units).astype(np.float32))
-    self.assertTrue(features.supports_per_layer(model))
-    x = np.random.default_rng(3).standard_normal((7, 6)).astype(np.float32)
-    loop = features.gradient_features(model, x, method='loop')
-    np.testing.assert_allclose(
-        features.gradient_features(model, x, method='per_layer'), loop,
-        rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(
-        kernels.structured_gram(features.structured_features(model, x)),
-        loop @ loop.T, rtol=1e-5, atol=1e-5)
 
 
 class ConjugateFeaturesTest(absltest.TestCase):

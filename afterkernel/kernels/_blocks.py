@@ -32,12 +32,13 @@ AUTOTUNE_MIN_BLOCKS = 4
 AUTOTUNE_REPEATS = 2
 
 
-def cache(model: keras.Model) -> dict:
+def cache(model: keras.Model) -> Dict[object, object]:
   """The engine's cache entry of `model` (dropped with the model)."""
   return _BLOCK_FNS.setdefault(model, {})
 
 
 def require_method(method: str, allowed=METHODS) -> None:
+  """One AfterKernelError naming the choices for an unknown method."""
   errors.require(method in allowed,
                  f'unknown feature method {method!r}; choose one of '
                  f'{", ".join(allowed)}')

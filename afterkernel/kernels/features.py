@@ -95,11 +95,19 @@ def resolve_method(model: keras.Model, images: np.ndarray,
   return _blocks.resolve_method(model, images, batch_size, method)
 
 
-def _as_inputs(inputs) -> np.ndarray:
-  inputs = np.asarray(inputs, dtype=np.float32)
-  errors.require(inputs.ndim >= 2,
-                 f'inputs must be a batch (n, ...), got shape {inputs.shape}')
-  return inputs
+def as_inputs(inputs, model: Optional[keras.Model] = None,
+              name: str = 'inputs') -> np.ndarray:
+  """`inputs` as one finite float32 (n, ...) array for `model`.
+
+  Refuses, in one AfterKernelError saying what to pass: a tf.data.Dataset, a
+  list/dict of arrays or a multi-input model (the engine differentiates a
+  model of one input tensor on an in-memory batch), and NaN/inf inputs
+  (naming `name` and the first bad example).
+  """
+  return _blocks.as_input_batch(model, inputs, name)
+
+
+_as_inputs = as_inputs
 
 
 def num_outputs(model: keras.Model, inputs: np.ndarray) -> int:
@@ -116,7 +124,7 @@ def num_outputs(model: keras.Model, inputs: np.ndarray) -> int:
     AfterKernelError: if the model returns a list/dict (several heads) or no
       example is given.
   """
-  inputs = _as_inputs(inputs)
+  inputs = _as_inputs(inputs, model)
   errors.require(len(inputs) > 0, 'need at least one input example')
   outputs = model(inputs[:1], training=False)
   errors.require(
@@ -189,7 +197,7 @@ def iter_feature_blocks(model: keras.Model,
                  "method 'structured' gives Dense-layer factors, not feature "
                  'rows: use structured_features or kernels.empirical.model_gram')
   _blocks.require_method(method, FEATURE_METHODS)
-  images = np.asarray(images, dtype=np.float32)
+  images = _as_inputs(images, model, 'images')
   _blocks.check_inputs(model, images, batch_size)
   index = tf.constant(_check_output_index(model, images, output_index),
                       tf.int32)
@@ -201,10 +209,14 @@ def iter_feature_blocks(model: keras.Model,
   # 'auto' is timed on one device; every replica runs the same code.
   concrete = _blocks.resolve_method(model, images, batch_size, method)
   if sharded:
-    yield from _sharded_blocks(model, images, batch_size, concrete, index,
-                               strategy)
+    start = 0
+    for block in _sharded_blocks(model, images, batch_size, concrete, index,
+                                 strategy):
+      _blocks.require_finite_features(model, block, start)
+      start += len(block)
+      yield block
     return
-  block_fn = _blocks.block_fn(model, concrete)
+  block_fn = _blocks.block_fn(model, concrete, images.shape[1:])
   # pfor graphs: pad a ragged last block to the full size, so one trace
   # serves every block (a retrace costs seconds for conv nets) and pfor
   # never runs the shape-generalized trace on a single example, which fails
@@ -217,13 +229,15 @@ def iter_feature_blocks(model: keras.Model,
       block = np.concatenate(
           [block, np.zeros((batch_size - size,) + block.shape[1:],
                            np.float32)])
-    yield block_fn(tf.constant(block), index).numpy()[:size]
+    rows = block_fn(tf.constant(block), index).numpy()[:size]
+    _blocks.require_finite_features(model, rows, start)
+    yield rows
 
 
 def _sharded_blocks(model, images, batch_size, method, index, strategy):
   """Blocks of R x batch_size examples (R = replicas), cut into R equal parts
   (the last, ragged block padded with zero images whose rows are dropped)."""
-  step = _blocks.sharded_block_fn(model, strategy, method)
+  step = _blocks.sharded_block_fn(model, strategy, method, images.shape[1:])
   replicas = strategy.num_replicas_in_sync
   block = replicas * batch_size
   for start in range(0, len(images), block):
@@ -262,7 +276,12 @@ def gradient_features(model: keras.Model,
 
   Returns:
     (n, P) float32, row i = d f_l(x_i) / d theta.
+
+  Raises:
+    AfterKernelError: bad inputs (not one finite (n, ...) array of the
+      model's input shape), bad method/output index, or NaN/inf features.
   """
+  images = _as_inputs(images, model, 'images')
   out = np.empty((len(images), count_parameters(model)), np.float32)
   start = 0
   for block in iter_feature_blocks(model, images, batch_size, method,
@@ -299,7 +318,7 @@ def per_example_jacobians(model: keras.Model,
   Returns:
     (n, L', P) float32, L' = len(output_indices) or L.
   """
-  inputs = _as_inputs(inputs)
+  inputs = _as_inputs(inputs, model)
   total = num_outputs(model, inputs)
   indices = list(range(total)) if output_indices is None else list(
       output_indices)
@@ -359,17 +378,20 @@ def structured_features(model: keras.Model,
   Raises:
     AfterKernelError: unsupported model or bad input.
   """
-  images = np.asarray(images, dtype=np.float32)
+  images = _as_inputs(images, model, 'images')
   _blocks.check_inputs(model, images, batch_size)
   index = tf.constant(_check_output_index(model, images, output_index),
                       tf.int32)
-  block_fn = _blocks.block_fn(model, 'structured')
+  block_fn = _blocks.block_fn(model, 'structured', images.shape[1:])
   dense_parts, other_parts = [], []
   for start in range(0, len(images), batch_size):
     dense, other = block_fn(tf.constant(images[start:start + batch_size]),
                             index)
     dense_parts.append([(h.numpy(), g.numpy()) for h, g in dense])
     other_parts.append(other.numpy())
+    for part in [other_parts[-1]] + [x for pair in dense_parts[-1]
+                                     for x in pair]:
+      _blocks.require_finite_features(model, part, start)
   dense = [(np.concatenate([block[i][0] for block in dense_parts]),
             np.concatenate([block[i][1] for block in dense_parts]))
            for i in range(len(dense_parts[0]))]
@@ -390,7 +412,7 @@ def conjugate_features(model: keras.Model,
   Returns:
     (n, d) float32.
   """
-  images = np.asarray(images, dtype=np.float32)
+  images = _as_inputs(images, model, 'images')
   _blocks.check_inputs(model, images, batch_size)
   _check_output_index(model, images, None)
   conjugate = models.conjugate_model(model)

@@ -332,7 +332,7 @@ def resolve_method(model: keras.Model, images: np.ndarray, batch_size: int,
   if per_layer.chain_layers(model) is None:
     return 'vectorized'
   cached = cache(model)
-  key = ('auto_choice', batch_size, tuple(images.shape[1:]))
+  key = ('auto_choice', batch_size)
   if key in cached:
     return cached[key]
   if len(images) < AUTOTUNE_MIN_BLOCKS * batch_size:

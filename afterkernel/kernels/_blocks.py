@@ -268,12 +268,15 @@ def _loop_block_fn(model: keras.Model):
 def block_fn(model: keras.Model, method: str, input_shape: tuple = ()):
   """The (cached) block function of a concrete or 'auto' method.
 
-  One function per (method, per-example input shape): a model with None
-  input dimensions gets one trace per concrete shape it is asked for
+  One function per method; a model whose input shape Keras does not fully
+  know (None dimensions, subclassed) gets one per (method, per-example
+  input shape), so each concrete shape is traced with static sizes
   (per_layer's convolution assembly needs static spatial sizes).
   """
   cached = cache(model)
-  key = (method, tuple(input_shape))
+  known = _input_shape(model)
+  key = (method if known is not None and None not in known else
+         (method, tuple(input_shape)))
   if key not in cached:
     scope = lambda: float32_compute(model)
     if method in ('auto', 'per_layer'):

@@ -21,11 +21,15 @@ Methods (`METHODS`, default `DEFAULT_FEATURE_METHOD` = 'auto'):
   * 'per_layer': one batched forward and backward pass, then each layer's
     per-example weight gradients from its inputs and the gradients at its
     outputs (`per_layer`). Near the speed of a batched forward+backward.
-    Needs a chain of Dense / NTKDense / Conv2D layers (`supports_per_layer`).
+    Needs a chain of Dense / NTKDense / Conv2D layers (`supports_per_layer`);
+    a Dense layer applied to rank > 2 inputs (b, ..., d_in) is assembled
+    here too: its weight gradient sums the outer products over positions.
   * 'structured': as 'per_layer', but Dense layers' gradients stay factored
     (`structured_features`), so a Gram costs n^2 (d_in + d_out) per Dense
     layer instead of n^2 d_in d_out (neural-tangents' structured
-    derivatives). It yields factors, not feature rows: the Gram functions
+    derivatives). Dense layers on rank > 2 inputs are not one outer product,
+    so their gradients stay materialized with the convolutions'. It yields
+    factors, not feature rows: the Gram functions
     of `kernels.empirical` take it, `gradient_features` does not.
   * 'vectorized': `tf.vectorized_map` over per-example
     `GradientTape.gradient` calls inside one `tf.function`, so a whole block is
@@ -39,6 +43,17 @@ Methods (`METHODS`, default `DEFAULT_FEATURE_METHOD` = 'auto'):
 `FEATURE_METHODS` are the methods that produce feature rows (all but
 'structured'). Layers always run with `training=False` (inference-mode batch
 norm and dropout: the function whose kernel we want).
+
+Models users bring: Sequential, functional and subclassed `keras.Model`s of
+one input tensor and one output tensor. Inputs are one in-memory (n, ...)
+array (`as_inputs`): a tf.data.Dataset, a list of arrays or a multi-input
+model is one AfterKernelError saying what to pass, and so are NaN/inf
+inputs (named with the first bad example) and NaN/inf features (naming
+non-finite weights, or an overflow). Input dimensions the model leaves None
+take the batch's concrete size (one trace per concrete shape). Under a
+keras 'mixed_float16' policy the engine runs the layers in float32 while it
+traces (`_blocks.float32_compute`): features and Grams are float32 and equal
+to those of the float32 model.
 
 Sharding: pass `strategy=` (a `tf.distribute.Strategy`, e.g. from
 `distribute.make_strategy`) to split each block of replicas x batch_size

@@ -478,6 +478,29 @@ class QuietAndTracedOnceTest(absltest.TestCase):
           np.float32), batch_size=4, method='vectorized')
     traced = _blocks.block_fn(model, 'vectorized', (8, 8, 1))
     self.assertEqual(traced.experimental_get_tracing_count(), 1)
+    for n in (8, 5, 11):  # per_layer: any batch size, one trace
+      features.gradient_features(model, rng.random((n, 8, 8, 1)).astype(
+          np.float32), batch_size=4, method='per_layer')
+    traced = _blocks.block_fn(model, 'per_layer', (8, 8, 1))
+    self.assertEqual(traced.experimental_get_tracing_count(), 1)
+
+  def test_many_models_do_not_warn_of_retracing(self):
+    # A sweep traces each new model once; TF counts those traces per Python
+    # function (over all models) and used to warn after five.
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    tf.get_logger().addHandler(handler)
+    images = np.random.default_rng(10).random((6, 6, 6, 1)).astype(
+        np.float32)
+    try:
+      for _ in range(7):
+        model = models.build_model('fully_connected', (6, 6, 1))
+        features.gradient_features(model, images, batch_size=4)
+        kernels.empirical.model_gram(model, images[:3], images[3:])
+    finally:
+      tf.get_logger().removeHandler(handler)
+    self.assertFalse([m for m in seen if 'retracing' in m], seen)
 
 
 if __name__ == '__main__':

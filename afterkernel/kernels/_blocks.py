@@ -265,7 +265,7 @@ def _loop_block_fn(model: keras.Model):
   return block_features
 
 
-def block_fn(model: keras.Model, method: str, input_shape: tuple = ()):
+def block_fn(model: keras.Model, method: str, input_shape: tuple):
   """The (cached) block function of a concrete or 'auto' method.
 
   One function per method; a model whose input shape Keras does not fully
@@ -288,18 +288,25 @@ def block_fn(model: keras.Model, method: str, input_shape: tuple = ()):
                        "trainable layers are Dense/Conv2D); use 'vectorized'")
         cached[key] = block_fn(model, 'vectorized', input_shape)
       else:
-        cached[key] = per_layer.per_layer_block_fn(model, chain, scope)
+        cached[key] = per_layer.per_layer_block_fn(model, chain, input_shape,
+                                                   scope)
     elif method == 'structured':
       chain = per_layer.chain_layers(model)
       errors.require(chain is not None,
                      f'structured features need a chain model whose trainable '
                      f'layers are Dense/Conv2D; {model.name!r} is not one '
                      '(use gradient_features)')
-      cached[key] = per_layer.factor_block_fn(model, chain, scope)
+      cached[key] = per_layer.factor_block_fn(model, chain, input_shape,
+                                              scope)
     elif method == 'vectorized':
       cached[key] = _vectorized_block_fn(model)
     else:
       cached[key] = _loop_block_fn(model)
+  # One trace per model is by design (its variables are captured), but TF's
+  # frequent-retracing detector counts traces per Python function, i.e. over
+  # all models: a sweep of 5 models would warn "triggered tf.function
+  # retracing". This attribute of tf.function opts out of that detector.
+  cached[key]._omit_frequent_tracing_warning = True  # pylint: disable=protected-access
   return cached[key]
 
 
@@ -351,7 +358,7 @@ def resolve_method(model: keras.Model, images: np.ndarray, batch_size: int,
 
 
 def sharded_block_fn(model: keras.Model, strategy: tf.distribute.Strategy,
-                     method: str, input_shape: tuple = ()):
+                     method: str, input_shape: tuple):
   """A tf.function: (per-replica image blocks, l) -> all rows, in order.
 
   Each replica runs the single-device block function of `method` on its

@@ -196,15 +196,23 @@ def _layer_gradients(entry, h, output_grad):
   return grads
 
 
-def per_layer_block_fn(model: keras.Model, chain,
+def block_signature(input_shape):
+  """(images of any batch size, output index): one trace serves every block,
+  the ragged last one included."""
+  return (tf.TensorSpec((None,) + tuple(input_shape), tf.float32),
+          tf.TensorSpec((), tf.int32))
+
+
+def per_layer_block_fn(model: keras.Model, chain, input_shape,
                        compute_scope=contextlib.nullcontext):
   """A tf.function: (images, l) -> (block, P) gradients of output l.
 
+  Traced once for images of shape (any batch,) + `input_shape`;
   `compute_scope()` is entered while tracing (the engine's float32 scope).
   """
   variables = model.trainable_variables
 
-  @tf.function(reduce_retracing=True)
+  @tf.function(input_signature=block_signature(input_shape))
   def block_features(images, index):
     with compute_scope():
       records, output_grads = _chain_output_gradients(chain, images, index)
@@ -216,7 +224,7 @@ def per_layer_block_fn(model: keras.Model, chain,
   return block_features
 
 
-def factor_block_fn(model: keras.Model, chain,
+def factor_block_fn(model: keras.Model, chain, input_shape,
                     compute_scope=contextlib.nullcontext):
   """A tf.function: (images, l) -> (Dense factors, other-layer gradients).
 
@@ -225,7 +233,7 @@ def factor_block_fn(model: keras.Model, chain,
   """
   del model
 
-  @tf.function(reduce_retracing=True)
+  @tf.function(input_signature=block_signature(input_shape))
   def block_factors(images, index):
     with compute_scope():
       records, output_grads = _chain_output_gradients(chain, images, index)

@@ -14,11 +14,14 @@ after_kernel_<fingerprint>_run<r>), summary.json / summary.csv in the one
 summary schema (`studies.summary`), and resumes an interrupted experiment
 (a 0.1.0 folder's runs.jsonl is converted to records/ first).
 
-Metric names follow the original after-kernel script (nn_error, linear_error,
-margin, {ntk,ak}_{trans,zoom,swap,rotation}_inv, {ntk,ak}_kalignment,
-{ntk,ak}_eff_rank) so its users can compare; added metrics: ntk_linear_error
-and ntk_margin (the FNTK's SVM), {ntk,ak}_entropy_eff_rank, nn_train_loss,
-epochs_trained, and the solvers' iteration counts.
+Kernel metrics come from the one probe (`kernels.probe.KernelProbe`, spec
+`probe_spec`). Record names follow the original after-kernel script
+(nn_error, linear_error, margin, {ntk,ak}_{trans,zoom,swap,rotation}_inv,
+{ntk,ak}_kalignment, {ntk,ak}_eff_rank) so its users can compare: the
+probe's names prefixed 'ntk_' / 'ak_', except the SVM's (`record_metrics`);
+added metrics: ntk_linear_error and ntk_margin (the FNTK's SVM),
+{ntk,ak}_entropy_eff_rank, nn_train_loss, epochs_trained, and the solvers'
+iteration counts.
 
 Which kernel: by default the gradient-feature kernel; with
 `use_conjugate_kernel` the SVM, invariances and effective rank use the
@@ -34,14 +37,13 @@ from typing import Any, Callable, Dict, List, Optional
 
 from absl import logging
 import keras
-import numpy as np
 
 from afterkernel import data
 from afterkernel import distribute
 from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel.kernels import invariance
-from afterkernel import kernels
+from afterkernel.kernels import probe as probe_lib
 from afterkernel import margin
 from afterkernel import models
 from afterkernel.studies import runner
@@ -64,8 +66,6 @@ TABLE_ROWS = (
     ('eff. rank (Roy-Vetterli)', 'ntk_entropy_eff_rank',
      'ak_entropy_eff_rank'),
 )
-_INVARIANCE_METRIC = {'translation': 'trans_inv', 'rotation': 'rotation_inv',
-                      'zoom': 'zoom_inv', 'swap': 'swap_inv'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,131 +248,66 @@ def load_task(config: ExperimentConfig) -> data.BinaryTask:
   return task
 
 
-class KernelProbe:
-  """Measures one network's kernel: SVM, invariances, alignment, rank.
+# The probe of kernels.probe (0.1.0 defined it here; the name is kept).
+KernelProbe = probe_lib.KernelProbe
+# run_after_kernel's records keep the original script's SVM names:
+# linear_error / margin (after kernel), ntk_linear_error / ntk_margin (FNTK).
+_SCRIPT_NAMES = {'svm_error': 'linear_error', 'svm_margin': 'margin'}
 
-  Reusable by any experiment that looks at a network's kernel at some point
-  of training (e.g. snapshots along one trajectory): build it once per run
-  with the run's (permuted) task, then call `measure(model, prefix)`.
+
+def probe_spec(config: ExperimentConfig) -> probe_lib.ProbeSpec:
+  """The probe of the experiment's protocol (what `run_once` measures).
+
+  The SVM if `train_linear_model`; the invariances with positive counts;
+  'kalignment' on the first ker_alignment_sample_size test images and the
+  effective ranks on the first effective_rank_sample_size training images,
+  unless 0.
   """
+  wanted = list(probe_lib.SVM_METRICS) if config.train_linear_model else []
+  wanted += [name for name in probe_lib.INVARIANCE_METRICS.values()]
+  if config.ker_alignment_sample_size:
+    wanted.append('kalignment')
+  if config.effective_rank_sample_size:
+    wanted += ['eff_rank', 'entropy_eff_rank']
+  return probe_lib.ProbeSpec(
+      metrics=tuple(wanted), num_translations=config.num_translations,
+      num_rotations=config.num_rotations, num_zooms=config.num_zooms,
+      num_swaps=config.num_swaps, rotation_angle=config.rotation_angle,
+      alignment_sample_size=config.ker_alignment_sample_size,
+      effective_rank_sample_size=config.effective_rank_sample_size,
+      svm_solver=config.svm_solver, svm_tolerance=config.svm_tolerance,
+      svm_max_iterations=config.svm_max_iterations,
+      svm_max_seconds=config.svm_max_seconds,
+      use_conjugate_kernel=config.use_conjugate_kernel,
+      feature_batch_size=config.feature_batch_size,
+      feature_method=config.feature_method,
+      memory_budget_gb=config.memory_budget_gb,
+      distribution_strategy=config.distribution_strategy)
 
-  def __init__(self, config: ExperimentConfig, task: data.BinaryTask,
-               seed: int, log: Callable[[str], None]):
-    self.config = config
-    self.seed = seed
-    self.task = task
-    self.log = log
-    self.strategy = distribute.make_strategy(config.distribution_strategy)
 
-  def _gradient_features(self, model, images, method=None):
-    """Gradient features, sharded across the strategy's replicas."""
-    return distribute.sharded_gradient_features(
-        model, images, self.strategy, self.config.feature_batch_size,
-        method or self.config.feature_method)
+def record_metrics(measured: Dict[str, Dict[str, Any]],
+                   kernel: str) -> Dict[str, Dict[str, Any]]:
+  """A probe measurement in run_after_kernel's record names.
 
-  def _feature_fn(self, model):
-    batch = self.config.feature_batch_size
-    if self.config.use_conjugate_kernel:
-      return lambda x: features.conjugate_features(model, x, batch)
-    return lambda x: self._gradient_features(model, x)
+  Args:
+    measured: `KernelProbe.measure`'s {'metrics', 'timings'}.
+    kernel: 'ntk' (the FNTK) or 'ak' (the after kernel).
 
-  def measure(self, model: keras.Model, prefix: str) -> Dict[str, Any]:
-    """All kernel metrics of `model`, names prefixed 'ntk_' or 'ak_'.
-
-    The SVM metrics are named as in the original: `linear_error` and `margin`
-    for the after kernel, `ntk_linear_error` / `ntk_margin` for the FNTK.
-    """
-    config, task = self.config, self.task
-    feature_fn = self._feature_fn(model)
-    metrics, timings = {}, {}
-    svm_prefix = 'ntk_' if prefix == 'ntk_' else ''
-    if config.train_linear_model:
-      start = time.time()
-      self.log(f'  {prefix}features of {len(task.y_train)} train + '
-               f'{len(task.y_test)} test examples')
-      solver_kwargs = dict(max_iterations=config.svm_max_iterations,
-                           tolerance=config.svm_tolerance,
-                           max_seconds=config.svm_max_seconds, log=self.log)
-      if config.svm_solver == 'primal':
-        train_features = feature_fn(task.x_train)
-        test_features = feature_fn(task.x_test)
-        timings[prefix + 'features_seconds'] = time.time() - start
-        start = time.time()
-        self.log(f'  {prefix}max-margin SVM (primal) on '
-                 f'{train_features.shape} features')
-        if solver_kwargs['max_iterations'] is None:
-          solver_kwargs['max_iterations'] = margin.DEFAULT_MAX_ITERATIONS
-        solution = margin.max_margin_from_features(
-            train_features, task.y_train, **solver_kwargs)
-        decisions = test_features.astype(np.float64) @ solution.weights
-      else:
-        width = feature_fn(task.x_train[:1]).shape[1]
-        needed_gb = (len(task.x_train) + len(task.x_test)) * width * 4 / 2**30
-        if (not config.use_conjugate_kernel and
-            self.strategy.num_replicas_in_sync == 1 and
-            config.feature_method in ('auto', 'per_layer') and
-            features.supports_per_layer(model) and
-            (config.memory_budget_gb is None or
-             needed_gb <= config.memory_budget_gb)):
-          # Dense layers' Gram contributions from factors: same numbers,
-          # far less work for fully connected nets.
-          batch = config.feature_batch_size
-          train_factors = features.structured_features(model, task.x_train,
-                                                       batch)
-          train_gram = kernels.structured_gram(train_factors)
-          cross_gram = kernels.structured_gram(
-              features.structured_features(model, task.x_test, batch),
-              train_factors)
-          del train_factors
-        else:
-          train_gram, cross_gram = kernels.train_and_cross_gram(
-              feature_fn, width, task.x_train, task.x_test,
-              memory_budget_gb=config.memory_budget_gb, log=self.log)
-        timings[prefix + 'features_and_gram_seconds'] = time.time() - start
-        start = time.time()
-        self.log(f'  {prefix}max-margin SVM ({config.svm_solver}) on a '
-                 f'{len(train_gram)}x{len(train_gram)} Gram')
-        solution = margin.max_margin_from_gram(
-            train_gram, task.y_train, solver=config.svm_solver,
-            seed=self.seed, **solver_kwargs)
-        del train_gram
-        decisions = margin.decision_function(solution, cross_gram)
-      timings[prefix + 'svm_seconds'] = time.time() - start
-      metrics[svm_prefix + 'linear_error'] = float(
-          np.mean((decisions > 0).astype(np.float32) != task.y_test))
-      metrics[svm_prefix + 'margin'] = solution.margin
-      metrics[prefix + 'svm_iterations'] = solution.iterations
-      metrics[prefix + 'svm_converged'] = float(solution.converged)
-      metrics[prefix + 'svm_relative_gap'] = (
-          (solution.margin_upper_bound - solution.margin) /
-          solution.margin_upper_bound
-          if solution.margin_upper_bound > 0 else None)
-    counts = {'translation': config.num_translations,
-              'rotation': config.num_rotations, 'zoom': config.num_zooms,
-              'swap': config.num_swaps}
-    if any(counts.values()):
-      start = time.time()
-      self.log(f'  {prefix}invariances on {max(counts.values())} test images')
-      for kind, value in invariance.invariances(
-          feature_fn, task.x_test, counts=counts,
-          rotation_angle=config.rotation_angle).items():
-        metrics[prefix + _INVARIANCE_METRIC[kind]] = value
-      timings[prefix + 'invariance_seconds'] = time.time() - start
-    if config.ker_alignment_sample_size:
-      sample = task.x_test[:config.ker_alignment_sample_size]
-      gradient_gram = kernels.gram(self._gradient_features(
-          model, sample, features.DEFAULT_FEATURE_METHOD))
-      conjugate_gram = kernels.gram(features.conjugate_features(
-          model, sample, config.feature_batch_size))
-      metrics[prefix + 'kalignment'] = kernels.kernel_alignment(
-          gradient_gram, conjugate_gram)
-    if config.effective_rank_sample_size:
-      sample_gram = kernels.gram(
-          feature_fn(task.x_train[:config.effective_rank_sample_size]))
-      metrics[prefix + 'eff_rank'] = kernels.trace_effective_rank(sample_gram)
-      metrics[prefix + 'entropy_eff_rank'] = kernels.entropy_effective_rank(
-          sample_gram)
-    return {'metrics': metrics, 'timings': timings}
+  Returns:
+    {'metrics', 'timings'}: '<kernel>_<name>', except the SVM's
+    `_SCRIPT_NAMES` ('ntk_' prefixed for the FNTK only).
+  """
+  prefix = kernel + '_'
+  metrics = {}
+  for name, value in measured['metrics'].items():
+    if name in _SCRIPT_NAMES:
+      metrics[('ntk_' if kernel == 'ntk' else '') +
+              _SCRIPT_NAMES[name]] = value
+    else:
+      metrics[prefix + name] = value
+  return {'metrics': metrics,
+          'timings': {prefix + name: value
+                      for name, value in measured['timings'].items()}}
 
 
 def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
@@ -396,16 +331,17 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
     task = data.subsample(task, config.train_subset, config.test_subset)
   keras.utils.set_random_seed(seed)
   model = build_network(config, task.x_train.shape[1:])
-  probe = KernelProbe(config, task, seed, log)
+  probe = KernelProbe(probe_spec(config), task, seed, log)
   log(f'run {run_index + 1}/{config.num_runs} (seed {seed}): '
       f'{config.nn_architecture} with {models.count_parameters(model)} '
       f'parameters, {len(task.y_train)} train / {len(task.y_test)} test')
   if config.measure_ntk:
-    ntk = probe.measure(model, 'ntk_')
+    ntk = probe.measure(model, log_prefix='ntk_')
   else:
     log('  skipping the FNTK (measure_ntk=False)')
     ntk = {'metrics': {}, 'timings': {}}
-  metrics, timings = dict(ntk['metrics']), dict(ntk['timings'])
+  recorded = record_metrics(ntk, 'ntk')
+  metrics, timings = recorded['metrics'], recorded['timings']
 
   log(f'  training ({config.max_num_epochs} epochs max)')
   train_start = time.time()
@@ -429,13 +365,9 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
 
   if trained.epochs == 0 and config.measure_ntk:
     # Untrained: the after kernel is the FNTK; copy rather than recompute.
-    for name, value in ntk['metrics'].items():
-      ak_name = 'ak_' + name[len('ntk_'):]
-      if name in ('ntk_linear_error', 'ntk_margin'):
-        ak_name = name[len('ntk_'):]
-      metrics[ak_name] = value
+    metrics.update(record_metrics(ntk, 'ak')['metrics'])
   else:
-    after = probe.measure(model, 'ak_')
+    after = record_metrics(probe.measure(model, log_prefix='ak_'), 'ak')
     metrics.update(after['metrics'])
     timings.update(after['timings'])
   timings['run_seconds'] = time.time() - start

@@ -37,8 +37,11 @@ eigenvectors. `mixed_derivative_times` computes M u matrix-free
 GradientTape on theta), an independent check used by the tests.
 
 Signs: singular vectors are defined up to sign; each v_j is flipped so that
-its entry of largest magnitude is positive. When D > P, M has rank <= P and
-the NADs past the rank span its null space (any orthonormal basis of it).
+its entry of largest magnitude is positive (the 'largest' convention of
+`kernels.metrics.fix_signs`: NADs are input-space patterns whose entries
+may sum to about 0, so the eigentask convention, sum >= 0, would be
+unstable for them). When D > P, M has rank <= P and the NADs past the
+rank span its null space (any orthonormal basis of it).
 
 The study (`run_study`), following the library's study pattern: for each NAD
 index j, inputs x ~ N(0, I) of the network's input shape, labels
@@ -63,6 +66,7 @@ import tensorflow as tf
 
 from afterkernel import data
 from afterkernel import errors
+from afterkernel.kernels import metrics as kernel_metrics
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
@@ -265,8 +269,7 @@ class NeuralAnisotropyDirections:
 
 def _fix_signs(rows: np.ndarray) -> np.ndarray:
   """Flips each row so that its entry of largest magnitude is positive."""
-  largest = rows[np.arange(len(rows)), np.argmax(np.abs(rows), axis=1)]
-  return rows * np.where(largest < 0, -1.0, 1.0)[:, None]
+  return kernel_metrics.fix_signs(rows.T, 'largest').T
 
 
 def directions_from_matrix(matrix: np.ndarray) -> tuple:

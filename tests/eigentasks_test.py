@@ -80,37 +80,6 @@ class NystroemTest(absltest.TestCase):
         [0, 1, 0, 1])
 
 
-class ClassBalanceTest(absltest.TestCase):
-
-  def test_balanced_accuracy_against_per_class_recalls(self):
-    rng = np.random.default_rng(2)
-    labels = (rng.uniform(size=50) < 0.2).astype(np.float32)
-    predictions = rng.uniform(size=50) < 0.5
-    # Independent: count the confusion matrix.
-    true_positive = np.sum(predictions & (labels == 1))
-    true_negative = np.sum(~predictions & (labels == 0))
-    expected = (true_positive / np.sum(labels == 1) +
-                true_negative / np.sum(labels == 0)) / 2
-    self.assertAlmostEqual(
-        eigentasks.balanced_accuracy(predictions, labels), expected,
-        places=12)
-    # Always predicting the majority scores its rate as plain accuracy but
-    # exactly 0.5 balanced.
-    constant = np.zeros(50, bool)
-    self.assertAlmostEqual(np.mean(constant == (labels == 1)),
-                           eigentasks.majority_rate(labels))
-    self.assertEqual(eigentasks.balanced_accuracy(constant, labels), 0.5)
-    self.assertGreater(eigentasks.majority_rate(labels), 0.5)
-
-  def test_one_class_labels(self):
-    self.assertIsNone(eigentasks.balanced_accuracy(np.ones(4), np.ones(4)))
-    self.assertIsNone(eigentasks.balanced_accuracy(np.ones(4), np.zeros(4)))
-    self.assertEqual(eigentasks.majority_rate(np.ones(4)), 1.0)
-    self.assertEqual(eigentasks.majority_rate(np.array([0, 1, 1, 0])), 0.5)
-    with self.assertRaises(errors.AfterKernelError):
-      eigentasks.balanced_accuracy(np.ones(3), np.array([0, 1]))
-
-
 def _entry(j, runs, **means):
   return {'point': {'eigen_index': j}, 'runs': list(range(runs)),
           'metrics': {k: {'mean': v, 'n': runs} for k, v in means.items()}}

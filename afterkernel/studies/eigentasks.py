@@ -37,7 +37,8 @@ not measured again.
 
 Sign convention: eigenvectors are defined up to sign; we flip each u_j so
 that sum_i u_ij >= 0 (ties: the first non-zero entry is positive; the 'sum'
-convention of `kernels.metrics.fix_signs`), so the tasks are reproducible. Flipping all labels gives an equally hard task.
+convention of `kernels.metrics.fix_signs`), so the tasks are reproducible.
+Flipping all labels gives an equally hard task.
 
 Inputs and class balance: by default the inputs are standardized
 (`data.standardize`: training mean per feature removed, divided by one
@@ -83,6 +84,8 @@ from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import runner
 from afterkernel.studies import store
+from afterkernel.studies import tables
+from afterkernel.studies import task_training
 from afterkernel import training
 
 FAMILY = 'eigentasks'
@@ -233,49 +236,12 @@ def _outputs(model: keras.Model, inputs: np.ndarray) -> np.ndarray:
 def accuracy(model: keras.Model, inputs: np.ndarray,
              labels01: np.ndarray) -> float:
   """Fraction with (output > 0) == label: the decision rule of both losses."""
-  return training.sign_accuracy(_outputs(model, inputs), labels01)
+  return task_training.sign_accuracy_of(model, inputs, labels01, 512)
 
 
-def balanced_accuracy(predictions01: np.ndarray,
-                      labels01: np.ndarray) -> Optional[float]:
-  """Mean of the two per-class recalls, (TPR + TNR) / 2.
-
-  A constant predictor scores 0.5 however unbalanced the labels are, so a
-  task that is (nearly) one class cannot look learned.
-
-  Args:
-    predictions01: predicted labels in {0, 1} (or booleans).
-    labels01: true labels in {0, 1}, same length.
-
-  Returns:
-    The balanced accuracy in [0, 1], or None if the labels hold one class
-    (the other class's recall is undefined).
-  """
-  predicted = np.asarray(predictions01).reshape(-1) > 0.5
-  truth = np.asarray(labels01).reshape(-1) > 0.5
-  errors.require(predicted.shape == truth.shape,
-                 f'{len(predicted)} predictions for {len(truth)} labels')
-  if truth.all() or not truth.any():
-    return None
-  return float((np.mean(predicted[truth]) + np.mean(~predicted[~truth])) / 2)
-
-
-def majority_rate(labels01: np.ndarray) -> float:
-  """The accuracy of always predicting the more frequent class."""
-  plus = float(np.mean(np.asarray(labels01) > 0.5))
-  return max(plus, 1.0 - plus)
-
-
-def _train(model: keras.Model, inputs: np.ndarray, labels01: np.ndarray,
-           config: EigentaskConfig, seed: int) -> float:
-  """Trains in place; returns the last epoch's mean training loss."""
-  training.compile_model(model, config.learning_rate, config.momentum,
-                         loss=config.loss)
-  # The 'keras' order under one seed: the same batch order for both models.
-  return training.fit(model, inputs,
-                      training.targets_for(labels01, config.loss),
-                      batch_size=config.batch_size, seed=seed,
-                      epochs=config.epochs, batch_order='keras')[-1]
+# Moved to studies.task_training (names kept).
+balanced_accuracy = task_training.balanced_accuracy
+majority_rate = task_training.majority_rate
 
 
 def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
@@ -326,8 +292,8 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
     linear = linearize.linearize(network)
     for name, model in (('nn', network), ('lin', linear)):
       start = time.time()
-      metrics[f'{name}_final_loss'] = _train(model, task.x_train, y_train,
-                                             config, seed)
+      metrics[f'{name}_final_loss'] = task_training.fit_task(
+          model, task.x_train, y_train, config, seed)
       timings[f'{name}_train_seconds'] = time.time() - start
       metrics[f'{name}_train_accuracy'] = accuracy(model, task.x_train,
                                                    y_train)
@@ -384,14 +350,11 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   target alignment vs eigen index j (PNG + PDF)."""
   fig = mpl_figure.Figure(figsize=(10, 4), dpi=plots.DPI)
   accuracy_axes, alignment_axes = fig.subplots(1, 2)
-  for metric, label, color, style in (
+  tables.errorbar_series(accuracy_axes, entries, 'eigen_index', (
       ('nn_test_accuracy', 'network', 'C0', '-'),
       ('lin_test_accuracy', 'linearized', 'C1', '-'),
       ('nn_balanced_accuracy', 'network, balanced', 'C0', '--'),
-      ('lin_balanced_accuracy', 'linearized, balanced', 'C1', '--')):
-    x, mean, half = plots.series(entries, 'eigen_index', metric)
-    accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
-                           linestyle=style, marker='o', capsize=3)
+      ('lin_balanced_accuracy', 'linearized, balanced', 'C1', '--')))
   x, mean, _ = plots.series(entries, 'eigen_index', 'majority_rate_test')
   accuracy_axes.plot(x, mean, color='0.5', linestyle=':', marker='.',
                      label='majority class rate')
@@ -502,16 +465,8 @@ def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
   majority class; the last column flags one-class tasks (in k of n runs),
   whose accuracies say nothing about learnability.
   """
-  widths = [5, 5] + [max(8, len(name)) + 1 for name, _ in TABLE_COLUMNS]
-  header = ['j', 'runs'] + [name for name, _ in TABLE_COLUMNS]
-  lines = [' '.join(f'{h:>{w}}' for h, w in zip(header, widths)) + '  note']
-  for entry in entries:
-    cells = [f'{entry["point"]["eigen_index"]:>5d}',
-             f'{len(entry["runs"]):>5d}']
-    for (_, metric), width in zip(TABLE_COLUMNS, widths[2:]):
-      mean = entry['metrics'].get(metric, {}).get('mean')
-      cells.append(f'{mean:>{width}.4g}' if mean is not None
-                   else f'{"-":>{width}}')
-    lines.append((' '.join(cells) + '  ' + _single_class_note(entry)
-                  ).rstrip())
-  return '\n'.join(lines)
+  return tables.format_table(
+      entries, 'j', lambda entry: entry['point']['eigen_index'],
+      TABLE_COLUMNS,
+      [5, 5] + [max(8, len(name)) + 1 for name, _ in TABLE_COLUMNS],
+      note=_single_class_note)

@@ -75,6 +75,7 @@ from afterkernel.kernels import probe as probe_lib
 from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import runner
+from afterkernel.studies import tables
 from afterkernel import training
 
 FAMILY = 'kernel_rotation'
@@ -428,18 +429,12 @@ def format_table(entries: Sequence[Mapping[str, Any]],
               ('A(Kt,yy)', 'target_alignment'),
               ('test err', 'test_error'), ('train loss', 'train_loss')])
   width = max(9, max(len(name) for name, _ in columns) + 1)
-  header = ['epoch', 'runs'] + [name for name, _ in columns]
-  lines = [' '.join(f'{h:>{width}}' for h in header)]
-  for entry in entries:
-    cells = [f'{entry["point"]["epoch"]:>{width}d}',
-             f'{len(entry["runs"]):>{width}d}']
-    for _, metric in columns:
-      mean = _mean(entry, metric)
-      # lambda_1 is not in [0, 1]: significant digits, not decimals.
-      spec = '.4g' if metric == 'top_eigenvalue' else '.4f'
-      cells.append(f'{"-":>{width}}' if mean is None
-                   else f'{mean:>{width}{spec}}')
-    lines.append(' '.join(cells))
+  # lambda_1 is not in [0, 1]: significant digits, not decimals.
+  lines = [tables.format_table(
+      entries, 'epoch', lambda entry: entry['point']['epoch'], columns,
+      [width] * (len(columns) + 2),
+      number_formats=dict({metric: '.4f' for _, metric in columns},
+                          top_eigenvalue='.4g'))]
   lines.append('(means over runs; E_K = ||U_K^T y||/||y||, a_j = '
                '|<u_j(0), u_j(t)>|, s_j = u_j(0)^T K_t u_j(0) / tr K_t, '
                f'S_{config.num_eigenfunctions} = s_1 + ... + '

@@ -1,8 +1,7 @@
 """Tests of binaries/sweep_epochs.py, run as a user runs it (subprocess).
 
-The sweep binaries share flag names with run_after_kernel, and absl refuses
-to define a flag twice in one process (pytest imports every test module
-into one), so the binaries are never imported here.
+Run as subprocesses because the kill-and-resume test needs a process to
+kill, and the others check the exit status and output a user sees.
 """
 
 import json

@@ -37,6 +37,7 @@ import dataclasses
 import inspect
 import re
 import sys
+import signal
 import types
 import typing
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
@@ -461,5 +462,12 @@ def parse_flags(argv: Sequence[str]) -> Sequence[str]:
 
 
 def run(main: Callable[[Sequence[str]], int]) -> None:
-  """`app.run(main)` with `parse_flags`: the last line of every binary."""
+  """`app.run(main)` with `parse_flags`: the last line of every binary.
+
+  A file-size limit (`ulimit -f`) would kill the process with SIGXFSZ in
+  the middle of a write; ignoring the signal turns it into an error the
+  store reports in one line (records already written are kept).
+  """
+  if hasattr(signal, 'SIGXFSZ'):
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
   app.run(main, flags_parser=parse_flags)

@@ -128,13 +128,31 @@ def require_no_arguments(argv: Sequence[str]) -> None:
   errors.require(len(argv) <= 1, f'unexpected arguments: {" ".join(argv[1:])}')
 
 
-def main_status(body: Callable[[], Optional[int]]) -> int:
-  """Runs a binary's body; an AfterKernelError is one line and status 2."""
+# Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_STATUS = 130
+
+
+def main_status(body: Callable[[], Optional[int]],
+                folder: Optional[absl_flags.FlagHolder] = None) -> int:
+  """Runs a binary's body; an AfterKernelError is one line and status 2.
+
+  Ctrl-C (SIGINT) is one line too, saying how many records are saved in
+  `folder` (the binary's --output_dir / --store_dir) and that the same
+  command resumes; status 130.
+  """
   try:
     return body() or 0
   except errors.AfterKernelError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    saved = ''
+    if folder is not None and folder.value:
+      count = len(store_lib.ResultStore(folder.value).keys())
+      saved = f'{count} record(s) saved in {folder.value}; '
+    print(f'interrupted: {saved}the same command resumes from there',
+          file=sys.stderr)
+    return INTERRUPTED_STATUS
 
 
 def define_sweep_flags(paper: sweeps.Sweep, sweep_fields: Sequence[str] = (),
@@ -191,7 +209,7 @@ def sweep_main(argv: Sequence[str], build_sweep: Callable[[], sweeps.Sweep],
           f'already there, {counts["total"]} in this sweep; store: '
           f'{os.path.abspath(directory)}')
 
-  return main_status(body)
+  return main_status(body, store_dir)
 
 
 def scaling_classes(overrides: Dict[str, Any]) -> None:
@@ -237,7 +255,7 @@ def study_main(argv: Sequence[str], study: StudyFlags,
     print(f'\nresults and {figure_name}.png/.pdf in '
           f'{os.path.abspath(directory)}')
 
-  return main_status(body)
+  return main_status(body, study.output_dir)
 
 
 class StudyBinary(StudyFlags):
@@ -354,4 +372,4 @@ class ConfigBinary:
       output_dir = require_folder(self.output_dir, 'where results are written')
       print(self._report(self._run(self.config(), output_dir), output_dir))
 
-    return main_status(body)
+    return main_status(body, self.output_dir)

@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from absl import flags
 from absl.testing import absltest
@@ -130,6 +132,32 @@ class CommandLineTest(absltest.TestCase):
     self.assertEqual(process.returncode, 0, process.stderr)
     self.assertRegex(process.stdout, r'SVM test error\s+\d\.\d+\s+\d\.\d+')
     self.assertIn('nn_error', process.stdout)
+
+  def test_ctrl_c_is_one_line_exit_130_and_keeps_the_records(self):
+    directory = tempfile.mkdtemp()
+    command = [sys.executable, '-m', 'binaries.run_after_kernel',
+               *_TINY_FLAGS, '--num_runs=20',
+               f'--output_dir={directory}']
+    process = subprocess.Popen(command, cwd=_REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    records = os.path.join(directory, store.RECORDS_DIR)
+    deadline = time.time() + 240
+    while not (os.path.isdir(records) and any(
+        n.endswith('.json') for n in os.listdir(records))):
+      self.assertLess(time.time(), deadline, 'no record was written')
+      self.assertIsNone(process.poll(), 'the run ended early')
+      time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    del out
+    self.assertEqual(process.returncode, 130, err)
+    self.assertNotIn('Traceback', err)
+    saved = len(store.ResultStore(directory).keys())
+    self.assertGreaterEqual(saved, 1)
+    self.assertEqual(
+        [l for l in err.splitlines() if l.startswith('interrupted')],
+        [f'interrupted: {saved} record(s) saved in {directory}; the same '
+         'command resumes from there'])
 
 
 if __name__ == '__main__':

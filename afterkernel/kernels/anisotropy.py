@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from afterkernel import errors
+from afterkernel.kernels import grams
 from afterkernel.kernels import metrics as metric_lib
 from afterkernel import models
 
@@ -182,7 +183,7 @@ def mixed_derivative_gram(model: keras.Model, inputs: np.ndarray,
                    'fewer input dimensions or a smaller layer')
     (block,) = _jacobian_blocks(model, inputs, [variable], dim_chunk,
                                 batch_size)
-    gram += block @ block.T
+    gram += grams.gram(block, accumulate_float64=True)
   return gram
 
 

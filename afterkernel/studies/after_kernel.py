@@ -158,6 +158,7 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
     ntk = {'metrics': {}, 'timings': {}}
   recorded = record_metrics(ntk, 'ntk')
   metrics, timings = recorded['metrics'], recorded['timings']
+  metrics['parameter_count'] = models.count_parameters(model)  # As built.
 
   log(f'  training ({config.max_num_epochs} epochs max)')
   train_start = time.time()

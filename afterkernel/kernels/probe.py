@@ -41,6 +41,7 @@ import numpy as np
 
 from afterkernel import distribute
 from afterkernel import errors
+from afterkernel.kernels import empirical
 from afterkernel.kernels import features
 from afterkernel.kernels import invariance
 from afterkernel import kernels
@@ -201,31 +202,26 @@ class KernelProbe:
       return lambda x: self._conjugate_features(model, x)
     return lambda x: self._gradient_features(model, x)
 
-  def _train_and_cross_gram(self, model, feature_fn, prefix, timings):
-    """The SVM's training Gram and (test x train) cross-Gram."""
+  def _train_and_cross_gram(self, model, feature_fn, timings):
+    """The SVM's training Gram and (test x train) cross-Gram.
+
+    The gradient kernel goes through the engine's one model -> Gram function
+    (`empirical.model_train_and_cross_gram`: factored Dense features where
+    they apply, streamed under the memory budget otherwise); the conjugate
+    kernel and caller-given gradient features through `grams`.
+    """
     spec, task = self.spec, self.task
     start = time.time()
-    width = feature_fn(task.x_train[:1]).shape[1]
-    needed_gb = (len(task.x_train) + len(task.x_test)) * width * 4 / 2**30
-    if (not spec.use_conjugate_kernel and self._gradient_fn is None and
-        self.strategy.num_replicas_in_sync == 1 and
-        spec.feature_method in ('auto', 'per_layer') and
-        features.supports_per_layer(model) and
-        (spec.memory_budget_gb is None or
-         needed_gb <= spec.memory_budget_gb)):
-      # Dense layers' Gram contributions from factors: same numbers,
-      # far less work for fully connected nets.
-      batch = spec.feature_batch_size
-      train_factors = features.structured_features(model, task.x_train, batch)
-      train_gram = kernels.structured_gram(train_factors)
-      cross_gram = kernels.structured_gram(
-          features.structured_features(model, task.x_test, batch),
-          train_factors)
-      del train_factors
-    else:
+    if spec.use_conjugate_kernel or self._gradient_fn is not None:
+      width = feature_fn(task.x_train[:1]).shape[1]
       train_gram, cross_gram = kernels.train_and_cross_gram(
           feature_fn, width, task.x_train, task.x_test,
           memory_budget_gb=spec.memory_budget_gb, log=self.log)
+    else:
+      train_gram, cross_gram = empirical.model_train_and_cross_gram(
+          model, task.x_train, task.x_test, spec.feature_batch_size,
+          spec.feature_method, self.strategy, spec.memory_budget_gb,
+          self.log)
     timings['features_and_gram_seconds'] = time.time() - start
     return train_gram, cross_gram
 
@@ -252,8 +248,8 @@ class KernelProbe:
           train_features, task.y_train, **solver_kwargs)
       decisions = test_features.astype(np.float64) @ solution.weights
     else:
-      train_gram, cross_gram = self._train_and_cross_gram(
-          model, feature_fn, prefix, timings)
+      train_gram, cross_gram = self._train_and_cross_gram(model, feature_fn,
+                                                          timings)
       start = time.time()
       self.log(f'  {prefix}max-margin SVM ({spec.svm_solver}) on a '
                f'{len(train_gram)}x{len(train_gram)} Gram')

@@ -30,6 +30,7 @@ from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import runner
 from afterkernel.studies import store
+from afterkernel.studies import tables
 from afterkernel.taylor import QuadraticModel
 from afterkernel.taylor import taylor_expand
 from afterkernel import training
@@ -415,18 +416,6 @@ TABLE_COLUMNS = (('test error', 'test_error'),
 
 def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
   """One line per model: means over runs (± 95% CI half-width if runs > 1)."""
-  header = ['model', 'runs'] + [name for name, _ in TABLE_COLUMNS]
-  lines = [' '.join(f'{h:>16}' for h in header)]
-  for entry in entries:
-    cells = [f'{MODEL_LABELS[entry["point"]["model"]]:>16}',
-             f'{len(entry["runs"]):>16d}']
-    for _, metric in TABLE_COLUMNS:
-      stats = entry['metrics'].get(metric, {})
-      if stats.get('mean') is None:
-        cells.append(f'{"-":>16}')
-      elif stats.get('ci95') is None:
-        cells.append(f'{stats["mean"]:>16.4g}')
-      else:
-        cells.append(f'{stats["mean"]:.4g}±{stats["ci95"]:.2g}'.rjust(16))
-    lines.append(' '.join(cells))
-  return '\n'.join(lines)
+  return tables.format_table(
+      entries, 'model', lambda entry: MODEL_LABELS[entry['point']['model']],
+      TABLE_COLUMNS, [16] * (len(TABLE_COLUMNS) + 2), with_ci=True)

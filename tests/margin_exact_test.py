@@ -158,8 +158,9 @@ class NotSeparableTest(absltest.TestCase):
       features, labels = self._xor(copies, noise)
       gram = features @ features.T
       with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # load the compiled code first
-        margin.max_margin_from_gram(gram, labels, max_iterations=10)
+        warnings.simplefilter('ignore')  # compile / load the code first
+        tiny, tiny_labels = self._xor(1, 0.0)
+        margin.max_margin_from_gram(tiny @ tiny.T, tiny_labels)
       start = time.perf_counter()
       with self.assertWarns(margin.UnconvergedWarning):
         result = margin.max_margin_from_gram(gram, labels)

@@ -22,14 +22,16 @@ ASYMMETRY_TOLERANCE = 1e-6
 NEGATIVE_EIGENVALUE_TOLERANCE = 1e-6
 # Up to this n the smallest eigenvalue is computed exactly (LAPACK).
 DENSE_EIGENVALUE_MAX_N = 100
-# Block Lanczos probe for larger n: block width and passes over K (each a
-# (n, n) x (n, 8) product, ~0.1 s at n = 12k). Its estimate is a Ritz value,
+# Block Lanczos probe for larger n: block width and passes over K (each an
+# (n, n) x (n, 8) product, one read of K). Its estimate is a Ritz value,
 # never below the true smallest eigenvalue, so a negative estimate proves
 # the matrix indefinite.
 PROBE_BLOCK = 8
-PROBE_PASSES = 3
-# The symmetry check compares tiles of this size (a 32 KiB float64 buffer).
-SYMMETRY_TILE = 64
+PROBE_PASSES = 2
+# The symmetry check compares tiles of n / SYMMETRY_TILES_PER_SIDE rows,
+# between these sizes (a buffer of at most 512 KiB, 1/64 of the Gram's bytes).
+SYMMETRY_TILES_PER_SIDE = 8
+SYMMETRY_TILE_RANGE = (16, 256)
 
 
 def signed_labels(labels, n: Optional[int], what: str,
@@ -97,7 +99,8 @@ def require_symmetric(gram: np.ndarray, mean_diagonal: float) -> None:
   """Raises unless max |K_ij - K_ji| <= ASYMMETRY_TOLERANCE * mean K_ii."""
   n = gram.shape[0]
   worst = 0.0
-  tile = SYMMETRY_TILE
+  low, high = SYMMETRY_TILE_RANGE
+  tile = min(high, max(low, n // SYMMETRY_TILES_PER_SIDE))
   buffer = np.empty((tile, tile), dtype=gram.dtype)
   for row in range(0, n, tile):
     for column in range(row, n, tile):

@@ -54,8 +54,9 @@ DEFAULT_MAX_ITERATIONS = 10_000_000
 # this many checks, bounding the rounding accumulated by its O(n) updates;
 # on all examples whenever the gap may have met the tolerance.
 RESYNC_EVERY_CHECKS = 64
-# Separability probe (MDM steps on the simplex problem): at the start, and
-# every this many checks while the margin is still <= 0; steps per probe.
+# Separability probe (MDM steps on the simplex problem from the current
+# p = a / sum(a)): every this many checks while the margin is still <= 0;
+# steps per probe (each ~2 coordinate steps).
 PROBE_EVERY_CHECKS = 8
 PROBE_STEPS = 100
 # Shrinking copies the active block of the Gram once the active set falls
@@ -297,13 +298,6 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
                    certificate.STOP_NOT_SEPARABLE, history, start)
   grad = -np.ones(n)
   signs = np.ascontiguousarray(labels, dtype=np.float64)
-  uniform = np.full(n, 1.0 / n)
-  evidence = _separability_probe(
-      gram, signs, inv_scale_sq, diagonal, uniform,
-      _exact_gradient(gram, signs, inv_scale_sq, uniform) + 1.0)
-  if evidence is not None:
-    return _not_separable(gram, signs, inv_scale_sq, evidence, labels, scale,
-                          0, history, start)
   problem = _Problem(gram, signs, diagonal, coef, grad)
   active = np.arange(n)
   index = _best_coordinate(coef, grad, diagonal, active)

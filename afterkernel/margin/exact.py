@@ -65,7 +65,7 @@ PROBE_STEPS = 100
 COMPACT_FRACTION = 0.25
 # Shrinking starts after this many steps per example (before, gradients are
 # still far from their final signs).
-SHRINK_AFTER_STEPS_PER_EXAMPLE = 0.5
+SHRINK_AFTER_STEPS_PER_EXAMPLE = 0.1
 STOP_STALLED = 'stalled'
 
 

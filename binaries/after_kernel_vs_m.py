@@ -16,9 +16,9 @@ beta in n. m = 0 is the NTK at initialization.
       --data_dir=../shared/data --output_dir=results/after_kernel_vs_m
 
 Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.after_kernel_vs_m.AfterKernelVsMConfig). Writes
-config.json, records/*.json (one per m, n and run; re-running resumes),
-summary.json/.csv, fits.json and after_kernel_vs_m.png/.pdf to --output_dir.
+(afterkernel.studies.after_kernel_vs_m.AfterKernelVsMConfig). Writes config.json,
+records/*.json (one per m, n and run; re-running resumes), summary.json/.csv,
+fits.json and after_kernel_vs_m.png/.pdf to --output_dir.
 """
 
 import os
@@ -26,21 +26,13 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the results printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-
+# pylint: disable=g-import-not-at-top
 from afterkernel.studies import after_kernel_vs_m as study
-from binaries import scaling_flags
-from binaries import study_flags
+from binaries import flags
+from binaries import mains
 
-STUDY = study.STUDY
-STUDY_FLAGS = scaling_flags.define_flags(STUDY)
-
-
-def main(argv):
-  return scaling_flags.main(argv, STUDY, STUDY_FLAGS,
-                            study.run,
-                            study.format_summary)
-
+STUDY = mains.scaling_study_binary(study, study.AfterKernelVsMConfig)
+main = STUDY.main
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=study_flags.parse_flags)
+  flags.run(main)

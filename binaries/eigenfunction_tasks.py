@@ -32,30 +32,10 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the results printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-
+# pylint: disable=g-import-not-at-top
 from afterkernel.studies import eigentasks
-from binaries import study_flags
-
-# Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP
-# (the configuration's docstring says more).
-_FIELD_HELP = {
-    'dataset': ('Where the inputs come from (afterkernel.data.DATASETS); '
-                'the labels are the eigenfunction signs.'),
-    'plus_class': 'One class whose images are used (its labels are not).',
-    'minus_class': 'The other class whose images are used.',
-    'num_train': 'Training inputs n (the Gram is n x n).',
-    'num_test': 'Test inputs.',
-    'standardize_inputs': ('Center each input feature on its training mean '
-                           'and divide by the global training std (presets: '
-                           'on).'),
-    'eigen_indices': '1-based eigenfunction indices j (1 = top).',
-}
-STUDY_FLAGS = study_flags.define_flags(
-    eigentasks.EigentaskConfig, eigentasks.PRESETS,
-    preset_help=('tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs '
-                 '--data_dir'),
-    field_help=_FIELD_HELP)
+from binaries import flags
+from binaries import mains
 
 _FOOTER = ('(means over runs; accuracies on sign(phi_j) test labels, "bal" = '
            'mean per-class recall, "maj test" = majority-class rate; alpha = '
@@ -63,13 +43,14 @@ _FOOTER = ('(means over runs; accuracies on sign(phi_j) test labels, "bal" = '
            'in k of n runs the task had one class, its accuracy is '
            'meaningless)')
 
-
-def main(argv):
-  return study_flags.run_main(
-      argv, STUDY_FLAGS, eigentasks.run_study,
-      lambda entries, _: eigentasks.format_table(entries),
-      eigentasks.FIGURE_NAME, footer=_FOOTER)
-
+STUDY = mains.StudyBinary(
+    eigentasks.EigentaskConfig, eigentasks.PRESETS,
+    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir',
+    run=eigentasks.run_study,
+    format_result=lambda entries, _: eigentasks.format_table(entries),
+    figure_name=eigentasks.FIGURE_NAME,
+    footer=_FOOTER)
+main = STUDY.main
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=study_flags.parse_flags)
+  flags.run(main)

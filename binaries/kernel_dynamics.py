@@ -23,21 +23,13 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the results printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-
+# pylint: disable=g-import-not-at-top
 from afterkernel.studies import kernel_dynamics as study
-from binaries import scaling_flags
-from binaries import study_flags
+from binaries import flags
+from binaries import mains
 
-STUDY = study.STUDY
-STUDY_FLAGS = scaling_flags.define_flags(STUDY)
-
-
-def main(argv):
-  return scaling_flags.main(argv, STUDY, STUDY_FLAGS,
-                            study.run,
-                            study.format_summary)
-
+STUDY = mains.scaling_study_binary(study, study.KernelDynamicsConfig)
+main = STUDY.main
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=study_flags.parse_flags)
+  flags.run(main)

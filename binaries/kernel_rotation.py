@@ -32,35 +32,18 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the results printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-
+# pylint: disable=g-import-not-at-top
 from afterkernel.studies import kernel_rotation
-from binaries import study_flags
+from binaries import flags
+from binaries import mains
 
-# Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP
-# (the configuration's docstring says more).
-_FIELD_HELP = {
-    'num_kernel_examples': ('Training inputs the Gram is measured on (the '
-                            'first ones; all of them where the preset says '
-                            'None, as cpu does).'),
-    'checkpoint_epochs': 'Epochs at which the kernel is measured (include 0).',
-    'energy_ks': 'K values of the label energies E_K.',
-    'num_eigenfunctions': ('J: initial eigenvectors whose alignment a_j and '
-                           'energy share s_j are tracked (and S_J, the '
-                           'top-J overlap).'),
-}
-STUDY_FLAGS = study_flags.define_flags(
+STUDY = mains.StudyBinary(
     kernel_rotation.RotationConfig, kernel_rotation.PRESETS,
-    preset_help=('tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs '
-                 '--data_dir'),
-    field_help=_FIELD_HELP)
-
-
-def main(argv):
-  return study_flags.run_main(argv, STUDY_FLAGS, kernel_rotation.run_study,
-                              kernel_rotation.format_table,
-                              kernel_rotation.FIGURE_NAME)
-
+    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir',
+    run=kernel_rotation.run_study,
+    format_result=kernel_rotation.format_table,
+    figure_name=kernel_rotation.FIGURE_NAME)
+main = STUDY.main
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=study_flags.parse_flags)
+  flags.run(main)

@@ -23,115 +23,40 @@ k = 1 network 0.980 vs linearized 0.931 test accuracy; see the README):
       --output_dir=results/linearized_mnist
 
 Binary tasks (BCE on one logit) use --task=binary --plus_class --minus_class.
-Writes config.json, runs.jsonl (one record per width and seed), summary.json
-and accuracy_vs_width.png to --output_dir; re-running resumes.
+Writes config.json, records/*.json (one record per width and seed),
+summary.json/.csv and accuracy_vs_width.png to --output_dir; re-running resumes. Flags: one per
+field of `afterkernel.studies.linearized.StudyConfig` (its docstring is their help); a flag
+not given keeps that class's default. Bad input prints one `error: ...` line
+and exits with status 2.
 """
 
 import os
-import sys
 
 # Keep TensorFlow's C++ start-up chatter out of the results printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
+# pylint: disable=g-import-not-at-top
 from absl import logging
 
-from afterkernel.models import architectures
-from afterkernel import errors
 from afterkernel.studies import linearized as linearized_study
-
-_DEFAULTS = linearized_study.StudyConfig()
-
-_DATASET = flags.DEFINE_enum('dataset', _DEFAULTS.dataset,
-                             ['digits', 'mnist', 'cifar10'],
-                             'digits (offline UCI 8x8), mnist; cifar10 only '
-                             'with --task=binary.')
-_TASK = flags.DEFINE_enum('task', _DEFAULTS.task,
-                          list(linearized_study.TASKS),
-                          'multiclass: 10 outputs, L2 loss on one-hot; '
-                          'binary: plus vs minus class, 1 logit, BCE.')
-_PLUS_CLASS = flags.DEFINE_integer('plus_class', _DEFAULTS.plus_class,
-                                   'Binary task: class labelled 1.')
-_MINUS_CLASS = flags.DEFINE_integer('minus_class', _DEFAULTS.minus_class,
-                                    'Binary task: class labelled 0.')
-_DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'Folder with mnist/*-ubyte.gz (and cifar10/...); '
-    'unset = tensorflow-datasets.')
-_NUM_TRAIN = flags.DEFINE_integer('num_train', None,
-                                  'Random subset of training examples.')
-_NUM_TEST = flags.DEFINE_integer('num_test', None,
-                                 'Random subset of test examples.')
-_ARCHITECTURE = flags.DEFINE_enum('architecture', _DEFAULTS.architecture,
-                                  list(architectures.ARCHITECTURES),
-                                  'Network (see afterkernel.models.architectures).')
-_WIDTHS = flags.DEFINE_list('width_multipliers',
-                            [str(w) for w in _DEFAULTS.width_multipliers],
-                            'Width multipliers k (channels and dense x k).')
-_PARAMETERIZATION = flags.DEFINE_enum(
-    'parameterization', _DEFAULTS.parameterization,
-    list(architectures.PARAMETERIZATIONS), 'standard or ntk.')
-_UNBIASED = flags.DEFINE_boolean(
-    'unbiased', _DEFAULTS.unbiased,
-    'Linearization without f(theta_0, x): J(theta_0, x)(theta - theta_0).')
-_EPOCHS = flags.DEFINE_integer('epochs', _DEFAULTS.epochs, 'Training epochs.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', _DEFAULTS.batch_size,
-                                   'Minibatch size.')
-_LEARNING_RATE = flags.DEFINE_float('learning_rate', _DEFAULTS.learning_rate,
-                                    'SGD learning rate.')
-_MOMENTUM = flags.DEFINE_float('momentum', _DEFAULTS.momentum,
-                               'SGD momentum.')
-_WEIGHT_DECAY = flags.DEFINE_float(
-    'weight_decay', _DEFAULTS.weight_decay,
-    'Decoupled weight decay (Keras SGD); on theta - theta_0 for the '
-    'linearized model.')
-_RANK_SAMPLE_SIZE = flags.DEFINE_integer(
-    'rank_sample_size', _DEFAULTS.rank_sample_size,
-    'Training images in the Jacobian embedding whose effective rank is '
-    'reported.')
-_NUM_RUNS = flags.DEFINE_integer('num_runs', _DEFAULTS.num_runs,
-                                 'Seeds per width.')
-_SEED = flags.DEFINE_integer('seed', _DEFAULTS.seed, 'First seed.')
-# Checked in main (not marked required, so tests can import this module and
-# parse their own flags).
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Result folder.')
+from binaries import flags
+from binaries import mains
 
 
-def config_from_flags() -> linearized_study.StudyConfig:
-  """The study configuration the flags describe."""
-  try:
-    widths = tuple(float(w) for w in _WIDTHS.value)
-  except ValueError:
-    raise errors.AfterKernelError(
-        f'--width_multipliers must be numbers, got {_WIDTHS.value}') from None
-  return linearized_study.StudyConfig(
-      dataset=_DATASET.value, task=_TASK.value, plus_class=_PLUS_CLASS.value,
-      minus_class=_MINUS_CLASS.value, data_dir=_DATA_DIR.value,
-      num_train=_NUM_TRAIN.value, num_test=_NUM_TEST.value,
-      architecture=_ARCHITECTURE.value, width_multipliers=widths,
-      parameterization=_PARAMETERIZATION.value, unbiased=_UNBIASED.value,
-      epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
-      learning_rate=_LEARNING_RATE.value, momentum=_MOMENTUM.value,
-      weight_decay=_WEIGHT_DECAY.value,
-      rank_sample_size=_RANK_SAMPLE_SIZE.value, num_runs=_NUM_RUNS.value,
-      seed=_SEED.value)
+def _report(summary, output_dir: str) -> str:
+  """The accuracy table by width, then where the results are."""
+  return (f'{linearized_study.format_summary(summary)}\n'
+          f'results and {linearized_study.FIGURE_FILE} in {output_dir}')
 
 
-def main(argv):
-  del argv
-  try:
-    errors.require(bool(_OUTPUT_DIR.value),
-                   '--output_dir is required: where results are written')
-    config = config_from_flags()
-    summary = linearized_study.run_study(config, _OUTPUT_DIR.value,
-                                         log=logging.info)
-  except errors.AfterKernelError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
-  print(linearized_study.format_summary(summary))
-  print(f'results and {linearized_study.FIGURE_FILE} in {_OUTPUT_DIR.value}')
-  return 0
-
+# The configuration the flags change: StudyConfig's defaults.
+BINARY = mains.ConfigBinary(
+    linearized_study.StudyConfig, 'linearized_vs_network',
+    run=lambda config, output_dir: linearized_study.run_study(
+        config, output_dir, log=logging.info),
+    report=_report)
+config_from_flags = BINARY.config
+main = BINARY.main
 
 if __name__ == '__main__':
-  app.run(main)
+  flags.run(main)

@@ -32,41 +32,22 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the results printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-
+# pylint: disable=g-import-not-at-top
 from afterkernel.studies import nads
-from binaries import study_flags
-
-# Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP
-# (the configuration's docstring says more).
-_FIELD_HELP = {
-    'width': 'Hidden units (FC) or channels (CNN).',
-    'num_layers': 'Hidden layers (FC) or convolutions (CNN, VGG blocks).',
-    'architecture': 'cnn (global pooling), vgg or fully_connected.',
-    'image_side': 'Inputs are image_side^2 x channels.',
-    'channels': 'Input channels.',
-    'num_nad_samples': 'Gaussian inputs of E_x in the mixed derivative.',
-    'nad_indices': '1-based NAD indices j (1 = top).',
-    'num_train': 'Examples per task.',
-    'num_test': 'Test examples per task.',
-    'margin': 'Class gap along v_j (0: plain sign(v_j . x)).',
-    'max_elements': ('Largest P x D mixed derivative formed; above it M^T M '
-                     'is accumulated per variable.'),
-}
-STUDY_FLAGS = study_flags.define_flags(
-    nads.NADConfig, nads.PRESETS,
-    preset_help='tiny: seconds; cpu, cpu_vgg, cpu_fc: 16x16 inputs, minutes',
-    field_help=_FIELD_HELP)
+from binaries import flags
+from binaries import mains
 
 _FOOTER = ('(means over runs; accuracies on sign(v_j . x) labels of Gaussian '
            'inputs; s_j = j-th singular value of E_x[d^2 f / d theta d x])')
 
-
-def main(argv):
-  return study_flags.run_main(argv, STUDY_FLAGS, nads.run_study,
-                              lambda entries, _: nads.format_table(entries),
-                              nads.FIGURE_NAME, footer=_FOOTER)
-
+STUDY = mains.StudyBinary(
+    nads.NADConfig, nads.PRESETS,
+    'tiny: seconds; cpu, cpu_vgg, cpu_fc: 16x16 inputs, minutes',
+    run=nads.run_study,
+    format_result=lambda entries, _: nads.format_table(entries),
+    figure_name=nads.FIGURE_NAME,
+    footer=_FOOTER)
+main = STUDY.main
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=study_flags.parse_flags)
+  flags.run(main)

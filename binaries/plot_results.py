@@ -15,40 +15,35 @@ kept; see afterkernel.studies.store.convert_runs_to_records).
 """
 
 import os
-import sys
 
-from absl import app
-from absl import flags
-
-from afterkernel import errors
 from afterkernel import plots
 from afterkernel.studies import store as store_lib
+from binaries import flags
+from binaries import mains
 
-_STORE_DIR = flags.DEFINE_string('store_dir', None,
-                                 'The result store to plot.')
-flags.mark_flag_as_required('store_dir')
-_FIGURE_DIR = flags.DEFINE_string(
+STORE_DIR = flags.define_folder('store_dir')
+FIGURE_DIR = flags.define_string(
     'figure_dir', None, 'Where the figures go (default: STORE/figures).')
-_FORMATS = flags.DEFINE_list('formats', list(plots.FORMATS),
-                             'File formats: png, pdf, svg.')
-_FIGURES = flags.DEFINE_list(
+FORMATS = flags.define_list('formats', plots.FORMATS,
+                            'File formats (matplotlib\'s: png, pdf, svg, ...).')
+FIGURES = flags.define_list(
     'figures', None, 'Only these figures, e.g. fig01,fig05 (default: all).')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  figure_dir = _FIGURE_DIR.value or os.path.join(_STORE_DIR.value, 'figures')
-  try:
-    entries = store_lib.summarize_store(_STORE_DIR.value)
-    written = plots.render_all(entries, figure_dir, _FORMATS.value,
-                               names=_FIGURES.value)
-  except errors.AfterKernelError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print(f'{len(written)} figures in {os.path.abspath(figure_dir)}')
-  return 0
+
+  def body():
+    mains.require_no_arguments(argv)
+    store_dir = mains.require_folder(STORE_DIR, 'the result store to plot')
+    figure_dir = FIGURE_DIR.value or os.path.join(store_dir, 'figures')
+    entries = store_lib.summarize_store(store_dir)
+    names = None if FIGURES.value is None else list(FIGURES.value)
+    written = plots.render_all(entries, figure_dir, list(FORMATS.value),
+                               names=names)
+    print(f'{len(written)} figures in {os.path.abspath(figure_dir)}')
+
+  return mains.main_status(body)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  flags.run(main)

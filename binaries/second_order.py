@@ -34,40 +34,23 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the results printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-
+# pylint: disable=g-import-not-at-top
 from afterkernel.studies import second_order
-from binaries import study_flags
-
-# Help of this study's override flags, besides study_flags.COMMON_FIELD_HELP
-# (the configuration's docstring says more).
-_FIELD_HELP = {
-    'model_kinds': ('Models to train: ' +
-                    ','.join(second_order.MODEL_KINDS) + '.'),
-    'epochs': 'Epochs per model.',
-    'loss': 'mse (+-1 targets, Vyas et al.) or bce.',
-    'h_full_unbiased': 'Drop f(theta_0, x) from H_full.',
-    'h_only_unbiased': ("Drop f(theta_0, x) from H_only (Bai and Lee's "
-                        '1/2 delta^T H delta).'),
-    'h_only_delta_init_scale': ("Relative size of H_only's random starting "
-                                'delta (its gradient is 0 at delta = 0).'),
-}
-STUDY_FLAGS = study_flags.define_flags(
-    second_order.SecondOrderConfig, second_order.PRESETS,
-    preset_help=('tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs '
-                 "--data_dir; cpu_synthetic: Vyas et al.'s synthetic task"),
-    field_help=_FIELD_HELP)
+from binaries import flags
+from binaries import mains
 
 _FOOTER = ('(means over runs ± 95% CI half-width; errors are sign(f) vs the '
            'label; rms of the Taylor terms on test inputs after training)')
 
-
-def main(argv):
-  return study_flags.run_main(argv, STUDY_FLAGS, second_order.run_study,
-                              lambda entries, _: second_order.format_table(
-                                  entries),
-                              second_order.FIGURE_NAME, footer=_FOOTER)
-
+STUDY = mains.StudyBinary(
+    second_order.SecondOrderConfig, second_order.PRESETS,
+    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir; '
+    "cpu_synthetic: Vyas et al.'s synthetic task",
+    run=second_order.run_study,
+    format_result=lambda entries, _: second_order.format_table(entries),
+    figure_name=second_order.FIGURE_NAME,
+    footer=_FOOTER)
+main = STUDY.main
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=study_flags.parse_flags)
+  flags.run(main)

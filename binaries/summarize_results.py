@@ -14,37 +14,32 @@ kept; see afterkernel.studies.store.convert_runs_to_records).
 """
 
 import os
-import sys
 
-from absl import app
-from absl import flags
-
-from afterkernel import errors
 from afterkernel.studies import store as store_lib
+from binaries import flags
+from binaries import mains
 
-_STORE_DIR = flags.DEFINE_string('store_dir', None,
-                                 'The result store to summarize.')
-flags.mark_flag_as_required('store_dir')
-_METRICS = flags.DEFINE_list(
-    'metrics', list(store_lib.DEFAULT_TABLE_METRICS),
+STORE_DIR = flags.define_folder('store_dir')
+METRICS = flags.define_list(
+    'metrics', store_lib.DEFAULT_TABLE_METRICS,
     'Metrics shown in the printed table (the files hold all of them).')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    entries = store_lib.summarize_store(_STORE_DIR.value)
-  except errors.AfterKernelError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print(store_lib.format_summary(entries, _METRICS.value))
-  directory = os.path.abspath(_STORE_DIR.value)
-  print(f'\n{len(entries)} points; wrote '
-        f'{os.path.join(directory, store_lib.SUMMARY_CSV)} and '
-        f'{os.path.join(directory, store_lib.SUMMARY_JSON)}')
-  return 0
+
+  def body():
+    mains.require_no_arguments(argv)
+    store_dir = mains.require_folder(STORE_DIR, 'the result store to '
+                                     'summarize')
+    entries = store_lib.summarize_store(store_dir)
+    print(store_lib.format_summary(entries, METRICS.value))
+    directory = os.path.abspath(store_dir)
+    print(f'\n{len(entries)} points; wrote '
+          f'{os.path.join(directory, store_lib.SUMMARY_CSV)} and '
+          f'{os.path.join(directory, store_lib.SUMMARY_JSON)}')
+
+  return mains.main_status(body)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  flags.run(main)

@@ -35,21 +35,18 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
+# pylint: disable=g-import-not-at-top
+from afterkernel.studies import sweeps
+from binaries import flags
+from binaries import mains
 
-from binaries import sweep_flags
-
-_LEARNING_RATE = flags.DEFINE_float(
-    'learning_rate', None, 'SGD learning rate (default: Keras default 0.01).')
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  return sweep_flags.run(lambda: sweep_flags.sweep_from_flags(
-      'epochs', sweep_flags.base_config(learning_rate=_LEARNING_RATE.value)))
-
+# The paper's epochs sweep; the flags change its fields.
+PAPER = sweeps.Sweep(family='epochs', base=mains.PAPER_SWEEP_BASE,
+                     architectures=sweeps.PAPER_ARCHITECTURES,
+                     epochs=sweeps.PAPER_EPOCHS)
+SWEEP = mains.SweepBinary(PAPER, sweep_fields=('epochs',),
+                                       base_fields=('learning_rate',))
+main = SWEEP.main
 
 if __name__ == '__main__':
-  app.run(main)
+  flags.run(main)

@@ -29,44 +29,30 @@ Prints one line per record, then a table of every point (mean ± 95% CI);
 STORE/summary.{csv,json} hold every metric. Re-running resumes.
 """
 
+import dataclasses
 import os
 
 # Keep TensorFlow's C++ start-up chatter out of the printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-
+# pylint: disable=g-import-not-at-top
 from afterkernel.studies import sweeps
-from binaries import sweep_flags
+from binaries import flags
+from binaries import mains
 
-_LEARNING_RATES = flags.DEFINE_list(
-    'learning_rates', None,
-    'SGD learning rates; default: the paper\'s grid for each task\'s dataset.')
-_TRAINING_LOSS_TARGET = flags.DEFINE_float(
-    'training_loss_target', sweeps.PAPER_LOSS_TARGET,
-    'Train until the training BCE is <= this.')
-_MAX_NUM_EPOCHS = flags.DEFINE_integer(
-    'max_num_epochs', sweeps.DEFAULT_LOSS_TARGET_MAX_EPOCHS,
-    'Cap on the epochs of loss-target training (recorded if not reached).')
-
-
-def _build() -> sweeps.Sweep:
-  rates = (None if _LEARNING_RATES.value is None else
-           sweep_flags.parse_float_list(_LEARNING_RATES.value,
-                                        'learning_rates'))
-  return sweep_flags.sweep_from_flags(
-      'learning_rate',
-      sweep_flags.base_config(training_loss_target=_TRAINING_LOSS_TARGET.value,
-                              max_num_epochs=_MAX_NUM_EPOCHS.value),
-      learning_rates=rates)
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  return sweep_flags.run(_build)
-
+# The paper's learning-rate sweep (training to the loss target 0.01, capped
+# at 1280 epochs); the flags change its fields.
+PAPER = sweeps.Sweep(
+    family='learning_rate',
+    base=dataclasses.replace(
+        mains.PAPER_SWEEP_BASE,
+        training_loss_target=sweeps.PAPER_LOSS_TARGET,
+        max_num_epochs=sweeps.DEFAULT_LOSS_TARGET_MAX_EPOCHS),
+    architectures=sweeps.PAPER_ARCHITECTURES)
+SWEEP = mains.SweepBinary(
+    PAPER, sweep_fields=('learning_rates',),
+    base_fields=('training_loss_target', 'max_num_epochs'))
+main = SWEEP.main
 
 if __name__ == '__main__':
-  app.run(main)
+  flags.run(main)

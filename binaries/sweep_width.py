@@ -30,30 +30,20 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the printout.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-
+# pylint: disable=g-import-not-at-top
 from afterkernel.studies import sweeps
-from binaries import sweep_flags
+from binaries import flags
+from binaries import mains
 
-_NUM_PARAMETERS = flags.DEFINE_list(
-    'num_parameters', [str(n) for n in sweeps.PAPER_WIDTHS],
-    'Target parameter counts; each net\'s width is the closest match.')
-flags.FLAGS.set_default('architectures', ['vgg', 'fully_connected'])
-
-
-def _build() -> sweeps.Sweep:
-  return sweep_flags.sweep_from_flags(
-      'width', sweep_flags.base_config(),
-      num_parameters=sweep_flags.parse_int_list(_NUM_PARAMETERS.value,
-                                                'num_parameters'))
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  return sweep_flags.run(_build)
-
+# The paper's width sweep (Fig 15: VGG-like and fully connected nets of
+# ~60K, ~80K, ~100K parameters); the flags change its fields.
+PAPER = sweeps.Sweep(family='width', base=mains.PAPER_SWEEP_BASE,
+                     architectures=('vgg', 'fully_connected'),
+                     epochs=sweeps.PAPER_EPOCHS,
+                     num_parameters=sweeps.PAPER_WIDTHS)
+SWEEP = mains.SweepBinary(
+    PAPER, sweep_fields=('epochs', 'num_parameters'))
+main = SWEEP.main
 
 if __name__ == '__main__':
-  app.run(main)
+  flags.run(main)

@@ -7,18 +7,12 @@ import tempfile
 
 from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 
 from afterkernel.studies import store
+from binaries import after_kernel_vs_m
 import binary_flags
 
 FLAGS = flags.FLAGS
-after_kernel_vs_m = None  # loaded in setUpModule, see binary_flags
-
-
-def setUpModule():
-  global after_kernel_vs_m
-  after_kernel_vs_m = binary_flags.load_binary('binaries.after_kernel_vs_m')
 
 
 _TINY = ('--preset=tiny', '--width=16', '--num_test=60', '--num_runs=1',
@@ -28,10 +22,7 @@ _TINY = ('--preset=tiny', '--width=16', '--num_test=60', '--num_runs=1',
 
 
 def _run_main(*argv):
-  with flagsaver.flagsaver():
-    FLAGS.unparse_flags()
-    FLAGS(['after_kernel_vs_m'] + list(argv))
-    return after_kernel_vs_m.main(['after_kernel_vs_m'])
+  return binary_flags.run_main(after_kernel_vs_m, argv)
 
 
 class MainTest(absltest.TestCase):

@@ -1,36 +1,35 @@
-"""Loads a binary for in-process tests without absl flag clashes.
+"""Runs a binary's main in-process the way `binaries.flags.run` does.
 
-Every absl binary defines its flags when imported, into the one global
-`flags.FLAGS`; two binaries that share a flag name (--dataset, --output_dir,
-...) cannot both be imported into one pytest process. Test modules therefore
-load their binary in `setUpModule` through `load_binary`, which first forgets
-the flags other `binaries.*` modules defined (tests of one module run
-together, so only the current binary's flags are needed at a time).
+Every binary can be imported into one process (`binaries/flags.py` defines
+a shared flag once), so tests import their binary normally; this helper only
+parses a command line as the binary would, with a bad flag giving status 2
+and one `error:` line (absl's own parsing would raise in the test instead).
 """
 
-import importlib
-import sys
+from typing import Sequence
 import types
 
 from absl import flags
+from absl.testing import flagsaver
+
+from binaries import flags as binary_flags
 
 FLAGS = flags.FLAGS
 
 
-def load_binary(module_name: str) -> types.ModuleType:
-  """Imports (or re-imports) `module_name` with only its own binary flags.
+def run_main(binary: types.ModuleType, argv: Sequence[str]) -> int:
+  """Parses `argv` (without the program) and runs `binary.main`.
 
-  Args:
-    module_name: e.g. 'binaries.run_after_kernel'.
+  Flags are restored afterwards, so tests do not see each other's values.
 
   Returns:
-    The freshly imported module; its flag holders are the registered flags.
+    The exit status: main's, or 2 when the flags do not parse.
   """
-  for module, defined in list(FLAGS.flags_by_module_dict().items()):
-    if module.startswith('binaries.'):
-      for flag in list(defined):  # deleting edits this list
-        if flag.name in FLAGS:
-          delattr(FLAGS, flag.name)
-  if module_name in sys.modules:
-    return importlib.reload(sys.modules[module_name])
-  return importlib.import_module(module_name)
+  program = binary.__name__.rsplit('.', 1)[-1]
+  with flagsaver.flagsaver():
+    FLAGS.unparse_flags()
+    try:
+      remaining = binary_flags.parse_flags([program] + list(argv))
+    except SystemExit as e:
+      return e.code
+    return binary.main(remaining)

@@ -11,15 +11,10 @@ from absl.testing import flagsaver
 
 from afterkernel.studies import data_scaling as study
 from afterkernel.studies import store
+from binaries import data_scaling
 import binary_flags
 
 FLAGS = flags.FLAGS
-data_scaling = None  # loaded in setUpModule, see binary_flags
-
-
-def setUpModule():
-  global data_scaling
-  data_scaling = binary_flags.load_binary('binaries.data_scaling')
 
 
 _TINY = ('--preset=tiny', '--width=16', '--num_test=60', '--num_runs=1',
@@ -27,10 +22,7 @@ _TINY = ('--preset=tiny', '--width=16', '--num_test=60', '--num_runs=1',
 
 
 def _run_main(*argv):
-  with flagsaver.flagsaver():
-    FLAGS.unparse_flags()
-    FLAGS(['data_scaling'] + list(argv))
-    return data_scaling.main(['data_scaling'])
+  return binary_flags.run_main(data_scaling, argv)
 
 
 class MainTest(absltest.TestCase):
@@ -79,8 +71,7 @@ class MainTest(absltest.TestCase):
     with flagsaver.flagsaver():
       FLAGS.unparse_flags()
       FLAGS(['data_scaling', '--preset=cpu', '--max_steps=9'])
-      config = data_scaling.scaling_flags.config_from_flags(
-          data_scaling.STUDY, data_scaling.STUDY_FLAGS)
+      config = data_scaling.STUDY.config(data_scaling.mains.scaling_classes)
     expected = study.PRESETS['cpu']
     self.assertEqual(config.max_steps, 9)
     self.assertEqual(config.sample_sizes, expected.sample_sizes)

@@ -462,6 +462,25 @@ class ErrorsTest(DataTestBase):
     with self.assertRaisesRegex(AfterKernelError, 'label byte 12'):
       data.load_binary_task('cifar10', 3, 5, data_dir=self.root)
 
+  def test_mnist_labels_outside_0_to_9_are_an_error_with_file_and_count(self):
+    labels = self.fake.mnist_train_labels.copy()
+    labels[[0, 5]] = 200  # Rows that would silently vanish from 3-vs-8.
+    _write_gz(self.fake.path('mnist/train-labels-idx1-ubyte.gz'),
+              _idx_labels(labels))
+    with self.assertRaisesRegex(
+        AfterKernelError, r'malformed MNIST IDX file .*train-labels-idx1-'
+        r'ubyte.gz: 2 label\(s\) outside 0..9 \(e.g. \[200, 200\]\)'):
+      data.load_binary_task('mnist', 3, 8, data_dir=self.root)
+
+  def test_npz_labels_outside_the_classes_are_an_error(self):
+    np.savez(self.fake.path('cifar10/test_jpeg_approx_yoongikim.npz'),
+             x_test=self.fake.lossy,
+             y_test=np.full(len(self.fake.lossy), 12, np.int64))
+    with self.assertRaisesRegex(AfterKernelError,
+                                r'malformed npz .*label\(s\) outside 0..9'):
+      data.load_binary_task('cifar10', 3, 5, data_dir=self.root,
+                            cifar_test_source='lossy_full')
+
   def test_npz_missing_key(self):
     np.savez(self.fake.path('cifar10/test_jpeg_approx_yoongikim.npz'),
              x_test=self.fake.lossy)

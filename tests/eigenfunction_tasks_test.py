@@ -8,32 +8,23 @@ import tempfile
 
 from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 
 from afterkernel.studies import eigentasks
 from afterkernel.studies import store
+from binaries import eigenfunction_tasks as binary
 import binary_flags
 
 FLAGS = flags.FLAGS
-binary = None  # loaded in setUpModule, see binary_flags
 
 _TINY_FLAGS = ('--preset=tiny', '--num_train=30', '--num_test=10',
                '--eigen_indices=1,4', '--epochs=1', '--width=8')
 
 
-def setUpModule():
-  global binary
-  binary = binary_flags.load_binary('binaries.eigenfunction_tasks')
-
-
 def _run_main(*argv):
   """Runs main in-process; returns (exit code, stdout, stderr)."""
   out, err = io.StringIO(), io.StringIO()
-  with flagsaver.flagsaver(), contextlib.redirect_stdout(out), \
-      contextlib.redirect_stderr(err):
-    FLAGS.unparse_flags()
-    FLAGS(['eigenfunction_tasks'] + list(argv))
-    code = binary.main(['eigenfunction_tasks'])
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = binary_flags.run_main(binary, argv)
   return code, out.getvalue(), err.getvalue()
 
 

@@ -7,26 +7,17 @@ import tempfile
 
 from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 
 from afterkernel.studies import kernel_dynamics as study
 from afterkernel.studies import store
+from binaries import kernel_dynamics
 import binary_flags
 
 FLAGS = flags.FLAGS
-kernel_dynamics = None  # loaded in setUpModule, see binary_flags
-
-
-def setUpModule():
-  global kernel_dynamics
-  kernel_dynamics = binary_flags.load_binary('binaries.kernel_dynamics')
 
 
 def _run_main(*argv):
-  with flagsaver.flagsaver():
-    FLAGS.unparse_flags()
-    FLAGS(['kernel_dynamics'] + list(argv))
-    return kernel_dynamics.main(['kernel_dynamics'])
+  return binary_flags.run_main(kernel_dynamics, argv)
 
 
 class MainTest(absltest.TestCase):

@@ -7,33 +7,24 @@ import tempfile
 
 from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 
 from afterkernel.studies import kernel_rotation
 from afterkernel.studies import store
+from binaries import kernel_rotation as binary
 import binary_flags
 
 FLAGS = flags.FLAGS
-binary = None  # loaded in setUpModule, see binary_flags
 
 _TINY_FLAGS = ('--preset=tiny', '--num_train=30', '--num_test=10',
                '--num_kernel_examples=20', '--checkpoint_epochs=0,1',
                '--energy_ks=1,5,20', '--num_eigenfunctions=3')
 
 
-def setUpModule():
-  global binary
-  binary = binary_flags.load_binary('binaries.kernel_rotation')
-
-
 def _run_main(*argv):
   """Runs main in-process; returns (exit code, stdout, stderr)."""
   out, err = io.StringIO(), io.StringIO()
-  with flagsaver.flagsaver(), contextlib.redirect_stdout(out), \
-      contextlib.redirect_stderr(err):
-    FLAGS.unparse_flags()
-    FLAGS(['kernel_rotation'] + list(argv))
-    code = binary.main(['kernel_rotation'])
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = binary_flags.run_main(binary, argv)
   return code, out.getvalue(), err.getvalue()
 
 

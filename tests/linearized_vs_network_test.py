@@ -9,15 +9,10 @@ from absl.testing import flagsaver
 
 from afterkernel.studies import linearized as linearized_study
 from afterkernel.studies import store
+from binaries import linearized_vs_network
 import binary_flags
 
 FLAGS = flags.FLAGS
-linearized_vs_network = None  # loaded in setUpModule, see binary_flags
-
-
-def setUpModule():
-  global linearized_vs_network
-  linearized_vs_network = binary_flags.load_binary('binaries.linearized_vs_network')
 _TINY_FLAGS = ('--dataset=digits', '--num_train=50', '--num_test=30',
                '--architecture=myrtle5', '--width_multipliers=0.0625',
                '--epochs=1', '--batch_size=25', '--rank_sample_size=10',
@@ -25,10 +20,7 @@ _TINY_FLAGS = ('--dataset=digits', '--num_train=50', '--num_test=30',
 
 
 def _run_main(*argv):
-  with flagsaver.flagsaver():
-    FLAGS.unparse_flags()
-    FLAGS(['linearized_vs_network'] + list(argv))
-    return linearized_vs_network.main(['linearized_vs_network'])
+  return binary_flags.run_main(linearized_vs_network, argv)
 
 
 class MainTest(absltest.TestCase):
@@ -43,12 +35,21 @@ class MainTest(absltest.TestCase):
         directory, linearized_study.FIGURE_FILE)))
 
   def test_bad_flag_is_one_line_error(self):
+    # Status 2 as in every binary (0.1.0 returned 1 here).
     directory = tempfile.mkdtemp()
     self.assertEqual(_run_main(*_TINY_FLAGS, '--width_multipliers=wide',
-                               f'--output_dir={directory}'), 1)
+                               f'--output_dir={directory}'), 2)
     self.assertEqual(_run_main(*_TINY_FLAGS, '--momentum=2',
-                               f'--output_dir={directory}'), 1)
-    self.assertEqual(_run_main(*_TINY_FLAGS), 1)  # No --output_dir.
+                               f'--output_dir={directory}'), 2)
+    self.assertEqual(_run_main(*_TINY_FLAGS), 2)  # No --output_dir.
+
+  def test_flags_not_given_keep_study_config_defaults(self):
+    with flagsaver.flagsaver():
+      FLAGS.unparse_flags()
+      FLAGS(['prog', '--epochs=3', '--width_multipliers=0.5,2'])
+      config = linearized_vs_network.config_from_flags()
+    self.assertEqual(config, linearized_study.StudyConfig(
+        epochs=3, width_multipliers=(0.5, 2.0)))
 
 
 if __name__ == '__main__':

@@ -9,32 +9,23 @@ import tempfile
 
 from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 
 from afterkernel.studies import store
+from binaries import nads as nads_binary
 import binary_flags
 
 FLAGS = flags.FLAGS
-nads_binary = None  # loaded in setUpModule, see binary_flags
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY_FLAGS = ('--preset=tiny', '--image_side=4', '--width=4',
                '--num_train=40', '--num_test=30', '--epochs=1',
                '--num_nad_samples=16', '--nad_indices=1,16')
 
 
-def setUpModule():
-  global nads_binary
-  nads_binary = binary_flags.load_binary('binaries.nads')
-
-
 def _run_main(*argv):
   """Runs the binary's main in-process; returns (code, stdout, stderr)."""
   out, err = io.StringIO(), io.StringIO()
-  with flagsaver.flagsaver(), contextlib.redirect_stdout(out), \
-      contextlib.redirect_stderr(err):
-    FLAGS.unparse_flags()
-    FLAGS(['nads'] + list(argv))
-    code = nads_binary.main(['nads'])
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = binary_flags.run_main(nads_binary, argv)
   return code, out.getvalue(), err.getvalue()
 
 

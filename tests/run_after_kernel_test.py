@@ -2,25 +2,23 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
+from afterkernel.studies import after_kernel
 from afterkernel.studies import store
 from afterkernel.studies import summary
+from binaries import run_after_kernel
 import binary_flags
 
 FLAGS = flags.FLAGS
-run_after_kernel = None  # loaded in setUpModule, see binary_flags
-
-
-def setUpModule():
-  global run_after_kernel
-  run_after_kernel = binary_flags.load_binary('binaries.run_after_kernel')
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY_FLAGS = ('--dataset=digits', '--train_subset=40', '--test_subset=20',
                '--nn_architecture=fully_connected', '--num_layers=1',
@@ -32,10 +30,7 @@ _TINY_FLAGS = ('--dataset=digits', '--train_subset=40', '--test_subset=20',
 
 def _run_main(*argv):
   """Parses `argv` as the binary's flags and runs its main in-process."""
-  with flagsaver.flagsaver():
-    FLAGS.unparse_flags()
-    FLAGS(['run_after_kernel'] + list(argv))
-    return run_after_kernel.main(['run_after_kernel'])
+  return binary_flags.run_main(run_after_kernel, argv)
 
 
 def _folder_contents(directory):
@@ -67,6 +62,26 @@ class FlagsTest(absltest.TestCase):
       config = run_after_kernel.config_from_flags()
     self.assertTrue(config.use_augmentation)
     self.assertFalse(config.use_conjugate_kernel)
+
+  def test_flags_not_given_keep_experiment_config_defaults(self):
+    with flagsaver.flagsaver():
+      FLAGS.unparse_flags()
+      FLAGS(['prog'])
+      self.assertEqual(run_after_kernel.config_from_flags(),
+                       after_kernel.ExperimentConfig())
+      FLAGS.unparse_flags()
+      FLAGS(['prog', '--num_parameters=5000', '--num_runs=1',
+             '--dataset=mnist', '--learning_rate=0.1'])
+      self.assertEqual(run_after_kernel.config_from_flags(),
+                       after_kernel.ExperimentConfig(
+                           num_parameters=5000, num_runs=1, dataset='mnist',
+                           learning_rate=0.1))
+
+  def test_bad_flag_values_are_status_2(self):
+    for bad in ('--dataset=imagenet', '--num_parameters=1,2',
+                '--use_augmentation=maybe', '--num_runs=x', 'extra'):
+      with self.subTest(bad):
+        self.assertEqual(_run_main(bad, '--output_dir=/nonexistent/x'), 2)
 
 
 class MainTest(absltest.TestCase):
@@ -117,6 +132,32 @@ class CommandLineTest(absltest.TestCase):
     self.assertEqual(process.returncode, 0, process.stderr)
     self.assertRegex(process.stdout, r'SVM test error\s+\d\.\d+\s+\d\.\d+')
     self.assertIn('nn_error', process.stdout)
+
+  def test_ctrl_c_is_one_line_exit_130_and_keeps_the_records(self):
+    directory = tempfile.mkdtemp()
+    command = [sys.executable, '-m', 'binaries.run_after_kernel',
+               *_TINY_FLAGS, '--num_runs=20',
+               f'--output_dir={directory}']
+    process = subprocess.Popen(command, cwd=_REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    records = os.path.join(directory, store.RECORDS_DIR)
+    deadline = time.time() + 240
+    while not (os.path.isdir(records) and any(
+        n.endswith('.json') for n in os.listdir(records))):
+      self.assertLess(time.time(), deadline, 'no record was written')
+      self.assertIsNone(process.poll(), 'the run ended early')
+      time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    del out
+    self.assertEqual(process.returncode, 130, err)
+    self.assertNotIn('Traceback', err)
+    saved = len(store.ResultStore(directory).keys())
+    self.assertGreaterEqual(saved, 1)
+    self.assertEqual(
+        [l for l in err.splitlines() if l.startswith('interrupted')],
+        [f'interrupted: {saved} record(s) saved in {directory}; the same '
+         'command resumes from there'])
 
 
 if __name__ == '__main__':

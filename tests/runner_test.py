@@ -141,14 +141,14 @@ class RunnerTest(absltest.TestCase):
     study = runner.Study(family='toy', points=_points, record_key=_key,
                          run_once=streaming, load=_load, group=_odd)
     counts = runner.execute(study, _Config(num_runs=1), result_store, _quiet)
-    self.assertEqual(counts, {'written': 3, 'skipped': 0})
+    self.assertEqual(counts, {'written': 3, 'skipped': 0, 'busy': 0})
     # Each record was stored before the next one was measured.
     self.assertEqual(stored_before, [0, 1, 2])
     self.assertEqual(runner.missing_work(study, _Config(num_runs=2),
                                          result_store, _quiet),
                      [runner.WorkUnit(1, (1, 3)), runner.WorkUnit(1, (2,))])
     self.assertEqual(runner.execute(study, _Config(num_runs=1), result_store,
-                                    _quiet), {'written': 0, 'skipped': 3})
+                                    _quiet), {'written': 0, 'skipped': 3, 'busy': 0})
 
   def test_stream_hands_records_over_one_by_one_and_reraises(self):
     consumed = []

@@ -9,31 +9,22 @@ import tempfile
 
 from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 
 from afterkernel.studies import store
+from binaries import second_order
 import binary_flags
 
 FLAGS = flags.FLAGS
-second_order = None  # loaded in setUpModule, see binary_flags
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY_FLAGS = ('--preset=tiny', '--num_train=40', '--num_test=30',
                '--width=8', '--epochs=1', '--model_kinds=network,h_full')
 
 
-def setUpModule():
-  global second_order
-  second_order = binary_flags.load_binary('binaries.second_order')
-
-
 def _run_main(*argv):
   """Runs the binary's main in-process; returns (code, stdout, stderr)."""
   out, err = io.StringIO(), io.StringIO()
-  with flagsaver.flagsaver(), contextlib.redirect_stdout(out), \
-      contextlib.redirect_stderr(err):
-    FLAGS.unparse_flags()
-    FLAGS(['second_order'] + list(argv))
-    code = second_order.main(['second_order'])
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = binary_flags.run_main(second_order, argv)
   return code, out.getvalue(), err.getvalue()
 
 

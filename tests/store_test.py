@@ -5,7 +5,9 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -209,6 +211,83 @@ class RunsConversionTest(absltest.TestCase):
   def test_folder_without_runs_cannot_be_converted(self):
     with self.assertRaisesRegex(errors.AfterKernelError, 'no runs'):
       store.convert_runs_to_records(tempfile.mkdtemp())
+
+
+class OutputFolderTest(absltest.TestCase):
+
+  def _claim(self, directory, fingerprint='f1'):
+    store.claim_output_dir(directory, {'a': 1}, fingerprint)
+
+  def test_a_file_or_a_folder_under_a_file_is_one_clear_error(self):
+    path = os.path.join(tempfile.mkdtemp(), 'taken')
+    with open(path, 'w') as f:
+      f.write('x')
+    with self.assertRaisesRegex(errors.AfterKernelError, 'is an existing file'):
+      self._claim(path)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'is a file'):
+      self._claim(os.path.join(path, 'sub', 'dir'))
+
+  @absltest.skipIf(os.geteuid() == 0, 'root can write anywhere')
+  def test_an_unwritable_folder_is_one_clear_error(self):
+    parent = tempfile.mkdtemp()
+    os.chmod(parent, 0o500)
+    try:
+      with self.assertRaisesRegex(errors.AfterKernelError, 'not writable'):
+        self._claim(parent)
+      with self.assertRaisesRegex(errors.AfterKernelError, 'not writable'):
+        self._claim(os.path.join(parent, 'new'))
+    finally:
+      os.chmod(parent, 0o700)
+
+  def test_truncated_config_is_reported_as_corrupt_not_as_foreign(self):
+    directory = tempfile.mkdtemp()
+    self._claim(directory)
+    store.ResultStore(directory).put(_record('k0', 0))
+    path = os.path.join(directory, store.CONFIG_FILE)
+    with open(path, 'r+') as f:
+      f.truncate(10)
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'not valid JSON .truncated') as cm:
+      self._claim(directory)
+    self.assertNotIn('different configuration', str(cm.exception))
+    with open(path) as f:
+      self.assertLen(f.read(), 10)  # Left as it was.
+
+  def test_a_config_without_results_does_not_hold_the_folder(self):
+    directory = tempfile.mkdtemp()
+    self._claim(directory, 'f1')  # e.g. the command then failed.
+    self._claim(directory, 'f2')  # The corrected command takes the folder.
+    with open(os.path.join(directory, store.CONFIG_FILE)) as f:
+      self.assertEqual(json.load(f)['fingerprint'], 'f2')
+    store.ResultStore(directory).put(_record('k0', 0))
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'different configuration'):
+      self._claim(directory, 'f1')
+
+  def test_files_get_the_users_umask_not_0600(self):
+    directory = tempfile.mkdtemp()
+    old = os.umask(0o022)
+    try:
+      path = store.ResultStore(directory).put(_record('k0', 0))
+    finally:
+      os.umask(old)
+    self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
+
+  def test_a_failed_write_is_one_line_and_keeps_the_old_file(self):
+    directory = tempfile.mkdtemp()
+    result_store = store.ResultStore(directory)
+    path = result_store.put(_record('k0', 0))
+    with open(path) as f:
+      before = f.read()
+    with mock.patch.object(os, 'fsync',
+                           side_effect=OSError(28, 'No space left on device')):
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  'could not write .*No space left') as cm:
+        result_store.put(_record('k0', 1))
+    self.assertNotIn('\n', str(cm.exception))
+    with open(path) as f:
+      self.assertEqual(f.read(), before)
+    self.assertEqual(sorted(os.listdir(os.path.dirname(path))), ['k0.json'])
 
 
 if __name__ == '__main__':

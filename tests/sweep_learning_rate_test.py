@@ -1,7 +1,6 @@
 """Smoke test of binaries/sweep_learning_rate.py, run as a subprocess.
 
-(The sweep binaries share flag names with run_after_kernel, so they are not
-imported into the test process; see sweep_epochs_test.)
+(Run as a user runs it; see sweep_epochs_test.)
 """
 
 import os

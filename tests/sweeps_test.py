@@ -118,7 +118,7 @@ class EpochsFamilyTest(absltest.TestCase):
   def test_snapshots_match_independent_runs_from_scratch(self):
     sweep = _epochs_sweep()
     counts = sweeps.run_sweep(sweep, self.store, log=_quiet)
-    self.assertEqual(counts, {'written': 3, 'skipped': 0, 'total': 3})
+    self.assertEqual(counts, {'written': 3, 'skipped': 0, 'total': 3, 'busy': 0})
     records = _by_checkpoint(self.store.records())
     self.assertEqual(sorted(records), [(0, 0, False), (0, 1, False),
                                        (0, 2, False)])
@@ -180,7 +180,7 @@ class EpochsFamilyTest(absltest.TestCase):
     with mock.patch.object(sweeps, '_run_point',
                            wraps=sweeps._run_point) as spy:
       counts = sweeps.run_sweep(two_runs, self.store, log=_quiet)
-    self.assertEqual(counts, {'written': 4, 'skipped': 2, 'total': 6})
+    self.assertEqual(counts, {'written': 4, 'skipped': 2, 'total': 6, 'busy': 0})
     self.assertEqual([(c.args[3], c.args[4]) for c in spy.call_args_list],
                      [(0, [lost_epoch]), (1, [0, 1, 2])])
     for key, text in before.items():
@@ -189,7 +189,7 @@ class EpochsFamilyTest(absltest.TestCase):
     self.assertLen(self.store.keys(), 6)
     # A finished sweep does nothing.
     self.assertEqual(sweeps.run_sweep(two_runs, self.store, log=_quiet),
-                     {'written': 0, 'skipped': 6, 'total': 6})
+                     {'written': 0, 'skipped': 6, 'total': 6, 'busy': 0})
 
   def test_augmentation_axis_shares_the_fntk(self):
     sweep = _epochs_sweep(augmentation=(False, True), epochs=(0, 2))

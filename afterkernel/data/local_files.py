@@ -194,7 +194,27 @@ def _read_lossy_npz_cached(path: str, size: int, mtime_ns: int):
           y.shape == (x.shape[0],),
           f'malformed npz {path}: need x_test uint8 (n, 32, 32, 3) and '
           f'y_test (n,), got {x.dtype} {x.shape} and {y.shape}')
+  require(y.dtype.kind in 'iu', f'malformed npz {path}: y_test must hold '
+          f'integer labels, got {y.dtype}')
+  _require_labels(y, CIFAR10_NUM_CLASSES, path, 'npz')
   return frozen(x), frozen(y)
+
+
+MNIST_NUM_CLASSES = 10
+
+
+def _require_labels(labels: np.ndarray, num_classes: int, path: str,
+                    kind: str) -> None:
+  """Labels outside [0, num_classes) are an error naming file and count.
+
+  Silently dropping such rows would change the task's size (and so every
+  number) without a word.
+  """
+  labels = np.asarray(labels)
+  bad = (labels < 0) | (labels >= num_classes)
+  count = int(np.count_nonzero(bad))
+  require(count == 0, f'malformed {kind} file {path}: {count} label(s) '
+          f'outside 0..{num_classes - 1} (e.g. {labels[bad][:3].tolist()})')
 
 
 def read_mnist(data_dir: str):
@@ -208,6 +228,8 @@ def read_mnist(data_dir: str):
             f'MNIST {split} files do not match: images {images.shape} in '
             f'{paths[split + "_images"]}, labels {labels.shape} in '
             f'{paths[split + "_labels"]}')
+    _require_labels(labels, MNIST_NUM_CLASSES, paths[split + '_labels'],
+                    'MNIST IDX')
   return (arrays['train_images'][..., None], arrays['train_labels'],
           arrays['test_images'][..., None], arrays['test_labels'])
 

@@ -72,8 +72,79 @@ _INVARIANCE_METRIC = {'translation': 'trans_inv', 'rotation': 'rotation_inv',
 class ExperimentConfig:
   """Everything that defines an after-kernel experiment.
 
-  Attributes mirror the binary's flags; see `binaries/run_after_kernel.py`
-  for their documentation.
+  Attributes (the help of their flags in run_after_kernel and the sweeps):
+    dataset: digits: embedded UCI digits (8x8, offline); mnist; cifar10;
+      synthetic (Vyas et al., vectors: fully_connected, no invariances;
+      classes 1/0); svhn_parity, cifar2, cifar5m2 (classes 1/0, see
+      afterkernel.data); cifar5m (local files only).
+    plus_class: class labelled 1 (positive).
+    minus_class: class labelled 0 (negative).
+    data_dir: folder with local copies (mnist/*-ubyte.gz, cifar10/*.bin.gz,
+      svhn/*_32x32.mat, cifar5m/cifar5m_part*.npz); if unset, mnist,
+      cifar10, cifar2 and svhn_parity come from tensorflow-datasets.
+    cifar_test_source: test images for CIFAR-10 from data_dir: exact first
+      1000 test images, the lossy JPEG-decoded full test set, or a held-out
+      slice of train.
+    train_subset: use only this many (permuted) training examples.
+    test_subset: use only this many (permuted) test examples.
+    nn_architecture: vgg (26/52 channels), mega_vgg (119/238),
+      fully_connected (4x94), sum.
+    num_parameters: choose the width of vgg / fully_connected to reach this
+      parameter count.
+    num_blocks: conv + max-pool blocks of the VGG nets.
+    num_layers: convolutions per block (VGG, default 2) or hidden layers
+      (fully_connected, default 4).
+    filter_size: convolution kernel side.
+    pool_size: max-pooling window side.
+    max_num_epochs: epochs of training (0: the after kernel is the FNTK);
+      with training_loss_target, the cap.
+    training_loss_target: train 10, 20, 40, ... epochs until the training
+      loss is <= this.
+    learning_rate: SGD learning rate (None: the Keras default 0.01).
+    batch_size: SGD minibatch size.
+    use_augmentation: random rotations (+-15 degrees) and 1-pixel shifts
+      during training.
+    num_runs: repeats, each with a fresh initialization and data permutation.
+    seed: run r uses seed + r.
+    train_linear_model: fit the hard-margin SVM on the FNTK and the after
+      kernel.
+    use_conjugate_kernel: use the conjugate projection (penultimate
+      features) instead of the gradient features for the SVM, invariances
+      and effective rank.
+    svm_solver: max-margin solver (`margin.SOLVERS`): exact: the default
+      (certified dual coordinate descent); dual / jst1: Algorithm 1 on the
+      Gram; primal: on features; stochastic / jst2; working_set; sklearn.
+    svm_max_iterations: iteration budget of the max-margin solver (None:
+      the solver's default).
+    svm_tolerance: stop when the relative duality gap of the margin is
+      below this.
+    svm_max_seconds: optional wall-clock cap on the solver (results then
+      depend on speed).
+    num_translations: test images for translation invariance (0: skip).
+    num_zooms: test images for zoom invariance.
+    num_swaps: test images for quadrant-swap invariance.
+    num_rotations: test images for rotation invariance.
+    rotation_angle: rotation (radians) for rotation invariance; +- are
+      averaged.
+    ker_alignment_sample_size: test images for the alignment of the kernel
+      with its conjugate.
+    effective_rank_sample_size: training images for the effective rank of
+      the Gram (0: skip).
+    feature_batch_size: examples per gradient-feature block.
+    feature_method: gradient-feature algorithm: auto (vectorized when the
+      model has no per_layer path, per_layer for short jobs, else the faster
+      of the two as timed on the first block), per_layer, vectorized, or
+      loop (slow reference).
+    memory_budget_gb: GiB the gradient features may take; above it the Gram
+      matrices are streamed (features recomputed block by block, never all
+      held).
+    distribution_strategy: default: one device (the first GPU if any, else
+      the CPU); mirrored: all local GPUs (or logical CPUs); tpu: the TPU of
+      this TPU VM or TPU_NAME; multi_worker: the workers in TF_CONFIG, each
+      running this command (features only: needs max_num_epochs=0).
+      Training and gradient features are split across the replicas.
+    measure_ntk: measure the FNTK at initialization too; False measures
+      only the after kernel (half the kernel work, e.g. for mega-VGG).
   """
   dataset: str = 'digits'
   plus_class: int = 8

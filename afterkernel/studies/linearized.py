@@ -63,7 +63,32 @@ ACCURACY_METRICS = ('nn_train_accuracy', 'nn_test_accuracy',
 class StudyConfig(runner.StudyConfig):
   """Everything that defines a network-vs-linearization study.
 
-  Attributes mirror the flags of `binaries/linearized_vs_network.py`.
+  Attributes (the help of their flags in linearized_vs_network):
+    dataset: digits (offline UCI 8x8), mnist; cifar10 only with
+      task=binary.
+    task: multiclass: 10 outputs, L2 loss on one-hot; binary: plus vs minus
+      class, 1 logit, BCE.
+    plus_class: binary task: class labelled 1.
+    minus_class: binary task: class labelled 0.
+    data_dir: folder with mnist/*-ubyte.gz (and cifar10/...); unset =
+      tensorflow-datasets.
+    num_train: random subset of training examples (None: all).
+    num_test: random subset of test examples (None: all).
+    architecture: network (afterkernel.models.architectures.ARCHITECTURES).
+    width_multipliers: width multipliers k (channels and dense x k).
+    parameterization: standard or ntk.
+    unbiased: linearization without f(theta_0, x):
+      J(theta_0, x)(theta - theta_0).
+    epochs: training epochs.
+    batch_size: minibatch size.
+    learning_rate: SGD learning rate.
+    momentum: SGD momentum.
+    weight_decay: decoupled weight decay (Keras SGD); on theta - theta_0 for
+      the linearized model.
+    rank_sample_size: training images in the Jacobian embedding whose
+      effective rank is reported.
+    num_runs: seeds per width.
+    seed: first seed.
   """
   # More runs or widths extend a study; data_dir is where the data lives.
   FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'width_multipliers')

@@ -10,7 +10,11 @@ run) is named in the store (`record_key`), its `run_once` and its figures.
   2. list the work still to do: one `WorkUnit` (run, missing points) per run
      (and per `Study.group` of points) with a missing record (resume = skip
      finished records);
-  3. hand the units to the *executor*, which yields the units' records; the
+  3. claim each unit as the executor asks for it (`claims`: an OS lock a
+     killed process releases; a unit another process holds is skipped, so
+     several processes can fill one folder together, never running a run
+     twice) and hand the units to the *executor*, which yields the units'
+     records; the
      runner writes each through the store as it arrives (a `run_once` that
      yields its records one by one, e.g. per checkpoint, has each stored
      before the next is measured);
@@ -19,7 +23,8 @@ run) is named in the store (`record_key`), its `run_once` and its figures.
 
 The executor is the seam for scale-out: `local_executor` runs the units one
 after the other in this process; a distributed executor (e.g. Ray tasks)
-takes the same `(units, work)`, runs `list(work(unit))` remotely and yields
+takes the same `(units, work)` (units is a lazy iterable: each is claimed
+when the executor takes it, so take them as workers free up), runs `list(work(unit))` remotely and yields
 the records as units finish. Units are independent (each builds its network
 from `config.seed + run`), `work(unit)` is a picklable callable (module-level
 functions in `Study`, no lambdas) that loads the study's shared inputs
@@ -42,6 +47,7 @@ from typing import (Any, Callable, ClassVar, Dict, Iterable, Iterator, List,
 import numpy as np
 
 from afterkernel import errors
+from afterkernel.studies import claims
 from afterkernel.studies import store
 from afterkernel.studies import summary
 
@@ -287,12 +293,61 @@ def execute(study: Study, config: Any, result_store: store.ResultStore,
   wanted = sum(len(u.points) for u in units)
   total = len(tuple(study.points(config))) * config.num_runs
   written = 0
+  held, busy = [], []
   if units:
     work = Work(study, config, output_dir or result_store.directory, log)
-    for record in executor(units, work):
-      result_store.put(record)
-      written += 1
-  return {'written': written, 'skipped': total - wanted}
+    try:
+      for record in executor(
+          _claimed(study, config, units, result_store, held, busy, log),
+          work):
+        result_store.put(record)
+        written += 1
+    finally:
+      for claim in held:
+        claim.release()
+  if busy:
+    log(f'{len(busy)} unit(s) of work were being run by other processes and '
+        'are not in this summary; rerun (or summarize_results) after they '
+        'finish')
+  return {'written': written, 'skipped': total - wanted,
+          'busy': sum(len(u.points) for u in busy)}
+
+
+def _claimed(study: Study, config: Any, units: Sequence[WorkUnit],
+             result_store: store.ResultStore, held: List[Any],
+             busy: List[WorkUnit], log: Log) -> Iterator[WorkUnit]:
+  """`units` as this process claims them (see `claims`), lazily.
+
+  A unit another live process holds is skipped (appended to `busy`); a unit
+  claimed here is re-checked against the store, since another process may
+  have finished it after `missing_work` looked. The claims go to `held`;
+  the caller releases them when the records are stored.
+  """
+  groups = {}
+  for points in _groups(study, study.points(config)):
+    groups[_group_key(study, points[0])] = points
+  for unit in units:
+    group = groups.get(_group_key(study, unit.points[0]), unit.points)
+    name = claims.claim_name(
+        study.family, unit.run,
+        tuple(study.record_key(p, unit.run) for p in group))
+    claim = claims.try_claim(result_store.records_dir, name)
+    if claim is None:
+      log(f'run {unit.run}: {len(unit.points)} {study.noun} are being run by '
+          f'another process ({claims.holder(result_store.records_dir, name)}'
+          '); skipped here')
+      busy.append(unit)
+      continue
+    held.append(claim)
+    missing = tuple(p for p in unit.points if not _finished(
+        result_store, study.record_key(p, unit.run), study.required_metrics))
+    if not missing:
+      continue
+    yield unit if study.whole_runs else WorkUnit(unit.run, missing)
+
+
+def _group_key(study: Study, point: Any) -> Any:
+  return None if study.group is None else study.group(point)
 
 
 def summarize(study: Study, config: Any, output_dir: str

@@ -54,22 +54,74 @@ KEY_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,199}$')
 RUNS_FAMILY = 'after_kernel'
 
 
+def _file_mode() -> int:
+  """The mode a new file gets under the process's umask (0o666 & ~umask)."""
+  mask = os.umask(0)
+  os.umask(mask)
+  return 0o666 & ~mask
+
+
+def _write_error(path: str, error: OSError) -> errors.AfterKernelError:
+  """One line for a failed write (full disk, file-size limit, permissions)."""
+  return errors.AfterKernelError(
+      f'could not write {path}: {error.strerror or error} (disk full, '
+      'file-size limit or permissions?); files already written are kept')
+
+
 def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` atomically (temp file + fsync + rename)."""
+  """Writes `text` to `path` atomically (temp file + fsync + rename).
+
+  The file gets the permissions of any new file under the user's umask
+  (mkstemp's private 0600 would make a shared results folder unreadable to
+  the team). A failed write (disk full, `ulimit -f`, permissions) leaves
+  the previous file untouched and raises one AfterKernelError.
+  """
   directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(
-      dir=directory, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+  try:
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=directory, prefix='.' + os.path.basename(path) + '.',
+        suffix='.tmp')
+  except OSError as e:
+    raise _write_error(path, e) from None
   try:
     with os.fdopen(handle, 'w', encoding='utf-8') as f:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(temporary, _file_mode())
     os.replace(temporary, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(temporary):
       os.remove(temporary)
+    if isinstance(e, OSError):
+      raise _write_error(path, e) from None
     raise
+
+
+def check_output_dir(output_dir: str) -> None:
+  """Raises one AfterKernelError unless `output_dir` is a usable folder.
+
+  Usable: it exists and is a writable directory, or it can be created (its
+  nearest existing ancestor is a writable directory). Nothing is created.
+  """
+  errors.require(bool(output_dir), 'output_dir is required: where results '
+                 'are written')
+  path = os.path.abspath(output_dir)
+  if os.path.exists(path):
+    errors.require(os.path.isdir(path), f'output folder {output_dir} is an '
+                   'existing file, not a folder; choose another')
+    errors.require(os.access(path, os.W_OK | os.X_OK),
+                   f'output folder {output_dir} is not writable')
+    return
+  parent = os.path.dirname(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  errors.require(os.path.isdir(parent), f'output folder {output_dir} cannot '
+                 f'be created: {parent} is a file')
+  errors.require(os.access(parent, os.W_OK | os.X_OK),
+                 f'output folder {output_dir} cannot be created: {parent} '
+                 'is not writable')
 
 
 def _jsonable(value: Any) -> Any:
@@ -119,7 +171,9 @@ def claim_output_dir(output_dir: str, config_dict: Mapping[str, Any],
   experiments); re-running the same configuration resumes. Fields left out
   of the fingerprint (more runs, more sizes or indices) extend the folder:
   config.json is then rewritten to the latest configuration (unless
-  `rewrite` is False), so it matches what the summary covers.
+  `rewrite` is False), so it matches what the summary covers. A config.json
+  without any result beside it (a command that failed before its first
+  record) does not hold the folder: the new configuration takes it.
 
   Args:
     output_dir: the folder.
@@ -129,22 +183,25 @@ def claim_output_dir(output_dir: str, config_dict: Mapping[str, Any],
     rewrite: whether a matching config.json is rewritten to this config.
 
   Raises:
-    AfterKernelError: no output_dir, or it holds another configuration
+    AfterKernelError: no output_dir, it is a file or not writable, its
+      config.json is corrupt, or it holds results of another configuration
       (nothing is changed then).
   """
-  errors.require(bool(output_dir), 'output_dir is required: where results '
-                 'are written')
+  check_output_dir(output_dir)
   path = os.path.join(output_dir, CONFIG_FILE)
   content = {'fingerprint': fingerprint, 'config': dict(config_dict)}
   content.update(extra or {})
   text = to_json(content, indent=2, sort_keys=True) + '\n'
-  if os.path.exists(path):
+  if os.path.exists(path) and _holds_results(output_dir):
     with open(path, encoding='utf-8') as f:
       previous_text = f.read()
     try:
       previous = json.loads(previous_text)
     except json.JSONDecodeError:
-      previous = {}
+      raise errors.AfterKernelError(
+          f'{path} is not valid JSON (truncated or edited?); the folder holds '
+          'results, so it is not overwritten: repair or remove that file, or '
+          'choose another --output_dir') from None
     errors.require(
         isinstance(previous, dict) and
         previous.get('fingerprint') == fingerprint,
@@ -152,8 +209,22 @@ def claim_output_dir(output_dir: str, config_dict: Mapping[str, Any],
         f'({path}); choose another --output_dir (nothing was changed)')
     if rewrite and previous_text != text:
       atomic_write_text(path, text)
-  else:
+  elif not os.path.exists(path) or _read_text(path) != text:
+    # New folder, or a config.json without any result (e.g. a command that
+    # failed before its first record): this configuration takes it.
     atomic_write_text(path, text)
+
+
+def _read_text(path: str) -> str:
+  with open(path, encoding='utf-8', errors='replace') as f:
+    return f.read()
+
+
+def _holds_results(output_dir: str) -> bool:
+  """Whether the folder has any record or a 0.1.0 runs.jsonl."""
+  if os.path.exists(os.path.join(output_dir, RUNS_FILE)):
+    return True
+  return bool(ResultStore(output_dir).keys())
 
 
 class ResultStore:

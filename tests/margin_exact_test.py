@@ -208,6 +208,16 @@ class OptionsTest(absltest.TestCase):
     self.assertTrue(any(issubclass(w.category, margin.UnconvergedWarning) and
                         'max_iterations' in str(w.message) for w in caught))
 
+  def test_max_seconds_stops_at_the_first_check(self):
+    with self.assertWarns(margin.UnconvergedWarning):
+      result = margin.max_margin_from_gram(self.gram, self.labels,
+                                           tolerance=0, max_seconds=1e-9,
+                                           check_every=5)
+    self.assertEqual(result.solver, 'exact')
+    self.assertEqual(result.stop_reason, 'max_seconds')
+    self.assertFalse(result.converged)
+    self.assertEqual(result.iterations, 5)
+
   def test_original_solver_names(self):
     for alias, name in (('jst1', 'dual'), ('jst2', 'stochastic')):
       with self.subTest(alias):

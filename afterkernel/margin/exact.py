@@ -71,7 +71,8 @@ STOP_STALLED = 'stalled'
 
 @numba.njit(cache=True, nogil=True)
 def _coordinate_steps(gram, signs, inv_scale_sq, diagonal, inverse_diagonal,
-                      coef, grad, active, index, steps):  # pragma: no cover (compiled)
+                      coef, grad, active, index,
+                      steps):  # pragma: no cover (compiled)
   """Up to `steps` greedy coordinate updates on the `active` coordinates.
 
   Returns:

@@ -240,7 +240,8 @@ def run_stochastic(matvec: Callable[[np.ndarray], np.ndarray],
 def solve_working_set(gram: np.ndarray, labels: np.ndarray, scale: float,
                        tolerance: float, max_iterations: int,
                        check_every: int, max_seconds: Optional[float],
-                       log: Optional[Callable[[str], None]]) -> certificate.MarginResult:
+                       log: Optional[Callable[[str], None]]
+                       ) -> certificate.MarginResult:
   """Algorithm 1 on the full Gram to a coarse gap, then on working sets.
 
   The optimal p* of min_{p in simplex} ||Z^T p|| is supported on the support
@@ -283,7 +284,8 @@ def solve_working_set(gram: np.ndarray, labels: np.ndarray, scale: float,
           sub_gram, labels[working], scale)
       # Each round gets the full iteration budget: its iterations cost
       # |W|^2, not n^2, and the tail needs as many as the full problem.
-      sub = certificate.Progress(len(working), tolerance, max_iterations, check_every,
+      sub = certificate.Progress(len(working), tolerance, max_iterations,
+                                 check_every,
                       remaining, None)
       sub_iterations, sub_reason = run_dual(sub_matvec, sub_support,
                                              len(working), sub)
@@ -339,7 +341,8 @@ def solve_primal(z: np.ndarray, labels: np.ndarray, scale: float,
   for use with a cross-Gram.
   """
   n = z.shape[0]
-  progress = certificate.Progress(n, tolerance, max_iterations, check_every, max_seconds,
+  progress = certificate.Progress(n, tolerance, max_iterations, check_every,
+                                  max_seconds,
                        log)
   w = np.zeros(z.shape[1])
   g = np.zeros(z.shape[1])

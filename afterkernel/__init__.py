@@ -59,10 +59,12 @@ from afterkernel import data
 from afterkernel.studies import after_kernel_vs_m
 from afterkernel.studies import data_scaling
 from afterkernel.studies import eigentasks
+from afterkernel.kernels import empirical
 from afterkernel import errors
 from afterkernel.studies import after_kernel
 from afterkernel.studies import after_kernel as experiment
 from afterkernel.kernels import features
+from afterkernel.kernels import grams
 from afterkernel import infinite_ntk
 from afterkernel.kernels import invariance
 from afterkernel.kernels import jacobians
@@ -96,6 +98,7 @@ from afterkernel.kernels.jacobians import per_example_jacobians
 from afterkernel.kernels import gram
 from afterkernel.kernels import kernel_alignment
 from afterkernel.linearize import LinearizedModel
+from afterkernel.taylor import taylor_expand
 from afterkernel.margin import max_margin_from_features
 from afterkernel.margin import max_margin_from_gram
 from afterkernel.models import build_model

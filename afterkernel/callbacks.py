@@ -53,6 +53,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from afterkernel import errors
+from afterkernel.kernels import features
 from afterkernel.kernels import invariance
 from afterkernel.kernels import jacobians
 from afterkernel import kernels
@@ -179,10 +180,12 @@ def penultimate_fn(model: keras.Model,
 
 
 def gradient_features(model: keras.Model, inputs: np.ndarray,
-                      batch_size: int = jacobians.DEFAULT_BATCH_SIZE
+                      batch_size: int = features.DEFAULT_BATCH_SIZE
                       ) -> np.ndarray:
-  """(n, P) gradients of the model's single output, for any Keras model."""
-  return jacobians.output_gradients(model, inputs, 0, batch_size)
+  """(n, P) gradients of the model's single output, for any Keras model
+  (the one engine, `features.gradient_features`: per_layer where it applies,
+  vectorized otherwise)."""
+  return features.gradient_features(model, inputs, batch_size)
 
 
 def kernel_metrics(model: keras.Model,

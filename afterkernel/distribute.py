@@ -18,7 +18,8 @@ Which strategy (`STRATEGIES`, the `--distribution_strategy` flag):
     strategy (keras-team/keras#20585), so it cannot train.
 
 What is distributed:
-  * per-example gradient features (`sharded_gradient_features`): each block
+  * per-example gradient features (`features.gradient_features` with
+    `strategy=`; `sharded_gradient_features` is its old name): each block
     of replicas x batch_size examples is split evenly across the replicas,
     each runs the single-device feature code on its part, and the parts are
     gathered back in order; hence every Gram matrix, invariance, alignment
@@ -38,10 +39,8 @@ Models must be built under `strategy.scope()` to train with the strategy
 compiles them in their own strategy's scope.
 """
 
-import math
 import os
 from typing import Dict
-import weakref
 
 import keras
 import numpy as np
@@ -49,16 +48,12 @@ import tensorflow as tf
 
 from afterkernel import errors
 from afterkernel.kernels import features
-from afterkernel import models
 
 STRATEGIES = ('default', 'mirrored', 'tpu', 'multi_worker')
 DEFAULT_STRATEGY = 'default'
 # One strategy object per name and process: a TPU system and multi-worker
 # collectives may be initialized only once per process.
 _MADE: Dict[str, tf.distribute.Strategy] = {}
-# model -> {(id(strategy), method): (strategy, step function)}; reusing the
-# tf.function avoids retracing the feature graph (seconds for conv nets).
-_STEP_FNS = weakref.WeakKeyDictionary()
 # Characters of TensorFlow's own reason kept in a one-line error.
 _MAX_REASON = 120
 
@@ -138,39 +133,16 @@ def make_strategy(name: str = DEFAULT_STRATEGY) -> tf.distribute.Strategy:
   return _MADE[name]
 
 
-def _is_tpu(strategy: tf.distribute.Strategy) -> bool:
-  return isinstance(strategy, tf.distribute.TPUStrategy)
-
-
-def _step_fn(model: keras.Model, strategy: tf.distribute.Strategy,
-             method: str):
-  """A tf.function: per-replica image blocks -> all features, in order."""
-  cached = _STEP_FNS.setdefault(model, {})
-  key = (id(strategy), method)
-  if key not in cached or cached[key][0] is not strategy:
-    # pylint: disable-next=protected-access
-    block_fn = features._block_fn(model, method)
-
-    @tf.function(reduce_retracing=True)
-    def step(per_replica_images):
-      per_replica = strategy.run(block_fn, args=(per_replica_images,))
-      return strategy.gather(per_replica, axis=0)
-
-    cached[key] = (strategy, step)
-  return cached[key][1]
-
-
 def sharded_gradient_features(
     model: keras.Model,
     images: np.ndarray,
     strategy: tf.distribute.Strategy,
     batch_size: int = features.DEFAULT_BATCH_SIZE,
     method: str = features.DEFAULT_FEATURE_METHOD) -> np.ndarray:
-  """`features.gradient_features`, with each block split across replicas.
+  """`features.gradient_features(..., strategy=strategy)` (old name).
 
   Blocks of R x batch_size examples (R = replicas) are cut into R equal
-  parts (the last, ragged block is padded with zero images, whose rows are
-  dropped), each replica computes its part's features with the same
+  parts, each replica computes its part's features with the same
   single-device code, and `strategy.gather` returns them in order. With one
   replica (and no TPU) this is exactly `features.gradient_features`.
 
@@ -190,31 +162,5 @@ def sharded_gradient_features(
   Raises:
     AfterKernelError: unknown method, bad shapes or batch size.
   """
-  replicas = strategy.num_replicas_in_sync
-  if replicas == 1 and not _is_tpu(strategy):
-    return features.gradient_features(model, images, batch_size, method)
-  errors.require(method in features.FEATURE_METHODS and method != 'loop',
-                 f'feature method {method!r} cannot be sharded across '
-                 'replicas; choose one of auto, per_layer, vectorized')
-  images = np.asarray(images, dtype=np.float32)
-  # pylint: disable-next=protected-access
-  features._check_inputs(model, images, batch_size)
-  # 'auto' is timed on one device; every replica runs the same code.
-  method = features.resolve_method(model, images, batch_size, method)
-  step = _step_fn(model, strategy, method)
-  out = np.empty((len(images), models.count_parameters(model)), np.float32)
-  block = replicas * batch_size
-  for start in range(0, len(images), block):
-    part = images[start:start + block]
-    per_replica = math.ceil(len(part) / replicas)
-    padded = np.zeros((per_replica * replicas,) + images.shape[1:],
-                      np.float32)
-    padded[:len(part)] = part
-
-    def value_fn(context, padded=padded, per_replica=per_replica):
-      first = context.replica_id_in_sync_group * per_replica
-      return tf.constant(padded[first:first + per_replica])
-
-    values = strategy.experimental_distribute_values_from_function(value_fn)
-    out[start:start + len(part)] = step(values).numpy()[:len(part)]
-  return out
+  return features.gradient_features(model, images, batch_size, method,
+                                    strategy=strategy)

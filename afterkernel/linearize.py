@@ -26,6 +26,8 @@ J(theta_0, x) (theta - theta_0): the "centred" linearization whose output is
 0 at theta_0, so the random initial function does not bias the fit.
 """
 
+import sys
+import types
 from typing import List, Optional
 
 import keras
@@ -223,3 +225,19 @@ def linearize(network: keras.Model,
   base = expansion_base(network, base_weights, copy)
   return LinearizedModel(base, unbiased=unbiased,
                          name=name or f'{network.name}_linearized')
+
+
+class _CallableModule(types.ModuleType):
+  """This module, callable: `ak.linearize(network, ...)` is `linearize`.
+
+  neural-tangents users write `nt.linearize(f, params)`; here the top-level
+  name `afterkernel.linearize` is this module (0.1.0 code imports it and
+  reads `LinearizedModel`, `expansion_base`, ... from it), so calling the
+  module calls the function instead of raising a TypeError.
+  """
+
+  def __call__(self, *args, **kwargs) -> LinearizedModel:
+    return linearize(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -27,6 +27,7 @@ import tensorflow as tf
 from afterkernel import distribute
 from afterkernel import errors
 from afterkernel.studies import after_kernel
+from afterkernel.kernels import empirical
 from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import models
@@ -238,6 +239,33 @@ class TwoCpuTest(parameterized.TestCase):
     self.assertLess(_relative_error(actual, expected), _RTOL)
     self.assertLess(
         _relative_error(kernels.gram(actual), kernels.gram(expected)), _RTOL)
+
+  @parameterized.parameters('auto', 'per_layer', 'vectorized')
+  def test_engine_strategy_option_on_every_output(self, method):
+    # The engine's own option (what sharded_gradient_features wraps), on a
+    # model with 3 outputs, and the traced Gram built from it.
+    def build():
+      keras.utils.set_random_seed(1)
+      return keras.Sequential([
+          keras.Input(_SHAPE), keras.layers.Flatten(),
+          keras.layers.Dense(6, activation='relu'), keras.layers.Dense(3)])
+    single = build()
+    with self.strategy.scope():
+      mirrored = build()
+    images, _ = _toy_task(11, seed=3)
+    for index in range(3):
+      expected = features.gradient_features(single, images, 4, method,
+                                            output_index=index)
+      actual = features.gradient_features(mirrored, images, 4, method,
+                                          output_index=index,
+                                          strategy=self.strategy)
+      self.assertEqual(actual.shape, expected.shape)
+      self.assertLess(_relative_error(actual, expected), _RTOL)
+    self.assertLess(_relative_error(
+        empirical.model_gram(mirrored, images, batch_size=4,
+                             method=method, strategy=self.strategy),
+        empirical.model_gram(single, images, batch_size=4, method=method)),
+                    _RTOL)
 
   def test_loop_method_is_refused(self):
     _, mirrored = self._models('fully_connected')

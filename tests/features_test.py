@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from afterkernel.models import architectures
 from afterkernel import errors
+from afterkernel.kernels import _blocks
 from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import models
@@ -63,31 +63,6 @@ class GradientFeaturesTest(parameterized.TestCase):
     relative = (np.linalg.norm(got - expected, axis=1) /
                 np.linalg.norm(expected, axis=1))
     self.assertLess(relative.max(), 1e-5)
-
-  @parameterized.named_parameters(
-      ('valid_stride2', dict(padding='valid', strides=2)),
-      ('same_stride2_odd', dict(padding='same', strides=2)),
-      ('dilated', dict(padding='same', dilation_rate=2)),
-      ('rect_kernel', dict(padding='valid', kernel_size=(3, 2))),
-      ('no_bias_tanh', dict(padding='same', use_bias=False,
-                            activation='tanh')))
-  def test_per_layer_conv_variants(self, conv_kwargs):
-    conv_kwargs = dict(conv_kwargs)
-    kernel_size = conv_kwargs.pop('kernel_size', 3)
-    keras.utils.set_random_seed(6)
-    model = keras.Sequential([
-        keras.Input((9, 7, 2)),
-        keras.layers.Conv2D(3, kernel_size, **conv_kwargs),
-        keras.layers.AveragePooling2D(2, padding='same'),
-        keras.layers.Flatten(),
-        keras.layers.Dense(4, activation='sigmoid'),
-        keras.layers.Dense(1)])
-    self.assertTrue(features.supports_per_layer(model))
-    _perturb_weights(model, np.random.default_rng(6))
-    images = np.random.default_rng(7).random((5, 9, 7, 2)).astype(np.float32)
-    np.testing.assert_allclose(
-        features.gradient_features(model, images, method='per_layer'),
-        _reference_features(model, images), rtol=1e-4, atol=1e-6)
 
   def test_unsupported_models_fall_back_or_refuse(self):
     inputs = keras.Input((4, 4, 1))
@@ -178,7 +153,7 @@ class AutoMethodTest(absltest.TestCase):
     # Large enough (4 blocks of 8): timed once, then cached.
     choice = features.resolve_method(model, images, batch_size=8)
     self.assertIn(choice, ('per_layer', 'vectorized'))
-    self.assertEqual(features._BLOCK_FNS[model][('auto_choice', 8)], choice)
+    self.assertEqual(_blocks._BLOCK_FNS[model][('auto_choice', 8)], choice)
     self.assertEqual(features.resolve_method(model, images, batch_size=8),
                      choice)
     self.assertEqual(features.resolve_method(model, images, 8, 'loop'), 'loop')
@@ -213,26 +188,98 @@ class AutoMethodTest(absltest.TestCase):
         'vectorized')
 
 
-class NTKLayerFeaturesTest(absltest.TestCase):
 
-  def test_ntk_dense_chain_uses_per_layer_with_its_scale(self):
-    keras.utils.set_random_seed(3)
-    model = keras.Sequential([
-        keras.Input((6,)),
-        architectures.NTKDense(5, 'relu', weight_std=1.7),
-        architectures.NTKDense(1, weight_std=0.9)])
-    # Biases start at 0; make them matter.
-    for layer in model.layers:
-      layer.bias.assign(np.linspace(-1, 1, layer.units).astype(np.float32))
+def _chain_model(num_outputs, seed=10, dtype='float32'):
+  """A conv + dense chain with L outputs, biases perturbed."""
+  keras.utils.set_random_seed(seed)
+  model = keras.Sequential([
+      keras.Input((6, 6, 1)),
+      keras.layers.Conv2D(2, 3, activation='relu', dtype=dtype),
+      keras.layers.Flatten(dtype=dtype),
+      keras.layers.Dense(5, activation='tanh', dtype=dtype),
+      keras.layers.Dense(num_outputs, dtype=dtype)])
+  _perturb_weights(model, np.random.default_rng(seed))
+  return model
+
+
+def _tape_jacobian(model, images, output_index):
+  """d f_l(x_i) / d theta for all i from one `tape.jacobian` of the batch,
+  computed in float64 on a float64 twin of the model: an independent
+  computation (no per-example loop, no pfor, no float32 rounding)."""
+  num_outputs = int(np.prod(model.output_shape[1:]))
+  twin = _chain_model(num_outputs, dtype='float64')
+  twin.set_weights([w.astype(np.float64) for w in model.get_weights()])
+  variables = twin.trainable_variables
+  x = tf.constant(images.astype(np.float64))
+  with tf.GradientTape(persistent=True) as tape:
+    outputs = tf.reshape(twin(x, training=False), [len(images), -1])
+    column = outputs[:, output_index]
+  jacobians = tape.jacobian(column, variables, experimental_use_pfor=False)
+  return np.concatenate([np.reshape(j.numpy(), (len(images), -1))
+                         for j in jacobians], axis=1)
+
+
+class OneEngineTest(parameterized.TestCase):
+  """Scalar and L-output models go through one code path."""
+
+  @parameterized.parameters('per_layer', 'vectorized', 'loop')
+  def test_scalar_equals_single_output_jacobian_and_tape_jacobian(
+      self, method):
+    model = _chain_model(1)
+    images = np.random.default_rng(1).random((7, 6, 6, 1)).astype(np.float32)
+    scalar = features.gradient_features(model, images, 3, method)
+    # L = 1 through the multi-output entry points: the same code, same bits.
+    np.testing.assert_array_equal(
+        features.gradient_features(model, images, 3, method, output_index=0),
+        scalar)
+    np.testing.assert_array_equal(
+        features.per_example_jacobians(model, images, 3, method)[:, 0],
+        scalar)
+    reference = _tape_jacobian(model, images, 0)
+    np.testing.assert_allclose(scalar.astype(np.float64), reference,
+                               rtol=1e-5, atol=1e-6)
+
+  def test_methods_agree_on_every_output(self):
+    model = _chain_model(3)
     self.assertTrue(features.supports_per_layer(model))
-    x = np.random.default_rng(3).standard_normal((7, 6)).astype(np.float32)
-    loop = features.gradient_features(model, x, method='loop')
-    np.testing.assert_allclose(
-        features.gradient_features(model, x, method='per_layer'), loop,
-        rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(
-        kernels.structured_gram(features.structured_features(model, x)),
-        loop @ loop.T, rtol=1e-5, atol=1e-5)
+    images = np.random.default_rng(2).random((5, 6, 6, 1)).astype(np.float32)
+    per_method = {
+        method: features.per_example_jacobians(model, images, 2, method)
+        for method in ('per_layer', 'vectorized', 'loop', 'auto')}
+    for index in range(3):
+      reference = _tape_jacobian(model, images, index)
+      for method, jacobians in per_method.items():
+        np.testing.assert_allclose(jacobians[:, index], reference, rtol=1e-5,
+                                   atol=1e-6, err_msg=method)
+
+  def test_structured_factors_of_each_output(self):
+    model = _chain_model(2)
+    images = np.random.default_rng(3).random((4, 6, 6, 1)).astype(np.float32)
+    for index in range(2):
+      factors = features.structured_features(model, images,
+                                             output_index=index)
+      phi = _tape_jacobian(model, images, index)
+      np.testing.assert_allclose(kernels.structured_gram(factors),
+                                 phi @ phi.T, rtol=1e-4, atol=1e-5)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'one scalar output'):
+      features.structured_features(model, images)
+
+  def test_structured_is_not_a_feature_row_method(self):
+    model = _chain_model(1)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'not feature rows'):
+      features.gradient_features(model, np.zeros((2, 6, 6, 1), np.float32),
+                                 method='structured')
+    self.assertEqual(set(features.METHODS) - set(features.FEATURE_METHODS),
+                     {'structured'})
+
+  def test_one_cache_serves_scalar_and_indexed_calls(self):
+    model = _chain_model(1)
+    images = np.random.default_rng(4).random((3, 6, 6, 1)).astype(np.float32)
+    features.gradient_features(model, images, method='per_layer')
+    cached = _blocks._BLOCK_FNS[model]['per_layer']
+    features.gradient_features(model, images, method='per_layer',
+                               output_index=0)
+    self.assertIs(_blocks._BLOCK_FNS[model]['per_layer'], cached)
 
 
 class ConjugateFeaturesTest(absltest.TestCase):

@@ -99,7 +99,7 @@ class PerExampleJacobiansTest(parameterized.TestCase):
 
   def test_single_output_equals_gradient_features(self):
     keras.utils.set_random_seed(6)
-    model = models.build_model('vgg', (8, 8, 1), num_parameters=2000)
+    model = models.build_model('vgg', (8, 8, 1), width=5)
     images = np.random.default_rng(2).random((4, 8, 8, 1)).astype(np.float32)
     np.testing.assert_allclose(
         jacobians.output_gradients(model, images, 0),

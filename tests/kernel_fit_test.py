@@ -37,7 +37,7 @@ def _primal_keras_sgd(phi, y, phi_test, *, learning_rate, batch_size,
   optimizer = keras.optimizers.SGD(learning_rate=learning_rate,
                                    momentum=momentum)
   # pylint: disable-next=protected-access
-  batches = kernel_fit._batches(len(y), min(batch_size, len(y)),
+  batches = kernel_fit.sgd._batches(len(y), min(batch_size, len(y)),
                                 np.random.default_rng(seed))
   out = {}
   for step in range(1, max_steps + 1):

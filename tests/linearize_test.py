@@ -82,6 +82,18 @@ class LinearizeTest(parameterized.TestCase):
     unbiased = linearize.linearize(network, unbiased=True)
     np.testing.assert_array_equal(_outputs(unbiased, images), 0.0)
 
+  def test_top_level_name_is_callable_like_neural_tangents(self):
+    import afterkernel as ak  # pylint: disable=g-import-not-at-top
+    network = _network('functional')
+    images = _images(3)
+    linear = ak.linearize(network, unbiased=True)  # 0.1.0: a TypeError.
+    self.assertIsInstance(linear, ak.LinearizedModel)
+    np.testing.assert_array_equal(_outputs(linear, images), 0.0)
+    # Still the module of 0.1.0 code: its names are there.
+    self.assertIs(ak.linearize.LinearizedModel, linearize.LinearizedModel)
+    self.assertIs(ak.linearize, linearize)
+    self.assertIs(ak.taylor_expand, ak.taylor.taylor_expand)
+
   @parameterized.parameters('functional', 'subclassed')
   def test_gradient_features_equal_network_jacobian(self, kind):
     network = _network(kind)

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from afterkernel import errors
+from afterkernel.models import architectures
 from afterkernel.studies import linearized
 from afterkernel.studies import store
 from afterkernel.studies import summary as summary_lib
@@ -102,6 +103,19 @@ class StudyTest(absltest.TestCase):
     loss = keras.ops.convert_to_numpy(linearized.l2_loss(
         np.array([[1.0, 0.0]]), np.array([[0.0, 2.0]])))
     np.testing.assert_allclose(loss, [2.5])
+
+  def test_the_default_config_is_a_runnable_experiment(self):
+    # `linearized_vs_network --output_dir=DIR` alone must run: the default
+    # net must fit the default dataset at every default width.
+    config = linearized.StudyConfig()
+    config.validate()
+    task = linearized.load_task(config)
+    for width in config.width_multipliers:
+      network = architectures.build_architecture(
+          config.architecture, task.x_train.shape[1:], task.num_outputs,
+          width, config.parameterization)
+      self.assertEqual(network.output_shape, (None, task.num_outputs))
+    self.assertLessEqual(config.rank_sample_size, len(task.y_train))
 
   def test_bad_config(self):
     with self.assertRaisesRegex(errors.AfterKernelError, 'momentum'):

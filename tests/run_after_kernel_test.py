@@ -89,7 +89,11 @@ class MainTest(absltest.TestCase):
   def test_tiny_run_writes_results(self):
     directory = tempfile.mkdtemp()
     self.assertEqual(_run_main(*_TINY_FLAGS, f'--output_dir={directory}'), 0)
-    self.assertLen(store.ResultStore(directory).records(), 1)
+    records = store.ResultStore(directory).records()
+    self.assertLen(records, 1)
+    # The count actually built (FC 64-30-1 on 8x8 digits), near the flag's.
+    self.assertEqual(records[0]['metrics']['parameter_count'],
+                     64 * 30 + 30 + 30 + 1)
     with open(os.path.join(directory, summary.SUMMARY_FILE)) as f:
       self.assertIn('ak_trans_inv', json.load(f)[0]['metrics'])
 
@@ -98,6 +102,7 @@ class MainTest(absltest.TestCase):
     self.assertEqual(_run_main(*_TINY_FLAGS, f'--output_dir={directory}'), 0)
     before = _folder_contents(directory)
     for bad in ('--plus_class=3', '--minus_class=11', '--num_runs=0',
+                '--num_parameters=10',
                 '--num_swaps=-2', '--num_zooms=1000', '--seed=3',
                 '--dataset=mnist --data_dir=/nonexistent'):
       with self.subTest(bad):

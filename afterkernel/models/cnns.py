@@ -42,7 +42,7 @@ have the same parameter count.
 """
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -113,18 +113,11 @@ def build_lenet5(input_shape: Sequence[int] = (28, 28, 1),
   """
   _check_lenet5(input_shape, num_outputs, width_multiplier)
   make = ntk.LayerFactory(parameterization, weight_std)
-  c1, c2 = (scaled_width(c, width_multiplier) for c in LENET5_CHANNELS)
-  d1, d2 = (scaled_width(d, width_multiplier) for d in LENET5_DENSE)
-  inputs = keras.Input(shape=tuple(input_shape), name='images')
-  x = make.conv(c1, 5, 'same', name='conv0')(inputs)
-  x = keras.layers.MaxPooling2D(2, name='pool0')(x)
-  x = make.conv(c2, 5, 'valid', name='conv1')(x)
-  x = keras.layers.MaxPooling2D(2, name='pool1')(x)
-  x = keras.layers.Flatten(name='flatten')(x)
-  x = make.dense(d1, 'relu', name='dense0')(x)
-  x = make.dense(d2, 'relu', name='dense1')(x)
-  outputs = make.dense(num_outputs, name=common.LOGIT_LAYER_NAME)(x)
-  return keras.Model(inputs, outputs, name=name)
+  return _two_conv_two_dense(
+      input_shape, num_outputs, name, make,
+      _scaled(LENET5_CHANNELS, width_multiplier), ('same', 'valid'),
+      lambda pool_name: keras.layers.MaxPooling2D(2, name=pool_name),
+      _scaled(LENET5_DENSE, width_multiplier))
 
 
 def lenet5_parameters(input_shape: Sequence[int] = (28, 28, 1),
@@ -135,14 +128,10 @@ def lenet5_parameters(input_shape: Sequence[int] = (28, 28, 1),
   """Trainable parameters of `build_lenet5` (module docstring)."""
   del parameterization, weight_std  # Same count in both.
   _check_lenet5(input_shape, num_outputs, width_multiplier)
-  c1, c2 = (scaled_width(c, width_multiplier) for c in LENET5_CHANNELS)
-  d1, d2 = (scaled_width(d, width_multiplier) for d in LENET5_DENSE)
-  height, width = ((int(side) // 2 - 4) // 2 for side in input_shape[:2])
-  return (common.conv_parameters(5, input_shape[2], c1) +
-          common.conv_parameters(5, c1, c2) +
-          common.dense_parameters(height * width * c2, d1) +
-          common.dense_parameters(d1, d2) +
-          common.dense_parameters(d2, num_outputs))
+  spatial = [(int(side) // 2 - 4) // 2 for side in input_shape[:2]]
+  return _two_conv_two_dense_parameters(
+      input_shape[2], _scaled(LENET5_CHANNELS, width_multiplier), spatial,
+      _scaled(LENET5_DENSE, width_multiplier), num_outputs)
 
 
 def build_alexnet(input_shape: Sequence[int] = (32, 32, 3),
@@ -166,18 +155,12 @@ def build_alexnet(input_shape: Sequence[int] = (32, 32, 3),
   """
   _check_common(input_shape, num_outputs, width_multiplier)
   make = ntk.LayerFactory(parameterization, weight_std)
-  c1, c2 = (scaled_width(c, width_multiplier) for c in ALEXNET_CHANNELS)
-  d1, d2 = (scaled_width(d, width_multiplier) for d in ALEXNET_DENSE)
-  inputs = keras.Input(shape=tuple(input_shape), name='images')
-  x = make.conv(c1, 5, 'same', name='conv0')(inputs)
-  x = keras.layers.MaxPooling2D(3, strides=2, padding='same', name='pool0')(x)
-  x = make.conv(c2, 5, 'same', name='conv1')(x)
-  x = keras.layers.MaxPooling2D(3, strides=2, padding='same', name='pool1')(x)
-  x = keras.layers.Flatten(name='flatten')(x)
-  x = make.dense(d1, 'relu', name='dense0')(x)
-  x = make.dense(d2, 'relu', name='dense1')(x)
-  outputs = make.dense(num_outputs, name=common.LOGIT_LAYER_NAME)(x)
-  return keras.Model(inputs, outputs, name=name)
+  return _two_conv_two_dense(
+      input_shape, num_outputs, name, make,
+      _scaled(ALEXNET_CHANNELS, width_multiplier), ('same', 'same'),
+      lambda pool_name: keras.layers.MaxPooling2D(
+          3, strides=2, padding='same', name=pool_name),
+      _scaled(ALEXNET_DENSE, width_multiplier))
 
 
 def alexnet_parameters(input_shape: Sequence[int] = (32, 32, 3),
@@ -188,14 +171,51 @@ def alexnet_parameters(input_shape: Sequence[int] = (32, 32, 3),
   """Trainable parameters of `build_alexnet` (module docstring)."""
   del parameterization, weight_std  # Same count in both.
   _check_common(input_shape, num_outputs, width_multiplier)
-  c1, c2 = (scaled_width(c, width_multiplier) for c in ALEXNET_CHANNELS)
-  d1, d2 = (scaled_width(d, width_multiplier) for d in ALEXNET_DENSE)
   # Two 'same' poolings with stride 2: ceil(ceil(side / 2) / 2).
-  height, width = (math.ceil(math.ceil(int(side) / 2) / 2)
-                   for side in input_shape[:2])
-  return (common.conv_parameters(5, input_shape[2], c1) +
+  spatial = [math.ceil(math.ceil(int(side) / 2) / 2)
+             for side in input_shape[:2]]
+  return _two_conv_two_dense_parameters(
+      input_shape[2], _scaled(ALEXNET_CHANNELS, width_multiplier), spatial,
+      _scaled(ALEXNET_DENSE, width_multiplier), num_outputs)
+
+
+def _scaled(widths: Sequence[int], width_multiplier: float) -> List[int]:
+  return [scaled_width(w, width_multiplier) for w in widths]
+
+
+def _two_conv_two_dense(input_shape: Sequence[int], num_outputs: int,
+                        name: str, make: ntk.LayerFactory,
+                        channels: Sequence[int], paddings: Sequence[str],
+                        pool: Callable[[str], keras.layers.Layer],
+                        dense: Sequence[int]) -> keras.Model:
+  """The shape LeNet-5 and the small AlexNet share.
+
+  (5x5 conv -> pool) per channel count -> flatten -> ReLU Dense per unit
+  count -> linear Dense logits; layers are created (and so initialized) in
+  that order, as 0.1.0 did.
+  """
+  inputs = keras.Input(shape=tuple(input_shape), name='images')
+  x = inputs
+  for index, (count, padding) in enumerate(zip(channels, paddings)):
+    x = make.conv(count, 5, padding, name=f'conv{index}')(x)
+    x = pool(f'pool{index}')(x)
+  x = keras.layers.Flatten(name='flatten')(x)
+  for index, units in enumerate(dense):
+    x = make.dense(units, 'relu', name=f'dense{index}')(x)
+  outputs = make.dense(num_outputs, name=common.LOGIT_LAYER_NAME)(x)
+  return keras.Model(inputs, outputs, name=name)
+
+
+def _two_conv_two_dense_parameters(in_channels: int, channels: Sequence[int],
+                                   spatial: Sequence[int],
+                                   dense: Sequence[int],
+                                   num_outputs: int) -> int:
+  """Parameters of `_two_conv_two_dense` (spatial: H, W after the pools)."""
+  c1, c2 = channels
+  d1, d2 = dense
+  return (common.conv_parameters(5, in_channels, c1) +
           common.conv_parameters(5, c1, c2) +
-          common.dense_parameters(height * width * c2, d1) +
+          common.dense_parameters(spatial[0] * spatial[1] * c2, d1) +
           common.dense_parameters(d1, d2) +
           common.dense_parameters(d2, num_outputs))
 

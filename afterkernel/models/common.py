@@ -18,6 +18,9 @@ from afterkernel import errors
 LOGIT_LAYER_NAME = 'logit'
 # Upper end of the width search when sizing a net by parameter count.
 MAX_SEARCH_WIDTH = 4096
+# A net sized by num_parameters must have this close a count (relative), or
+# the record would describe a network that was not built.
+PARAMETER_COUNT_TOLERANCE = 0.05
 
 
 def check_positive(**values: int) -> None:
@@ -53,6 +56,10 @@ def width_for_num_parameters(builder: Callable[..., keras.Model],
 
   Returns:
     The best width (>= 1).
+
+  Raises:
+    AfterKernelError: no width comes within `PARAMETER_COUNT_TOLERANCE` of
+      `num_parameters` (the message names the nearest reachable counts).
   """
   check_positive(num_parameters=num_parameters)
 
@@ -68,7 +75,20 @@ def width_for_num_parameters(builder: Callable[..., keras.Model],
       low = middle
     else:
       high = middle
-  return min((low, high), key=lambda w: (abs(count(w) - num_parameters), w))
+  # Each candidate is built exactly once here, in this order, as in 0.1.0
+  # (every build moves the global seed generator; see above).
+  counts = {}
+  for width in (low, high):
+    counts.setdefault(width, count(width))
+  best = min((low, high), key=lambda w: (abs(counts[w] - num_parameters), w))
+  errors.require(
+      abs(counts[best] - num_parameters) <= (
+          PARAMETER_COUNT_TOLERANCE * num_parameters),
+      f'num_parameters={num_parameters} cannot be met within '
+      f'{PARAMETER_COUNT_TOLERANCE:.0%} by this network: the nearest '
+      f'reachable counts are {counts[low]} (width {low}) and {counts[high]} '
+      f'(width {high})')
+  return best
 
 
 def conjugate_model(model: keras.Model) -> keras.Model:

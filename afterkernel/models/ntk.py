@@ -64,7 +64,10 @@ class NTKDense(keras.layers.Layer):
         shape=(fan_in, self.units), name='kernel',
         initializer=keras.initializers.RandomNormal(0.0, 1.0))
     self.bias = self.add_weight(shape=(self.units,), name='bias',
-                                initializer='zeros')
+                                initializer=self._bias_initializer())
+
+  def _bias_initializer(self):
+    return 'zeros'
 
   def call(self, inputs):
     return self.activation(
@@ -150,15 +153,8 @@ class NTKBiasDense(NTKDense):
     super().__init__(units, activation, weight_std, **kwargs)
     self.bias_std = float(bias_std)
 
-  def build(self, input_shape):
-    fan_in = int(input_shape[-1])
-    self.scale = self.weight_std / math.sqrt(fan_in)
-    self.kernel = self.add_weight(
-        shape=(fan_in, self.units), name='kernel',
-        initializer=keras.initializers.RandomNormal(0.0, 1.0))
-    self.bias = self.add_weight(
-        shape=(self.units,), name='bias',
-        initializer=keras.initializers.RandomNormal(0.0, 1.0))
+  def _bias_initializer(self):
+    return keras.initializers.RandomNormal(0.0, 1.0)
 
   def call(self, inputs):
     return self.activation(

@@ -477,6 +477,7 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
     log('  skipping the FNTK (measure_ntk=False)')
     ntk = {'metrics': {}, 'timings': {}}
   metrics, timings = dict(ntk['metrics']), dict(ntk['timings'])
+  metrics['parameter_count'] = models.count_parameters(model)  # As built.
 
   log(f'  training ({config.max_num_epochs} epochs max)')
   train_start = time.time()

@@ -76,10 +76,7 @@ class AfterKernelVsMConfig(common.CommonConfig):
     errors.require(common.is_int(self.epochs) and self.epochs >= 0,
                    f'epochs must be a non-negative integer, got '
                    f'{self.epochs!r}')
-    for name in ('fit_steps', 'num_bootstrap'):
-      value = getattr(self, name)
-      errors.require(common.is_int(value) and value > 0,
-                     f'{name} must be a positive integer, got {value!r}')
+    runner.require_positive_int_fields(self, ('fit_steps', 'num_bootstrap'))
     scaling_fits.check_zero_errors(self.zero_errors)
 
 

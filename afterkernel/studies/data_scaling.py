@@ -58,10 +58,7 @@ class DataScalingConfig(common.CommonConfig):
     errors.require(len(self.sample_sizes) >= 3,
                    'sample_sizes needs at least 3 sizes to fit '
                    'A (1/n + alpha)^beta')
-    for name in ('max_steps', 'num_bootstrap'):
-      value = getattr(self, name)
-      errors.require(common.is_int(value) and value > 0,
-                     f'{name} must be a positive integer, got {value!r}')
+    runner.require_positive_int_fields(self, ('max_steps', 'num_bootstrap'))
     scaling_fits.check_zero_errors(self.zero_errors)
 
 

@@ -99,7 +99,8 @@ class StudyConfig(runner.StudyConfig):
   data_dir: Optional[str] = None
   num_train: Optional[int] = None
   num_test: Optional[int] = None
-  architecture: str = 'lenet5'
+  # myrtle5 fits the default dataset's 8x8 images (LeNet-5 needs 16x16).
+  architecture: str = 'myrtle5'
   width_multipliers: tuple = (0.25, 0.5, 1.0)
   parameterization: str = architectures.DEFAULT_PARAMETERIZATION
   unbiased: bool = False

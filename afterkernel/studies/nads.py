@@ -63,6 +63,7 @@ import tensorflow as tf
 
 from afterkernel import data
 from afterkernel import errors
+from afterkernel.kernels import grams
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
@@ -199,7 +200,7 @@ def mixed_derivative_gram(model: keras.Model, inputs: np.ndarray,
                    'fewer input dimensions or a smaller layer')
     (block,) = _jacobian_blocks(model, inputs, [variable], dim_chunk,
                                 batch_size)
-    gram += block @ block.T
+    gram += grams.gram(block, accumulate_float64=True)
   return gram
 
 

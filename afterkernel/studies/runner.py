@@ -89,7 +89,8 @@ def require_positive_int_fields(config: Any, names: Iterable[str]) -> None:
   """Raises AfterKernelError naming the first field that is not an int > 0."""
   for name in names:
     value = getattr(config, name)
-    errors.require(isinstance(value, (int, np.integer)) and value > 0,
+    errors.require(isinstance(value, (int, np.integer)) and
+                   not isinstance(value, bool) and value > 0,
                    f'{name} must be a positive integer, got {value!r}')
 
 
@@ -297,9 +298,9 @@ def execute(study: Study, config: Any, result_store: store.ResultStore,
   if units:
     work = Work(study, config, output_dir or result_store.directory, log)
     try:
-      for record in executor(
-          _claimed(study, config, units, result_store, held, busy, log),
-          work):
+      for record in executor(_LazyUnits(
+          _claimed(study, config, units, result_store, held, busy, log)),
+                             work):
         result_store.put(record)
         written += 1
     finally:
@@ -311,6 +312,33 @@ def execute(study: Study, config: Any, result_store: store.ResultStore,
         'finish')
   return {'written': written, 'skipped': total - wanted,
           'busy': sum(len(u.points) for u in busy)}
+
+
+class _LazyUnits:
+  """Work units claimed as they are iterated, re-iterable.
+
+  The first pass claims each unit when it is asked for (so an executor that
+  takes units as workers free up leaves the rest to other processes); later
+  passes replay the units already claimed and then go on claiming, so an
+  executor may also list the units first and then iterate them again.
+  """
+
+  def __init__(self, units: Iterator[WorkUnit]):
+    self._units = units
+    self._seen = []
+
+  def __iter__(self) -> Iterator[WorkUnit]:
+    index = 0
+    while True:
+      if index < len(self._seen):
+        yield self._seen[index]
+        index += 1
+        continue
+      try:
+        unit = next(self._units)
+      except StopIteration:
+        return
+      self._seen.append(unit)
 
 
 def _claimed(study: Study, config: Any, units: Sequence[WorkUnit],

@@ -1,0 +1,300 @@
+"""From a model to its empirical NTK Gram: the engine, then `grams`.
+
+The one place that goes from a network to a Gram matrix: gradient features
+(or Dense-layer factors) from the gradient engine (`kernels.features`), then
+the Gram from `kernels.grams`; neither of those two knows the other.
+
+  * `model_gram(model, x_a, x_b, kind, method)`: the empirical NTK of a model
+    with L outputs, traced over outputs (kind 'trace', (n, m); for L = 1 the
+    scalar FNTK / after kernel) or all output pairs ('full', (n L, m L)).
+    Traced Grams are accumulated output by output, so one output's (n, P)
+    gradients exist at a time. method 'structured' keeps Dense layers
+    factored (chain models only).
+  * `model_train_and_cross_gram`: the training Gram and the (test x train)
+    cross-Gram of one network, features of each set taken once; with a
+    memory budget the Grams are streamed (`grams.train_and_cross_gram`).
+  * Kernel sources with a `gram(x_a, x_b=None)` method, what the kernel fits
+    of `afterkernel.kernel_fit` take: `EmpiricalNTK` (a model snapshot) and
+    `FunctionKernel` (any fn(x_a, x_b), e.g. the infinite-width NTK), and
+    `kernel_grams(kernel, x_train, x_test)`.
+"""
+
+from typing import Callable, Optional, Protocol, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from afterkernel import errors
+from afterkernel.kernels import features
+from afterkernel.kernels import grams
+
+# Grams of chain models default to Dense-layer factors, far less work.
+DEFAULT_GRAM_METHOD = 'auto'
+
+
+def _concrete_gram_method(model: keras.Model, method: str,
+                          strategy: Optional[tf.distribute.Strategy]) -> str:
+  """'auto' -> 'structured' for chain models on one device, else 'auto'."""
+  errors.require(method in features.METHODS,
+                 f'unknown feature method {method!r}; choose one of '
+                 f'{", ".join(features.METHODS)}')
+  sharded = not (strategy is None or strategy.num_replicas_in_sync == 1)
+  if method == 'structured':
+    errors.require(not sharded, "method 'structured' cannot be sharded; "
+                   'use auto, per_layer or vectorized')
+  if method == 'auto' and not sharded and features.supports_per_layer(model):
+    return 'structured'
+  return method
+
+
+def _output_features(model, inputs, output_index, batch_size, method,
+                     strategy):
+  if method == 'structured':
+    return features.structured_features(model, inputs, batch_size,
+                                        output_index=output_index)
+  return features.gradient_features(model, inputs, batch_size, method,
+                                    output_index=output_index,
+                                    strategy=strategy)
+
+
+def _gram_of(method, features_a, features_b=None) -> np.ndarray:
+  if method == 'structured':
+    return grams.structured_gram(features_a, features_b)
+  return grams.gram(features_a, features_b)
+
+
+def model_gram(model: keras.Model,
+               inputs_a: np.ndarray,
+               inputs_b: Optional[np.ndarray] = None,
+               kind: str = grams.DEFAULT_KERNEL_KIND,
+               batch_size: int = features.DEFAULT_BATCH_SIZE,
+               method: str = DEFAULT_GRAM_METHOD,
+               strategy: Optional[tf.distribute.Strategy] = None
+               ) -> np.ndarray:
+  """Empirical NTK Gram of a model with L outputs, traced or full.
+
+  For kind='trace', K = sum_l G_l with G_l[i, j] = J_l(x_i).J_l(x_j),
+  accumulated output by output (`grams.traced_gram`).
+
+  Args:
+    model: any Keras model returning one (batch, ...) tensor.
+    inputs_a: (n, ...) inputs (rows).
+    inputs_b: (m, ...) inputs (columns); None means `inputs_a`.
+    kind: one of `grams.KERNEL_KINDS`.
+    batch_size: examples per block.
+    method: one of `features.METHODS`; 'auto' is 'structured' for chain
+      models on one device.
+    strategy: shard the gradient blocks over this strategy's replicas.
+
+  Returns:
+    (n, m) for 'trace', (n L, m L) for 'full'; float32.
+  """
+  grams.require_kind(kind)
+  inputs_a = np.asarray(inputs_a, dtype=np.float32)
+  if kind == 'full':
+    method = 'auto' if method == 'structured' else method
+    jac_a = features.per_example_jacobians(model, inputs_a, batch_size, method,
+                                           strategy=strategy)
+    jac_b = (None if inputs_b is None else features.per_example_jacobians(
+        model, inputs_b, batch_size, method, strategy=strategy))
+    return grams.gram_from_jacobians(jac_a, jac_b, 'full')
+  method = _concrete_gram_method(model, method, strategy)
+
+  def output_grams():
+    for index in range(features.num_outputs(model, inputs_a)):
+      features_a = _output_features(model, inputs_a, index, batch_size,
+                                    method, strategy)
+      features_b = (None if inputs_b is None else _output_features(
+          model, inputs_b, index, batch_size, method, strategy))
+      yield _gram_of(method, features_a, features_b)
+
+  return grams.traced_gram(output_grams())
+
+
+def model_train_and_cross_gram(
+    model: keras.Model,
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    batch_size: int = features.DEFAULT_BATCH_SIZE,
+    method: str = DEFAULT_GRAM_METHOD,
+    strategy: Optional[tf.distribute.Strategy] = None,
+    memory_budget_gb: Optional[float] = None,
+    log: Optional[Callable[[str], None]] = None
+) -> Tuple[np.ndarray, np.ndarray]:
+  """(K(x_train, x_train), K(x_test, x_train)) of a scalar-output model.
+
+  The training features are taken once and used for both Grams. 'auto' (or
+  'structured', or 'per_layer') on a chain model on one device uses the
+  factored Dense features, if the full features would fit in
+  `memory_budget_gb` (or there is no budget); otherwise the full gradient
+  features are used, streamed under the budget (`grams.train_and_cross_gram`).
+
+  Args:
+    model: a Keras model with one scalar output.
+    x_train: (n, ...) training inputs.
+    x_test: (m, ...) test inputs.
+    batch_size: examples per block.
+    method: one of `features.METHODS`.
+    strategy: shard gradient blocks over this strategy's replicas.
+    memory_budget_gb: GiB the held features may take; None = no limit.
+    log: optional progress printer.
+
+  Returns:
+    (n, n) and (m, n) float32 Grams.
+  """
+  errors.require(method in features.METHODS,
+                 f'unknown feature method {method!r}; choose one of '
+                 f'{", ".join(features.METHODS)}')
+  num_features = features.count_parameters(model)
+  needed_gb = (len(x_train) + len(x_test)) * num_features * 4 / 2**30
+  one_device = strategy is None or strategy.num_replicas_in_sync == 1
+  if method == 'structured' or (
+      method in ('auto', 'per_layer') and one_device and
+      features.supports_per_layer(model) and
+      (memory_budget_gb is None or needed_gb <= memory_budget_gb)):
+    # Dense layers' Gram contributions from factors: same numbers, far less
+    # work for fully connected nets.
+    train = features.structured_features(model, x_train, batch_size)
+    return (grams.structured_gram(train),
+            grams.structured_gram(
+                features.structured_features(model, x_test, batch_size),
+                train))
+  method = 'auto' if method == 'structured' else method
+  return grams.train_and_cross_gram(
+      lambda x: features.gradient_features(model, x, batch_size, method,
+                                           strategy=strategy),
+      num_features, x_train, x_test, memory_budget_gb=memory_budget_gb,
+      log=log)
+
+
+class Kernel(Protocol):
+  """Anything that can produce Gram matrices K(x_a, x_b)."""
+
+  def gram(self, x_a: np.ndarray, x_b: Optional[np.ndarray] = None
+          ) -> np.ndarray:
+    """(n_a, n_b) float64 K(x_a[i], x_b[j]); x_b=None means x_a (symmetric)."""
+
+
+class EmpiricalNTK:
+  """The empirical NTK phi(u).phi(v) of a model frozen at construction time.
+
+  phi(x) = d f(x) / d theta over every trainable parameter (see
+  `afterkernel.kernels.features`). The model is cloned with a copy of all its weights
+  (trainable and not, e.g. BatchNorm statistics), so training the original
+  afterwards does not change this kernel: construct it at initialization for
+  the NTK, after training for the after kernel, at step t for K^t. The model
+  must be Sequential or functional (what `afterkernel.kernels.features` supports);
+  its custom layers must be registered Keras serializables (as
+  `architectures.NTKDense` is) so that it can be cloned.
+
+  Chain models of Dense/Conv2D layers use the factored Dense features and
+  `grams.structured_gram` (n^2 (d_in + d_out) per Dense layer instead of
+  n^2 d_in d_out); others use full gradient features and `grams.gram`. Both
+  give the same Gram to float32 rounding (`model_gram` with method
+  'structured' or `method`).
+  """
+
+  def __init__(self, model: keras.Model,
+               batch_size: int = features.DEFAULT_BATCH_SIZE,
+               method: str = features.DEFAULT_FEATURE_METHOD):
+    """Snapshots `model`.
+
+    Args:
+      model: a Keras model with one scalar output per example.
+      batch_size: examples per feature-extraction block (memory vs speed;
+        unrelated to the training batch size).
+      method: feature extraction method for non-chain models, one of
+        `features.FEATURE_METHODS`.
+
+    Raises:
+      AfterKernelError: bad batch_size or method, or a model Keras cannot
+        clone (subclassed models).
+    """
+    errors.require_positive(batch_size, 'batch_size')
+    errors.require(method in features.FEATURE_METHODS,
+                   f'method must be one of {features.FEATURE_METHODS}, got '
+                   f'{method!r}')
+    self.batch_size = int(batch_size)
+    self.method = method
+    try:
+      self._model = keras.models.clone_model(model)
+    except (ValueError, TypeError, NotImplementedError) as error:
+      first_line = str(error).strip().split('\n')[0]
+      raise errors.AfterKernelError(
+          f'EmpiricalNTK cannot snapshot model {model.name!r} ({first_line}); '
+          'use a Sequential or functional model with registered custom '
+          'layers') from error
+    # clone_model builds fresh weights: copy every value (trainable or not).
+    self._model.set_weights(model.get_weights())
+    self.structured = features.supports_per_layer(self._model)
+
+  @property
+  def _method(self) -> str:
+    return 'structured' if self.structured else self.method
+
+  def gram(self, x_a: np.ndarray, x_b: Optional[np.ndarray] = None
+          ) -> np.ndarray:
+    """K(x_a, x_b) as float64 (float32 products); x_b=None: symmetric Gram."""
+    return np.asarray(model_gram(self._model, x_a, x_b,
+                                 batch_size=self.batch_size,
+                                 method=self._method), dtype=np.float64)
+
+  def train_and_cross_gram(self, x_train: np.ndarray, x_test: np.ndarray
+                           ) -> Tuple[np.ndarray, np.ndarray]:
+    """(K(x_train, x_train), K(x_test, x_train)); train features taken once."""
+    train_gram, cross_gram = model_train_and_cross_gram(
+        self._model, x_train, x_test, batch_size=self.batch_size,
+        method=self._method)
+    return (np.asarray(train_gram, dtype=np.float64),
+            np.asarray(cross_gram, dtype=np.float64))
+
+
+class FunctionKernel:
+  """A kernel given by a function fn(x_a, x_b) -> (n_a, n_b) Gram.
+
+  For example the infinite-width NTK:
+  `FunctionKernel(functools.partial(infinite_ntk.ntk_gram, depth=4,
+  weight_std=math.sqrt(2), bias_std=0.0))`. A symmetric Gram is requested as
+  fn(x_a, x_a) (so fn need not accept None) and symmetrized.
+  """
+
+  def __init__(self, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+    errors.require(callable(fn), f'FunctionKernel needs a callable, got {fn!r}')
+    self.fn = fn
+
+  def gram(self, x_a: np.ndarray, x_b: Optional[np.ndarray] = None
+          ) -> np.ndarray:
+    """fn(x_a, x_b) as float64, checked for shape and finiteness."""
+    symmetric = x_b is None
+    x_b = x_a if symmetric else x_b
+    out = np.asarray(self.fn(x_a, x_b), dtype=np.float64)
+    expected = (len(x_a), len(x_b))
+    errors.require(out.shape == expected,
+                   f'kernel function returned shape {out.shape}, expected '
+                   f'{expected} (one row per x_a, one column per x_b)')
+    grams.require_finite_gram(out, 'kernel function output')
+    if symmetric:
+      out = (out + out.T) / 2
+    return out
+
+
+def kernel_grams(kernel: Kernel, x_train: np.ndarray, x_test: np.ndarray
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+  """The (train_gram, cross_gram) pair every fit takes.
+
+  Args:
+    kernel: a `Kernel` (e.g. `EmpiricalNTK`, `FunctionKernel`).
+    x_train: (n, ...) training inputs.
+    x_test: (m, ...) test inputs.
+
+  Returns:
+    train_gram (n, n) K(x_train, x_train) and cross_gram (m, n)
+    K(x_test, x_train), both float64.
+  """
+  if hasattr(kernel, 'train_and_cross_gram'):
+    train_gram, cross_gram = kernel.train_and_cross_gram(x_train, x_test)
+  else:
+    train_gram, cross_gram = kernel.gram(x_train), kernel.gram(x_test, x_train)
+  return (np.asarray(train_gram, dtype=np.float64),
+          np.asarray(cross_gram, dtype=np.float64))

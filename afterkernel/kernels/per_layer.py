@@ -1,0 +1,226 @@
+"""The 'per_layer' and 'structured' methods of the gradient engine.
+
+Internals of `afterkernel.kernels.features` (the one gradient engine): one
+batched forward and backward pass, then each layer's per-example weight
+gradients assembled from its inputs and the per-example gradients at its
+outputs (Dense: an outer product; Conv2D: image windows x output gradients),
+as per-sample-gradient libraries do. 'structured' stops one step earlier for
+Dense layers and keeps the two factors (see `features.StructuredFeatures`).
+
+Both need a chain of layers (Sequential, or functional without branches)
+whose only trainable layers are Dense, NTK-parameterized dense layers
+(`architectures.NTKDense` and subclasses) and Conv2D (channels_last,
+groups=1), and no cross-example coupling in inference mode (true of all Keras
+layers in inference mode). TF's pfor cannot do this for convolutions: it
+turns Conv2DBackpropFilter into a while_loop.
+
+Every block function here takes (images, output index l) and differentiates
+output l of a model with L outputs (trailing output axes flattened); for a
+scalar model l = 0.
+"""
+
+import keras
+import tensorflow as tf
+
+from afterkernel.models import architectures
+
+
+class _ChainLayer:
+  """How `per_layer` handles one layer of a chain model."""
+
+  def __init__(self, layer):
+    self.layer = layer
+    self.kind = 'apply'
+    # z = kernel_scale * (h @ W) + bias_scale * b: Keras Dense has scales 1;
+    # NTK-parameterized dense layers (architectures.NTKDense and subclasses)
+    # report theirs through `multipliers()` once built.
+    self.use_bias = bool(getattr(layer, 'use_bias', True))
+    self.kernel_scale, self.bias_scale = 1.0, 1.0
+    if isinstance(layer, keras.layers.Dense):
+      self.kind = 'dense'
+    elif isinstance(layer, architectures.NTKDense) and layer.built:
+      self.kind = 'dense'
+      self.kernel_scale, self.bias_scale = layer.multipliers()
+    elif isinstance(layer, keras.layers.Conv2D) and not isinstance(
+        layer, (keras.layers.Conv2DTranspose, keras.layers.DepthwiseConv2D,
+                keras.layers.SeparableConv2D)):
+      self.kind = 'conv2d'
+
+
+def chain_layers(model: keras.Model):
+  """The model's layers as a chain for 'per_layer', or None if unsupported."""
+  layers = [l for l in model.layers
+            if not isinstance(l, keras.layers.InputLayer)]
+  if not isinstance(model, keras.Sequential):
+    # A functional model is a chain iff each layer consumes the previous one.
+    try:
+      previous = model.inputs[0]
+      for layer in layers:
+        if len(layer._inbound_nodes) != 1:  # pylint: disable=protected-access
+          return None
+        node = layer._inbound_nodes[0]  # pylint: disable=protected-access
+        if (len(node.input_tensors) != 1 or
+            node.input_tensors[0] is not previous):
+          return None
+        previous = node.output_tensors[0]
+      if len(model.inputs) != 1 or previous is not model.outputs[0]:
+        return None
+    except (AttributeError, IndexError, TypeError, ValueError):
+      return None
+  chain = [_ChainLayer(l) for l in layers]
+  for entry in chain:
+    layer = entry.layer
+    if entry.kind == 'apply' and layer.trainable_weights:
+      return None
+    if entry.kind == 'conv2d' and (layer.groups != 1 or
+                                   layer.data_format != 'channels_last'):
+      return None
+    if entry.kind == 'dense' and len(layer.kernel.shape) != 2:
+      return None
+  covered = {id(v) for e in chain if e.kind != 'apply'
+             for v in e.layer.trainable_weights}
+  if not chain or covered != {id(v) for v in model.trainable_variables}:
+    return None
+  return chain
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int):
+  """TF's SAME padding (before, after) along one axis."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+  return total // 2, total - total // 2
+
+
+def _conv2d_per_example_kernel_grads(layer, h, output_grad):
+  """Per-example d f / d kernel of a Conv2D: (batch, kh, kw, c_in, c_out).
+
+  For each kernel offset (i, j), the gradient is the shifted (strided,
+  dilated) input window contracted with the output gradient over output
+  positions: a batched (c_in x positions) @ (positions x c_out) matmul.
+  kh * kw batched matmuls beat `extract_patches` + einsum several-fold on
+  CPU, because no patch tensor is materialized.
+  """
+  kh, kw = layer.kernel_size
+  sh, sw = layer.strides
+  dh, dw = layer.dilation_rate
+  out_h, out_w = output_grad.shape[1], output_grad.shape[2]
+  if layer.padding == 'same':
+    pad_h = _same_padding(h.shape[1], kh, sh, dh)
+    pad_w = _same_padding(h.shape[2], kw, sw, dw)
+    h = tf.pad(h, [[0, 0], list(pad_h), list(pad_w), [0, 0]])
+  batch = tf.shape(h)[0]
+  c_in = h.shape[3]
+  grad = tf.reshape(output_grad, [batch, out_h * out_w, -1])
+  rows = []
+  for i in range(kh):
+    for j in range(kw):
+      window = h[:, i * dh:i * dh + (out_h - 1) * sh + 1:sh,
+                 j * dw:j * dw + (out_w - 1) * sw + 1:sw, :]
+      window = tf.reshape(window, [batch, out_h * out_w, c_in])
+      rows.append(tf.matmul(window, grad, transpose_a=True))
+  return tf.stack(rows, axis=1)
+
+
+def _chain_forward(chain, images):
+  """Runs a chain model; returns the outputs and, per trainable layer, its
+  entry, its input and its pre-activation output."""
+  h = images
+  records = []
+  for entry in chain:
+    layer = entry.layer
+    if entry.kind == 'dense':
+      z = tf.matmul(h, layer.kernel)
+      if entry.kernel_scale != 1.0:
+        z = z * entry.kernel_scale
+      if entry.use_bias:
+        z = z + (layer.bias if entry.bias_scale == 1.0
+                 else layer.bias * entry.bias_scale)
+      records.append((entry, h, z))
+      h = layer.activation(z)
+    elif entry.kind == 'conv2d':
+      z = tf.nn.conv2d(h, layer.kernel, strides=(1,) + layer.strides + (1,),
+                       padding=layer.padding.upper(),
+                       dilations=(1,) + layer.dilation_rate + (1,))
+      if layer.use_bias:
+        z = z + layer.bias
+      records.append((entry, h, z))
+      h = layer.activation(z)
+    else:
+      h = layer(h, training=False)
+  return h, records
+
+
+def _chain_output_gradients(chain, images, index):
+  """One batched forward/backward: the records and d f_l(x_i) / d z[i].
+
+  Examples do not interact, so the gradient of the batch sum of output l at
+  example i's pre-activations is the gradient of f_l(x_i) alone.
+  """
+  with tf.GradientTape() as tape:
+    outputs, records = _chain_forward(chain, images)
+    outputs = tf.reshape(outputs, [tf.shape(outputs)[0], -1])
+    total = tf.reduce_sum(tf.gather(outputs, index, axis=1))
+  return records, tape.gradient(total, [z for _, _, z in records])
+
+
+def _layer_gradients(entry, h, output_grad):
+  """Per-example gradients of one layer's weights, keyed by variable id."""
+  layer = entry.layer
+  batch = tf.shape(h)[0]
+  if entry.kind == 'dense':
+    kernel = tf.einsum('bi,bo->bio', h, output_grad)
+    if entry.kernel_scale != 1.0:
+      kernel = kernel * entry.kernel_scale
+    bias_axes = []
+  else:
+    kernel = _conv2d_per_example_kernel_grads(layer, h, output_grad)
+    bias_axes = [1, 2]
+  grads = {id(layer.kernel): tf.reshape(kernel, [batch, -1])}
+  if entry.use_bias:
+    bias = (tf.reduce_sum(output_grad, axis=bias_axes) if bias_axes
+            else output_grad)
+    if entry.bias_scale != 1.0:
+      bias = bias * entry.bias_scale
+    grads[id(layer.bias)] = bias
+  return grads
+
+
+def per_layer_block_fn(model: keras.Model, chain):
+  """A tf.function: (images, l) -> (block, P) gradients of output l."""
+  variables = model.trainable_variables
+
+  @tf.function(reduce_retracing=True)
+  def block_features(images, index):
+    records, output_grads = _chain_output_gradients(chain, images, index)
+    grads = {}
+    for (entry, h, _), output_grad in zip(records, output_grads):
+      grads.update(_layer_gradients(entry, h, output_grad))
+    return tf.concat([grads[id(v)] for v in variables], axis=1)
+
+  return block_features
+
+
+def factor_block_fn(model: keras.Model, chain):
+  """A tf.function: (images, l) -> (Dense factors, other-layer gradients)."""
+  del model
+
+  @tf.function(reduce_retracing=True)
+  def block_factors(images, index):
+    records, output_grads = _chain_output_gradients(chain, images, index)
+    dense, others = [], []
+    for (entry, h, _), output_grad in zip(records, output_grads):
+      if entry.kind == 'dense':
+        if entry.kernel_scale != 1.0:
+          h = h * entry.kernel_scale
+        if entry.use_bias:
+          h = tf.concat([h, tf.fill([tf.shape(h)[0], 1],
+                                    tf.constant(entry.bias_scale, h.dtype))],
+                        axis=1)
+        dense.append((h, output_grad))
+      else:
+        others.extend(_layer_gradients(entry, h, output_grad).values())
+    other = (tf.concat(others, axis=1) if others
+             else tf.zeros([tf.shape(images)[0], 0]))
+    return dense, other
+
+  return block_factors

@@ -1,0 +1,169 @@
+"""Tests for afterkernel.kernels.empirical: model -> Gram in every form."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+from afterkernel import callbacks
+from afterkernel import errors
+from afterkernel import kernel_fit
+from afterkernel import models
+from afterkernel.kernels import empirical
+from afterkernel.kernels import features
+from afterkernel.kernels import grams
+from afterkernel.kernels import jacobians
+
+
+def _model(num_outputs, chain=True, seed=3):
+  keras.utils.set_random_seed(seed)
+  inputs = keras.Input((5, 5, 1))
+  hidden = keras.layers.Flatten()(inputs)
+  hidden = keras.layers.Dense(6, activation='tanh')(hidden)
+  if not chain:  # A branch: neither per_layer nor structured applies.
+    hidden = keras.layers.Add()([hidden, keras.layers.Dense(6)(hidden)])
+  model = keras.Model(inputs, keras.layers.Dense(num_outputs)(hidden))
+  rng = np.random.default_rng(seed)
+  for v in model.trainable_variables:
+    v.assign(v.numpy() + 0.1 * rng.standard_normal(v.shape).astype(
+        np.float32))
+  return model
+
+
+def _images(n, seed):
+  return np.random.default_rng(seed).random((n, 5, 5, 1)).astype(np.float32)
+
+
+def _reference_trace(model, a, b):
+  """sum_l J_l(a_i).J_l(b_j) from per-example eager tape.gradient, float64."""
+  def jacobians_of(images):
+    rows = []
+    for image in images:
+      with tf.GradientTape() as tape:
+        out = tf.reshape(model(image[None], training=False), [-1])
+      rows.append(np.concatenate(
+          [np.reshape(j.numpy(), (out.shape[0], -1)) for j in
+           tape.jacobian(out, model.trainable_variables)], axis=1))
+    return np.stack(rows).astype(np.float64)
+  return np.einsum('ilp,jlp->ij', jacobians_of(a), jacobians_of(b))
+
+
+class ModelGramTest(parameterized.TestCase):
+
+  @parameterized.product(num_outputs=(1, 3),
+                         method=('auto', 'structured', 'per_layer',
+                                 'vectorized', 'loop'))
+  def test_every_method_gives_the_traced_ntk(self, num_outputs, method):
+    model = _model(num_outputs)
+    a, b = _images(6, 1), _images(4, 2)
+    expected = _reference_trace(model, a, b)
+    got = empirical.model_gram(model, a, b, method=method, batch_size=4)
+    self.assertEqual(got.shape, (6, 4))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    symmetric = empirical.model_gram(model, a, method=method)
+    np.testing.assert_allclose(symmetric, _reference_trace(model, a, a),
+                               rtol=1e-4, atol=1e-5)
+
+  def test_full_kind_traces_to_the_traced_gram(self):
+    model = _model(2)
+    a, b = _images(3, 3), _images(2, 4)
+    full = empirical.model_gram(model, a, b, kind='full')
+    self.assertEqual(full.shape, (6, 4))
+    np.testing.assert_allclose(
+        np.einsum('iljl->ij', full.reshape(3, 2, 2, 2)),
+        empirical.model_gram(model, a, b), rtol=1e-5, atol=1e-6)
+
+  def test_non_chain_model(self):
+    model = _model(2, chain=False)
+    self.assertFalse(features.supports_per_layer(model))
+    a = _images(4, 5)
+    np.testing.assert_allclose(empirical.model_gram(model, a),
+                               _reference_trace(model, a, a), rtol=1e-4,
+                               atol=1e-5)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'chain model'):
+      empirical.model_gram(model, a, method='structured')
+
+  def test_jacobian_gram_is_the_old_vectorized_model_gram(self):
+    model = _model(3)
+    a = _images(5, 6)
+    np.testing.assert_array_equal(
+        jacobians.jacobian_gram(model, a),
+        empirical.model_gram(model, a, method='vectorized'))
+
+  def test_bad_kind_and_method(self):
+    model = _model(1)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'kernel kind'):
+      empirical.model_gram(model, _images(2, 0), kind='diag')
+    with self.assertRaisesRegex(errors.AfterKernelError, 'unknown feature'):
+      empirical.model_gram(model, _images(2, 0), method='magic')
+
+
+class TrainAndCrossGramTest(absltest.TestCase):
+
+  def test_structured_equals_streamed_full_features(self):
+    model = _model(1)
+    x_train, x_test = _images(12, 7), _images(5, 8)
+    structured = empirical.model_train_and_cross_gram(model, x_train, x_test)
+    width = features.count_parameters(model)
+    # A budget below all features: full features, streamed.
+    budget = 10 * width * 4 / 2**30
+    streamed = empirical.model_train_and_cross_gram(
+        model, x_train, x_test, batch_size=4, memory_budget_gb=budget)
+    phi_train = features.gradient_features(model, x_train, method='loop')
+    phi_test = features.gradient_features(model, x_test, method='loop')
+    for got in (structured, streamed):
+      np.testing.assert_allclose(got[0], phi_train @ phi_train.T, rtol=1e-4,
+                                 atol=1e-5)
+      np.testing.assert_allclose(got[1], phi_test @ phi_train.T, rtol=1e-4,
+                                 atol=1e-5)
+
+  def test_bit_equal_to_the_probe_inline_choice(self):
+    # studies/after_kernel.py's KernelProbe chooses inline between factored
+    # Dense Grams and streamed full features; this function must give the
+    # same bits so the probe can call it instead.
+    model = _model(1)
+    x_train, x_test = _images(9, 12), _images(4, 13)
+    factors = features.structured_features(model, x_train, 4)
+    inline = (grams.structured_gram(factors), grams.structured_gram(
+        features.structured_features(model, x_test, 4), factors))
+    got = empirical.model_train_and_cross_gram(model, x_train, x_test, 4)
+    for a, b in zip(got, inline):
+      np.testing.assert_array_equal(a, b)
+    width = features.count_parameters(model)
+    budget = 8 * width * 4 / 2**30
+    feature_fn = lambda x: features.gradient_features(model, x, 4, 'auto')
+    inline = grams.train_and_cross_gram(feature_fn, width, x_train, x_test,
+                                        memory_budget_gb=budget)
+    got = empirical.model_train_and_cross_gram(
+        model, x_train, x_test, 4, memory_budget_gb=budget)
+    for a, b in zip(got, inline):
+      np.testing.assert_array_equal(a, b)
+
+  def test_empirical_ntk_uses_the_same_grams(self):
+    model = _model(1)
+    x_train, x_test = _images(6, 9), _images(3, 10)
+    kernel = kernel_fit.EmpiricalNTK(model)
+    self.assertIs(kernel_fit.EmpiricalNTK, empirical.EmpiricalNTK)
+    train, cross = kernel_fit.kernel_grams(kernel, x_train, x_test)
+    self.assertEqual(train.dtype, np.float64)
+    np.testing.assert_array_equal(
+        train, empirical.model_gram(model, x_train).astype(np.float64))
+    np.testing.assert_array_equal(
+        cross, empirical.model_gram(model, x_test, x_train).astype(
+            np.float64))
+    np.testing.assert_array_equal(kernel.gram(x_train), train)
+
+
+class CallbackFeaturesTest(absltest.TestCase):
+
+  def test_callback_features_take_the_per_layer_fast_path(self):
+    model = models.build_model('fully_connected', (5, 5, 1))
+    images = _images(4, 11)
+    np.testing.assert_array_equal(
+        callbacks.gradient_features(model, images),
+        features.gradient_features(model, images, method='per_layer'))
+
+
+if __name__ == '__main__':
+  absltest.main()

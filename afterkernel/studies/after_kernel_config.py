@@ -66,9 +66,9 @@ class ExperimentConfig:
     use_conjugate_kernel: use the conjugate projection (penultimate
       features) instead of the gradient features for the SVM, invariances
       and effective rank.
-    svm_solver: max-margin solver (`margin.SOLVERS`): dual: Algorithm 1 on
-      the Gram; primal: Algorithm 1 on features; stochastic: Algorithm 2
-      (one Gram column per step); working_set: the default.
+    svm_solver: max-margin solver (`margin.SOLVERS`): exact: the default
+      (certified dual coordinate descent); dual / jst1: Algorithm 1 on the
+      Gram; primal: on features; stochastic / jst2; working_set; sklearn.
     svm_max_iterations: iteration budget of the max-margin solver (None:
       the solver's default).
     svm_tolerance: stop when the relative duality gap of the margin is

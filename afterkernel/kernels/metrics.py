@@ -236,9 +236,7 @@ def fix_signs(vectors: np.ndarray,
   Raises:
     AfterKernelError: an unknown convention.
   """
-  errors.require(convention in SIGN_CONVENTIONS,
-                 f'unknown sign convention {convention!r}; choose one of '
-                 f'{", ".join(SIGN_CONVENTIONS)}')
+  errors.require_choice(convention, SIGN_CONVENTIONS, 'sign convention')
   vectors = np.asarray(vectors)
   if convention == 'largest':
     largest = vectors[np.argmax(np.abs(vectors), axis=0),

@@ -142,22 +142,14 @@ class ExperimentConfig:
 
   def validate(self) -> None:
     """Checks every field; raises AfterKernelError naming the first bad one."""
-    errors.require(self.dataset in data.DATASETS,
-                   f'unknown dataset {self.dataset!r}; choose one of '
-                   f'{", ".join(data.DATASETS)}')
-    errors.require(self.nn_architecture in models.ARCHITECTURES,
-                   f'unknown nn_architecture {self.nn_architecture!r}; choose '
-                   f'one of {", ".join(models.ARCHITECTURES)}')
-    errors.require(self.svm_solver in margin.SOLVERS,
-                   f'unknown svm_solver {self.svm_solver!r}; choose one of '
-                   f'{", ".join(margin.SOLVERS)}')
-    errors.require(self.distribution_strategy in distribute.STRATEGIES,
-                   'unknown distribution_strategy '
-                   f'{self.distribution_strategy!r}; choose one of '
-                   f'{", ".join(distribute.STRATEGIES)}')
-    errors.require(self.feature_method in features.FEATURE_METHODS,
-                   f'unknown feature_method {self.feature_method!r}; choose '
-                   f'one of {", ".join(features.FEATURE_METHODS)}')
+    errors.require_choice(self.dataset, data.DATASETS, 'dataset')
+    errors.require_choice(self.nn_architecture, models.ARCHITECTURES,
+                          'nn_architecture')
+    errors.require_choice(self.svm_solver, margin.SOLVERS, 'svm_solver')
+    errors.require_choice(self.distribution_strategy, distribute.STRATEGIES,
+                          'distribution_strategy')
+    errors.require_choice(self.feature_method, features.FEATURE_METHODS,
+                          'feature_method')
     errors.require(self.plus_class != self.minus_class,
                    f'plus_class and minus_class are both {self.plus_class}; '
                    'choose two different classes')

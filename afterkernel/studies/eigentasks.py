@@ -186,14 +186,9 @@ class EigentaskConfig(runner.StudyConfig):
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
-    errors.require(self.dataset in data.DATASETS,
-                   f'unknown dataset {self.dataset!r}; choose one of '
-                   f'{", ".join(data.DATASETS)}')
-    errors.require(self.architecture in ARCHITECTURES,
-                   f'unknown architecture {self.architecture!r}; choose one '
-                   f'of {", ".join(ARCHITECTURES)}')
-    errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
-                   f'choose one of {", ".join(LOSSES)}')
+    errors.require_choice(self.dataset, data.DATASETS, 'dataset')
+    errors.require_choice(self.architecture, ARCHITECTURES, 'architecture')
+    errors.require_choice(self.loss, LOSSES, 'loss')
     errors.require(isinstance(self.standardize_inputs, bool),
                    'standardize_inputs must be True or False, got '
                    f'{self.standardize_inputs!r}')

@@ -141,12 +141,9 @@ class RotationConfig(runner.StudyConfig):
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
-    errors.require(self.dataset in data.DATASETS,
-                   f'unknown dataset {self.dataset!r}; choose one of '
-                   f'{", ".join(data.DATASETS)}')
-    errors.require(self.architecture in eigentasks.ARCHITECTURES,
-                   f'unknown architecture {self.architecture!r}; choose one '
-                   f'of {", ".join(eigentasks.ARCHITECTURES)}')
+    errors.require_choice(self.dataset, data.DATASETS, 'dataset')
+    errors.require_choice(self.architecture, eigentasks.ARCHITECTURES,
+                          'architecture')
     runner.require_positive_int_fields(self, ('num_train', 'num_test', 'width',
         'num_layers', 'batch_size', 'num_eigenfunctions', 'num_runs',
         'feature_batch_size', 'kernel_size'))

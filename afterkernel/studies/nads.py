@@ -140,11 +140,8 @@ class NADConfig(runner.StudyConfig):
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
-    errors.require(self.architecture in ARCHITECTURES,
-                   f'unknown architecture {self.architecture!r}; choose one '
-                   f'of {", ".join(ARCHITECTURES)}')
-    errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
-                   f'choose one of {", ".join(LOSSES)}')
+    errors.require_choice(self.architecture, ARCHITECTURES, 'architecture')
+    errors.require_choice(self.loss, LOSSES, 'loss')
     runner.require_positive_int_fields(self, ('width', 'num_layers',
         'image_side', 'channels', 'num_nad_samples', 'num_train', 'num_test',
         'epochs', 'batch_size', 'num_runs', 'max_elements'))

@@ -97,18 +97,13 @@ class SecondOrderConfig(runner.StudyConfig):
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
-    errors.require(self.dataset in data.DATASETS,
-                   f'unknown dataset {self.dataset!r}; choose one of '
-                   f'{", ".join(data.DATASETS)}')
-    errors.require(self.architecture in ARCHITECTURES,
-                   f'unknown architecture {self.architecture!r}; choose one '
-                   f'of {", ".join(ARCHITECTURES)}')
+    errors.require_choice(self.dataset, data.DATASETS, 'dataset')
+    errors.require_choice(self.architecture, ARCHITECTURES, 'architecture')
     errors.require(not (self.architecture == 'vgg' and
                         self.dataset in data.VECTOR_DATASETS),
                    f'dataset {self.dataset} has vector inputs; use '
                    'architecture fully_connected')
-    errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
-                   f'choose one of {", ".join(LOSSES)}')
+    errors.require_choice(self.loss, LOSSES, 'loss')
     errors.require(bool(self.model_kinds), 'model_kinds is empty; choose '
                    f'some of {", ".join(MODEL_KINDS)}')
     for kind in self.model_kinds:

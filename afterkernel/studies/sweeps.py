@@ -142,9 +142,7 @@ class Sweep:
 
   def validate(self) -> None:
     """Raises AfterKernelError naming the first bad field."""
-    errors.require(self.family in FAMILIES,
-                   f'unknown family {self.family!r}; choose one of '
-                   f'{", ".join(FAMILIES)}')
+    errors.require_choice(self.family, FAMILIES, 'family')
     for field in ('tasks', 'architectures', 'augmentation'):
       errors.require(len(getattr(self, field)) > 0,
                      f'{field} is empty; give at least one value')

@@ -67,6 +67,7 @@ TABLE_ROWS = (
     # runs; below 1 the error is that of an unconverged classifier).
     ('SVM converged (share)', 'ntk_svm_converged', 'ak_svm_converged'),
     ('SVM relative gap', 'ntk_svm_relative_gap', 'ak_svm_relative_gap'),
+    ('SVM data separable (share)', 'ntk_svm_separable', 'ak_svm_separable'),
 )
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import glob
+import importlib.util
 import math
 import os
 import tempfile
@@ -154,6 +155,38 @@ class KernelMetricsCallbackTest(absltest.TestCase):
                            places=5)
     self.assertEqual({float(r['kernel_init_label_alignment']) for r in rows},
                      {callback.records[0]['kernel_label_alignment']})
+
+  @absltest.skipUnless(importlib.util.find_spec('tensorboard'),
+                       "tensorboard not installed: pip install -e "
+                       "'.[tensorboard]'")
+  def test_metrics_reach_keras_tensorboard_logs(self):
+    model = _fc_model(1)
+    task = _task()
+    log_dir = tempfile.mkdtemp()
+    callback = callbacks.KernelMetricsCallback(
+        *_probe(), epochs=[0, 2], metrics=('label_alignment',))
+    model.fit(task.x_train[:32], task.y_train[:32], epochs=2, batch_size=32,
+              verbose=0, callbacks=[callback,
+                                    keras.callbacks.TensorBoard(log_dir)])
+    values = {}
+    for path in glob.glob(os.path.join(log_dir, '**', 'events*'),
+                          recursive=True):
+      for raw in tf.data.TFRecordDataset(path):
+        event = event_pb2.Event.FromString(raw.numpy())
+        for value in event.summary.value:
+          if not value.tag.startswith('epoch_'):
+            continue  # The model graph, keras' own summaries, ...
+          number = tf.make_ndarray(value.tensor) if value.HasField(
+              'tensor') else value.simple_value
+          values.setdefault(value.tag, {})[event.step] = float(number)
+    logged = values['epoch_kernel_label_alignment']
+    self.assertAlmostEqual(logged[1],
+                           callback.records[-1]['kernel_label_alignment'],
+                           places=5)
+    self.assertTrue(math.isnan(logged[0]))  # Epoch 1: not a snapshot epoch.
+    self.assertAlmostEqual(values['epoch_kernel_init_label_alignment'][0],
+                           callback.records[0]['kernel_label_alignment'],
+                           places=5)
 
   def test_step_snapshots_and_summaries(self):
     model = _fc_model(1)

@@ -302,9 +302,7 @@ def build_model(architecture: str,
   Raises:
     AfterKernelError: unknown architecture or unsupported option.
   """
-  errors.require(architecture in ARCHITECTURES,
-                 f'unknown architecture {architecture!r}; choose one of '
-                 f'{", ".join(ARCHITECTURES)}')
+  errors.require_choice(architecture, ARCHITECTURES, 'architecture')
   if architecture == 'sum':
     errors.require(num_parameters is None and not kwargs,
                    'the sum net takes no size options (num_parameters, '

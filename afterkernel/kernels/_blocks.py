@@ -366,6 +366,11 @@ def sharded_block_fn(model: keras.Model, strategy: tf.distribute.Strategy,
   key = ('sharded', id(strategy), method, tuple(input_shape))
   if key not in cached or cached[key][0] is not strategy:
     single = block_fn(model, method, input_shape)
+    if getattr(single, 'input_signature', None) is not None:
+      # strategy.run hands the function per-replica values while `step` is
+      # traced, which a fixed input signature refuses: use the same body
+      # without it.
+      single = tf.function(single.python_function, reduce_retracing=True)
 
     @tf.function(reduce_retracing=True)
     def step(per_replica_images, index):

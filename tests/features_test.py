@@ -1,5 +1,6 @@
 """Tests for afterkernel.kernels.features against plain per-example tape.gradient."""
 
+import contextlib
 import logging
 import time
 
@@ -342,13 +343,13 @@ def _keras_model(kind, dtype=None):
     return _SubclassedNet(dtype)
   if kind == 'none_dims':  # conv net on images of any size
     inputs = keras.Input((None, None, 1), dtype=dtype)
-    h = keras.layers.Conv2D(2, 3, activation='tanh', dtype=dtype)(inputs)
-    h = keras.layers.GlobalAveragePooling2D(dtype=dtype)(h)
+    h = keras.layers.GlobalAveragePooling2D(dtype=dtype)(keras.layers.Conv2D(
+        2, 3, activation='tanh', dtype=dtype)(inputs))
     return keras.Model(inputs, keras.layers.Dense(1, dtype=dtype)(h))
   # 'rank3': a Dense applied to (positions, channels) inputs.
   return keras.Sequential([
-      keras.Input((4, 3), dtype=dtype),
-      keras.layers.Dense(5, activation='tanh', dtype=dtype),
+      keras.Input((4, 3), dtype=dtype), keras.layers.Dense(
+          5, activation='tanh', dtype=dtype),
       keras.layers.Flatten(dtype=dtype), keras.layers.Dense(1, dtype=dtype)])
 
 
@@ -361,8 +362,8 @@ def _float64_reference(kind, model, images):
   for image in images.astype(np.float64):
     with tf.GradientTape() as tape:
       output = tf.reshape(twin(image[None]), [])
-    jacobians = tape.jacobian(output, twin.trainable_variables)
-    rows.append(np.concatenate([np.ravel(j) for j in jacobians]))
+    rows.append(np.concatenate([np.ravel(j) for j in tape.jacobian(
+        output, twin.trainable_variables)]))
   return np.stack(rows)
 
 
@@ -384,22 +385,18 @@ class KerasModelKindsTest(parameterized.TestCase):
   def test_features_match_float64_jacobian(self, case, method):
     kind, shape = case
     model, images = self._model_and_images(kind, shape)
+    # Dense on rank-3 inputs takes the per_layer path ('auto' too).
+    self.assertEqual(features.supports_per_layer(model), kind != 'subclassed')
     if method == 'per_layer' and kind == 'subclassed':
-      self.assertFalse(features.supports_per_layer(model))
       return
-    expected = _float64_reference(kind, model, images)
-    got = features.gradient_features(model, images, batch_size=2,
-                                     method=method)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    batches = [(images, 2)]
     if kind == 'none_dims':  # another concrete size, same model
-      other = np.random.default_rng(7).random((3, 5, 9, 1)).astype(np.float32)
+      batches.append((np.random.default_rng(7).random(
+          (3, 5, 9, 1)).astype(np.float32), 256))
+    for inputs, batch_size in batches:
       np.testing.assert_allclose(
-          features.gradient_features(model, other, method=method),
-          _float64_reference(kind, model, other), rtol=1e-5, atol=1e-6)
-
-  def test_rank3_dense_takes_the_per_layer_path(self):
-    model, _ = self._model_and_images('rank3', (4, 3))
-    self.assertTrue(features.supports_per_layer(model))
+          features.gradient_features(model, inputs, batch_size, method),
+          _float64_reference(kind, model, inputs), rtol=1e-5, atol=1e-6)
 
   def test_mixed_float16_policy_gives_float32_features(self):
     keras.mixed_precision.set_global_policy('mixed_float16')
@@ -420,8 +417,8 @@ class KerasModelKindsTest(parameterized.TestCase):
 
   def test_multi_input_and_dataset_get_one_clear_error(self):
     first, second = keras.Input((3,)), keras.Input((2,))
-    merged = keras.layers.Concatenate()([first, second])
-    two_inputs = keras.Model([first, second], keras.layers.Dense(1)(merged))
+    two_inputs = keras.Model([first, second], keras.layers.Dense(1)(
+        keras.layers.Concatenate()([first, second])))
     with self.assertRaisesRegex(errors.AfterKernelError,
                                 'takes 2 inputs.*one input tensor'):
       features.gradient_features(two_inputs, [np.zeros((4, 3)),
@@ -444,10 +441,22 @@ class KerasModelKindsTest(parameterized.TestCase):
         features.gradient_features(model, corrupt)
     model.layers[0].kernel.assign(np.full((3, 5), np.nan, np.float32))
     for method in ('per_layer', 'vectorized'):
-      with self.assertRaisesRegex(
-          errors.AfterKernelError,
-          r'gradient features .* NaN/inf .*non-finite weights .*kernel'):
+      with self.assertRaisesRegex(errors.AfterKernelError, 'gradient features'
+                                  ' .* NaN/inf .*non-finite weights .*kernel'):
         features.gradient_features(model, images, method=method)
+
+
+@contextlib.contextmanager
+def _tf_log_messages():
+  """Collects the messages TF's logger emits inside the block."""
+  seen = []
+  handler = logging.Handler()
+  handler.emit = lambda record: seen.append(record.getMessage())
+  tf.get_logger().addHandler(handler)
+  try:
+    yield seen
+  finally:
+    tf.get_logger().removeHandler(handler)
 
 
 class QuietAndTracedOnceTest(absltest.TestCase):
@@ -456,16 +465,9 @@ class QuietAndTracedOnceTest(absltest.TestCase):
     keras.utils.set_random_seed(4)
     model = models.build_model('vgg', (8, 8, 1))
     images = np.random.default_rng(4).random((3, 8, 8, 1)).astype(np.float32)
-    seen = []
-    handler = logging.Handler()
-    handler.emit = lambda record: seen.append(record.getMessage())
-    logger = tf.get_logger()
-    logger.addHandler(handler)
-    try:
+    with _tf_log_messages() as seen:
       features.gradient_features(model, images, method='vectorized')
-      logger.warning('an unrelated warning')
-    finally:
-      logger.removeHandler(handler)
+      tf.get_logger().warning('an unrelated warning')
     self.assertFalse([m for m in seen if 'Conv2DBackpropFilter' in m], seen)
     self.assertIn('an unrelated warning', seen)
     self.assertEqual(logging.getLogger().level, logging.WARNING)
@@ -473,33 +475,23 @@ class QuietAndTracedOnceTest(absltest.TestCase):
   def test_a_model_is_traced_once_per_method(self):
     model = models.build_model('vgg', (8, 8, 1))
     rng = np.random.default_rng(9)
-    for n in (8, 8, 5, 11):  # padded blocks: ragged sizes reuse the trace
-      features.gradient_features(model, rng.random((n, 8, 8, 1)).astype(
-          np.float32), batch_size=4, method='vectorized')
-    traced = _blocks.block_fn(model, 'vectorized', (8, 8, 1))
-    self.assertEqual(traced.experimental_get_tracing_count(), 1)
-    for n in (8, 5, 11):  # per_layer: any batch size, one trace
-      features.gradient_features(model, rng.random((n, 8, 8, 1)).astype(
-          np.float32), batch_size=4, method='per_layer')
-    traced = _blocks.block_fn(model, 'per_layer', (8, 8, 1))
-    self.assertEqual(traced.experimental_get_tracing_count(), 1)
+    # vectorized pads ragged blocks, per_layer takes any batch size.
+    for method in ('vectorized', 'per_layer'):
+      for n in (8, 8, 5, 11):
+        features.gradient_features(model, rng.random((n, 8, 8, 1)).astype(
+            np.float32), batch_size=4, method=method)
+      traced = _blocks.block_fn(model, method, (8, 8, 1))
+      self.assertEqual(traced.experimental_get_tracing_count(), 1, method)
 
   def test_many_models_do_not_warn_of_retracing(self):
     # A sweep traces each new model once; TF counts those traces per Python
     # function (over all models) and used to warn after five.
-    seen = []
-    handler = logging.Handler()
-    handler.emit = lambda record: seen.append(record.getMessage())
-    tf.get_logger().addHandler(handler)
-    images = np.random.default_rng(10).random((6, 6, 6, 1)).astype(
-        np.float32)
-    try:
-      for _ in range(7):
-        model = models.build_model('fully_connected', (6, 6, 1))
+    images = np.random.default_rng(10).random((6, 6, 6, 1), np.float32)
+    with _tf_log_messages() as seen:
+      for model in [models.build_model('fully_connected', (6, 6, 1))
+                    for _ in range(7)]:
         features.gradient_features(model, images, batch_size=4)
         kernels.empirical.model_gram(model, images[:3], images[3:])
-    finally:
-      tf.get_logger().removeHandler(handler)
     self.assertFalse([m for m in seen if 'retracing' in m], seen)
 
 

@@ -102,39 +102,57 @@ def parse_flags(argv):
   return flags.parse_flags(argv)
 
 
+def _input_shape(config):
+  return after_kernel.load_task(config).x_train.shape[1:]
+
+
+def experiment(log=print, input_shape_of=_input_shape):
+  """The configuration and output files the parsed flags describe.
+
+  Args:
+    log: where the original-reading notes go.
+    input_shape_of: config -> the input shape (loads the task; tests pass
+      a constant).
+
+  Returns:
+    (config, test accuracy file or None, model summary file or None,
+    output folder or None); the network sized the original's way under
+    --original / --original_sizing.
+  """
+  accuracy_file, summary_file = (TEST_ACCURACY_OUTPUT.value,
+                                 MODEL_SUMMARY_OUTPUT.value)
+  if ORIGINAL.value:
+    config = original.original_config(BINARY.fields.overrides(), log)
+    accuracy_file = accuracy_file or original.ORIGINAL_TEST_ACCURACY_OUTPUT
+    summary_file = summary_file or original.ORIGINAL_MODEL_SUMMARY_OUTPUT
+  else:
+    config = BINARY.config()
+  if ORIGINAL.value or ORIGINAL_SIZING.value:
+    config = original.original_network(config, input_shape_of(config))
+    log(f'original sizing: {config.nn_architecture} width {config.width}' +
+        (f', {config.num_layers} convolution(s) per block'
+         if config.nn_architecture == 'vgg' else ''))
+  output_dir = BINARY.output_dir.value
+  if not output_dir and ORIGINAL.value:
+    output_dir = original.default_output_dir(accuracy_file, config)
+  return config, accuracy_file, summary_file, output_dir
+
+
 def main(argv) -> int:
   """Runs the experiment the flags describe; 0, or 2 after one `error:`."""
   log = lambda message: print(message, flush=True)
 
   def body():
     mains.require_no_arguments(argv)
-    accuracy_file, summary_file = (TEST_ACCURACY_OUTPUT.value,
-                                   MODEL_SUMMARY_OUTPUT.value)
-    if ORIGINAL.value:
-      config = original.original_config(BINARY.fields.overrides(), log)
-      accuracy_file = accuracy_file or original.ORIGINAL_TEST_ACCURACY_OUTPUT
-      summary_file = summary_file or original.ORIGINAL_MODEL_SUMMARY_OUTPUT
-    else:
-      config = BINARY.config()
-    input_shape = None
-    if ORIGINAL.value or ORIGINAL_SIZING.value:
-      input_shape = after_kernel.load_task(config).x_train.shape[1:]
-      config = original.original_network(config, input_shape)
-      log(f'original sizing: {config.nn_architecture} width {config.width}'
-          + (f', {config.num_layers} layer(s) per block'
-             if config.nn_architecture == 'vgg' else ''))
-    output_dir = BINARY.output_dir.value
-    if not output_dir and ORIGINAL.value:
-      output_dir = original.default_output_dir(accuracy_file, config)
+    config, accuracy_file, summary_file, output_dir = experiment(log)
     output_dir = output_dir or mains.require_folder(
         BINARY.output_dir, 'where results are written')
     summary = after_kernel.run_experiment(config, output_dir, log=log)
     print(_report(summary, output_dir))
     if accuracy_file or summary_file:
-      if input_shape is None:
-        input_shape = after_kernel.load_task(config).x_train.shape[1:]
       for what, path in original.write_outputs(
-          config, summary, input_shape, accuracy_file, summary_file).items():
+          config, summary, _input_shape(config), accuracy_file,
+          summary_file).items():
         print(f'{what}: {os.path.abspath(path)}')
 
   return mains.main_status(body, BINARY.output_dir)

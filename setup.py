@@ -22,6 +22,8 @@ setuptools.setup(
         'importlib_resources',
         'numpy>=1.24',
         'scipy>=1.10',
+        # The exact max-margin solver's coordinate steps (BENCHMARKS.md).
+        'numba>=0.59',
         'absl-py>=1.4',
         'matplotlib>=3.7',
         # The embedded offline dataset (UCI handwritten digits) ships with it.

@@ -9,16 +9,18 @@ the callback comes BEFORE `keras.callbacks.TensorBoard` in the callbacks
 list, in TensorBoard (Keras passes one logs dict through the callbacks in
 list order). It can also write them itself with `tf.summary` (`summary_dir`).
 
-Metrics (`METRICS`), logged as '<prefix><name>' (default prefix 'kernel_'):
+Metrics (default `METRICS`; names of the one vocabulary of `kernels.probe`,
+which computes them), logged as '<prefix><name>' (default prefix 'kernel_'):
   * 'svm_error': test error on the probe test set of the hard-margin SVM
     (no bias) of the current kernel, trained on the probe training set
     (`margin.max_margin_from_gram` on `kernels.gram` of the features);
   * 'svm_margin': its margin, features rescaled to mean norm 1;
   * 'trans_inv', 'rotation_inv', 'zoom_inv', 'swap_inv': the four
     invariances of `invariance.invariances` on the probe test images;
-  * 'conjugate_alignment': alignment <K, K_c>_F / (|K|_F |K_c|_F) of the
-    kernel with its conjugate projection K_c(u, v) = h(u).h(v), h the
-    penultimate layer (`kernels.kernel_alignment`), on the probe test images;
+  * 'kalignment' ('conjugate_alignment' in 0.1.0, still accepted as a
+    request): alignment <K, K_c>_F / (|K|_F |K_c|_F) of the kernel with its
+    conjugate projection K_c(u, v) = h(u).h(v), h the penultimate layer
+    (`kernels.metrics.kernel_alignment`), on the probe test images;
   * 'label_alignment': y^T K y / (|K|_F |y|^2) with y in {-1, +1}^n on the
     probe training set (Cristianini et al. 2002: the alignment of K with the
     ideal kernel y y^T);
@@ -57,11 +59,13 @@ from afterkernel.kernels import features
 from afterkernel.kernels import invariance
 from afterkernel.kernels import jacobians
 from afterkernel import kernels
-from afterkernel import margin
+from afterkernel.kernels import metrics as metric_lib
+from afterkernel.kernels import probe as probe_lib
 
+# The callback's default metrics (names of the one vocabulary,
+# `kernels.probe.METRICS`, which also has the effective ranks).
 METRICS = ('svm_error', 'svm_margin', 'trans_inv', 'rotation_inv', 'zoom_inv',
-           'swap_inv', 'conjugate_alignment', 'label_alignment',
-           'distance_from_init')
+           'swap_inv', 'kalignment', 'label_alignment', 'distance_from_init')
 DEFAULT_PREFIX = 'kernel_'
 # Probe test images per invariance: enough for a stable mean cosine, and the
 # perturbed features cost 7 extra feature passes per snapshot.
@@ -72,8 +76,6 @@ DEFAULT_SVM_TOLERANCE = 1e-3
 DEFAULT_SVM_MAX_ITERATIONS = 5000
 # TensorBoard shows summaries tagged with this plugin as scalar charts.
 _SCALARS_PLUGIN = 'scalars'
-_INVARIANCE_METRIC = {'translation': 'trans_inv', 'rotation': 'rotation_inv',
-                      'zoom': 'zoom_inv', 'swap': 'swap_inv'}
 
 Penultimate = Union[None, str, keras.layers.Layer, Callable[[np.ndarray], Any]]
 
@@ -113,28 +115,9 @@ class ProbeSet:
     return cls(x_train, y_train, x_test, y_test)
 
 
-def signed_labels(labels: np.ndarray) -> np.ndarray:
-  """{0, 1} or {-1, +1} labels as float64 in {-1, +1} (> 0 means +1)."""
-  return np.where(np.asarray(labels) > 0, 1.0, -1.0)
-
-
-def label_alignment(gram: np.ndarray, labels: np.ndarray) -> float:
-  """y^T K y / (|K|_F |y|^2), y in {-1, +1}: alignment of K with y y^T.
-
-  Args:
-    gram: (n, n) Gram matrix.
-    labels: (n,) binary labels.
-
-  Returns:
-    A value in [-1, 1].
-  """
-  gram = np.asarray(gram, np.float64)
-  y = signed_labels(labels)
-  errors.require(gram.shape == (len(y), len(y)),
-                 f'gram {gram.shape} does not match {len(y)} labels')
-  norm = np.linalg.norm(gram)
-  errors.require(norm > 0, 'label alignment of a zero Gram matrix')
-  return float(y @ gram @ y / (norm * (y @ y)))
+# The label helpers of 0.1.0, now in kernels.metrics.
+signed_labels = metric_lib.signed_labels
+label_alignment = metric_lib.label_alignment
 
 
 def penultimate_fn(model: keras.Model,
@@ -201,10 +184,16 @@ def kernel_metrics(model: keras.Model,
                    ) -> Dict[str, float]:
   """The kernel metrics of `model`'s current weights on a probe set.
 
+  A call of the one probe (`kernels.probe.KernelProbe`): the SVM, label
+  alignment and distance from init on the probe training set, the
+  invariances and the conjugate alignment on the probe test set (all of it),
+  with this module's gradient features and penultimate layer.
+
   Args:
     model: a Keras model with one scalar output per example.
     probe: the probe examples.
-    metrics: names from `METRICS` to compute.
+    metrics: names from `kernels.probe.METRICS` to compute (the 0.1.0 name
+      'conjugate_alignment' means 'kalignment').
     reference_gram: K_0 on probe.x_train, for 'distance_from_init'.
     penultimate: see `penultimate_fn`.
     invariance_count: probe test images per invariance (capped at m).
@@ -214,58 +203,30 @@ def kernel_metrics(model: keras.Model,
     batch_size: examples per vectorized gradient block.
 
   Returns:
-    name -> value for the requested metrics.
+    name -> value for the requested metrics (vocabulary names).
 
   Raises:
     AfterKernelError: unknown metric, a model with several outputs, or a
       missing reference Gram.
   """
-  unknown = sorted(set(metrics) - set(METRICS))
-  errors.require(not unknown, f'unknown kernel metrics {unknown}; choose from '
-                 f'{", ".join(METRICS)}')
+  names = probe_lib.canonical_metrics(metrics)
   errors.require(
       jacobians.num_outputs(model, probe.x_train) == 1,
       'kernel metrics need a model with one scalar output (a final Dense(1)); '
       'for several outputs use afterkernel.kernels.jacobians.jacobian_gram')
-  wanted = set(metrics)
-  result = {}
-  train_gram = None
-  if wanted & {'svm_error', 'svm_margin', 'label_alignment',
-               'distance_from_init'}:
-    train_features = gradient_features(model, probe.x_train, batch_size)
-    train_gram = kernels.gram(train_features)
-    if wanted & {'svm_error', 'svm_margin'}:
-      test_features = gradient_features(model, probe.x_test, batch_size)
-      solution = margin.max_margin_from_gram(
-          train_gram, probe.y_train, tolerance=svm_tolerance,
-          max_iterations=svm_max_iterations)
-      cross_gram = kernels.gram(test_features, train_features)
-      result['svm_error'] = margin.test_error(solution, cross_gram,
-                                              probe.y_test)
-      result['svm_margin'] = float(solution.margin)
-    if 'label_alignment' in wanted:
-      result['label_alignment'] = label_alignment(train_gram, probe.y_train)
-    if 'distance_from_init' in wanted:
-      errors.require(reference_gram is not None,
-                     'distance_from_init needs the reference Gram K_0')
-      result['distance_from_init'] = 1.0 - kernels.kernel_alignment(
-          train_gram, reference_gram)
-  kinds = [k for k, name in _INVARIANCE_METRIC.items() if name in wanted]
-  if kinds:
-    count = min(int(invariance_count), len(probe.x_test))
-    values = invariance.invariances(
-        lambda x: gradient_features(model, x, batch_size), probe.x_test,
-        counts={k: count for k in kinds}, rotation_angle=rotation_angle)
-    for kind, value in values.items():
-      result[_INVARIANCE_METRIC[kind]] = value
-  if 'conjugate_alignment' in wanted:
-    gradient_gram = kernels.gram(gradient_features(model, probe.x_test,
-                                                   batch_size))
-    conjugate_gram = kernels.gram(penultimate_fn(model, penultimate)(
-        probe.x_test))
-    result['conjugate_alignment'] = kernels.kernel_alignment(gradient_gram,
-                                                             conjugate_gram)
-  return {name: float(result[name]) for name in METRICS if name in result}
+  count = min(int(invariance_count), len(probe.x_test))
+  spec = probe_lib.ProbeSpec(
+      metrics=names, num_translations=count, num_rotations=count,
+      num_zooms=count, num_swaps=count, rotation_angle=rotation_angle,
+      svm_tolerance=svm_tolerance, svm_max_iterations=svm_max_iterations,
+      feature_batch_size=batch_size)
+  kernel_probe = probe_lib.KernelProbe(
+      spec, probe,
+      gradient_fn=lambda m, x: gradient_features(m, x, batch_size),
+      conjugate_fn=lambda m, x: penultimate_fn(m, penultimate)(x))
+  values = kernel_probe.measure(model, reference_gram)['metrics']
+  return {name: float(values[name]) for name in probe_lib.METRICS
+          if name in names}
 
 
 def write_scalar_summary(tag: str, value: float, step: int) -> None:
@@ -351,10 +312,7 @@ class KernelMetricsCallback(keras.callbacks.Callback):
     """
     super().__init__()
     self.probe = ProbeSet.create(x_train, y_train, x_test, y_test)
-    unknown = sorted(set(metrics) - set(METRICS))
-    errors.require(not unknown, f'unknown kernel metrics {unknown}; choose '
-                   f'from {", ".join(METRICS)}')
-    self.metrics = tuple(metrics)
+    self.metrics = probe_lib.canonical_metrics(metrics)
     errors.require(
         epochs is None or all(isinstance(e, (int, np.integer)) and e >= 0
                               for e in epochs),

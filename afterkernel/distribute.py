@@ -114,9 +114,7 @@ def make_strategy(name: str = DEFAULT_STRATEGY) -> tf.distribute.Strategy:
   Raises:
     AfterKernelError: unknown name, or 'tpu' where no TPU can be reached.
   """
-  errors.require(name in STRATEGIES,
-                 f'unknown distribution strategy {name!r}; choose one of '
-                 f'{", ".join(STRATEGIES)}')
+  errors.require_choice(name, STRATEGIES, 'distribution strategy')
   if name == 'default':
     return tf.distribute.get_strategy()
   if name not in _MADE:

@@ -38,3 +38,21 @@ def require_positive(value, name: str) -> None:
   """
   require(value is not None and value > 0,
           f'{name} must be positive, got {value!r}')
+
+
+def require_choice(value, choices, name: str) -> None:
+  """Raises `AfterKernelError` unless `value` is one of `choices`.
+
+  The one message for every enumerated option: "unknown NAME 'x'; choose
+  one of a, b, c".
+
+  Args:
+    value: the given value.
+    choices: the valid values (strings).
+    name: the flag or field name, used in the message.
+
+  Raises:
+    AfterKernelError: if `value` is not in `choices`.
+  """
+  require(value in choices, f'unknown {name} {value!r}; choose one of '
+          f'{", ".join(choices)}')

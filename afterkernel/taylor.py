@@ -89,9 +89,7 @@ class QuadraticModel(linearize.TaylorModel):
     # Compute in the network's dtype (Keras casts inputs to it; a float64
     # network must not see float32 inputs).
     kwargs.setdefault('dtype', network.dtype_policy)
-    errors.require(variant in VARIANTS,
-                   f'unknown Taylor variant {variant!r}; choose one of '
-                   f'{", ".join(VARIANTS)}')
+    errors.require_choice(variant, VARIANTS, 'Taylor variant')
     errors.require(delta_init_scale >= 0 and math.isfinite(delta_init_scale),
                    f'delta_init_scale must be >= 0, got {delta_init_scale}')
     super().__init__(network, unbiased=unbiased, **kwargs)
@@ -192,8 +190,7 @@ def taylor_expand(network: keras.Model,
     AfterKernelError: unknown variant, unbuilt network, bad base_weights or
       delta_init_scale, or a network that cannot be copied.
   """
-  errors.require(variant in VARIANTS, f'unknown Taylor variant {variant!r}; '
-                 f'choose one of {", ".join(VARIANTS)}')
+  errors.require_choice(variant, VARIANTS, 'Taylor variant')
   base = linearize.expansion_base(network, base_weights, copy)
   return QuadraticModel(base, variant=variant, unbiased=unbiased,
                         delta_init_scale=delta_init_scale, seed=seed,

@@ -93,8 +93,7 @@ def loss_function(loss: Union[str, Callable]) -> Callable:
   """The Keras loss named `loss` (one of `LOSSES`), or `loss` if callable."""
   if callable(loss):
     return loss
-  errors.require(loss in LOSSES, f'unknown loss {loss!r}; choose one of '
-                 f'{", ".join(LOSSES)}')
+  errors.require_choice(loss, LOSSES, 'loss')
   if loss == 'bce':
     return keras.losses.BinaryCrossentropy(from_logits=True)
   if loss == 'mse':
@@ -313,9 +312,7 @@ def fit(model: keras.Model,
   errors.require(_is_count(total),
                  f'{what} must be a non-negative integer, got {total!r}')
   errors.require_positive(batch_size, 'batch_size')
-  errors.require(batch_order in BATCH_ORDERS,
-                 f'unknown batch_order {batch_order!r}; choose one of '
-                 f'{", ".join(BATCH_ORDERS)}')
+  errors.require_choice(batch_order, BATCH_ORDERS, 'batch_order')
   marks = sorted(set(int(e) for e in snapshots))
   errors.require(all(0 <= e <= total for e in marks),
                  f'snapshot {what} {marks} must lie in [0, {total}]')

@@ -1,4 +1,5 @@
-"""Tests for afterkernel.studies.experiment on tiny slices of the embedded digits."""
+"""Tests for afterkernel.studies.after_kernel on tiny slices of the embedded
+digits (its configuration: after_kernel_config_test)."""
 
 import dataclasses
 import json
@@ -145,21 +146,6 @@ class RunExperimentTest(absltest.TestCase):
     self.assertNotEqual(config.fingerprint(),
                         dataclasses.replace(config,
                                             measure_ntk=False).fingerprint())
-
-  def test_fingerprint_is_the_0_1_0_hash(self):
-    # Independent of store.config_fingerprint: the 0.1.0 formula, so folders
-    # written by 0.1.0 still resume.
-    import hashlib  # pylint: disable=g-import-not-at-top
-    import json  # pylint: disable=g-import-not-at-top
-    fields = _TINY.to_dict()
-    for name in ('num_runs', 'data_dir', 'feature_batch_size',
-                 'feature_method', 'memory_budget_gb', 'distribution_strategy',
-                 'measure_ntk'):
-      fields.pop(name)
-    expected = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
-                              ).hexdigest()[:16]
-    self.assertTrue(_TINY.measure_ntk)
-    self.assertEqual(_TINY.fingerprint(), expected)
 
   def test_primal_and_dual_solvers_agree_through_the_pipeline(self):
     config = dataclasses.replace(_TINY, num_runs=1, max_num_epochs=0,

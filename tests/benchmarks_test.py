@@ -35,6 +35,7 @@ from benchmarks import features_bench
 from benchmarks import gram_bench
 from benchmarks import margin_bench
 from benchmarks import peers
+from benchmarks import solver_bench
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # A folder without MNIST: the benchmarks must fall back to noise / digits.
@@ -268,6 +269,23 @@ class BenchmarksSmokeTest(absltest.TestCase):
                      raw['dual_iterations_to_target'])
     self.assertGreater(raw['speedup_best'], 0)
     self.assertIn('| True |', report.text())
+
+  def test_solver_bench(self):
+    rng = np.random.default_rng(0)
+    labels = (np.arange(80) % 2).astype(np.float32)
+    phi = rng.standard_normal((80, 30)) + 1.5 * (2 * labels[:, None] - 1)
+    gram = (phi @ phi.T).astype(np.float32)
+    report = solver_bench.run([60], gram=gram, labels=labels)
+    raw = report.raw
+    for solver in solver_bench.SOLVERS:
+      self.assertIn(f'n=60/{solver}', raw)
+    self.assertEqual(raw['n=60/exact']['stop_reason'], 'tolerance')
+    self.assertLessEqual(raw['n=60/exact']['gap'], margin.DEFAULT_TOLERANCE)
+    self.assertIsNone(raw['n=60/sklearn']['gap'])
+    # Every certified solver found the same margin within its tolerance.
+    np.testing.assert_allclose(raw['n=60/working_set']['margin'],
+                               raw['n=60/exact']['margin'], rtol=2e-4)
+    self.assertIn('| exact |', report.text())
 
   def test_end_to_end_bench(self):
     protocol = dict(train_subset=40, test_subset=12, max_num_epochs=1,

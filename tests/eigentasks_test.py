@@ -13,7 +13,6 @@ from afterkernel.studies import eigentasks
 from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel import kernel_fit
-from afterkernel import kernels
 from afterkernel import models
 from afterkernel.studies import store
 
@@ -31,58 +30,7 @@ def _quiet(message):
   del message
 
 
-class EigensystemTest(absltest.TestCase):
-
-  def test_sorted_orthonormal_reconstructs_and_signs_fixed(self):
-    train, _ = _random_features()
-    gram = train @ train.T
-    system = eigentasks.eigensystem(gram)
-    self.assertTrue(np.all(np.diff(system.eigenvalues) <= 0))
-    vectors = system.eigenvectors
-    np.testing.assert_allclose(vectors.T @ vectors, np.eye(30), atol=1e-10)
-    np.testing.assert_allclose(
-        vectors @ np.diag(system.eigenvalues) @ vectors.T, gram, atol=1e-9)
-    self.assertTrue(np.all(vectors.sum(axis=0) >= 0))
-    # The same eigensystem whatever sign eigh returned: flip the input's
-    # eigenvectors' basis by a permutation of examples and compare.
-    order = np.random.default_rng(1).permutation(30)
-    permuted = eigentasks.eigensystem(gram[np.ix_(order, order)])
-    np.testing.assert_allclose(permuted.eigenvectors[order.argsort()][:, :5],
-                               vectors[:, :5], atol=1e-8)
-
-  def test_bad_gram_raises(self):
-    with self.assertRaises(errors.AfterKernelError):
-      eigentasks.eigensystem(np.zeros((3, 4)))
-    with self.assertRaises(errors.AfterKernelError):
-      eigentasks.eigensystem(np.full((2, 2), np.nan))
-
-
 class NystroemTest(absltest.TestCase):
-
-  def test_equals_eigenvectors_at_training_points(self):
-    train, _ = _random_features()
-    gram = train @ train.T
-    system = eigentasks.eigensystem(gram)
-    indices = [1, 2, 7, 30]
-    values = eigentasks.nystroem_extension(gram, system, indices)
-    np.testing.assert_allclose(values,
-                               system.eigenvectors[:, np.array(indices) - 1],
-                               atol=1e-8)
-
-  def test_matches_feature_space_svd(self):
-    # phi_j(x) = phi(x) . v_j / s_j for the SVD train = U S V^T: an
-    # independent computation that never forms the Gram's eigenvectors.
-    train, test = _random_features(seed=3)
-    system = eigentasks.eigensystem(train @ train.T)
-    _, singular, right = np.linalg.svd(train, full_matrices=False)
-    indices = [1, 4, 10]
-    got = eigentasks.nystroem_extension(test @ train.T, system, indices)
-    for column, j in enumerate(indices):
-      expected_train = train @ right[j - 1] / singular[j - 1]
-      sign = np.sign(expected_train @ system.eigenvectors[:, j - 1])
-      np.testing.assert_allclose(
-          got[:, column], sign * test @ right[j - 1] / singular[j - 1],
-          rtol=1e-7, atol=1e-9)
 
   def test_network_gram_and_extension_against_loop_features(self):
     # The study's Grams come from kernel_fit.EmpiricalNTK (a clone of the
@@ -126,74 +74,10 @@ class NystroemTest(absltest.TestCase):
     model.set_weights([2.0 * w for w in model.get_weights()])
     np.testing.assert_array_equal(kernel.gram(inputs), before)
 
-  def test_bad_indices_raise(self):
-    train, _ = _random_features(n=5, p=3)  # rank 3: lambda_4 = lambda_5 = 0
-    gram = train @ train.T
-    system = eigentasks.eigensystem(gram)
-    for indices in ([0], [6], [5]):
-      with self.assertRaises(errors.AfterKernelError):
-        eigentasks.nystroem_extension(gram, system, indices)
-    with self.assertRaises(errors.AfterKernelError):
-      eigentasks.nystroem_extension(gram[:, :4], system, [1])
-
   def test_labels_are_signs(self):
     np.testing.assert_array_equal(
         eigentasks.eigenfunction_labels(np.array([-1.0, 0.5, 0.0, 2.0])),
         [0, 1, 0, 1])
-
-
-class ClassBalanceTest(absltest.TestCase):
-
-  def test_balanced_accuracy_against_per_class_recalls(self):
-    rng = np.random.default_rng(2)
-    labels = (rng.uniform(size=50) < 0.2).astype(np.float32)
-    predictions = rng.uniform(size=50) < 0.5
-    # Independent: count the confusion matrix.
-    true_positive = np.sum(predictions & (labels == 1))
-    true_negative = np.sum(~predictions & (labels == 0))
-    expected = (true_positive / np.sum(labels == 1) +
-                true_negative / np.sum(labels == 0)) / 2
-    self.assertAlmostEqual(
-        eigentasks.balanced_accuracy(predictions, labels), expected,
-        places=12)
-    # Always predicting the majority scores its rate as plain accuracy but
-    # exactly 0.5 balanced.
-    constant = np.zeros(50, bool)
-    self.assertAlmostEqual(np.mean(constant == (labels == 1)),
-                           eigentasks.majority_rate(labels))
-    self.assertEqual(eigentasks.balanced_accuracy(constant, labels), 0.5)
-    self.assertGreater(eigentasks.majority_rate(labels), 0.5)
-
-  def test_one_class_labels(self):
-    self.assertIsNone(eigentasks.balanced_accuracy(np.ones(4), np.ones(4)))
-    self.assertIsNone(eigentasks.balanced_accuracy(np.ones(4), np.zeros(4)))
-    self.assertEqual(eigentasks.majority_rate(np.ones(4)), 1.0)
-    self.assertEqual(eigentasks.majority_rate(np.array([0, 1, 1, 0])), 0.5)
-    with self.assertRaises(errors.AfterKernelError):
-      eigentasks.balanced_accuracy(np.ones(3), np.array([0, 1]))
-
-
-class AlignmentTest(absltest.TestCase):
-
-  def test_target_alignment_is_squared_norm_of_mean_gradient(self):
-    train, _ = _random_features(seed=5)
-    y = np.where(np.random.default_rng(5).uniform(size=30) > 0.5, 1.0, -1.0)
-    expected = np.sum(np.mean(y[:, None] * train, axis=0)**2)
-    self.assertAlmostEqual(
-        eigentasks.target_alignment(train @ train.T, y), expected, places=10)
-
-  def test_normalized_alignment_matches_kernel_alignment(self):
-    train, _ = _random_features(seed=6)
-    y = np.sign(train[:, 0])
-    gram = train @ train.T
-    self.assertAlmostEqual(
-        eigentasks.normalized_target_alignment(gram, y),
-        kernels.kernel_alignment(gram, np.outer(y, y)), places=10)
-    self.assertAlmostEqual(
-        eigentasks.normalized_target_alignment(np.outer(y, y), y), 1.0,
-        places=12)
-    with self.assertRaises(errors.AfterKernelError):
-      eigentasks.target_alignment(gram, y[:-1])
 
 
 def _entry(j, runs, **means):

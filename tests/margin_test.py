@@ -1,4 +1,4 @@
-"""Tests for afterkernel.margin: the hard-margin SVM by dual acceleration.
+"""Tests for afterkernel.margin: the JST solvers and the entry points.
 
 The margins computed here are the numbers users quote, so they are checked
 against independent computations: the primal recursion on explicit features,
@@ -109,7 +109,8 @@ class DualMatchesPrimalTest(absltest.TestCase):
     dual = margin.max_margin_from_gram(
         gram, labels, solver='dual', max_iterations=iterations, tolerance=0)
     primal = margin.max_margin_from_features(
-        features, labels, max_iterations=iterations, tolerance=0)
+        features, labels, max_iterations=iterations, tolerance=0,
+        solver='primal')
     self.assertEqual(dual.iterations, iterations)
     self.assertEqual(primal.iterations, iterations)
     self.assertEqual(dual.stop_reason, 'max_iterations')
@@ -159,7 +160,7 @@ class CertifiedOptimumTest(parameterized.TestCase):
           ('wide_seed0', 40, 100, 0), ('wide_seed1', 40, 100, 1),
           ('wide_seed2', 80, 200, 2), ('narrow_seed0', 80, 10, 0),
           ('narrow_seed1', 80, 10, 1), ('narrow_seed2', 60, 5, 2))
-      for solver in ('dual', 'working_set'))
+      for solver in ('dual', 'working_set', 'exact'))
   def test_converged_margin_matches_optimum(self, n, dims, seed, solver):
     features, labels, _, _ = _separable_problem(n, dims, seed, gap=0.08)
     gram = features @ features.T
@@ -348,10 +349,13 @@ class ScaleAndPredictionTest(absltest.TestCase):
 class MemoryTest(parameterized.TestCase):
   """The solvers must not allocate n x n temporaries (n is ~12k in use)."""
 
-  @parameterized.parameters('dual', 'stochastic')
+  @parameterized.parameters('dual', 'stochastic', 'exact')
   def test_no_gram_sized_allocations(self, solver):
     features, labels, _, _ = _separable_problem(400, 50, seed=10, gap=0.02)
     gram = features @ features.T
+    # Load the compiled code (numba, 'exact') before measuring: a one-off.
+    margin.max_margin_from_gram(gram[:20, :20], labels[:20], solver=solver,
+                                max_iterations=10)
     tracemalloc.start()
     try:
       result = margin.max_margin_from_gram(gram, labels, solver=solver,
@@ -397,7 +401,9 @@ class StoppingTest(absltest.TestCase):
     self.assertEqual(result.iterations, 3)
 
   def test_max_seconds(self):
+    # The JST solvers check every DEFAULT_CHECK_EVERY iterations.
     result = margin.max_margin_from_gram(self.gram, self.labels,
+                                         solver='working_set',
                                          tolerance=0, max_seconds=1e-9)
     self.assertEqual(result.stop_reason, 'max_seconds')
     self.assertFalse(result.converged)
@@ -407,7 +413,10 @@ class StoppingTest(absltest.TestCase):
     rng = np.random.default_rng(8)
     features = rng.normal(size=(40, 2))
     labels = np.tile([0.0, 1.0], 20)  # both classes surround the origin
+    # The JST solvers run out their budget (the exact default stops early:
+    # margin_exact_test).
     result = margin.max_margin_from_gram(features @ features.T, labels,
+                                         solver='working_set',
                                          max_iterations=300)
     self.assertLessEqual(result.margin, 0)
     self.assertFalse(result.converged)

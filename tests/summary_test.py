@@ -74,7 +74,9 @@ class FilesTest(absltest.TestCase):
     with open(path) as f:
       before = f.read()
     with mock.patch.object(os, 'replace', side_effect=OSError('disk full')):
-      with self.assertRaises(OSError):
+      # One line naming the file (was the raw OSError before issue 14).
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  'could not write .*runs.jsonl: disk full'):
         store.append_run(self.directory, {'run': 1})
     with open(path) as f:
       self.assertEqual(f.read(), before)
@@ -107,6 +109,9 @@ class OutputDirTest(absltest.TestCase):
     directory = os.path.join(tempfile.mkdtemp(), 'out')
     store.claim_output_dir(directory, {'a': 1}, 'f1')
     store.claim_output_dir(directory, {'a': 1}, 'f1')  # resume: fine
+    # A folder holds its configuration once it has results (a config.json
+    # alone is taken over: see store_test.OutputFolderTest).
+    store.ResultStore(directory).put({'key': 'r0', 'metrics': {}})
     path = os.path.join(directory, store.CONFIG_FILE)
     before = open(path).read()
     with self.assertRaisesRegex(errors.AfterKernelError,

@@ -78,9 +78,7 @@ def load_multiclass_task(dataset: str = 'digits',
   Raises:
     AfterKernelError: unknown dataset, missing files, bad subset sizes.
   """
-  errors.require(dataset in DATASETS,
-                 f'unknown multiclass dataset {dataset!r}; choose one of '
-                 f'{", ".join(DATASETS)}')
+  errors.require_choice(dataset, DATASETS, 'multiclass dataset')
   if dataset == 'digits':
     x_train, y_train, x_test, y_test = sources.digits_arrays()
     source = 'sklearn.datasets.load_digits'

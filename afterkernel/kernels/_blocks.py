@@ -39,9 +39,7 @@ def cache(model: keras.Model) -> Dict[object, object]:
 
 def require_method(method: str, allowed=METHODS) -> None:
   """One AfterKernelError naming the choices for an unknown method."""
-  errors.require(method in allowed,
-                 f'unknown feature method {method!r}; choose one of '
-                 f'{", ".join(allowed)}')
+  errors.require_choice(method, allowed, 'feature method')
 
 
 def _input_shape(model: keras.Model) -> Optional[tuple]:

@@ -36,9 +36,7 @@ DEFAULT_GRAM_METHOD = 'auto'
 def _concrete_gram_method(model: keras.Model, method: str,
                           strategy: Optional[tf.distribute.Strategy]) -> str:
   """'auto' -> 'structured' for chain models on one device, else 'auto'."""
-  errors.require(method in features.METHODS,
-                 f'unknown feature method {method!r}; choose one of '
-                 f'{", ".join(features.METHODS)}')
+  errors.require_choice(method, features.METHODS, 'feature method')
   sharded = not (strategy is None or strategy.num_replicas_in_sync == 1)
   if method == 'structured':
     errors.require(not sharded, "method 'structured' cannot be sharded; "
@@ -143,9 +141,7 @@ def model_train_and_cross_gram(
   Returns:
     (n, n) and (m, n) float32 Grams.
   """
-  errors.require(method in features.METHODS,
-                 f'unknown feature method {method!r}; choose one of '
-                 f'{", ".join(features.METHODS)}')
+  errors.require_choice(method, features.METHODS, 'feature method')
   num_features = features.count_parameters(model)
   needed_gb = (len(x_train) + len(x_test)) * num_features * 4 / 2**30
   one_device = strategy is None or strategy.num_replicas_in_sync == 1

@@ -328,9 +328,7 @@ DEFAULT_KERNEL_KIND = 'trace'
 
 
 def require_kind(kind: str) -> None:
-  errors.require(kind in KERNEL_KINDS,
-                 f'unknown kernel kind {kind!r}; choose one of '
-                 f'{", ".join(KERNEL_KINDS)}')
+  errors.require_choice(kind, KERNEL_KINDS, 'kernel kind')
 
 
 def traced_gram(grams: Iterable[np.ndarray]) -> np.ndarray:

@@ -411,9 +411,7 @@ def _features(feature_fn: FeatureFn, images: np.ndarray) -> np.ndarray:
 
 
 def _check_kind(kind) -> None:
-  errors.require(kind in PERTURBATIONS,
-                 f'unknown perturbation {kind!r}; choose one of '
-                 f'{", ".join(PERTURBATIONS)}')
+  errors.require_choice(kind, PERTURBATIONS, 'perturbation')
 
 
 def _is_finite_number(value) -> bool:

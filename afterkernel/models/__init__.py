@@ -308,9 +308,7 @@ def build_model(architecture: str,
   Raises:
     AfterKernelError: unknown architecture or unsupported option.
   """
-  errors.require(architecture in ARCHITECTURES,
-                 f'unknown architecture {architecture!r}; choose one of '
-                 f'{", ".join(ARCHITECTURES)}')
+  errors.require_choice(architecture, ARCHITECTURES, 'architecture')
   if architecture == 'sum':
     errors.require(num_parameters is None and set(kwargs) <= {'hidden'},
                    'the sum net takes no size options but hidden '

@@ -57,9 +57,7 @@ def build_architecture(architecture: str,
   Raises:
     AfterKernelError: unknown architecture or bad sizes.
   """
-  errors.require(architecture in ARCHITECTURES,
-                 f'unknown architecture {architecture!r}; choose one of '
-                 f'{", ".join(ARCHITECTURES)}')
+  errors.require_choice(architecture, ARCHITECTURES, 'architecture')
   return models.build(architecture, input_shape, num_outputs=num_outputs,
                       width_multiplier=width_multiplier,
                       parameterization=parameterization,

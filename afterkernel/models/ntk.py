@@ -179,9 +179,8 @@ class LayerFactory:
   """
 
   def __init__(self, parameterization: str, weight_std: float):
-    errors.require(parameterization in PARAMETERIZATIONS,
-                   f'unknown parameterization {parameterization!r}; choose '
-                   f'one of {", ".join(PARAMETERIZATIONS)}')
+    errors.require_choice(parameterization, PARAMETERIZATIONS,
+                          'parameterization')
     errors.require_positive(weight_std, 'weight_std')
     self.ntk = parameterization == 'ntk'
     self.weight_std = weight_std

@@ -14,11 +14,14 @@ after_kernel_<fingerprint>_run<r>), summary.json / summary.csv in the one
 summary schema (`studies.summary`), and resumes an interrupted experiment
 (a 0.1.0 folder's runs.jsonl is converted to records/ first).
 
-Metric names follow the original after-kernel script (nn_error, linear_error,
-margin, {ntk,ak}_{trans,zoom,swap,rotation}_inv, {ntk,ak}_kalignment,
-{ntk,ak}_eff_rank) so its users can compare; added metrics: ntk_linear_error
-and ntk_margin (the FNTK's SVM), {ntk,ak}_entropy_eff_rank, nn_train_loss,
-epochs_trained, and the solvers' iteration counts.
+Kernel metrics come from the one probe (`kernels.probe.KernelProbe`, spec
+`probe_spec`). Record names follow the original after-kernel script
+(nn_error, linear_error, margin, {ntk,ak}_{trans,zoom,swap,rotation}_inv,
+{ntk,ak}_kalignment, {ntk,ak}_eff_rank) so its users can compare: the
+probe's names prefixed 'ntk_' / 'ak_', except the SVM's (`record_metrics`);
+added metrics: ntk_linear_error and ntk_margin (the FNTK's SVM),
+{ntk,ak}_entropy_eff_rank, nn_train_loss, epochs_trained, and the solvers'
+iteration counts.
 
 Which kernel: by default the gradient-feature kernel; with
 `use_conjugate_kernel` the SVM, invariances and effective rank use the
@@ -30,20 +33,17 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 from absl import logging
 import keras
-import numpy as np
 
 from afterkernel import data
 from afterkernel import distribute
 from afterkernel import errors
-from afterkernel.kernels import features
-from afterkernel.kernels import invariance
-from afterkernel import kernels
-from afterkernel import margin
+from afterkernel.kernels import probe as probe_lib
 from afterkernel import models
+from afterkernel.studies import after_kernel_config
 from afterkernel.studies import runner
 from afterkernel.studies import store
 from afterkernel.studies import summary as summary_lib
@@ -64,395 +64,66 @@ TABLE_ROWS = (
     ('eff. rank (Roy-Vetterli)', 'ntk_entropy_eff_rank',
      'ak_entropy_eff_rank'),
 )
-_INVARIANCE_METRIC = {'translation': 'trans_inv', 'rotation': 'rotation_inv',
-                      'zoom': 'zoom_inv', 'swap': 'swap_inv'}
 
 
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-  """Everything that defines an after-kernel experiment.
+# The configuration, network and task (shared with the sweeps).
+ExperimentConfig = after_kernel_config.ExperimentConfig
+build_network = after_kernel_config.build_network
+load_task = after_kernel_config.load_task
 
-  Attributes (the help of their flags in run_after_kernel and the sweeps):
-    dataset: digits: embedded UCI digits (8x8, offline); mnist; cifar10;
-      synthetic (Vyas et al., vectors: fully_connected, no invariances;
-      classes 1/0); svhn_parity, cifar2, cifar5m2 (classes 1/0, see
-      afterkernel.data); cifar5m (local files only).
-    plus_class: class labelled 1 (positive).
-    minus_class: class labelled 0 (negative).
-    data_dir: folder with local copies (mnist/*-ubyte.gz, cifar10/*.bin.gz,
-      svhn/*_32x32.mat, cifar5m/cifar5m_part*.npz); if unset, mnist,
-      cifar10, cifar2 and svhn_parity come from tensorflow-datasets.
-    cifar_test_source: test images for CIFAR-10 from data_dir: exact first
-      1000 test images, the lossy JPEG-decoded full test set, or a held-out
-      slice of train.
-    train_subset: use only this many (permuted) training examples.
-    test_subset: use only this many (permuted) test examples.
-    nn_architecture: vgg (26/52 channels), mega_vgg (119/238),
-      fully_connected (4x94), sum.
-    num_parameters: choose the width of vgg / fully_connected to reach this
-      parameter count.
-    width: first-block channels (vgg), hidden units (fully_connected, sum);
-      None: the paper's (26, 94, 16) or the one num_parameters picks.
-    num_blocks: conv + max-pool blocks of the VGG nets.
-    num_layers: convolutions per block (VGG, default 2) or hidden layers
-      (fully_connected, default 4).
-    filter_size: convolution kernel side.
-    pool_size: max-pooling window side.
-    max_num_epochs: epochs of training (0: the after kernel is the FNTK);
-      with training_loss_target, the cap.
-    training_loss_target: train 10, 20, 40, ... epochs until the training
-      loss is <= this.
-    learning_rate: SGD learning rate (None: the Keras default 0.01).
-    batch_size: SGD minibatch size.
-    use_augmentation: random rotations (+-15 degrees) and 1-pixel shifts
-      during training.
-    num_runs: repeats, each with a fresh initialization and data permutation.
-    seed: run r uses seed + r.
-    train_linear_model: fit the hard-margin SVM on the FNTK and the after
-      kernel.
-    use_conjugate_kernel: use the conjugate projection (penultimate
-      features) instead of the gradient features for the SVM, invariances
-      and effective rank.
-    svm_solver: max-margin solver (`margin.SOLVERS`): dual: Algorithm 1 on
-      the Gram; primal: Algorithm 1 on features; stochastic: Algorithm 2
-      (one Gram column per step); working_set: the default.
-    svm_max_iterations: iteration budget of the max-margin solver (None:
-      the solver's default).
-    svm_tolerance: stop when the relative duality gap of the margin is
-      below this.
-    svm_max_seconds: optional wall-clock cap on the solver (results then
-      depend on speed).
-    num_translations: test images for translation invariance (0: skip).
-    num_zooms: test images for zoom invariance.
-    num_swaps: test images for quadrant-swap invariance.
-    num_rotations: test images for rotation invariance.
-    rotation_angle: rotation (radians) for rotation invariance; +- are
-      averaged.
-    ker_alignment_sample_size: test images for the alignment of the kernel
-      with its conjugate.
-    effective_rank_sample_size: training images for the effective rank of
-      the Gram (0: skip).
-    feature_batch_size: examples per gradient-feature block.
-    feature_method: gradient-feature algorithm: auto (vectorized when the
-      model has no per_layer path, per_layer for short jobs, else the faster
-      of the two as timed on the first block), per_layer, vectorized, or
-      loop (slow reference).
-    memory_budget_gb: GiB the gradient features may take; above it the Gram
-      matrices are streamed (features recomputed block by block, never all
-      held).
-    distribution_strategy: default: one device (the first GPU if any, else
-      the CPU); mirrored: all local GPUs (or logical CPUs); tpu: the TPU of
-      this TPU VM or TPU_NAME; multi_worker: the workers in TF_CONFIG, each
-      running this command (features only: needs max_num_epochs=0).
-      Training and gradient features are split across the replicas.
-    measure_ntk: measure the FNTK at initialization too; False measures
-      only the after kernel (half the kernel work, e.g. for mega-VGG).
+
+# The probe of kernels.probe (0.1.0 defined it here; the name is kept).
+KernelProbe = probe_lib.KernelProbe
+# run_after_kernel's records keep the original script's SVM names:
+# linear_error / margin (after kernel), ntk_linear_error / ntk_margin (FNTK).
+_SCRIPT_NAMES = {'svm_error': 'linear_error', 'svm_margin': 'margin'}
+
+
+def probe_spec(config: ExperimentConfig) -> probe_lib.ProbeSpec:
+  """The probe of the experiment's protocol (what `run_once` measures).
+
+  The SVM if `train_linear_model`; the invariances with positive counts;
+  'kalignment' on the first ker_alignment_sample_size test images and the
+  effective ranks on the first effective_rank_sample_size training images,
+  unless 0. Fields the spec shares with the config are copied.
   """
-  dataset: str = 'digits'
-  plus_class: int = 8
-  minus_class: int = 3
-  data_dir: Optional[str] = None
-  cifar_test_source: str = data.DEFAULT_CIFAR_TEST_SOURCE
-  train_subset: Optional[int] = None
-  test_subset: Optional[int] = None
-  nn_architecture: str = 'vgg'
-  num_parameters: Optional[int] = None
-  width: Optional[int] = None
-  num_blocks: int = 2
-  num_layers: Optional[int] = None
-  filter_size: int = 3
-  pool_size: int = 2
-  max_num_epochs: int = 10
-  training_loss_target: Optional[float] = None
-  learning_rate: Optional[float] = None
-  batch_size: int = training.DEFAULT_BATCH_SIZE
-  use_augmentation: bool = False
-  num_runs: int = 3
-  seed: int = 0
-  train_linear_model: bool = True
-  use_conjugate_kernel: bool = False
-  svm_solver: str = margin.DEFAULT_SOLVER
-  svm_max_iterations: Optional[int] = None
-  svm_tolerance: float = margin.DEFAULT_TOLERANCE
-  svm_max_seconds: Optional[float] = None
-  num_translations: int = 100
-  num_zooms: int = 100
-  num_swaps: int = 100
-  num_rotations: int = 100
-  rotation_angle: float = invariance.DEFAULT_ROTATION_ANGLE
-  ker_alignment_sample_size: int = 100
-  effective_rank_sample_size: int = 100
-  feature_batch_size: int = features.DEFAULT_BATCH_SIZE
-  feature_method: str = features.DEFAULT_FEATURE_METHOD
-  memory_budget_gb: Optional[float] = None
-  distribution_strategy: str = distribute.DEFAULT_STRATEGY
-  measure_ntk: bool = True
-
-  def validate(self) -> None:
-    """Checks every field; raises AfterKernelError naming the first bad one."""
-    errors.require(self.dataset in data.DATASETS,
-                   f'unknown dataset {self.dataset!r}; choose one of '
-                   f'{", ".join(data.DATASETS)}')
-    errors.require(self.nn_architecture in models.ARCHITECTURES,
-                   f'unknown nn_architecture {self.nn_architecture!r}; choose '
-                   f'one of {", ".join(models.ARCHITECTURES)}')
-    errors.require(self.svm_solver in margin.SOLVERS,
-                   f'unknown svm_solver {self.svm_solver!r}; choose one of '
-                   f'{", ".join(margin.SOLVERS)}')
-    errors.require(self.distribution_strategy in distribute.STRATEGIES,
-                   'unknown distribution_strategy '
-                   f'{self.distribution_strategy!r}; choose one of '
-                   f'{", ".join(distribute.STRATEGIES)}')
-    errors.require(self.feature_method in features.FEATURE_METHODS,
-                   f'unknown feature_method {self.feature_method!r}; choose '
-                   f'one of {", ".join(features.FEATURE_METHODS)}')
-    errors.require(self.plus_class != self.minus_class,
-                   f'plus_class and minus_class are both {self.plus_class}; '
-                   'choose two different classes')
-    if self.dataset in data.VECTOR_DATASETS:
-      # Vector inputs (n, d): image measurements and conv nets do not apply.
-      image_only = [name for name in ('num_translations', 'num_zooms',
-                                      'num_swaps', 'num_rotations')
-                    if getattr(self, name)]
-      errors.require(not image_only,
-                     f'dataset {self.dataset} has vector inputs, but '
-                     f'{", ".join(image_only)} measure image invariances; set '
-                     'them to 0')
-      errors.require(not self.use_augmentation,
-                     f'dataset {self.dataset} has vector inputs; image '
-                     'augmentation does not apply, turn use_augmentation off')
-      errors.require(self.nn_architecture in ('fully_connected', 'sum'),
-                     f'dataset {self.dataset} has vector inputs; use '
-                     'nn_architecture=fully_connected (or sum), not '
-                     f'{self.nn_architecture}')
-    for name in ('num_runs', 'batch_size', 'feature_batch_size', 'num_blocks',
-                 'filter_size', 'pool_size'):
-      errors.require_positive(getattr(self, name), name)
-    errors.require(self.width is None or (
-        self.num_parameters is None and self.nn_architecture != 'mega_vgg'),
-                   'give width or num_parameters, not both (mega_vgg has a '
-                   'fixed width)')
-    for name in ('train_subset', 'test_subset', 'num_parameters', 'width',
-                 'num_layers', 'training_loss_target', 'learning_rate',
-                 'svm_max_iterations', 'svm_max_seconds', 'memory_budget_gb'):
-      if getattr(self, name) is not None:
-        errors.require_positive(getattr(self, name), name)
-    for name in ('max_num_epochs', 'num_translations', 'num_zooms',
-                 'num_swaps', 'num_rotations', 'ker_alignment_sample_size',
-                 'effective_rank_sample_size'):
-      value = getattr(self, name)
-      errors.require(isinstance(value, int) and value >= 0,
-                     f'{name} must be a non-negative integer, got {value!r}')
-    errors.require(self.training_loss_target is None or
-                   self.max_num_epochs > 0,
-                   'training_loss_target needs max_num_epochs > 0 as the cap')
-    errors.require(self.distribution_strategy != 'multi_worker' or
-                   self.max_num_epochs == 0,
-                   'distribution_strategy=multi_worker cannot train: Keras '
-                   "3's fit fails under MultiWorkerMirroredStrategy "
-                   '(keras-team/keras#20585); use mirrored on one machine, '
-                   'or max_num_epochs=0 for the FNTK alone')
-    errors.require(self.svm_tolerance >= 0,
-                   f'svm_tolerance must be >= 0, got {self.svm_tolerance}')
-    errors.require(self.seed >= 0, f'seed must be >= 0, got {self.seed}')
-
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Hash of the fields that change results.
-
-    Leaves out num_runs (more runs extend an experiment), data_dir (where
-    the same data lives) and the fields that change only speed or memory
-    (distribution_strategy: the same features and SGD on other devices,
-    though training is not bit-identical; each run record names it).
-    """
-    ignored = ['num_runs', 'data_dir', 'feature_batch_size', 'feature_method',
-               'memory_budget_gb', 'distribution_strategy']
-    if self.measure_ntk:
-      # Added later: the default leaves earlier fingerprints unchanged.
-      ignored.append('measure_ntk')
-    if self.width is None:  # Likewise.
-      ignored.append('width')
-    return store.config_fingerprint(self.to_dict(), ignored)
+  wanted = list(probe_lib.SVM_METRICS) if config.train_linear_model else []
+  wanted += list(probe_lib.INVARIANCE_METRICS.values())
+  if config.ker_alignment_sample_size:
+    wanted.append('kalignment')
+  if config.effective_rank_sample_size:
+    wanted += ['eff_rank', 'entropy_eff_rank']
+  shared = ({f.name for f in dataclasses.fields(probe_lib.ProbeSpec)} &
+            {f.name for f in dataclasses.fields(config)})
+  return probe_lib.ProbeSpec(
+      metrics=tuple(wanted),
+      alignment_sample_size=config.ker_alignment_sample_size,
+      **{name: getattr(config, name) for name in sorted(shared)})
 
 
-def _model_kwargs(config: ExperimentConfig) -> Dict[str, Any]:
-  if config.nn_architecture == 'sum':
-    return {} if config.width is None else {'hidden': config.width}
-  kwargs = {} if config.width is None else {'width': config.width}
-  if config.num_layers is not None:
-    kwargs['num_layers'] = config.num_layers
-  if config.nn_architecture in ('vgg', 'mega_vgg'):
-    kwargs.update(num_blocks=config.num_blocks, filter_size=config.filter_size,
-                  pool_size=config.pool_size)
-  return kwargs
+def record_metrics(measured: Dict[str, Dict[str, Any]],
+                   kernel: str) -> Dict[str, Dict[str, Any]]:
+  """A probe measurement in run_after_kernel's record names.
 
+  Args:
+    measured: `KernelProbe.measure`'s {'metrics', 'timings'}.
+    kernel: 'ntk' (the FNTK) or 'ak' (the after kernel).
 
-def build_network(config: ExperimentConfig, input_shape) -> keras.Model:
-  """The experiment's network, freshly initialized from Keras' global seed.
-
-  Built in the scope of the config's distribution strategy, so that it
-  trains with it (the initial weights do not depend on the strategy).
+  Returns:
+    {'metrics', 'timings'}: '<kernel>_<name>', except the SVM's
+    `_SCRIPT_NAMES` ('ntk_' prefixed for the FNTK only).
   """
-  with distribute.make_strategy(config.distribution_strategy).scope():
-    return models.build_model(config.nn_architecture, input_shape,
-                              num_parameters=config.num_parameters,
-                              **_model_kwargs(config))
-
-
-def load_task(config: ExperimentConfig) -> data.BinaryTask:
-  """Loads the config's binary task and checks the sample sizes fit it."""
-  task = data.load_binary_task(config.dataset, config.plus_class,
-                               config.minus_class, data_dir=config.data_dir,
-                               cifar_test_source=config.cifar_test_source)
-  if config.train_subset or config.test_subset:
-    errors.require(
-        (config.train_subset or 0) <= len(task.y_train) and
-        (config.test_subset or 0) <= len(task.y_test),
-        f'train_subset={config.train_subset} / test_subset='
-        f'{config.test_subset} exceed the task\'s {len(task.y_train)} train / '
-        f'{len(task.y_test)} test examples')
-  n_train = config.train_subset or len(task.y_train)
-  n_test = config.test_subset or len(task.y_test)
-  for name in ('num_translations', 'num_zooms', 'num_swaps', 'num_rotations',
-               'ker_alignment_sample_size'):
-    errors.require(getattr(config, name) <= n_test,
-                   f'{name}={getattr(config, name)} exceeds the {n_test} test '
-                   f'images of {config.dataset} {config.plus_class}-vs-'
-                   f'{config.minus_class}; lower it')
-  errors.require(config.effective_rank_sample_size <= n_train,
-                 f'effective_rank_sample_size='
-                 f'{config.effective_rank_sample_size} exceeds the {n_train} '
-                 'training images; lower it')
-  return task
-
-
-class KernelProbe:
-  """Measures one network's kernel: SVM, invariances, alignment, rank.
-
-  Reusable by any experiment that looks at a network's kernel at some point
-  of training (e.g. snapshots along one trajectory): build it once per run
-  with the run's (permuted) task, then call `measure(model, prefix)`.
-  """
-
-  def __init__(self, config: ExperimentConfig, task: data.BinaryTask,
-               seed: int, log: Callable[[str], None]):
-    self.config = config
-    self.seed = seed
-    self.task = task
-    self.log = log
-    self.strategy = distribute.make_strategy(config.distribution_strategy)
-
-  def _gradient_features(self, model, images, method=None):
-    """Gradient features, sharded across the strategy's replicas."""
-    return distribute.sharded_gradient_features(
-        model, images, self.strategy, self.config.feature_batch_size,
-        method or self.config.feature_method)
-
-  def _feature_fn(self, model):
-    batch = self.config.feature_batch_size
-    if self.config.use_conjugate_kernel:
-      return lambda x: features.conjugate_features(model, x, batch)
-    return lambda x: self._gradient_features(model, x)
-
-  def measure(self, model: keras.Model, prefix: str) -> Dict[str, Any]:
-    """All kernel metrics of `model`, names prefixed 'ntk_' or 'ak_'.
-
-    The SVM metrics are named as in the original: `linear_error` and `margin`
-    for the after kernel, `ntk_linear_error` / `ntk_margin` for the FNTK.
-    """
-    config, task = self.config, self.task
-    feature_fn = self._feature_fn(model)
-    metrics, timings = {}, {}
-    svm_prefix = 'ntk_' if prefix == 'ntk_' else ''
-    if config.train_linear_model:
-      start = time.time()
-      self.log(f'  {prefix}features of {len(task.y_train)} train + '
-               f'{len(task.y_test)} test examples')
-      solver_kwargs = dict(max_iterations=config.svm_max_iterations,
-                           tolerance=config.svm_tolerance,
-                           max_seconds=config.svm_max_seconds, log=self.log)
-      if config.svm_solver == 'primal':
-        train_features = feature_fn(task.x_train)
-        test_features = feature_fn(task.x_test)
-        timings[prefix + 'features_seconds'] = time.time() - start
-        start = time.time()
-        self.log(f'  {prefix}max-margin SVM (primal) on '
-                 f'{train_features.shape} features')
-        if solver_kwargs['max_iterations'] is None:
-          solver_kwargs['max_iterations'] = margin.DEFAULT_MAX_ITERATIONS
-        solution = margin.max_margin_from_features(
-            train_features, task.y_train, **solver_kwargs)
-        decisions = test_features.astype(np.float64) @ solution.weights
-      else:
-        width = feature_fn(task.x_train[:1]).shape[1]
-        needed_gb = (len(task.x_train) + len(task.x_test)) * width * 4 / 2**30
-        if (not config.use_conjugate_kernel and
-            self.strategy.num_replicas_in_sync == 1 and
-            config.feature_method in ('auto', 'per_layer') and
-            features.supports_per_layer(model) and
-            (config.memory_budget_gb is None or
-             needed_gb <= config.memory_budget_gb)):
-          # Dense layers' Gram contributions from factors: same numbers,
-          # far less work for fully connected nets.
-          batch = config.feature_batch_size
-          train_factors = features.structured_features(model, task.x_train,
-                                                       batch)
-          train_gram = kernels.structured_gram(train_factors)
-          cross_gram = kernels.structured_gram(
-              features.structured_features(model, task.x_test, batch),
-              train_factors)
-          del train_factors
-        else:
-          train_gram, cross_gram = kernels.train_and_cross_gram(
-              feature_fn, width, task.x_train, task.x_test,
-              memory_budget_gb=config.memory_budget_gb, log=self.log)
-        timings[prefix + 'features_and_gram_seconds'] = time.time() - start
-        start = time.time()
-        self.log(f'  {prefix}max-margin SVM ({config.svm_solver}) on a '
-                 f'{len(train_gram)}x{len(train_gram)} Gram')
-        solution = margin.max_margin_from_gram(
-            train_gram, task.y_train, solver=config.svm_solver,
-            seed=self.seed, **solver_kwargs)
-        del train_gram
-        decisions = margin.decision_function(solution, cross_gram)
-      timings[prefix + 'svm_seconds'] = time.time() - start
-      metrics[svm_prefix + 'linear_error'] = float(
-          np.mean((decisions > 0).astype(np.float32) != task.y_test))
-      metrics[svm_prefix + 'margin'] = solution.margin
-      metrics[prefix + 'svm_iterations'] = solution.iterations
-      metrics[prefix + 'svm_converged'] = float(solution.converged)
-      metrics[prefix + 'svm_relative_gap'] = (
-          (solution.margin_upper_bound - solution.margin) /
-          solution.margin_upper_bound
-          if solution.margin_upper_bound > 0 else None)
-    counts = {'translation': config.num_translations,
-              'rotation': config.num_rotations, 'zoom': config.num_zooms,
-              'swap': config.num_swaps}
-    if any(counts.values()):
-      start = time.time()
-      self.log(f'  {prefix}invariances on {max(counts.values())} test images')
-      for kind, value in invariance.invariances(
-          feature_fn, task.x_test, counts=counts,
-          rotation_angle=config.rotation_angle).items():
-        metrics[prefix + _INVARIANCE_METRIC[kind]] = value
-      timings[prefix + 'invariance_seconds'] = time.time() - start
-    if config.ker_alignment_sample_size:
-      sample = task.x_test[:config.ker_alignment_sample_size]
-      gradient_gram = kernels.gram(self._gradient_features(
-          model, sample, features.DEFAULT_FEATURE_METHOD))
-      conjugate_gram = kernels.gram(features.conjugate_features(
-          model, sample, config.feature_batch_size))
-      metrics[prefix + 'kalignment'] = kernels.kernel_alignment(
-          gradient_gram, conjugate_gram)
-    if config.effective_rank_sample_size:
-      sample_gram = kernels.gram(
-          feature_fn(task.x_train[:config.effective_rank_sample_size]))
-      metrics[prefix + 'eff_rank'] = kernels.trace_effective_rank(sample_gram)
-      metrics[prefix + 'entropy_eff_rank'] = kernels.entropy_effective_rank(
-          sample_gram)
-    return {'metrics': metrics, 'timings': timings}
+  prefix = kernel + '_'
+  metrics = {}
+  for name, value in measured['metrics'].items():
+    if name in _SCRIPT_NAMES:
+      metrics[('ntk_' if kernel == 'ntk' else '') +
+              _SCRIPT_NAMES[name]] = value
+    else:
+      metrics[prefix + name] = value
+  return {'metrics': metrics,
+          'timings': {prefix + name: value
+                      for name, value in measured['timings'].items()}}
 
 
 def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
@@ -476,16 +147,17 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
     task = data.subsample(task, config.train_subset, config.test_subset)
   keras.utils.set_random_seed(seed)
   model = build_network(config, task.x_train.shape[1:])
-  probe = KernelProbe(config, task, seed, log)
+  probe = KernelProbe(probe_spec(config), task, seed, log)
   log(f'run {run_index + 1}/{config.num_runs} (seed {seed}): '
       f'{config.nn_architecture} with {models.count_parameters(model)} '
       f'parameters, {len(task.y_train)} train / {len(task.y_test)} test')
   if config.measure_ntk:
-    ntk = probe.measure(model, 'ntk_')
+    ntk = probe.measure(model, log_prefix='ntk_')
   else:
     log('  skipping the FNTK (measure_ntk=False)')
     ntk = {'metrics': {}, 'timings': {}}
-  metrics, timings = dict(ntk['metrics']), dict(ntk['timings'])
+  recorded = record_metrics(ntk, 'ntk')
+  metrics, timings = recorded['metrics'], recorded['timings']
   metrics['parameter_count'] = models.count_parameters(model)  # As built.
 
   log(f'  training ({config.max_num_epochs} epochs max)')
@@ -510,13 +182,9 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
 
   if trained.epochs == 0 and config.measure_ntk:
     # Untrained: the after kernel is the FNTK; copy rather than recompute.
-    for name, value in ntk['metrics'].items():
-      ak_name = 'ak_' + name[len('ntk_'):]
-      if name in ('ntk_linear_error', 'ntk_margin'):
-        ak_name = name[len('ntk_'):]
-      metrics[ak_name] = value
+    metrics.update(record_metrics(ntk, 'ak')['metrics'])
   else:
-    after = probe.measure(model, 'ak_')
+    after = record_metrics(probe.measure(model, log_prefix='ak_'), 'ak')
     metrics.update(after['metrics'])
     timings.update(after['timings'])
   timings['run_seconds'] = time.time() - start

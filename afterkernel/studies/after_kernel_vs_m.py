@@ -70,9 +70,7 @@ class AfterKernelVsMConfig(common.CommonConfig):
     errors.require(set(self.curve_train_sizes) <= set(self.train_sizes),
                    f'curve_train_sizes {list(self.curve_train_sizes)} must be '
                    f'among train_sizes {list(self.train_sizes)}')
-    errors.require(self.fit_examples in FIT_EXAMPLES,
-                   f'unknown fit_examples {self.fit_examples!r}; choose one of '
-                   f'{", ".join(FIT_EXAMPLES)}')
+    errors.require_choice(self.fit_examples, FIT_EXAMPLES, 'fit_examples')
     errors.require(common.is_int(self.epochs) and self.epochs >= 0,
                    f'epochs must be a non-negative integer, got '
                    f'{self.epochs!r}')

@@ -36,8 +36,9 @@ x) at every step), so its alpha after training equals alpha at init and is
 not measured again.
 
 Sign convention: eigenvectors are defined up to sign; we flip each u_j so
-that sum_i u_ij >= 0 (ties: the first non-zero entry is positive), so the
-tasks are reproducible. Flipping all labels gives an equally hard task.
+that sum_i u_ij >= 0 (ties: the first non-zero entry is positive; the 'sum'
+convention of `kernels.metrics.fix_signs`), so the tasks are reproducible.
+Flipping all labels gives an equally hard task.
 
 Inputs and class balance: by default the inputs are standardized
 (`data.standardize`: training mean per feature removed, divided by one
@@ -78,10 +79,13 @@ from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel import kernel_fit
 from afterkernel import linearize
+from afterkernel.kernels import metrics as kernel_metrics
 from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import runner
 from afterkernel.studies import store
+from afterkernel.studies import tables
+from afterkernel.studies import task_training
 from afterkernel import training
 
 FAMILY = 'eigentasks'
@@ -93,156 +97,22 @@ ARCHITECTURES = ('fully_connected', 'vgg')
 # training loss); 'mse': Keras' mean of (f(x) - y)^2 on +-1 targets (the
 # kernel-regression loss of the NTK theory, up to the factor 2 of its step).
 LOSSES = ('bce', 'mse')
-# Eigenvalues below this fraction of lambda_1 are numerically zero: the
-# Nystroem extension divides by lambda_j and would amplify round-off.
-EIGENVALUE_RTOL = 1e-7
 
 
 # ----------------------------------------------------------------------------
-# Kernel spectra.
+# Kernel spectra: in `kernels.metrics` (names kept here for 0.1.0 callers).
 
-
-@dataclasses.dataclass(frozen=True)
-class Eigensystem:
-  """Eigenpairs of a symmetric PSD Gram, largest first.
-
-  Attributes:
-    eigenvalues: (n,) float64, descending (tiny negative round-off clipped
-      to 0).
-    eigenvectors: (n, n) float64; column j-1 is u_j (unit norm, sign fixed
-      so that its entries sum to >= 0).
-    gram: the (symmetrized, float64) Gram they decompose.
-  """
-  eigenvalues: np.ndarray
-  eigenvectors: np.ndarray
-  gram: np.ndarray
-
-  @property
-  def size(self) -> int:
-    return len(self.eigenvalues)
-
-
-def _fix_signs(vectors: np.ndarray) -> np.ndarray:
-  """Flips columns so each sums to >= 0 (zero sum: first non-zero > 0)."""
-  sums = vectors.sum(axis=0)
-  scale = np.abs(vectors).max(axis=0)
-  signs = np.where(sums > 1e-12 * vectors.shape[0] * scale, 1.0,
-                   np.where(sums < -1e-12 * vectors.shape[0] * scale, -1.0,
-                            0.0))
-  for column in np.flatnonzero(signs == 0):
-    nonzero = np.flatnonzero(vectors[:, column])
-    signs[column] = (1.0 if not len(nonzero) or vectors[nonzero[0], column] > 0
-                     else -1.0)
-  return vectors * signs
-
-
-def eigensystem(gram: np.ndarray) -> Eigensystem:
-  """Eigendecomposition of a Gram matrix, sorted by decreasing eigenvalue.
-
-  Args:
-    gram: (n, n) symmetric PSD matrix (float32 or float64).
-
-  Returns:
-    The `Eigensystem` (float64; the matrix is symmetrized as (G + G^T) / 2).
-
-  Raises:
-    AfterKernelError: not square, or non-finite entries.
-  """
-  g = np.asarray(gram, np.float64)
-  errors.require(g.ndim == 2 and g.shape[0] == g.shape[1] and g.shape[0] > 0,
-                 f'a Gram matrix must be square and non-empty, got shape '
-                 f'{g.shape}')
-  errors.require(bool(np.all(np.isfinite(g))),
-                 'the Gram matrix has NaN/inf entries (did training diverge? '
-                 'try a smaller learning_rate)')
-  g = (g + g.T) / 2
-  values, vectors = np.linalg.eigh(g)
-  order = np.argsort(values)[::-1]
-  return Eigensystem(eigenvalues=np.maximum(values[order], 0.0),
-                     eigenvectors=_fix_signs(vectors[:, order]), gram=g)
-
-
-def _check_indices(system: Eigensystem, indices: Sequence[int]) -> List[int]:
-  indices = [int(j) for j in indices]
-  errors.require(bool(indices), 'no eigen indices given')
-  for j in indices:
-    errors.require(1 <= j <= system.size,
-                   f'eigen index {j} is out of range: the Gram has '
-                   f'{system.size} eigenvectors, indices are 1-based')
-    errors.require(
-        system.eigenvalues[j - 1] > EIGENVALUE_RTOL * system.eigenvalues[0],
-        f'eigenvalue {j} is numerically zero ({system.eigenvalues[j - 1]:.3g}'
-        f' vs lambda_1 = {system.eigenvalues[0]:.3g}); its eigenfunction is '
-        'not defined off the training set; use a smaller index or more '
-        'training inputs')
-  return indices
-
-
-def nystroem_extension(cross_gram: np.ndarray, system: Eigensystem,
-                       indices: Sequence[int]) -> np.ndarray:
-  """Eigenfunctions at new inputs: phi_j(x) = sum_i K(x, x_i) u_ij / lambda_j.
-
-  At a training input (a row of the training Gram) this returns u_ij
-  exactly, since K u_j = lambda_j u_j.
-
-  Args:
-    cross_gram: (m, n) kernel values K(x, x_i) between m new inputs and the
-      n inputs of `system`.
-    system: the training Gram's `Eigensystem`.
-    indices: 1-based eigen indices j.
-
-  Returns:
-    (m, len(indices)) float64, column k = phi_{indices[k]} at the m inputs.
-
-  Raises:
-    AfterKernelError: shape mismatch, index out of range, or a numerically
-      zero eigenvalue.
-  """
-  cross = np.asarray(cross_gram, np.float64)
-  errors.require(cross.ndim == 2 and cross.shape[1] == system.size,
-                 f'cross_gram must be (m, {system.size}), got {cross.shape}')
-  columns = np.array(_check_indices(system, indices)) - 1
-  return (cross @ system.eigenvectors[:, columns] /
-          system.eigenvalues[columns])
+Eigensystem = kernel_metrics.Eigensystem
+eigensystem = kernel_metrics.eigensystem
+nystroem_extension = kernel_metrics.nystroem_extension
+target_alignment = kernel_metrics.target_alignment
+normalized_target_alignment = kernel_metrics.kernel_target_alignment
+EIGENVALUE_RTOL = kernel_metrics.EIGENVALUE_RTOL
 
 
 def eigenfunction_labels(values: np.ndarray) -> np.ndarray:
   """{0, 1} float32 labels: 1 where phi_j(x) > 0 (the plus class), else 0."""
   return (np.asarray(values) > 0).astype(np.float32)
-
-
-def _as_targets(gram: np.ndarray, targets: np.ndarray) -> tuple:
-  g = np.asarray(gram, np.float64)
-  y = np.asarray(targets, np.float64).reshape(-1)
-  errors.require(g.shape == (len(y), len(y)),
-                 f'Gram shape {g.shape} does not match {len(y)} targets')
-  return g, y
-
-
-def target_alignment(gram: np.ndarray, targets: np.ndarray) -> float:
-  """alpha(f) = ||E_x[f(x) grad f(x)]||^2 = f^T K f / n^2 (Ortiz-Jimenez).
-
-  With K = Phi Phi^T, (1/n) Phi^T f is the empirical E[f(x) phi(x)] and its
-  squared norm is f^T K f / n^2; only the Gram is needed.
-
-  Args:
-    gram: (n, n) Gram of the gradient features on the n inputs.
-    targets: (n,) values f(x_i), e.g. the task's +-1 labels.
-
-  Returns:
-    alpha >= 0 (for PSD K); it scales with ||K||.
-  """
-  g, y = _as_targets(gram, targets)
-  return float(y @ g @ y / len(y)**2)
-
-
-def normalized_target_alignment(gram: np.ndarray,
-                                targets: np.ndarray) -> float:
-  """A(K, y y^T) = y^T K y / (||K||_F ||y||^2), in [-1, 1]; scale-free."""
-  g, y = _as_targets(gram, targets)
-  denominator = np.linalg.norm(g) * float(y @ y)
-  errors.require(denominator > 0, 'alignment of a zero Gram or zero targets')
-  return float(y @ g @ y / denominator)
 
 
 # ----------------------------------------------------------------------------
@@ -316,14 +186,9 @@ class EigentaskConfig(runner.StudyConfig):
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
-    errors.require(self.dataset in data.DATASETS,
-                   f'unknown dataset {self.dataset!r}; choose one of '
-                   f'{", ".join(data.DATASETS)}')
-    errors.require(self.architecture in ARCHITECTURES,
-                   f'unknown architecture {self.architecture!r}; choose one '
-                   f'of {", ".join(ARCHITECTURES)}')
-    errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
-                   f'choose one of {", ".join(LOSSES)}')
+    errors.require_choice(self.dataset, data.DATASETS, 'dataset')
+    errors.require_choice(self.architecture, ARCHITECTURES, 'architecture')
+    errors.require_choice(self.loss, LOSSES, 'loss')
     errors.require(isinstance(self.standardize_inputs, bool),
                    'standardize_inputs must be True or False, got '
                    f'{self.standardize_inputs!r}')
@@ -366,49 +231,12 @@ def _outputs(model: keras.Model, inputs: np.ndarray) -> np.ndarray:
 def accuracy(model: keras.Model, inputs: np.ndarray,
              labels01: np.ndarray) -> float:
   """Fraction with (output > 0) == label: the decision rule of both losses."""
-  return training.sign_accuracy(_outputs(model, inputs), labels01)
+  return task_training.sign_accuracy_of(model, inputs, labels01, 512)
 
 
-def balanced_accuracy(predictions01: np.ndarray,
-                      labels01: np.ndarray) -> Optional[float]:
-  """Mean of the two per-class recalls, (TPR + TNR) / 2.
-
-  A constant predictor scores 0.5 however unbalanced the labels are, so a
-  task that is (nearly) one class cannot look learned.
-
-  Args:
-    predictions01: predicted labels in {0, 1} (or booleans).
-    labels01: true labels in {0, 1}, same length.
-
-  Returns:
-    The balanced accuracy in [0, 1], or None if the labels hold one class
-    (the other class's recall is undefined).
-  """
-  predicted = np.asarray(predictions01).reshape(-1) > 0.5
-  truth = np.asarray(labels01).reshape(-1) > 0.5
-  errors.require(predicted.shape == truth.shape,
-                 f'{len(predicted)} predictions for {len(truth)} labels')
-  if truth.all() or not truth.any():
-    return None
-  return float((np.mean(predicted[truth]) + np.mean(~predicted[~truth])) / 2)
-
-
-def majority_rate(labels01: np.ndarray) -> float:
-  """The accuracy of always predicting the more frequent class."""
-  plus = float(np.mean(np.asarray(labels01) > 0.5))
-  return max(plus, 1.0 - plus)
-
-
-def _train(model: keras.Model, inputs: np.ndarray, labels01: np.ndarray,
-           config: EigentaskConfig, seed: int) -> float:
-  """Trains in place; returns the last epoch's mean training loss."""
-  training.compile_model(model, config.learning_rate, config.momentum,
-                         loss=config.loss)
-  # The 'keras' order under one seed: the same batch order for both models.
-  return training.fit(model, inputs,
-                      training.targets_for(labels01, config.loss),
-                      batch_size=config.batch_size, seed=seed,
-                      epochs=config.epochs, batch_order='keras')[-1]
+# Moved to studies.task_training (names kept).
+balanced_accuracy = task_training.balanced_accuracy
+majority_rate = task_training.majority_rate
 
 
 def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
@@ -428,10 +256,10 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
   gram, cross = kernel_fit.EmpiricalNTK(
       network, config.feature_batch_size).train_and_cross_gram(
           task.x_train, task.x_test)
-  system = eigensystem(gram)
-  train_values = system.eigenvectors[:, np.array(_check_indices(
-      system, indices)) - 1]
-  test_values = nystroem_extension(cross, system, indices)
+  system = kernel_metrics.eigensystem(gram)
+  train_values = system.eigenvectors[:, np.array(
+      kernel_metrics.check_eigen_indices(system, indices)) - 1]
+  test_values = kernel_metrics.nystroem_extension(cross, system, indices)
   gram_seconds = time.time() - start
   log(f'run {run}: NTK Gram of {len(task.x_train)} inputs and its '
       f'eigenvectors in {gram_seconds:.1f} s; lambda_1 = '
@@ -450,8 +278,8 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
         'plus_fraction_test': float(y_test.mean()),
         'majority_rate_test': majority_rate(y_test),
         'single_class': float(single_class),
-        'alpha_init': target_alignment(system.gram, signed),
-        'normalized_alignment_init': normalized_target_alignment(
+        'alpha_init': kernel_metrics.target_alignment(system.gram, signed),
+        'normalized_alignment_init': kernel_metrics.kernel_target_alignment(
             system.gram, signed),
     }
     timings = {'gram_seconds': gram_seconds}
@@ -459,8 +287,8 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
     linear = linearize.linearize(network)
     for name, model in (('nn', network), ('lin', linear)):
       start = time.time()
-      metrics[f'{name}_final_loss'] = _train(model, task.x_train, y_train,
-                                             config, seed)
+      metrics[f'{name}_final_loss'] = task_training.fit_task(
+          model, task.x_train, y_train, config, seed)
       timings[f'{name}_train_seconds'] = time.time() - start
       metrics[f'{name}_train_accuracy'] = accuracy(model, task.x_train,
                                                    y_train)
@@ -473,9 +301,9 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
     after = kernel_fit.EmpiricalNTK(network, config.feature_batch_size).gram(
         task.x_train)
     timings['gram_after_seconds'] = time.time() - start
-    metrics['alpha_after'] = target_alignment(after, signed)
-    metrics['normalized_alignment_after'] = normalized_target_alignment(
-        after, signed)
+    metrics['alpha_after'] = kernel_metrics.target_alignment(after, signed)
+    metrics['normalized_alignment_after'] = (
+        kernel_metrics.kernel_target_alignment(after, signed))
     metrics['alpha_ratio'] = metrics['alpha_after'] / metrics['alpha_init']
     metrics['test_accuracy_gap'] = (metrics['nn_test_accuracy'] -
                                     metrics['lin_test_accuracy'])
@@ -517,14 +345,11 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   target alignment vs eigen index j (PNG + PDF)."""
   fig = mpl_figure.Figure(figsize=(10, 4), dpi=plots.DPI)
   accuracy_axes, alignment_axes = fig.subplots(1, 2)
-  for metric, label, color, style in (
+  tables.errorbar_series(accuracy_axes, entries, 'eigen_index', (
       ('nn_test_accuracy', 'network', 'C0', '-'),
       ('lin_test_accuracy', 'linearized', 'C1', '-'),
       ('nn_balanced_accuracy', 'network, balanced', 'C0', '--'),
-      ('lin_balanced_accuracy', 'linearized, balanced', 'C1', '--')):
-    x, mean, half = plots.series(entries, 'eigen_index', metric)
-    accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
-                           linestyle=style, marker='o', capsize=3)
+      ('lin_balanced_accuracy', 'linearized, balanced', 'C1', '--')))
   x, mean, _ = plots.series(entries, 'eigen_index', 'majority_rate_test')
   accuracy_axes.plot(x, mean, color='0.5', linestyle=':', marker='.',
                      label='majority class rate')
@@ -635,16 +460,8 @@ def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
   majority class; the last column flags one-class tasks (in k of n runs),
   whose accuracies say nothing about learnability.
   """
-  widths = [5, 5] + [max(8, len(name)) + 1 for name, _ in TABLE_COLUMNS]
-  header = ['j', 'runs'] + [name for name, _ in TABLE_COLUMNS]
-  lines = [' '.join(f'{h:>{w}}' for h, w in zip(header, widths)) + '  note']
-  for entry in entries:
-    cells = [f'{entry["point"]["eigen_index"]:>5d}',
-             f'{len(entry["runs"]):>5d}']
-    for (_, metric), width in zip(TABLE_COLUMNS, widths[2:]):
-      mean = entry['metrics'].get(metric, {}).get('mean')
-      cells.append(f'{mean:>{width}.4g}' if mean is not None
-                   else f'{"-":>{width}}')
-    lines.append((' '.join(cells) + '  ' + _single_class_note(entry)
-                  ).rstrip())
-  return '\n'.join(lines)
+  return tables.format_table(
+      entries, 'j', lambda entry: entry['point']['eigen_index'],
+      TABLE_COLUMNS,
+      [5, 5] + [max(8, len(name)) + 1 for name, _ in TABLE_COLUMNS],
+      note=_single_class_note)

@@ -70,94 +70,23 @@ from afterkernel.studies import eigentasks
 from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel import kernel_fit
-from afterkernel import kernels
+from afterkernel.kernels import metrics as kernel_metrics
+from afterkernel.kernels import probe as probe_lib
 from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import runner
+from afterkernel.studies import tables
 from afterkernel import training
 
 FAMILY = 'kernel_rotation'
 FIGURE_NAME = 'kernel_rotation'
 
 
-# ----------------------------------------------------------------------------
-# Spectral measurements.
-
-
-def label_energy(system: eigentasks.Eigensystem, labels: np.ndarray,
-                 ks: Sequence[int]) -> np.ndarray:
-  """E_K = ||U_K^T y|| / ||y|| for each K in `ks`.
-
-  Args:
-    system: `eigentasks.eigensystem` of the Gram on the n inputs.
-    labels: (n,) targets y (use +-1 labels; {0, 1} labels would measure the
-      constant direction too).
-    ks: numbers of top eigenvectors, each in [1, n].
-
-  Returns:
-    (len(ks),) float64 in [0, 1], non-decreasing in K; 1 at K = n.
-
-  Raises:
-    AfterKernelError: size mismatch, zero labels, or K out of range.
-  """
-  y = np.asarray(labels, np.float64).reshape(-1)
-  errors.require(len(y) == system.size,
-                 f'{len(y)} labels for a Gram of {system.size} inputs')
-  norm = np.linalg.norm(y)
-  errors.require(norm > 0, 'label energy of all-zero labels is undefined')
-  for k in ks:
-    errors.require(isinstance(k, (int, np.integer)) and 1 <= k <= system.size,
-                   f'K = {k!r} must be an integer in [1, {system.size}]')
-  cumulative = np.cumsum((system.eigenvectors.T @ y)**2)
-  # Round-off can push the total a hair above ||y||^2.
-  return np.minimum(np.sqrt(cumulative[np.asarray(ks, int) - 1]) / norm, 1.0)
-
-
-def eigenvector_alignment(before: eigentasks.Eigensystem,
-                          after: eigentasks.Eigensystem,
-                          num: int) -> np.ndarray:
-  """a_j = |<u_j^before, u_j^after>| for j = 1..num (a cosine in [0, 1])."""
-  errors.require(before.size == after.size,
-                 f'eigensystems of {before.size} and {after.size} inputs')
-  errors.require(1 <= num <= before.size,
-                 f'num must be in [1, {before.size}], got {num}')
-  return np.abs(np.sum(before.eigenvectors[:, :num] *
-                       after.eigenvectors[:, :num], axis=0))
-
-
-def initial_eigenvector_energy(initial: eigentasks.Eigensystem,
-                               gram: np.ndarray, num: int) -> np.ndarray:
-  """Rayleigh quotients r_j = u_j^0^T K u_j^0 of a Gram along initial u_j^0.
-
-  Args:
-    initial: eigensystem of the Gram at initialization (u_j^0 unit vectors).
-    gram: (n, n) current Gram K_t on the same n inputs.
-    num: J, the first eigenvectors to use.
-
-  Returns:
-    (J,) float64: r_j for j = 1..J; lambda_j^0 when `gram` is the initial
-    Gram. Divide by trace(K_t) for the share of the kernel's energy.
-
-  Raises:
-    AfterKernelError: size mismatch or num out of range.
-  """
-  g = np.asarray(gram, np.float64)
-  errors.require(g.shape == (initial.size, initial.size),
-                 f'Gram of shape {g.shape} for an eigensystem of '
-                 f'{initial.size} inputs')
-  errors.require(1 <= num <= initial.size,
-                 f'num must be in [1, {initial.size}], got {num}')
-  vectors = initial.eigenvectors[:, :num]
-  return np.sum(vectors * (g @ vectors), axis=0)
-
-
-def subspace_overlap(before: eigentasks.Eigensystem,
-                     after: eigentasks.Eigensystem, k: int) -> float:
-  """||U_k^before^T U_k^after||_F^2 / k: 1 iff the top-k subspaces agree."""
-  errors.require(before.size == after.size and 1 <= k <= before.size,
-                 f'k must be in [1, {before.size}] for equal-size systems')
-  product = before.eigenvectors[:, :k].T @ after.eigenvectors[:, :k]
-  return float(np.sum(product**2) / k)
+# Spectral measurements: in `kernels.metrics` (names kept for 0.1.0 callers).
+label_energy = kernel_metrics.label_energy
+eigenvector_alignment = kernel_metrics.eigenvector_alignment
+initial_eigenvector_energy = kernel_metrics.initial_eigenvector_energy
+subspace_overlap = kernel_metrics.subspace_overlap
 
 
 # ----------------------------------------------------------------------------
@@ -212,12 +141,9 @@ class RotationConfig(runner.StudyConfig):
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
-    errors.require(self.dataset in data.DATASETS,
-                   f'unknown dataset {self.dataset!r}; choose one of '
-                   f'{", ".join(data.DATASETS)}')
-    errors.require(self.architecture in eigentasks.ARCHITECTURES,
-                   f'unknown architecture {self.architecture!r}; choose one '
-                   f'of {", ".join(eigentasks.ARCHITECTURES)}')
+    errors.require_choice(self.dataset, data.DATASETS, 'dataset')
+    errors.require_choice(self.architecture, eigentasks.ARCHITECTURES,
+                          'architecture')
     runner.require_positive_int_fields(self, ('num_train', 'num_test', 'width',
         'num_layers', 'batch_size', 'num_eigenfunctions', 'num_runs',
         'feature_batch_size', 'kernel_size'))
@@ -276,7 +202,7 @@ def record_key(epoch: int, run: int) -> str:
 
 def measure(model: keras.Model, kernel_inputs: np.ndarray,
             kernel_labels: np.ndarray, initial: Optional[
-                eigentasks.Eigensystem], config: RotationConfig
+                kernel_metrics.Eigensystem], config: RotationConfig
             ) -> tuple:
   """The kernel metrics of `model` now; returns (metrics, eigensystem).
 
@@ -294,34 +220,15 @@ def measure(model: keras.Model, kernel_inputs: np.ndarray,
     eigvec_alignment_{j}, subspace_overlap_top{J}, init_eigvec_energy_{j}
     (r_j), init_eigvec_energy_frac_{j} (s_j), init_eigvec_energy_frac_top{J}
     (S_J), kernel_alignment_init, target_alignment, top_eigenvalue,
-    trace_effective_rank (see the module docstring).
+    trace_effective_rank (`kernels.probe.spectral_metrics`; see the module
+    docstring).
   """
-  system = eigentasks.eigensystem(kernel_fit.EmpiricalNTK(
+  system = kernel_metrics.eigensystem(kernel_fit.EmpiricalNTK(
       model, config.feature_batch_size).gram(kernel_inputs))
   reference = system if initial is None else initial
-  signed = data.signed_labels(kernel_labels)
-  metrics = {}
-  for k, energy in zip(config.energy_ks,
-                       label_energy(system, signed, config.energy_ks)):
-    metrics[f'energy_top{k}'] = float(energy)
-  num = config.num_eigenfunctions
-  for j, value in enumerate(eigenvector_alignment(reference, system, num), 1):
-    metrics[f'eigvec_alignment_{j}'] = float(value)
-  metrics[f'subspace_overlap_top{num}'] = subspace_overlap(reference, system,
-                                                           num)
-  trace = float(np.trace(system.gram))
-  energies = initial_eigenvector_energy(reference, system.gram, num)
-  for j, energy in enumerate(energies, 1):
-    metrics[f'init_eigvec_energy_{j}'] = float(energy)
-    metrics[f'init_eigvec_energy_frac_{j}'] = float(energy / trace)
-  metrics[f'init_eigvec_energy_frac_top{num}'] = float(energies.sum() / trace)
-  metrics['kernel_alignment_init'] = kernels.kernel_alignment(reference.gram,
-                                                              system.gram)
-  metrics['target_alignment'] = eigentasks.normalized_target_alignment(
-      system.gram, signed)
-  metrics['top_eigenvalue'] = float(system.eigenvalues[0])
-  metrics['trace_effective_rank'] = float(system.eigenvalues.sum() /
-                                          system.eigenvalues[0])
+  metrics = probe_lib.spectral_metrics(
+      system, reference, data.signed_labels(kernel_labels), config.energy_ks,
+      config.num_eigenfunctions)
   return metrics, system
 
 
@@ -519,18 +426,12 @@ def format_table(entries: Sequence[Mapping[str, Any]],
               ('A(Kt,yy)', 'target_alignment'),
               ('test err', 'test_error'), ('train loss', 'train_loss')])
   width = max(9, max(len(name) for name, _ in columns) + 1)
-  header = ['epoch', 'runs'] + [name for name, _ in columns]
-  lines = [' '.join(f'{h:>{width}}' for h in header)]
-  for entry in entries:
-    cells = [f'{entry["point"]["epoch"]:>{width}d}',
-             f'{len(entry["runs"]):>{width}d}']
-    for _, metric in columns:
-      mean = _mean(entry, metric)
-      # lambda_1 is not in [0, 1]: significant digits, not decimals.
-      spec = '.4g' if metric == 'top_eigenvalue' else '.4f'
-      cells.append(f'{"-":>{width}}' if mean is None
-                   else f'{mean:>{width}{spec}}')
-    lines.append(' '.join(cells))
+  # lambda_1 is not in [0, 1]: significant digits, not decimals.
+  lines = [tables.format_table(
+      entries, 'epoch', lambda entry: entry['point']['epoch'], columns,
+      [width] * (len(columns) + 2),
+      number_formats=dict({metric: '.4f' for _, metric in columns},
+                          top_eigenvalue='.4g'))]
   lines.append('(means over runs; E_K = ||U_K^T y||/||y||, a_j = '
                '|<u_j(0), u_j(t)>|, s_j = u_j(0)^T K_t u_j(0) / tr K_t, '
                f'S_{config.num_eigenfunctions} = s_1 + ... + '

@@ -115,9 +115,7 @@ class StudyConfig(runner.StudyConfig):
 
   def validate(self) -> None:
     """Checks the fields; raises AfterKernelError naming the first bad one."""
-    errors.require(self.task in TASKS,
-                   f'unknown task {self.task!r}; choose one of '
-                   f'{", ".join(TASKS)}')
+    errors.require_choice(self.task, TASKS, 'task')
     datasets = (multiclass.DATASETS if self.task == 'multiclass' else
                 data.DATASETS)
     errors.require(self.dataset in datasets,
@@ -126,9 +124,8 @@ class StudyConfig(runner.StudyConfig):
     errors.require(self.dataset not in data.VECTOR_DATASETS,
                    f'dataset {self.dataset} has vector inputs; the study\'s '
                    'architectures are convolutional and need images')
-    errors.require(self.architecture in architectures.ARCHITECTURES,
-                   f'unknown architecture {self.architecture!r}; choose one '
-                   f'of {", ".join(architectures.ARCHITECTURES)}')
+    errors.require_choice(self.architecture, architectures.ARCHITECTURES,
+                          'architecture')
     errors.require(self.parameterization in architectures.PARAMETERIZATIONS,
                    f'unknown parameterization {self.parameterization!r}')
     errors.require(bool(self.width_multipliers),

@@ -4,41 +4,9 @@ Ortiz-Jimenez, Modas, Moosavi-Dezfooli and Frossard (2020), "Neural
 anisotropy directions" (NeurIPS), show that an architecture can learn a
 linearly separable task x -> sign(v . x) easily for some directions v and
 hardly at all for others, and that the favoured directions are a property of
-the architecture at initialization. Following the issue, we define the NADs
-of a network f(theta, x) at theta_0 as the right singular vectors v_1, v_2,
-... (singular values s_1 >= s_2 >= ...) of the mixed derivative
-
-    M = E_{x ~ N(0, I)} [ d^2 f(theta_0, x) / (d theta d x) ]   (P x D),
-
-P parameters, D input dimensions; column d of M is
-grad_theta E_x[d f / d x_d]. Why it ranks directions: for Gaussian x,
-Stein's lemma gives M = E_x[grad_theta f(x) x^T], the cross-covariance
-between the gradient features (the linearized model's features) and the
-input, so ||M v||^2 = s_j^2 for v = v_j measures how much of the linear
-function v . x the tangent features carry, and the target alignment
-||E_x[sign(v . x) grad_theta f(x)]||^2 of the task along v has M v as its
-linear part (E[sign(v . x) x] = sqrt(2 / pi) v).
-
-(Ortiz-Jimenez et al. also estimate NADs from the covariance of input
-gradients grad_x f over random initializations; the mixed derivative is the
-variant the issue asks for, and it needs a single theta_0.)
-
-How M is computed (`mixed_derivative`, `mixed_derivative_gram`): with
-g(theta) = E_x[grad_x f(theta, x)] in R^D (an inner GradientTape over x,
-averaged over the Gaussian sample), M^T = d g / d theta is a D x P Jacobian,
-obtained by reverse-over-reverse differentiation (an outer persistent
-GradientTape's `jacobian`, vectorized with pfor over chunks of
-`dim_chunk` input dimensions, so the pfor never holds more than that many
-backward passes). M is formed only when P * D <= `max_elements`; otherwise
-the D x D Gram M^T M = sum_v M_v^T M_v is accumulated one network variable
-v at a time (never more than P_v x D numbers), and the NADs are its
-eigenvectors. `mixed_derivative_times` computes M u matrix-free
-(forward-over-reverse: a ForwardAccumulator on x with tangent u inside a
-GradientTape on theta), an independent check used by the tests.
-
-Signs: singular vectors are defined up to sign; each v_j is flipped so that
-its entry of largest magnitude is positive. When D > P, M has rank <= P and
-the NADs past the rank span its null space (any orthonormal basis of it).
+the architecture at initialization. The NADs (the right singular vectors of
+the mixed derivative M = E_x[d^2 f / (d theta d x)] at theta_0), how M is
+computed and how their signs are fixed are in `kernels.anisotropy`.
 
 The study (`run_study`), following the library's study pattern: for each NAD
 index j, inputs x ~ N(0, I) of the network's input shape, labels
@@ -59,275 +27,29 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from afterkernel import data
 from afterkernel import errors
-from afterkernel.kernels import grams
+from afterkernel.kernels import anisotropy
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import runner
-from afterkernel import training
+from afterkernel.studies import tables
+from afterkernel.studies import task_training
 
-# Largest P x D matrix M formed explicitly (float32: 256 MB); above it the
-# D x D Gram is accumulated per variable instead.
-DEFAULT_MAX_ELEMENTS = 2**26
-# Input dimensions differentiated together by one pfor'd Jacobian: bounds
-# the pfor's memory (dim_chunk backward passes over a batch) on 2 CPU cores.
-DEFAULT_DIM_CHUNK = 64
-# Gaussian inputs per batch of the inner gradient.
-DEFAULT_BATCH_SIZE = 128
-
-
-# ----------------------------------------------------------------------------
-# The mixed derivative and its singular vectors.
-
-
-def _input_dim(model: keras.Model) -> int:
-  return int(np.prod(model.input_shape[1:]))
-
-
-def _check_inputs(model: keras.Model, inputs: np.ndarray) -> np.ndarray:
-  inputs = np.asarray(inputs)
-  errors.require(inputs.ndim >= 2 and len(inputs) > 0 and
-                 tuple(inputs.shape[1:]) == tuple(model.input_shape[1:]),
-                 f'inputs must be (n, {", ".join(map(str, model.input_shape[1:]))}'
-                 f'), got {inputs.shape}')
-  errors.require(bool(np.all(np.isfinite(inputs))), 'inputs have NaN/inf')
-  return inputs
-
-
-def _mean_input_gradient(model, batch, total):
-  """g = sum over the batch of grad_x f(theta, x), divided by `total`."""
-  with tf.GradientTape() as inner:
-    inner.watch(batch)
-    outputs = model(batch, training=False)
-    value = tf.reduce_sum(outputs)
-  gradient = inner.gradient(value, batch)
-  return tf.reshape(tf.reduce_sum(gradient, axis=0), [-1]) / total
-
-
-def _jacobian_blocks(model: keras.Model, inputs: np.ndarray,
-                     variables: Sequence[tf.Variable], dim_chunk: int,
-                     batch_size: int) -> List[np.ndarray]:
-  """d g / d v for each variable v: (D, size(v)) float64 arrays, summed over
-  input batches (g = E_x grad_x f)."""
-  dim = _input_dim(model)
-  blocks = [np.zeros((dim, int(np.prod(v.shape))), np.float64)
-            for v in variables]
-  total = float(len(inputs))
-  # The tf.Variables behind the Keras variables (tape.jacobian needs them).
-  sources = [getattr(v, 'value', v) for v in variables]
-  for start in range(0, len(inputs), batch_size):
-    batch = tf.convert_to_tensor(inputs[start:start + batch_size],
-                                 dtype=model.trainable_variables[0].dtype)
-    with tf.GradientTape(persistent=True) as outer:
-      mean_gradient = _mean_input_gradient(model, batch, total)
-      chunks = [mean_gradient[a:a + dim_chunk]
-                for a in range(0, dim, dim_chunk)]
-    for index, chunk in enumerate(chunks):
-      jacobians = outer.jacobian(
-          chunk, sources, experimental_use_pfor=True,
-          unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      a = index * dim_chunk
-      for block, jacobian in zip(blocks, jacobians):
-        block[a:a + chunk.shape[0]] += np.reshape(
-            jacobian.numpy(), (chunk.shape[0], -1))
-    del outer
-  return blocks
-
-
-def mixed_derivative(model: keras.Model, inputs: np.ndarray,
-                     dim_chunk: int = DEFAULT_DIM_CHUNK,
-                     batch_size: int = DEFAULT_BATCH_SIZE,
-                     max_elements: int = DEFAULT_MAX_ELEMENTS) -> np.ndarray:
-  """M = mean over `inputs` of d^2 f / (d theta d x), as a (P, D) array.
-
-  Rows follow the model's trainable variables in order, each flattened
-  (the layout of `features.gradient_features`); columns are the flattened
-  input dimensions.
-
-  Args:
-    model: a built Keras model with one scalar output.
-    inputs: (n, ...) inputs of the model's input shape (e.g. Gaussian).
-    dim_chunk: input dimensions per pfor'd Jacobian (memory bound).
-    batch_size: inputs per inner-gradient batch.
-    max_elements: refuse to form M when P * D exceeds this.
-
-  Returns:
-    (P, D) float64.
-
-  Raises:
-    AfterKernelError: bad inputs, or M larger than max_elements (use
-      `mixed_derivative_gram` / `neural_anisotropy_directions`).
-  """
-  inputs = _check_inputs(model, inputs)
-  num_parameters = models.count_parameters(model)
-  dim = _input_dim(model)
-  errors.require(num_parameters * dim <= max_elements,
-                 f'M would have {num_parameters} x {dim} entries, more than '
-                 f'max_elements={max_elements}; use mixed_derivative_gram')
-  blocks = _jacobian_blocks(model, inputs, model.trainable_variables,
-                            dim_chunk, batch_size)
-  return np.concatenate(blocks, axis=1).T
-
-
-def mixed_derivative_gram(model: keras.Model, inputs: np.ndarray,
-                          dim_chunk: int = DEFAULT_DIM_CHUNK,
-                          batch_size: int = DEFAULT_BATCH_SIZE,
-                          max_elements: int = DEFAULT_MAX_ELEMENTS
-                          ) -> np.ndarray:
-  """M^T M (D x D, float64), accumulated one network variable at a time.
-
-  M^T M = sum over variables v of M_v^T M_v, where M_v holds the rows of M
-  of v's entries; only one (size(v), D) block exists at a time, so M itself
-  is never formed. Costs one Jacobian pass per variable (vs one in total
-  for `mixed_derivative`).
-
-  Raises:
-    AfterKernelError: bad inputs, or one variable's block larger than
-      max_elements.
-  """
-  inputs = _check_inputs(model, inputs)
-  dim = _input_dim(model)
-  gram = np.zeros((dim, dim), np.float64)
-  for variable in model.trainable_variables:
-    size = int(np.prod(variable.shape))
-    errors.require(size * dim <= max_elements,
-                   f'variable {variable.name} alone gives a {size} x {dim} '
-                   f'block of M, more than max_elements={max_elements}; use '
-                   'fewer input dimensions or a smaller layer')
-    (block,) = _jacobian_blocks(model, inputs, [variable], dim_chunk,
-                                batch_size)
-    gram += grams.gram(block, accumulate_float64=True)
-  return gram
-
-
-def mixed_derivative_times(model: keras.Model, inputs: np.ndarray,
-                           direction: np.ndarray) -> np.ndarray:
-  """M u (a P-vector), matrix-free, by forward-over-reverse differentiation.
-
-  M u = grad_theta E_x[ (grad_x f(theta, x)) . u ]: a ForwardAccumulator on
-  the inputs with tangent u (the same for every x) inside a GradientTape on
-  theta. Independent of the Jacobian code of `mixed_derivative`.
-
-  Args:
-    model: a built Keras model with one scalar output.
-    inputs: (n, ...) inputs.
-    direction: u, D numbers (any shape with D entries).
-
-  Returns:
-    (P,) float64 in the row order of `mixed_derivative`.
-  """
-  inputs = _check_inputs(model, inputs)
-  dtype = model.trainable_variables[0].dtype
-  u = np.reshape(np.asarray(direction), (1,) + tuple(inputs.shape[1:]))
-  errors.require(u.size == _input_dim(model),
-                 f'direction has {u.size} entries, the input has '
-                 f'{_input_dim(model)}')
-  x = tf.convert_to_tensor(inputs, dtype=dtype)
-  tangent = tf.convert_to_tensor(np.broadcast_to(u, inputs.shape), dtype=dtype)
-  with tf.GradientTape() as tape:
-    with tf.autodiff.ForwardAccumulator(x, tangent) as accumulator:
-      outputs = model(x, training=False)
-    directional = accumulator.jvp(outputs)
-    value = tf.reduce_sum(directional) / len(inputs)
-  gradients = tape.gradient(value, [v.value for v in
-                                   model.trainable_variables],
-                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  return np.concatenate([np.reshape(g.numpy(), -1) for g in gradients]
-                        ).astype(np.float64)
-
-
-@dataclasses.dataclass(frozen=True)
-class NeuralAnisotropyDirections:
-  """The NADs of a network.
-
-  Attributes:
-    singular_values: (D,) s_1 >= s_2 >= ... of M (0 past its rank).
-    directions: (D, D); row j-1 is v_j (unit norm, largest-magnitude entry
-      positive), flattened like the input.
-    input_shape: the shape of one input (reshape a row to see it as an image).
-    method: 'svd' (M formed) or 'gram' (eigenvectors of M^T M).
-  """
-  singular_values: np.ndarray
-  directions: np.ndarray
-  input_shape: tuple
-  method: str
-
-  def direction(self, j: int) -> np.ndarray:
-    """v_j (1-based) in the input's shape."""
-    errors.require(1 <= j <= len(self.singular_values),
-                   f'NAD index {j} is out of range 1..'
-                   f'{len(self.singular_values)}')
-    return self.directions[j - 1].reshape(self.input_shape)
-
-
-def _fix_signs(rows: np.ndarray) -> np.ndarray:
-  """Flips each row so that its entry of largest magnitude is positive."""
-  largest = rows[np.arange(len(rows)), np.argmax(np.abs(rows), axis=1)]
-  return rows * np.where(largest < 0, -1.0, 1.0)[:, None]
-
-
-def directions_from_matrix(matrix: np.ndarray) -> tuple:
-  """(singular values (D,), right singular vectors as rows (D, D)) of M."""
-  m = np.asarray(matrix, np.float64)
-  num_parameters, dim = m.shape
-  _, singular, vt = np.linalg.svd(m, full_matrices=dim > num_parameters)
-  values = np.zeros(dim)
-  values[:len(singular)] = singular
-  return values, _fix_signs(vt[:dim])
-
-
-def directions_from_gram(gram: np.ndarray) -> tuple:
-  """(singular values, right singular vectors as rows) from M^T M."""
-  g = np.asarray(gram, np.float64)
-  eigenvalues, vectors = np.linalg.eigh((g + g.T) / 2)
-  order = np.argsort(eigenvalues)[::-1]
-  return (np.sqrt(np.maximum(eigenvalues[order], 0.0)),
-          _fix_signs(vectors[:, order].T))
-
-
-def gaussian_inputs(input_shape: Sequence[int], num: int,
-                    seed) -> np.ndarray:
-  """num standard Gaussian inputs of `input_shape`, float32."""
-  rng = np.random.default_rng(seed)
-  return rng.standard_normal((num,) + tuple(input_shape)).astype(np.float32)
-
-
-def neural_anisotropy_directions(model: keras.Model, num_samples: int = 256,
-                                 seed: int = 0,
-                                 dim_chunk: int = DEFAULT_DIM_CHUNK,
-                                 batch_size: int = DEFAULT_BATCH_SIZE,
-                                 max_elements: int = DEFAULT_MAX_ELEMENTS
-                                 ) -> NeuralAnisotropyDirections:
-  """The NADs at the model's current weights, E_x over x ~ N(0, I).
-
-  Args:
-    model: a built Keras model with one scalar output.
-    num_samples: Gaussian inputs of the expectation E_x.
-    seed: seed of those inputs.
-    dim_chunk, batch_size: see `mixed_derivative`.
-    max_elements: form M (then SVD) when P * D <= this, else accumulate
-      M^T M per variable (then eigh; small singular values below ~1e-8 s_1
-      are then lost to round-off).
-
-  Returns:
-    The `NeuralAnisotropyDirections`.
-  """
-  errors.require_positive(num_samples, 'num_samples')
-  input_shape = tuple(model.input_shape[1:])
-  inputs = gaussian_inputs(input_shape, num_samples, seed)
-  if models.count_parameters(model) * _input_dim(model) <= max_elements:
-    values, directions = directions_from_matrix(mixed_derivative(
-        model, inputs, dim_chunk, batch_size, max_elements))
-    method = 'svd'
-  else:
-    values, directions = directions_from_gram(mixed_derivative_gram(
-        model, inputs, dim_chunk, batch_size, max_elements))
-    method = 'gram'
-  return NeuralAnisotropyDirections(values, directions, input_shape, method)
+# The NAD math lives in kernels.anisotropy; its 0.1.0 names here stay.
+DEFAULT_MAX_ELEMENTS = anisotropy.DEFAULT_MAX_ELEMENTS
+DEFAULT_DIM_CHUNK = anisotropy.DEFAULT_DIM_CHUNK
+DEFAULT_BATCH_SIZE = anisotropy.DEFAULT_BATCH_SIZE
+mixed_derivative = anisotropy.mixed_derivative
+mixed_derivative_gram = anisotropy.mixed_derivative_gram
+mixed_derivative_times = anisotropy.mixed_derivative_times
+NeuralAnisotropyDirections = anisotropy.NeuralAnisotropyDirections
+directions_from_matrix = anisotropy.directions_from_matrix
+directions_from_gram = anisotropy.directions_from_gram
+gaussian_inputs = anisotropy.gaussian_inputs
+neural_anisotropy_directions = anisotropy.neural_anisotropy_directions
 
 
 def direction_task(direction: np.ndarray, num: int, seed,
@@ -418,11 +140,8 @@ class NADConfig(runner.StudyConfig):
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
-    errors.require(self.architecture in ARCHITECTURES,
-                   f'unknown architecture {self.architecture!r}; choose one '
-                   f'of {", ".join(ARCHITECTURES)}')
-    errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
-                   f'choose one of {", ".join(LOSSES)}')
+    errors.require_choice(self.architecture, ARCHITECTURES, 'architecture')
+    errors.require_choice(self.loss, LOSSES, 'loss')
     runner.require_positive_int_fields(self, ('width', 'num_layers',
         'image_side', 'channels', 'num_nad_samples', 'num_train', 'num_test',
         'epochs', 'batch_size', 'num_runs', 'max_elements'))
@@ -476,18 +195,7 @@ def record_key(nad_index: int, run: int) -> str:
 def accuracy(model: keras.Model, inputs: np.ndarray,
              labels01: np.ndarray, batch_size: int = 500) -> float:
   """Fraction with (output > 0) == label: the decision rule of both losses."""
-  return training.sign_accuracy(
-      training.predict_logits(model, inputs, batch_size), labels01)
-
-
-def _train(model, x, y, config, seed) -> float:
-  """Trains in place; returns the last epoch's mean training loss."""
-  training.compile_model(model, config.learning_rate, config.momentum,
-                         loss=config.loss)
-  # The 'keras' order under one seed: the same batch order for both models.
-  return training.fit(model, x, training.targets_for(y, config.loss),
-                      batch_size=config.batch_size, seed=seed,
-                      epochs=config.epochs, batch_order='keras')[-1]
+  return task_training.sign_accuracy_of(model, inputs, labels01, batch_size)
 
 
 def run_once(config: NADConfig, run: int, indices: Sequence[int],
@@ -538,8 +246,8 @@ def run_once(config: NADConfig, run: int, indices: Sequence[int],
     linear = linearize.linearize(network)
     for name, model in (('lin', linear), ('nn', network)):
       start = time.time()
-      metrics[f'{name}_final_loss'] = _train(model, x_train, y_train, config,
-                                             seed)
+      metrics[f'{name}_final_loss'] = task_training.fit_task(
+          model, x_train, y_train, config, seed)
       timings[f'{name}_train_seconds'] = time.time() - start
       metrics[f'{name}_train_accuracy'] = accuracy(model, x_train, y_train)
       metrics[f'{name}_test_accuracy'] = accuracy(model, x_test, y_test)
@@ -569,11 +277,9 @@ def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
   from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
   fig = mpl_figure.Figure(figsize=(10, 4), dpi=plots.DPI)
   accuracy_axes, spectrum_axes = fig.subplots(1, 2)
-  for metric, label, color in (('nn_test_accuracy', 'network', 'C0'),
-                               ('lin_test_accuracy', 'linearized', 'C1')):
-    x, mean, half = plots.series(entries, 'nad_index', metric)
-    accuracy_axes.errorbar(x, mean, yerr=half, label=label, color=color,
-                           marker='o', capsize=3)
+  tables.errorbar_series(accuracy_axes, entries, 'nad_index', (
+      ('nn_test_accuracy', 'network', 'C0', '-'),
+      ('lin_test_accuracy', 'linearized', 'C1', '-')))
   accuracy_axes.set_xscale('log', base=2)
   accuracy_axes.set_xlabel('NAD index j')
   accuracy_axes.set_ylabel('test accuracy on sign(v_j . x)')
@@ -676,13 +382,6 @@ TABLE_COLUMNS = (('s_j/s_1', 'relative_singular_value'),
 
 def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
   """One line per NAD index: means over runs (and the run count)."""
-  header = ['j', 'runs'] + [name for name, _ in TABLE_COLUMNS]
-  lines = [' '.join(f'{h:>11}' for h in header)]
-  for entry in entries:
-    cells = [f'{entry["point"]["nad_index"]:>11d}',
-             f'{len(entry["runs"]):>11d}']
-    for _, metric in TABLE_COLUMNS:
-      mean = entry['metrics'].get(metric, {}).get('mean')
-      cells.append(f'{mean:>11.4g}' if mean is not None else f'{"-":>11}')
-    lines.append(' '.join(cells))
-  return '\n'.join(lines)
+  return tables.format_table(
+      entries, 'j', lambda entry: entry['point']['nad_index'], TABLE_COLUMNS,
+      [11] * (len(TABLE_COLUMNS) + 2))

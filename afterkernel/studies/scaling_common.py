@@ -114,12 +114,9 @@ class CommonConfig(runner.StudyConfig):
                                                      _SUMMARY_FIELDS)
 
   def _validate_common(self) -> None:
-    errors.require(self.dataset in DATASETS,
-                   f'unknown dataset {self.dataset!r}; choose one of '
-                   f'{", ".join(DATASETS)}')
-    errors.require(self.kernel_method in kernel_fit.FIT_METHODS,
-                   f'unknown kernel_method {self.kernel_method!r}; choose one '
-                   f'of {", ".join(kernel_fit.FIT_METHODS)}')
+    errors.require_choice(self.dataset, DATASETS, 'dataset')
+    errors.require_choice(self.kernel_method, kernel_fit.FIT_METHODS,
+                          'kernel_method')
     for name in ('num_test', 'width', 'depth', 'batch_size', 'num_runs',
                  'feature_batch_size'):
       value = getattr(self, name)
@@ -168,8 +165,7 @@ def preset(study: str, presets: Mapping[str, CommonConfig], name: str,
   Raises:
     AfterKernelError: unknown preset or field.
   """
-  errors.require(name in presets, f'unknown preset {name!r}; choose '
-                 f'one of {", ".join(presets)}')
+  errors.require_choice(name, presets, 'preset')
   config = presets[name]
   fields = {f.name for f in dataclasses.fields(config)}
   unknown = sorted(set(overrides) - fields)

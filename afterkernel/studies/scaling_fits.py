@@ -31,9 +31,7 @@ DEFAULT_ZERO_ERRORS = 'exclude'
 
 def check_zero_errors(rule: str) -> None:
   """Raises AfterKernelError unless `rule` is one of `ZERO_ERROR_RULES`."""
-  errors.require(rule in ZERO_ERROR_RULES,
-                 f'unknown zero_errors rule {rule!r}; choose one of '
-                 f'{", ".join(ZERO_ERROR_RULES)}')
+  errors.require_choice(rule, ZERO_ERROR_RULES, 'zero_errors rule')
 
 
 def zero_error_rule(sizes: Sequence[int], curves: Mapping[str, np.ndarray],

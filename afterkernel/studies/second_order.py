@@ -30,6 +30,7 @@ from afterkernel import models
 from afterkernel import plots
 from afterkernel.studies import runner
 from afterkernel.studies import store
+from afterkernel.studies import tables
 from afterkernel.taylor import QuadraticModel
 from afterkernel.taylor import taylor_expand
 from afterkernel import training
@@ -96,18 +97,13 @@ class SecondOrderConfig(runner.StudyConfig):
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
-    errors.require(self.dataset in data.DATASETS,
-                   f'unknown dataset {self.dataset!r}; choose one of '
-                   f'{", ".join(data.DATASETS)}')
-    errors.require(self.architecture in ARCHITECTURES,
-                   f'unknown architecture {self.architecture!r}; choose one '
-                   f'of {", ".join(ARCHITECTURES)}')
+    errors.require_choice(self.dataset, data.DATASETS, 'dataset')
+    errors.require_choice(self.architecture, ARCHITECTURES, 'architecture')
     errors.require(not (self.architecture == 'vgg' and
                         self.dataset in data.VECTOR_DATASETS),
                    f'dataset {self.dataset} has vector inputs; use '
                    'architecture fully_connected')
-    errors.require(self.loss in LOSSES, f'unknown loss {self.loss!r}; '
-                   f'choose one of {", ".join(LOSSES)}')
+    errors.require_choice(self.loss, LOSSES, 'loss')
     errors.require(bool(self.model_kinds), 'model_kinds is empty; choose '
                    f'some of {", ".join(MODEL_KINDS)}')
     for kind in self.model_kinds:
@@ -415,18 +411,6 @@ TABLE_COLUMNS = (('test error', 'test_error'),
 
 def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
   """One line per model: means over runs (± 95% CI half-width if runs > 1)."""
-  header = ['model', 'runs'] + [name for name, _ in TABLE_COLUMNS]
-  lines = [' '.join(f'{h:>16}' for h in header)]
-  for entry in entries:
-    cells = [f'{MODEL_LABELS[entry["point"]["model"]]:>16}',
-             f'{len(entry["runs"]):>16d}']
-    for _, metric in TABLE_COLUMNS:
-      stats = entry['metrics'].get(metric, {})
-      if stats.get('mean') is None:
-        cells.append(f'{"-":>16}')
-      elif stats.get('ci95') is None:
-        cells.append(f'{stats["mean"]:>16.4g}')
-      else:
-        cells.append(f'{stats["mean"]:.4g}±{stats["ci95"]:.2g}'.rjust(16))
-    lines.append(' '.join(cells))
-  return '\n'.join(lines)
+  return tables.format_table(
+      entries, 'model', lambda entry: MODEL_LABELS[entry['point']['model']],
+      TABLE_COLUMNS, [16] * (len(TABLE_COLUMNS) + 2), with_ci=True)

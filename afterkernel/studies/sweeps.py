@@ -25,8 +25,9 @@ margin of the network's kernel (`svm_error`, `svm_margin`; the FNTK at epoch
 0, the after kernel later), the four invariances, the alignment with the
 conjugate projection, effective ranks, the SVM test error with the conjugate
 projection (`conjugate_svm_error`), and the network's test error and
-training loss. Metrics come from `after_kernel.KernelProbe`, so they are
-computed exactly as by `run_experiment`.
+training loss. Metrics come from the one probe (`kernels.probe`, spec
+`after_kernel.probe_spec`) under its names, so they are computed exactly as
+by `run_experiment`.
 
 Resuming: a (point, run) whose records all exist is skipped; otherwise the
 run is retrained from its seed and only the missing checkpoints are measured
@@ -53,6 +54,7 @@ import keras
 from afterkernel import data
 from afterkernel import errors
 from afterkernel.studies import after_kernel
+from afterkernel.kernels import probe as probe_lib
 from afterkernel import models
 from afterkernel.studies import runner
 from afterkernel.studies import store as store_lib
@@ -77,17 +79,11 @@ PAPER_WIDTHS = (60_000, 80_000, 100_000)
 DEFAULT_LOSS_TARGET_MAX_EPOCHS = 1280
 CHECKPOINT_FINAL = 'final'
 
-# Record metric names and what they mean (plots use these for labels).
-METRICS = {
-    'svm_error': 'hard-margin SVM test error of the network\'s kernel',
-    'svm_margin': 'normalized margin of that SVM (features of mean norm 1)',
-    'trans_inv': 'translation invariance (mean cosine, 1-pixel shifts)',
-    'rotation_inv': 'rotation invariance (mean cosine, +-0.25 rad)',
-    'zoom_inv': 'zoom invariance (mean cosine, outer ring cropped)',
-    'swap_inv': 'quadrant-swap invariance (mean cosine; lower = more global)',
-    'kalignment': 'alignment of the kernel with its conjugate projection',
-    'eff_rank': 'effective rank trace / lambda_max of a training Gram',
-    'entropy_eff_rank': 'entropy effective rank (Roy & Vetterli 2007)',
+# Record metric names and what they mean (plots use these for labels): the
+# probe's vocabulary, and what the sweeps add.
+METRICS = dict({name: probe_lib.VOCABULARY[name] for name in (
+    'svm_error', 'svm_margin', 'trans_inv', 'rotation_inv', 'zoom_inv',
+    'swap_inv', 'kalignment', 'eff_rank', 'entropy_eff_rank')}, **{
     'conjugate_svm_error': 'hard-margin SVM test error of the conjugate '
                            'projection (penultimate-layer features)',
     'conjugate_svm_margin': 'normalized margin of the conjugate SVM',
@@ -96,9 +92,7 @@ METRICS = {
     'epochs_trained': 'epochs of SGD behind the checkpoint',
     'reached_loss_target': 'learning-rate family: 1 if the loss target was met',
     'parameter_count': 'trainable parameters of the network',
-}
-# KernelProbe.measure(model, 'ak_') name -> record name.
-_PROBE_NAMES = {'linear_error': 'svm_error', 'margin': 'svm_margin'}
+})
 _TASK_PATTERN = re.compile(r'^([a-z0-9_]+)_(\d+)v(\d+)$')
 
 
@@ -148,9 +142,7 @@ class Sweep:
 
   def validate(self) -> None:
     """Raises AfterKernelError naming the first bad field."""
-    errors.require(self.family in FAMILIES,
-                   f'unknown family {self.family!r}; choose one of '
-                   f'{", ".join(FAMILIES)}')
+    errors.require_choice(self.family, FAMILIES, 'family')
     for field in ('tasks', 'architectures', 'augmentation'):
       errors.require(len(getattr(self, field)) > 0,
                      f'{field} is empty; give at least one value')
@@ -286,15 +278,14 @@ class _Measurer:
     self.emit, self.log = emit, log
     self.full_task_sizes = full_task_sizes
     self.seed = config.seed + run
-    self.probe = after_kernel.KernelProbe(config, task, self.seed, log)
+    spec = after_kernel.probe_spec(config)
+    self.probe = probe_lib.KernelProbe(spec, task, self.seed, log)
     # The conjugate projection only needs its SVM (same solver and
     # tolerance as the kernel's); invariances etc. are the kernel's.
-    conjugate_config = dataclasses.replace(
-        config, use_conjugate_kernel=True,
-        num_translations=0, num_zooms=0, num_swaps=0, num_rotations=0,
-        ker_alignment_sample_size=0, effective_rank_sample_size=0)
-    self.conjugate_probe = after_kernel.KernelProbe(conjugate_config, task,
-                                                  self.seed, log)
+    self.conjugate_probe = probe_lib.KernelProbe(
+        dataclasses.replace(spec, use_conjugate_kernel=True,
+                            metrics=probe_lib.SVM_METRICS),
+        task, self.seed, log)
 
   def measure(self, model: keras.Model, checkpoint: Any,
               extra_metrics: Dict[str, Any],
@@ -302,18 +293,15 @@ class _Measurer:
     """Measures `model`, emits the record (stored on return), returns it."""
     start = time.time()
     metrics, timings = {}, dict(extra_timings)
-    measured = self.probe.measure(model, 'ak_')
-    for name, value in measured['metrics'].items():
-      metrics[_PROBE_NAMES.get(name, name[len('ak_'):]
-                               if name.startswith('ak_') else name)] = value
-    for name, value in measured['timings'].items():
-      timings[name[len('ak_'):]] = value
+    measured = self.probe.measure(model, log_prefix='ak_')
+    metrics.update(measured['metrics'])
+    timings.update(measured['timings'])
     if self.config.train_linear_model:
       conjugate_start = time.time()
-      conjugate = self.conjugate_probe.measure(model, 'ak_')['metrics']
-      metrics['conjugate_svm_error'] = conjugate['linear_error']
-      metrics['conjugate_svm_margin'] = conjugate['margin']
-      metrics['conjugate_svm_converged'] = conjugate['ak_svm_converged']
+      conjugate = self.conjugate_probe.measure(model)['metrics']
+      metrics['conjugate_svm_error'] = conjugate['svm_error']
+      metrics['conjugate_svm_margin'] = conjugate['svm_margin']
+      metrics['conjugate_svm_converged'] = conjugate['svm_converged']
       timings['conjugate_svm_seconds'] = time.time() - conjugate_start
     metrics['nn_error'] = training.classification_error(
         model, self.task.x_test, self.task.y_test)

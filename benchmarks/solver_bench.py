@@ -1,0 +1,180 @@
+"""Max-margin solvers side by side on one real Gram (issue 13).
+
+The Gram is the FNTK of the fully connected net (`models.build(
+'fully_connected', ...)`, seed 0, at initialization) on MNIST 3-vs-8 train
+images (permuted with seed 0), float32 as the library forms it
+(`kernels.structured_gram`). It is computed once for all 11,982 examples
+and cached under `cache_dir` (never in the repository); the n-example
+problems are its leading blocks. On each, in one run:
+
+  * exact: the default solver ('exact', greedy dual coordinate descent),
+    tolerance 1e-4;
+  * JST: Ji-Srebro-Telgarsky Algorithm 1 ('jst1' = 'dual') and its
+    working-set variant ('working_set', the 0.1.0 default), each with
+    their default iteration budget and a wall-clock cap;
+  * libsvm: scikit-learn's SVC(kernel='precomputed') ('sklearn'; with a
+    bias, C = 1e6 for unit-scale features), the baseline.
+
+Times are of the whole `max_margin_from_gram` call (input checks included),
+wall clock and process CPU; 'solve' is the solver alone (wall). Gap = (upper - margin) / upper of the returned
+coefficients (none for libsvm, which has no certificate).
+
+  python -m benchmarks.solver_bench --sizes=2000,4000,11982 \\
+      --data_dir=/path/to/data --cache_dir=/tmp/afterkernel_solver_bench
+"""
+
+import os
+import time
+from typing import Callable, Optional, Sequence
+import warnings
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from afterkernel import margin
+from benchmarks import common
+
+SOLVERS = ('exact', 'sklearn', 'working_set', 'jst1')
+# JST solvers: a cap so that one run stays within minutes at n = 11,982.
+JST_MAX_SECONDS = 300.0
+FULL_SIZES = (2000, 4000, 11982)
+GRAM_FILE = 'fc_fntk_mnist38_gram.npy'
+LABELS_FILE = 'fc_fntk_mnist38_labels.npy'
+DEFAULT_CACHE_DIR = '/tmp/afterkernel_solver_bench'
+
+
+def cached_gram(cache_dir: str, data_dir: Optional[str],
+                log: Optional[Callable[[str], None]] = None) -> tuple:
+  """The full FNTK Gram (float32) and labels, computed once and cached.
+
+  Returns:
+    (gram (n, n) float32, labels (n,) in {0, 1}, source description).
+  """
+  gram_path = os.path.join(cache_dir, GRAM_FILE)
+  labels_path = os.path.join(cache_dir, LABELS_FILE)
+  task, source = common.load_task(data_dir)
+  if not (os.path.exists(gram_path) and os.path.exists(labels_path)):
+    import keras  # pylint: disable=g-import-not-at-top
+    from afterkernel import kernels  # pylint: disable=g-import-not-at-top
+    from afterkernel import models  # pylint: disable=g-import-not-at-top
+    from afterkernel.kernels import features  # pylint: disable=g-import-not-at-top
+    keras.utils.set_random_seed(0)
+    model = models.build('fully_connected', task.x_train.shape[1:])
+    start = time.perf_counter()
+    gram = kernels.structured_gram(
+        features.structured_features(model, task.x_train, 256))
+    if log:
+      log(f'  FNTK Gram {gram.shape} in {time.perf_counter() - start:.1f} s')
+    os.makedirs(cache_dir, exist_ok=True)
+    np.save(gram_path, gram)
+    np.save(labels_path, np.asarray(task.y_train))
+  gram = np.load(gram_path, mmap_mode='r')
+  labels = np.load(labels_path)
+  return gram, labels, source
+
+
+def solve(gram: np.ndarray, labels: np.ndarray, solver: str) -> tuple:
+  """One timed solve; returns (wall s, process CPU s, peak RSS MiB, result).
+
+  On a shared machine the CPU time is the steadier figure: all solvers here
+  run on one thread.
+  """
+  options = {}
+  if solver in ('working_set', 'jst1'):
+    options['max_seconds'] = JST_MAX_SECONDS
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', margin.UnconvergedWarning)
+    cpu = time.process_time()
+    seconds, peak, _, _, result = common.time_call(
+        lambda: margin.max_margin_from_gram(gram, labels, solver=solver,
+                                            **options))
+    cpu = time.process_time() - cpu
+  return seconds, cpu, peak, result
+
+
+def run(sizes: Sequence[int] = FULL_SIZES,
+        solvers: Sequence[str] = SOLVERS,
+        data_dir: Optional[str] = None,
+        cache_dir: str = DEFAULT_CACHE_DIR,
+        gram: Optional[np.ndarray] = None,
+        labels: Optional[np.ndarray] = None,
+        log: Optional[Callable[[str], None]] = None) -> common.Report:
+  """Runs every solver on the n x n leading block for each n in `sizes`."""
+  report = common.Report('Max-margin solvers on the FC FNTK of MNIST 3-vs-8')
+  if gram is None:
+    gram, labels, source = cached_gram(cache_dir, data_dir, log)
+  else:
+    source = 'given Gram'
+  rows = []
+  raw = {'source': source, 'machine': common.machine_info()}
+  for n in sizes:
+    n = min(n, len(labels))
+    block = np.ascontiguousarray(gram[:n, :n])
+    y = labels[:n]
+    # Load the compiled code outside the timings (a one-off per process).
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore')
+      margin.max_margin_from_gram(block[:50, :50], y[:50], max_iterations=10)
+    timed = {}
+    for solver in solvers:
+      if log:
+        log(f'  n={n}: {solver}')
+      timed[solver] = solve(block, y, solver)
+    baseline = timed['sklearn'][1] if 'sklearn' in timed else None
+    for solver, (seconds, cpu, peak, result) in timed.items():
+      gap = ((result.margin_upper_bound - result.margin) /
+             result.margin_upper_bound
+             if np.isfinite(result.margin_upper_bound) else None)
+      rows.append([
+          n, solver, seconds, cpu, result.seconds, result.iterations,
+          result.margin, gap, result.stop_reason,
+          int(np.count_nonzero(result.dual_coef)), peak,
+          cpu / baseline if baseline else None])
+      raw[f'n={n}/{solver}'] = {
+          'seconds': seconds, 'cpu_seconds': cpu,
+          'solve_seconds': result.seconds,
+          'iterations': result.iterations, 'margin': result.margin,
+          'upper': result.margin_upper_bound, 'gap': gap,
+          'stop_reason': result.stop_reason, 'peak_rss_mib': peak}
+  report.tables.append(common.format_table(
+      ['n', 'solver', 'wall s', 'CPU s', 'solve wall s', 'iterations',
+       'margin', 'gap', 'stop', 'support', 'peak RSS MiB',
+       'x libsvm CPU time'], rows))
+  report.notes.append(f'Gram: {source}; float32, leading n x n blocks; '
+                      f'load average {common.load_average()}.')
+  report.notes.append(
+      'margin: normalized, features rescaled to mean norm 1; libsvm fits a '
+      'bias (its margin is that of f + b) and has no certificate.')
+  report.raw = raw
+  return report
+
+
+def _define_flags() -> dict:
+  """The command-line flags (defined only when run as a program)."""
+  return {
+      'sizes': flags.DEFINE_list('sizes', [str(n) for n in FULL_SIZES],
+                                 'Numbers of examples (leading blocks).'),
+      'solvers': flags.DEFINE_list('solvers', list(SOLVERS),
+                                   'Solvers to run.'),
+      'data_dir': flags.DEFINE_string(
+          'data_dir', None, 'Folder with mnist/ (default: '
+          'benchmarks.common.default_data_dir()).'),
+      'cache_dir': flags.DEFINE_string(
+          'cache_dir', DEFAULT_CACHE_DIR,
+          'Where the Gram is cached (not the repository).'),
+  }
+
+
+def main(argv, defined):
+  del argv
+  report = run([int(n) for n in defined['sizes'].value],
+               defined['solvers'].value,
+               defined['data_dir'].value or common.default_data_dir(),
+               defined['cache_dir'].value, log=print)
+  print(report.text())
+
+
+if __name__ == '__main__':
+  _FLAGS = _define_flags()
+  app.run(lambda argv: main(argv, _FLAGS))

@@ -1,0 +1,69 @@
+"""Tests of afterkernel.studies.after_kernel_config: the experiment's config,
+network and task (the 0.1.0 fingerprint test moved from after_kernel_test,
+its assertions kept)."""
+
+import dataclasses
+
+from absl.testing import absltest
+
+from afterkernel import errors
+from afterkernel import models
+from afterkernel.studies import after_kernel
+from afterkernel.studies import after_kernel_config
+
+_TINY = after_kernel_config.ExperimentConfig(
+    dataset='digits', plus_class=8, minus_class=3, train_subset=48,
+    test_subset=24, nn_architecture='fully_connected', num_layers=1,
+    num_parameters=3000, max_num_epochs=2, num_runs=2, num_translations=8,
+    num_zooms=8, num_swaps=8, num_rotations=8, ker_alignment_sample_size=10,
+    effective_rank_sample_size=12, svm_max_iterations=3000)
+
+
+class ExperimentConfigTest(absltest.TestCase):
+
+  def test_fingerprint_is_the_0_1_0_hash(self):
+    # Independent of store.config_fingerprint: the 0.1.0 formula, so folders
+    # written by 0.1.0 still resume.
+    import hashlib  # pylint: disable=g-import-not-at-top
+    import json  # pylint: disable=g-import-not-at-top
+    fields = _TINY.to_dict()
+    for name in ('num_runs', 'data_dir', 'feature_batch_size',
+                 'feature_method', 'memory_budget_gb', 'distribution_strategy',
+                 'measure_ntk'):
+      fields.pop(name)
+    expected = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
+                              ).hexdigest()[:16]
+    self.assertTrue(_TINY.measure_ntk)
+    self.assertEqual(_TINY.fingerprint(), expected)
+
+  def test_validate_names_the_bad_field(self):
+    _TINY.validate()
+    for pattern, changes in (('unknown dataset', dict(dataset='imagenet')),
+                             ('both 3', dict(plus_class=3)),
+                             ('num_translations',
+                              dict(num_translations=-1)),
+                             ('svm_tolerance', dict(svm_tolerance=-1.0))):
+      with self.assertRaisesRegex(errors.AfterKernelError, pattern):
+        dataclasses.replace(_TINY, **changes).validate()
+
+  def test_task_sizes_and_network(self):
+    task = after_kernel_config.load_task(_TINY)
+    self.assertEqual(task.x_train.shape[1:], (8, 8, 1))
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'exceeds the 24 test images'):
+      after_kernel_config.load_task(dataclasses.replace(_TINY, num_zooms=25))
+    network = after_kernel_config.build_network(_TINY, (8, 8, 1))
+    self.assertEqual(network.count_params(),
+                     models.count_parameters(network))
+    self.assertLessEqual(abs(models.count_parameters(network) - 3000), 300)
+
+  def test_after_kernel_keeps_the_names(self):
+    self.assertIs(after_kernel.ExperimentConfig,
+                  after_kernel_config.ExperimentConfig)
+    self.assertIs(after_kernel.load_task, after_kernel_config.load_task)
+    self.assertIs(after_kernel.build_network,
+                  after_kernel_config.build_network)
+
+
+if __name__ == '__main__':
+  absltest.main()

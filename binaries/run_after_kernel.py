@@ -46,10 +46,12 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top
+import functools
 import sys
 
 from absl import flags as absl_flags
 
+from afterkernel import data
 from afterkernel import errors
 from afterkernel.studies import after_kernel
 from afterkernel.studies import original
@@ -102,8 +104,19 @@ def parse_flags(argv):
   return flags.parse_flags(argv)
 
 
+@functools.lru_cache(maxsize=2)
+def _task_input_shape(dataset, plus_class, minus_class, data_dir,
+                      cifar_test_source):
+  return data.load_binary_task(
+      dataset, plus_class, minus_class, data_dir=data_dir,
+      cifar_test_source=cifar_test_source).x_train.shape[1:]
+
+
 def _input_shape(config):
-  return after_kernel.load_task(config).x_train.shape[1:]
+  """The task's input shape (its data loaded once per command)."""
+  return _task_input_shape(config.dataset, config.plus_class,
+                           config.minus_class, config.data_dir,
+                           config.cifar_test_source)
 
 
 def experiment(log=print, input_shape_of=_input_shape):

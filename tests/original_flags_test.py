@@ -8,11 +8,11 @@ check the accuracy line against the run records and the model summary file.
 Tests of afterkernel/studies/original.py and models.original_width.
 """
 
-import dataclasses
 import glob
 import json
 import math
 import os
+import shutil
 import tempfile
 
 from absl import flags
@@ -46,9 +46,11 @@ def _config(argv, input_shape=MNIST):
                                        lambda _: input_shape)
 
 
-def _built_count(config, input_shape):
-  return models.count_parameters(
-      after_kernel.build_network(config, input_shape))
+def _tempdir(test):
+  """A fresh folder removed after `test` (works before absl parses flags)."""
+  folder = tempfile.mkdtemp()
+  test.addCleanup(shutil.rmtree, folder, ignore_errors=True)
+  return folder
 
 
 class OriginalWidthTest(parameterized.TestCase):
@@ -242,7 +244,7 @@ class RunTest(absltest.TestCase):
   """Tiny original command lines run in-process on the embedded digits."""
 
   def test_original_run_writes_its_two_files(self):
-    folder = self.create_tempdir().full_path
+    folder = _tempdir(self)
     accuracy = os.path.join(folder, 'ak.txt')
     model_summary = os.path.join(folder, 'ak_model.txt')
     argv = ['--dataset=digits', '--nn_architecture=MLP',
@@ -293,7 +295,7 @@ class RunTest(absltest.TestCase):
     self.assertEqual(os.stat(model_summary).st_mtime, 0)
 
   def test_sum_net_of_the_original(self):
-    folder = self.create_tempdir().full_path
+    folder = _tempdir(self)
     argv = ['--dataset=digits', '--nn_architecture=Sum',
             '--num_parameters=8', '--num_epochs=0', '--num_runs=1',
             f'--test_accuracy_output={folder}/ak.txt',

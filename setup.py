@@ -30,7 +30,10 @@ setuptools.setup(
         'scikit-learn>=1.3',
     ],
     extras_require={
-        'test': ['pytest>=7'],
+        # Keras' TensorBoard callback needs it; the test extra includes it
+        # so that CI checks the callback's metrics reach its event files.
+        'tensorboard': ['tensorboard>=2.16'],
+        'test': ['pytest>=7', 'tensorboard>=2.16'],
         # The peer libraries that benchmarks/peers.py times beside ours
         # (`pip install -e '.[peers]'`; not for CI). neural-tangents 0.6.5
         # needs jax <= 0.4.30 (peers.import_neural_tangents patches two

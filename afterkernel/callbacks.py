@@ -28,12 +28,15 @@ which computes them), logged as '<prefix><name>' (default prefix 'kernel_'):
     K_0 the kernel when training began (the first `fit` call the callback
     saw): 0 while the network is in the lazy (kernel) regime.
 
-Snapshots at epoch 0 (before the first step) cannot appear in
-`History.history`, which Keras fills at epoch ends; they are in
-`callback.records` (as are all snapshots, with their epoch and step) and in
-the `tf.summary` output at step 0. Only snapshot epochs get the metrics in
-their logs, so with sparse `epochs` the History lists of kernel metrics are
-shorter than the loss list: pair them with `callback.records`.
+Every epoch end gets the same columns, so `History.history`, CSVLogger and
+TensorBoard line up with the loss: '<prefix><name>' holds the snapshot of
+that epoch, or NaN at an epoch that is not in `epochs`; and
+'<prefix>init_<name>' holds the epoch-0 snapshot (the FNTK, taken before the
+first step, which Keras' History cannot hold as a row of its own) at every
+epoch. All snapshots are also in `callback.records` (with their epoch and
+step) and, with `summary_dir`, in the `tf.summary` output. Epochs count on
+across several `fit` calls: a second `fit` (with or without
+`initial_epoch`) continues from the epochs already completed.
 
 Requirements: the model has one scalar output per example (e.g. a final
 Dense(1) logit) and binary probe labels. The penultimate representation is
@@ -256,8 +259,9 @@ class KernelMetricsCallback(keras.callbacks.Callback):
                                      epochs=[0, 1, 5])
     history = model.fit(x, y, epochs=5,
                         callbacks=[callback, keras.callbacks.TensorBoard(d)])
-    history.history['kernel_svm_error']     # after epochs 1 and 5
-    callback.records[0]['kernel_svm_error']  # the FNTK (epoch 0)
+    history.history['kernel_svm_error']       # after 1, NaN x 3, after 5
+    history.history['kernel_init_svm_error']  # the FNTK (epoch 0), each row
+    callback.records[0]['kernel_svm_error']   # the FNTK too
 
   Attributes:
     records: one dict per snapshot: {'epoch', 'step', 'seconds',
@@ -334,6 +338,8 @@ class KernelMetricsCallback(keras.callbacks.Callback):
     self.reference_gram: Optional[np.ndarray] = None
     self._step = 0
     self._epoch = 0
+    self._offset = 0  # Completed epochs before this fit's epoch 0.
+    self._fit_started = False
     self._writer = None
 
   def _wants_epoch(self, completed_epochs: int) -> bool:
@@ -370,6 +376,7 @@ class KernelMetricsCallback(keras.callbacks.Callback):
     return values
 
   def on_train_begin(self, logs=None):
+    self._fit_started = True
     if self.reference_gram is None:
       # K_0 of the first fit: the FNTK when training starts from init.
       self.reference_gram = kernels.gram(gradient_features(
@@ -386,12 +393,30 @@ class KernelMetricsCallback(keras.callbacks.Callback):
       if logs is not None:
         logs.update(values)
 
+  def on_epoch_begin(self, epoch, logs=None):
+    if self._fit_started:
+      # A new fit: Keras counts from initial_epoch (0 unless given); the
+      # callback counts completed epochs across fits.
+      self._offset = max(0, self._epoch - epoch)
+      self._fit_started = False
+
   def on_epoch_end(self, epoch, logs=None):
-    self._epoch = epoch + 1
+    self._epoch = epoch + 1 + self._offset
     if self._wants_epoch(self._epoch):
       values = self._snapshot(self._epoch, 'epoch')
-      if logs is not None:
-        logs.update(values)
+    else:
+      values = {self.prefix + name: math.nan for name in self.metrics}
+    if logs is not None:
+      logs.update(values)
+      logs.update(self._initial_values())
+
+  def _initial_values(self) -> Dict[str, float]:
+    """'<prefix>init_<metric>' -> the epoch-0 snapshot (NaN if none)."""
+    first = next((r for r in self.records
+                  if r['epoch'] == 0 and r['kind'] == 'epoch'), {})
+    return {f'{self.prefix}init_{name}': first.get(self.prefix + name,
+                                                  math.nan)
+            for name in self.metrics}
 
   def on_train_end(self, logs=None):
     if self._writer is not None:

@@ -1,6 +1,9 @@
 """Tests for afterkernel.callbacks: kernel metrics logged during fit."""
 
+import csv
 import glob
+import importlib.util
+import math
 import os
 import tempfile
 
@@ -102,19 +105,88 @@ class KernelMetricsCallbackTest(absltest.TestCase):
     task = _task()
     history = model.fit(task.x_train[:96], task.y_train[:96], epochs=2,
                         batch_size=32, verbose=0, callbacks=[callback])
-    # Only epoch 2 reaches History; epoch 0 is in the records.
+    # Every epoch has the columns: NaN at epoch 1 (not a snapshot epoch),
+    # the snapshot at epoch 2; epoch 0 (the FNTK) is in the records and in
+    # the 'kernel_init_*' columns of every row.
     for name in callbacks.METRICS:
-      self.assertLen(history.history['kernel_' + name], 1)
+      self.assertLen(history.history['kernel_' + name], 2)
+      self.assertTrue(math.isnan(history.history['kernel_' + name][0]), name)
+      self.assertEqual(history.history['kernel_init_' + name],
+                       [callback.records[0]['kernel_' + name]] * 2)
     self.assertEqual([r['epoch'] for r in callback.records], [0, 2])
     self.assertAlmostEqual(
         callback.records[0]['kernel_distance_from_init'], 0.0, places=6)
-    self.assertGreater(history.history['kernel_distance_from_init'][0], 0.0)
+    self.assertGreater(history.history['kernel_distance_from_init'][1], 0.0)
     # The epoch-2 values are those of the final weights.
     expected = _independent_metrics(model, probe, callback.reference_gram, 10)
     for name, value in expected.items():
-      self.assertAlmostEqual(history.history[name][0], value, places=4,
+      self.assertAlmostEqual(history.history[name][1], value, places=4,
                              msg=name)
     self.assertEqual(callback.history()['epoch'], [0, 2])
+
+  def test_epochs_count_on_across_fit_calls(self):
+    model = _fc_model(1)
+    task = _task()
+    callback = callbacks.KernelMetricsCallback(
+        *_probe(), metrics=('label_alignment',))
+    fit = lambda **kw: model.fit(task.x_train[:32], task.y_train[:32],
+                                 batch_size=32, verbose=0,
+                                 callbacks=[callback], **kw)
+    fit(epochs=1)
+    fit(epochs=1)  # No initial_epoch: Keras counts from 0 again.
+    fit(epochs=4, initial_epoch=2)  # Keras' own continuation.
+    self.assertEqual([r['epoch'] for r in callback.records], [0, 1, 2, 3, 4])
+
+  def test_csv_logger_gets_the_same_columns_every_epoch(self):
+    model = _fc_model(1)
+    task = _task()
+    path = os.path.join(tempfile.mkdtemp(), 'log.csv')
+    callback = callbacks.KernelMetricsCallback(
+        *_probe(), epochs=[0, 3], metrics=('label_alignment',))
+    model.fit(task.x_train[:32], task.y_train[:32], epochs=3, batch_size=32,
+              verbose=0, callbacks=[callback, keras.callbacks.CSVLogger(path)])
+    with open(path) as f:
+      rows = list(csv.DictReader(f))
+    self.assertLen(rows, 3)
+    values = [float(r['kernel_label_alignment']) for r in rows]
+    self.assertTrue(math.isnan(values[0]) and math.isnan(values[1]))
+    self.assertAlmostEqual(values[2],
+                           callback.records[-1]['kernel_label_alignment'],
+                           places=5)
+    self.assertEqual({float(r['kernel_init_label_alignment']) for r in rows},
+                     {callback.records[0]['kernel_label_alignment']})
+
+  @absltest.skipUnless(importlib.util.find_spec('tensorboard'),
+                       "tensorboard not installed: pip install -e "
+                       "'.[tensorboard]'")
+  def test_metrics_reach_keras_tensorboard_logs(self):
+    model = _fc_model(1)
+    task = _task()
+    log_dir = tempfile.mkdtemp()
+    callback = callbacks.KernelMetricsCallback(
+        *_probe(), epochs=[0, 2], metrics=('label_alignment',))
+    model.fit(task.x_train[:32], task.y_train[:32], epochs=2, batch_size=32,
+              verbose=0, callbacks=[callback,
+                                    keras.callbacks.TensorBoard(log_dir)])
+    values = {}
+    for path in glob.glob(os.path.join(log_dir, '**', 'events*'),
+                          recursive=True):
+      for raw in tf.data.TFRecordDataset(path):
+        event = event_pb2.Event.FromString(raw.numpy())
+        for value in event.summary.value:
+          if not value.tag.startswith('epoch_'):
+            continue  # The model graph, keras' own summaries, ...
+          number = tf.make_ndarray(value.tensor) if value.HasField(
+              'tensor') else value.simple_value
+          values.setdefault(value.tag, {})[event.step] = float(number)
+    logged = values['epoch_kernel_label_alignment']
+    self.assertAlmostEqual(logged[1],
+                           callback.records[-1]['kernel_label_alignment'],
+                           places=5)
+    self.assertTrue(math.isnan(logged[0]))  # Epoch 1: not a snapshot epoch.
+    self.assertAlmostEqual(values['epoch_kernel_init_label_alignment'][0],
+                           callback.records[0]['kernel_label_alignment'],
+                           places=5)
 
   def test_step_snapshots_and_summaries(self):
     model = _fc_model(1)

@@ -71,6 +71,26 @@ class EffectiveRankTest(absltest.TestCase):
       metrics.entropy_effective_rank(np.zeros((3, 2)))
 
 
+class NonFiniteTest(absltest.TestCase):
+
+  def test_nan_or_inf_is_named_not_called_a_zero_gram(self):
+    bad = np.eye(4)
+    bad[1, 2] = np.nan
+    worse = np.eye(4)
+    worse[0, 0] = np.inf
+    calls = (lambda g: metrics.kernel_alignment(g, np.eye(4)),
+             lambda g: metrics.kernel_alignment(np.eye(4), g),
+             metrics.trace_effective_rank, metrics.entropy_effective_rank,
+             metrics.spectrum,
+             lambda g: metrics.kernel_target_alignment(g, np.ones(4)),
+             lambda g: metrics.label_alignment(g, np.array([0, 1, 0, 1])))
+    for call in calls:
+      for gram in (bad, worse):
+        with self.assertRaisesRegex(errors.AfterKernelError,
+                                    '1 non-finite .NaN or inf. entries'):
+          call(gram)
+
+
 class EigensystemTest(absltest.TestCase):
 
   def test_sorted_orthonormal_reconstructs_and_signs_fixed(self):

@@ -132,6 +132,20 @@ class KernelProbeTest(absltest.TestCase):
                            metrics.trace_effective_rank(phi @ phi.T), places=6)
 
 
+  def test_non_separable_kernel_is_recorded_as_such(self):
+    task, model = _task(), _model(3)
+    # Identical features for every example: 0 is in the hull of y_i phi_i.
+    same = lambda m, x: np.ones((len(x), 4), np.float32)
+    spec = probe.ProbeSpec(metrics=('svm_error',))
+    got = probe.KernelProbe(spec, task, gradient_fn=same).measure(
+        model)['metrics']
+    self.assertEqual(got['svm_separable'], 0.0)
+    self.assertEqual(got['svm_converged'], 0.0)
+    self.assertBetween(got['svm_error'], 0.0, 1.0)
+    separable = probe.KernelProbe(spec, task).measure(model)['metrics']
+    self.assertEqual(separable['svm_separable'], 1.0)
+
+
 class AfterKernelNamesTest(absltest.TestCase):
 
   def test_record_metrics_keep_the_scripts_names(self):

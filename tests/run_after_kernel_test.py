@@ -137,6 +137,8 @@ class CommandLineTest(absltest.TestCase):
     self.assertEqual(process.returncode, 0, process.stderr)
     self.assertRegex(process.stdout, r'SVM test error\s+\d\.\d+\s+\d\.\d+')
     self.assertIn('nn_error', process.stdout)
+    # Each SVM error is printed with whether its solve converged.
+    self.assertRegex(process.stdout, r'SVM converged \(share\)\s+1\.0000')
 
   def test_ctrl_c_is_one_line_exit_130_and_keeps_the_records(self):
     directory = tempfile.mkdtemp()

@@ -164,6 +164,15 @@ class WriteSummaryTest(absltest.TestCase):
     self.assertRegex(lines[1], r'epochs\s+1\s+2\s+0\.2000±1\.2706\s+-')
     self.assertRegex(lines[2], r'epochs\s+3\s+1\s+0\.0500\s+-')
 
+  def test_default_table_shows_every_invariance_and_svm_convergence(self):
+    entries = store.summarize([_record('a', 0, metrics={
+        'svm_error': 0.1, 'svm_converged': 1.0, 'rotation_inv': 0.9,
+        'zoom_inv': 0.8})])
+    header = store.format_summary(entries).splitlines()[0]
+    for name in ('svm_error', 'svm_converged', 'trans_inv', 'rotation_inv',
+                 'zoom_inv', 'swap_inv'):
+      self.assertIn(name, header)
+
   def test_empty_store_is_an_error(self):
     with self.assertRaisesRegex(errors.AfterKernelError, 'no records'):
       store.summarize_store(tempfile.mkdtemp())

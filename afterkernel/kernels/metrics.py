@@ -49,6 +49,20 @@ DEFAULT_SIGN_CONVENTION = 'sum'
 EIGENVALUE_RTOL = 1e-7
 
 
+def _finite(matrix: np.ndarray, what: str) -> np.ndarray:
+  """`matrix` as float64; one AfterKernelError if it holds NaN or inf.
+
+  Non-finite Grams come from diverged training or bad inputs; without this
+  check they surface as a misleading "zero Gram" or a LinAlgError.
+  """
+  m = np.asarray(matrix, np.float64)
+  bad = int(m.size - np.count_nonzero(np.isfinite(m)))
+  errors.require(bad == 0, f'{what}: the Gram matrix has {bad} non-finite '
+                 '(NaN or inf) entries; check the inputs and whether training '
+                 'diverged')
+  return m
+
+
 # ----------------------------------------------------------------------------
 # Alignments.
 
@@ -66,8 +80,8 @@ def kernel_alignment(gram_a: np.ndarray, gram_b: np.ndarray) -> float:
   Raises:
     AfterKernelError: shapes differ, or a Gram is zero.
   """
-  a = np.asarray(gram_a, np.float64)
-  b = np.asarray(gram_b, np.float64)
+  a = _finite(gram_a, 'kernel alignment')
+  b = _finite(gram_b, 'kernel alignment')
   errors.require(a.shape == b.shape and a.ndim == 2,
                  f'Gram shapes differ: {a.shape} vs {b.shape}')
   denominator = np.linalg.norm(a) * np.linalg.norm(b)
@@ -106,8 +120,10 @@ def centered_kernel_alignment(gram_a: np.ndarray, gram_b: np.ndarray) -> float:
 
 
 def _as_targets(gram: np.ndarray, targets: np.ndarray) -> tuple:
-  g = np.asarray(gram, np.float64)
+  g = _finite(gram, 'alignment with targets')
   y = np.asarray(targets, np.float64).reshape(-1)
+  errors.require(bool(np.all(np.isfinite(y))),
+                 'alignment with targets: the targets hold NaN or inf')
   errors.require(g.shape == (len(y), len(y)),
                  f'Gram shape {g.shape} does not match {len(y)} targets')
   return g, y
@@ -181,7 +197,7 @@ def label_alignment(gram: np.ndarray, labels: np.ndarray) -> float:
 
 def _eigenvalues(gram_matrix: np.ndarray) -> np.ndarray:
   """Ascending eigenvalues of (G + G^T) / 2, negative round-off clipped."""
-  g = np.asarray(gram_matrix, np.float64)
+  g = _finite(gram_matrix, 'spectrum / effective rank')
   errors.require(g.ndim == 2 and g.shape[0] == g.shape[1],
                  f'a Gram matrix must be square, got shape {g.shape}')
   return np.maximum(np.linalg.eigvalsh((g + g.T) / 2), 0.0)

@@ -65,9 +65,12 @@ VOCABULARY = {
 }
 METRICS = tuple(VOCABULARY)
 # Reported with the SVM metrics: the solver's iterations, convergence flag
-# (1.0 / 0.0) and relative duality gap (None when the bound is 0).
+# (1.0 / 0.0), relative duality gap (None when the bound is 0) and
+# separability (0.0 when the solver certified that the data are not
+# separable: the error is then that of a non-separable fit).
 SVM_METRICS = ('svm_error', 'svm_margin')
-SVM_DIAGNOSTICS = ('svm_iterations', 'svm_converged', 'svm_relative_gap')
+SVM_DIAGNOSTICS = ('svm_iterations', 'svm_converged', 'svm_relative_gap',
+                   'svm_separable')
 INVARIANCE_METRICS = {'translation': 'trans_inv', 'rotation': 'rotation_inv',
                       'zoom': 'zoom_inv', 'swap': 'swap_inv'}
 # Names of 0.1.0 that mean a metric of the vocabulary (accepted in requests).
@@ -262,6 +265,8 @@ class KernelProbe:
     metrics['svm_margin'] = solution.margin
     metrics['svm_iterations'] = solution.iterations
     metrics['svm_converged'] = float(solution.converged)
+    metrics['svm_separable'] = float(
+        getattr(solution, 'stop_reason', None) != margin.STOP_NOT_SEPARABLE)
     metrics['svm_relative_gap'] = (
         (solution.margin_upper_bound - solution.margin) /
         solution.margin_upper_bound

@@ -63,6 +63,11 @@ TABLE_ROWS = (
     ('eff. rank trace/max', 'ntk_eff_rank', 'ak_eff_rank'),
     ('eff. rank (Roy-Vetterli)', 'ntk_entropy_eff_rank',
      'ak_entropy_eff_rank'),
+    # Whether the SVM behind each error reached its certified gap (share of
+    # runs; below 1 the error is that of an unconverged classifier).
+    ('SVM converged (share)', 'ntk_svm_converged', 'ak_svm_converged'),
+    ('SVM relative gap', 'ntk_svm_relative_gap', 'ak_svm_relative_gap'),
+    ('SVM data separable (share)', 'ntk_svm_separable', 'ak_svm_separable'),
 )
 
 

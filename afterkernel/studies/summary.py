@@ -201,8 +201,11 @@ def summarize_store(directory: str) -> List[Dict[str, Any]]:
 
 
 # Metrics shown by `format_summary` unless told otherwise.
-DEFAULT_TABLE_METRICS = ('svm_error', 'nn_error', 'conjugate_svm_error',
-                         'swap_inv', 'trans_inv', 'kalignment')
+# Every measured headline metric, and the convergence of the SVM behind the
+# error (share of runs whose solve reached its certified gap).
+DEFAULT_TABLE_METRICS = ('svm_error', 'svm_converged', 'nn_error',
+                         'conjugate_svm_error', 'trans_inv', 'rotation_inv',
+                         'zoom_inv', 'swap_inv', 'kalignment')
 
 
 def _cell(stats: Optional[Mapping[str, Any]], separator: str = '±') -> str:

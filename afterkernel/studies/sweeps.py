@@ -87,6 +87,8 @@ METRICS = dict({name: probe_lib.VOCABULARY[name] for name in (
     'conjugate_svm_error': 'hard-margin SVM test error of the conjugate '
                            'projection (penultimate-layer features)',
     'conjugate_svm_margin': 'normalized margin of the conjugate SVM',
+    'svm_separable': '0 if the SVM solver certified the data non-separable',
+    'conjugate_svm_separable': 'the same for the conjugate SVM',
     'nn_error': 'test error of the network itself',
     'nn_train_loss': 'training BCE of the network',
     'epochs_trained': 'epochs of SGD behind the checkpoint',
@@ -302,6 +304,7 @@ class _Measurer:
       metrics['conjugate_svm_error'] = conjugate['svm_error']
       metrics['conjugate_svm_margin'] = conjugate['svm_margin']
       metrics['conjugate_svm_converged'] = conjugate['svm_converged']
+      metrics['conjugate_svm_separable'] = conjugate['svm_separable']
       timings['conjugate_svm_seconds'] = time.time() - conjugate_start
     metrics['nn_error'] = training.classification_error(
         model, self.task.x_test, self.task.y_test)

@@ -99,6 +99,7 @@ from afterkernel.kernels import gram
 from afterkernel.kernels import kernel_alignment
 from afterkernel.linearize import LinearizedModel
 from afterkernel.taylor import taylor_expand
+from afterkernel.kernels.empirical import empirical_ntk_fn
 from afterkernel.margin import max_margin_from_features
 from afterkernel.margin import max_margin_from_gram
 from afterkernel.models import build_model

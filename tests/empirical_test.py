@@ -99,6 +99,23 @@ class ModelGramTest(parameterized.TestCase):
       empirical.model_gram(model, _images(2, 0), method='magic')
 
 
+class EmpiricalNtkFnTest(absltest.TestCase):
+
+  def test_function_of_two_inputs_like_neural_tangents(self):
+    import afterkernel as ak  # pylint: disable=g-import-not-at-top
+    model = _model(3)
+    a, b = _images(5, 1), _images(4, 2)
+    ntk = ak.empirical_ntk_fn(model)
+    np.testing.assert_allclose(ntk(a, b), _reference_trace(model, a, b),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ntk(a), _reference_trace(model, a, a),
+                               rtol=1e-4, atol=1e-5)
+    self.assertEqual(empirical.empirical_ntk_fn(model, kind='full')(a, b).shape,
+                     (15, 12))
+    with self.assertRaises(errors.AfterKernelError):
+      empirical.empirical_ntk_fn(model, kind='diagonal')
+
+
 class TrainAndCrossGramTest(absltest.TestCase):
 
   def test_structured_equals_streamed_full_features(self):

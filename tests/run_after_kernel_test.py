@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -165,6 +166,30 @@ class CommandLineTest(absltest.TestCase):
         [l for l in err.splitlines() if l.startswith('interrupted')],
         [f'interrupted: {saved} record(s) saved in {directory}; the same '
          'command resumes from there'])
+
+  def test_file_size_limit_is_one_line_and_keeps_what_was_written(self):
+    directory = tempfile.mkdtemp()
+
+    def limit_file_size():
+      # config.json fits; a larger result file does not.
+      resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    process = subprocess.run(
+        [sys.executable, '-m', 'binaries.run_after_kernel', *_TINY_FLAGS,
+         f'--output_dir={directory}'], cwd=_REPO, capture_output=True,
+        text=True, timeout=300, check=False, preexec_fn=limit_file_size)
+    # Without ignoring SIGXFSZ the kernel would kill the process (-25).
+    self.assertEqual(process.returncode, 2, process.stderr)
+    self.assertNotIn('Traceback', process.stderr)
+    errors_ = [l for l in process.stderr.splitlines()
+               if l.startswith('error:')]
+    self.assertLen(errors_, 1)
+    self.assertRegex(errors_[0], r'could not write .*: File too large')
+    # What was written is whole: config.json and any record parse.
+    with open(os.path.join(directory, 'config.json')) as f:
+      self.assertIn('fingerprint', json.load(f))
+    for record in store.ResultStore(directory).records():
+      self.assertIn('metrics', record)
 
 
 if __name__ == '__main__':

@@ -177,5 +177,23 @@ class RunnerTest(absltest.TestCase):
     self.assertEqual(config.fingerprint(), store.config_fingerprint(fields))
 
 
+class ProgressTest(absltest.TestCase):
+
+  def test_progress_line_counts_and_estimates_the_rest(self):
+    self.assertEqual(runner.progress_line(1, 4, 30.0),
+                     '1/4 records stored (30 s elapsed, ETA 90 s)')
+    self.assertEqual(runner.progress_line(3, 3, 600.0),
+                     '3/3 records stored (10.0 min elapsed, ETA 0 s)')
+    self.assertIn('ETA ?', runner.progress_line(0, 3, 0.0))
+
+  def test_each_stored_record_is_logged_with_its_progress(self):
+    lines = []
+    runner.run(_study(), _Config(num_runs=1), tempfile.mkdtemp(),
+               lines.append)
+    progress = [l for l in lines if 'records stored' in l]
+    self.assertEqual([l.split(' records')[0] for l in progress],
+                     ['1/3', '2/3', '3/3'])
+
+
 if __name__ == '__main__':
   absltest.main()

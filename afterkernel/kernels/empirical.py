@@ -96,6 +96,35 @@ def model_gram(model: keras.Model,
                              method, strategy), model)
 
 
+def empirical_ntk_fn(model: keras.Model,
+                     kind: str = grams.DEFAULT_KERNEL_KIND,
+                     batch_size: int = features.DEFAULT_BATCH_SIZE,
+                     method: str = DEFAULT_GRAM_METHOD
+                     ) -> Callable[..., np.ndarray]:
+  """The model's empirical NTK as a function (x1, x2=None) -> Gram.
+
+  The counterpart of neural-tangents' `nt.empirical_ntk_fn(f)` for a Keras
+  model at its current weights: `empirical_ntk_fn(model)(x1, x2)` is
+  `model_gram(model, x1, x2, kind, batch_size, method)`.
+
+  Args:
+    model: any Keras model returning one (batch, ...) tensor.
+    kind: one of `grams.KERNEL_KINDS` ('trace' sums over outputs).
+    batch_size: examples per block.
+    method: one of `features.METHODS`.
+
+  Returns:
+    A function of (inputs_a, inputs_b=None).
+  """
+  grams.require_kind(kind)
+
+  def ntk(inputs_a: np.ndarray,
+          inputs_b: Optional[np.ndarray] = None) -> np.ndarray:
+    return model_gram(model, inputs_a, inputs_b, kind, batch_size, method)
+
+  return ntk
+
+
 def _finite(gram_matrix: np.ndarray, model: keras.Model) -> np.ndarray:
   """The Gram, after one clear error if it has NaN/inf entries (finite
   features can still overflow float32 in the products)."""

@@ -84,10 +84,19 @@ class _Compiled:
     functools.update_wrapper(self, function)
 
   def __call__(self, *args):
+    import numba  # pylint: disable=g-import-not-at-top
     if self._compiled is None:
-      import numba  # pylint: disable=g-import-not-at-top
       self._compiled = numba.njit(**self._options)(self._function)
-    return self._compiled(*args)
+    try:
+      return self._compiled(*args)
+    except OSError:
+      if not self._options.get('cache'):
+        raise
+      # The on-disk cache could not be written (full disk, file-size limit,
+      # read-only install): compile in memory; the results are the same.
+      self._options = dict(self._options, cache=False)
+      self._compiled = numba.njit(**self._options)(self._function)
+      return self._compiled(*args)
 
 
 def _jit(**options):

@@ -41,6 +41,7 @@ looked up with `preset`.
 import dataclasses
 import queue
 import threading
+import time
 from typing import (Any, Callable, ClassVar, Dict, Iterable, Iterator, List,
                     Mapping, Optional, Sequence, Tuple)
 
@@ -330,12 +331,14 @@ def execute(study: Study, config: Any, result_store: store.ResultStore,
   held, busy = [], []
   if units:
     work = Work(study, config, output_dir or result_store.directory, log)
+    start = time.time()
     try:
       for record in executor(_LazyUnits(
           _claimed(study, config, units, result_store, held, busy, log)),
                              work):
         result_store.put(record)
         written += 1
+        log(progress_line(written, wanted, time.time() - start))
     finally:
       for claim in held:
         claim.release()
@@ -372,6 +375,28 @@ class _LazyUnits:
       except StopIteration:
         return
       self._seen.append(unit)
+
+
+def progress_line(done: int, total: int, seconds: float) -> str:
+  """'k/n records stored (elapsed, ETA)': the runner's line per record.
+
+  The ETA assumes the remaining records take as long as the stored ones
+  did on average (records other processes hold are counted as remaining).
+  """
+  remaining = max(total - done, 0)
+  eta = seconds / done * remaining if done else float('nan')
+  return (f'{done}/{total} records stored ({_duration(seconds)} elapsed, '
+          f'ETA {_duration(eta)})')
+
+
+def _duration(seconds: float) -> str:
+  if seconds != seconds:  # NaN: no estimate yet.
+    return '?'
+  if seconds < 120:
+    return f'{seconds:.0f} s'
+  if seconds < 7200:
+    return f'{seconds / 60:.1f} min'
+  return f'{seconds / 3600:.1f} h'
 
 
 def _claimed(study: Study, config: Any, units: Sequence[WorkUnit],

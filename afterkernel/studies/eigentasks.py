@@ -411,7 +411,8 @@ STUDY = runner.Study(family=FAMILY, points=_eigen_indices,
 
 
 def run_study(config: EigentaskConfig, output_dir: str,
-              log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+              log: Callable[[str], None] = print,
+              executor: runner.Executor = runner.local_executor) -> List[Dict[str, Any]]:
   """Runs every (eigen index, run) not yet in `output_dir`; summarizes.
 
   Args:
@@ -426,7 +427,7 @@ def run_study(config: EigentaskConfig, output_dir: str,
   Raises:
     AfterKernelError: bad configuration, data, or a foreign output_dir.
   """
-  return runner.run(STUDY, config, output_dir, log)
+  return runner.run(STUDY, config, output_dir, log, executor)
 
 
 TABLE_COLUMNS = (('lambda_j/l_1', 'relative_eigenvalue'),

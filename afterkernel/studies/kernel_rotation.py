@@ -391,7 +391,8 @@ STUDY = runner.Study(family=FAMILY, points=_checkpoints,
 
 
 def run_study(config: RotationConfig, output_dir: str,
-              log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+              log: Callable[[str], None] = print,
+              executor: runner.Executor = runner.local_executor) -> List[Dict[str, Any]]:
   """Runs every run whose checkpoints are not all in `output_dir`.
 
   Args:
@@ -406,7 +407,7 @@ def run_study(config: RotationConfig, output_dir: str,
   Raises:
     AfterKernelError: bad configuration, data, or a foreign output_dir.
   """
-  return runner.run(STUDY, config, output_dir, log)
+  return runner.run(STUDY, config, output_dir, log, executor)
 
 
 def format_table(entries: Sequence[Mapping[str, Any]],

@@ -355,7 +355,8 @@ STUDY = runner.Study(family=FAMILY, points=_nad_indices,
 
 
 def run_study(config: NADConfig, output_dir: str,
-              log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+              log: Callable[[str], None] = print,
+              executor: runner.Executor = runner.local_executor) -> List[Dict[str, Any]]:
   """Runs every (NAD index, run) not yet in `output_dir`; summarizes.
 
   Args:
@@ -370,7 +371,7 @@ def run_study(config: NADConfig, output_dir: str,
   Raises:
     AfterKernelError: bad configuration or a foreign output_dir.
   """
-  return runner.run(STUDY, config, output_dir, log)
+  return runner.run(STUDY, config, output_dir, log, executor)
 
 
 TABLE_COLUMNS = (('s_j/s_1', 'relative_singular_value'),

@@ -382,7 +382,8 @@ STUDY = runner.Study(family=FAMILY, points=_model_kinds,
 
 
 def run_study(config: SecondOrderConfig, output_dir: str,
-              log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+              log: Callable[[str], None] = print,
+              executor: runner.Executor = runner.local_executor) -> List[Dict[str, Any]]:
   """Trains every (model kind, run) not yet in `output_dir`; summarizes.
 
   Args:
@@ -397,7 +398,7 @@ def run_study(config: SecondOrderConfig, output_dir: str,
   Raises:
     AfterKernelError: bad configuration, data, or a foreign output_dir.
   """
-  return runner.run(STUDY, config, output_dir, log)
+  return runner.run(STUDY, config, output_dir, log, executor)
 
 
 TABLE_COLUMNS = (('test error', 'test_error'),

@@ -57,13 +57,12 @@ class ExecutorFlags:
   """
 
   def __init__(self, flag_values: absl_flags.FlagValues = absl_flags.FLAGS):
-    self.name = flags.define(absl_flags.Flag(
-        absl_flags.EnumParser(ray_executor.EXECUTORS),
-        absl_flags.ArgumentSerializer(), 'executor', 'local',
+    self.name = flags.define(absl_flags.EnumFlag(
+        'executor', 'local',
         'Runs the work units (one per run and sweep point): local = one '
         'after the other in this process; ray = each as a Ray task '
         "(pip install -e '.[ray]'); records are written by this process "
-        'either way.'), flag_values)
+        'either way.', ray_executor.EXECUTORS), flag_values)
     self.address = flags.define(absl_flags.Flag(
         absl_flags.ArgumentParser(), absl_flags.ArgumentSerializer(),
         'ray_address', None,
@@ -72,12 +71,12 @@ class ExecutorFlags:
         'local Ray instance started and stopped by this binary.'),
         flag_values)
     self.num_cpus = flags.define(absl_flags.Flag(
-        absl_flags.FloatParser(lower_bound=0), absl_flags.ArgumentSerializer(),
+        absl_flags.FloatParser(), absl_flags.ArgumentSerializer(),
         'ray_num_cpus', 1.0,
         'With --executor=ray: CPUs per work unit (also its TF threads).'),
         flag_values)
     self.num_gpus = flags.define(absl_flags.Flag(
-        absl_flags.FloatParser(lower_bound=0), absl_flags.ArgumentSerializer(),
+        absl_flags.FloatParser(), absl_flags.ArgumentSerializer(),
         'ray_num_gpus', 0.0,
         'With --executor=ray: GPUs per work unit (0 = CPU only).'),
         flag_values)

@@ -461,8 +461,11 @@ def parse_flags(argv: Sequence[str]) -> Sequence[str]:
     sys.exit(2)
 
 
-def run(main: Callable[[Sequence[str]], int]) -> None:
-  """`app.run(main)` with `parse_flags`: the last line of every binary.
+def run(main: Callable[[Sequence[str]], int],
+        parser: Callable[[Sequence[str]], Sequence[str]] = parse_flags
+        ) -> None:
+  """`app.run(main)` with `parse_flags` (or the binary's own `parser`,
+  which ends in it): the last line of every binary.
 
   A file-size limit (`ulimit -f`) would kill the process with SIGXFSZ in
   the middle of a write; ignoring the signal turns it into an error the
@@ -470,4 +473,4 @@ def run(main: Callable[[Sequence[str]], int]) -> None:
   """
   if hasattr(signal, 'SIGXFSZ'):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=parser)

@@ -29,7 +29,10 @@ def run_main(binary: types.ModuleType, argv: Sequence[str]) -> int:
   with flagsaver.flagsaver():
     FLAGS.unparse_flags()
     try:
-      remaining = binary_flags.parse_flags([program] + list(argv))
+      # A binary with its own parser (run_after_kernel reads the original
+      # script's spellings) is parsed by it, as `flags.run` does.
+      parse = getattr(binary, 'parse_flags', binary_flags.parse_flags)
+      remaining = parse([program] + list(argv))
     except SystemExit as e:
       return e.code
     return binary.main(remaining)

@@ -394,6 +394,8 @@ def compare(golden: Dict[str, Dict[str, Number]],
   in that file with an equal value: ints and bools exactly, floats within
   max(atol, rtol * |golden|) (exactly when both are 0), null and NaN only as
   themselves. Files and keys the new code writes in addition are allowed.
+  CSV files are compared row by row by content, not by row position (see
+  `_compare_csv_rows`).
   """
   problems = []
   for name, numbers in sorted(golden.items()):
@@ -402,11 +404,48 @@ def compare(golden: Dict[str, Dict[str, Number]],
                       f'{", ".join(sorted(results)) or "nothing"})')
       continue
     new = results[name]
+    if name.endswith('.csv'):
+      problems.extend(_compare_csv_rows(name, numbers, new, rtol, atol))
+      continue
     for key, expected in numbers.items():
       if key not in new:
         problems.append(f'{name}: missing key {key!r} (golden {expected!r})')
       elif not _same_number(expected, new[key], rtol, atol):
         problems.append(f'{name}: {key} = {new[key]!r}, golden {expected!r}')
+  return problems
+
+
+def _csv_rows(numbers: Dict[str, Number]) -> List[Dict[str, Number]]:
+  """'<row>/<column>' numbers -> one {column: number} per row, in order."""
+  rows: Dict[int, Dict[str, Number]] = {}
+  for key, value in numbers.items():
+    index, column = key.split('/', 1)
+    rows.setdefault(int(index), {})[column] = value
+  return [rows[i] for i in sorted(rows)]
+
+
+def _compare_csv_rows(name: str, golden: Dict[str, Number],
+                      results: Dict[str, Number], rtol: float,
+                      atol: float) -> List[str]:
+  """Each golden CSV row must equal a distinct row of the new file.
+
+  A CSV row (e.g. one point and metric of summary.csv) is a result; its
+  position is not: a metric the new code measures in addition adds rows and
+  moves the others down. So rows are matched by content, each new row used
+  once, with `_same_number` per cell; rows the new code writes in addition
+  are allowed, as keys are.
+  """
+  unused = _csv_rows(results)
+  problems = []
+  for index, row in enumerate(_csv_rows(golden)):
+    match = next((i for i, candidate in enumerate(unused)
+                  if set(row) <= set(candidate) and all(
+                      _same_number(value, candidate[column], rtol, atol)
+                      for column, value in row.items())), None)
+    if match is None:
+      problems.append(f'{name}: golden row {index} {row} has no equal row')
+    else:
+      unused.pop(match)
   return problems
 
 

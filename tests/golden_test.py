@@ -111,6 +111,24 @@ class CompareTest(absltest.TestCase):
       self.assertLen(problems, 1, (key, value))
       self.assertIn(key, problems[0])
 
+  def test_csv_rows_match_by_content_not_position(self):
+    golden = {'summary.csv': {'0/epoch': 0, '0/mean': 0.5,
+                              '1/epoch': 1, '1/mean': 0.25}}
+    # A metric measured in addition adds a row and moves the others down.
+    moved = {'summary.csv': {'0/epoch': 0, '0/mean': 9.0,
+                             '1/epoch': 0, '1/mean': 0.5,
+                             '2/epoch': 1, '2/mean': 0.25}}
+    self.assertEmpty(golden_cases.compare(golden, moved))
+    changed = {'summary.csv': dict(moved['summary.csv'], **{'2/mean': 0.3})}
+    problems = golden_cases.compare(golden, changed)
+    self.assertLen(problems, 1)
+    self.assertIn('golden row 1', problems[0])
+    # One new row cannot stand for two golden rows.
+    twice = {'summary.csv': {'0/epoch': 0, '0/mean': 0.5,
+                             '1/epoch': 0, '1/mean': 0.5}}
+    once = {'summary.csv': {'0/epoch': 0, '0/mean': 0.5}}
+    self.assertLen(golden_cases.compare(twice, once), 1)
+
   def test_missing_key_and_file_are_named(self):
     results = {'summary.json': {k: v for k, v in
                                 self.golden['summary.json'].items()

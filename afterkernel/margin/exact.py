@@ -34,11 +34,11 @@ point p = a / sum(a) with ||Z^T p|| that small is the evidence;
 `dual_coef` is proportional to it).
 """
 
+import functools
 import math
 import time
 from typing import Callable, Optional
 
-import numba
 import numpy as np
 
 from afterkernel.margin import certificate
@@ -69,7 +69,32 @@ SHRINK_AFTER_STEPS_PER_EXAMPLE = 0.1
 STOP_STALLED = 'stalled'
 
 
-@numba.njit(cache=True, nogil=True)
+class _Compiled:
+  """A function numba compiles on its first call.
+
+  numba is imported then, not with afterkernel: importing it takes about
+  0.5 s, which every `import afterkernel` would pay for a solver it may not
+  use. `cache=True` keeps the compiled code on disk between processes.
+  """
+
+  def __init__(self, function, **options):
+    self._function = function
+    self._options = options
+    self._compiled = None
+    functools.update_wrapper(self, function)
+
+  def __call__(self, *args):
+    if self._compiled is None:
+      import numba  # pylint: disable=g-import-not-at-top
+      self._compiled = numba.njit(**self._options)(self._function)
+    return self._compiled(*args)
+
+
+def _jit(**options):
+  return lambda function: _Compiled(function, **options)
+
+
+@_jit(cache=True, nogil=True)
 def _coordinate_steps(gram, signs, inv_scale_sq, diagonal, inverse_diagonal,
                       coef, grad, active, index,
                       steps):  # pragma: no cover (compiled)
@@ -169,7 +194,7 @@ def _best_coordinate(coef: np.ndarray, grad: np.ndarray,
 
 # fastmath lets the row sums vectorize (it reorders the additions, as BLAS
 # does); the products and sums stay float64.
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@_jit(cache=True, nogil=True, fastmath=True)
 def _float64_matvec(gram, vector):  # pragma: no cover (compiled)
   """gram @ vector with every product and sum in float64 (any gram dtype)."""
   n = gram.shape[0]
@@ -183,7 +208,7 @@ def _float64_matvec(gram, vector):  # pragma: no cover (compiled)
   return out
 
 
-@numba.njit(cache=True, nogil=True)
+@_jit(cache=True, nogil=True)
 def _min_norm_steps(gram, signs, inv_scale_sq, diagonal, p, q_p, steps,
                     target_sq):  # pragma: no cover (compiled)
   """Pairwise (MDM) steps on min_{p in simplex} p^T Q p, q_p = Q p kept.

@@ -63,6 +63,11 @@ build_sum_net = paper.build_sum_net
 count_parameters = common.count_parameters
 width_for_num_parameters = common.width_for_num_parameters
 conjugate_model = common.conjugate_model
+layer_widths = common.layer_widths
+# The original script's names and sizing (run_ak_experiment.py).
+ORIGINAL_ARCHITECTURES = paper.ORIGINAL_ARCHITECTURES
+original_width = paper.original_width
+original_layers_per_block = paper.original_layers_per_block
 
 # The after-kernel paper's nets, the names `build_model` accepts.
 ARCHITECTURES = ('vgg', 'mega_vgg', 'fully_connected', 'sum')
@@ -294,7 +299,8 @@ def build_model(architecture: str,
       is as close as possible to this number. Not valid for 'mega_vgg' and
       'sum', whose width is fixed.
     **kwargs: builder arguments: num_blocks, num_layers, filter_size,
-      pool_size for the VGG nets; num_layers for the fully connected net.
+      pool_size (and width, for 'vgg') for the VGG nets; num_layers and
+      width for the fully connected net; hidden for the sum net.
 
   Returns:
     The Keras model.
@@ -304,11 +310,12 @@ def build_model(architecture: str,
   """
   errors.require_choice(architecture, ARCHITECTURES, 'architecture')
   if architecture == 'sum':
-    errors.require(num_parameters is None and not kwargs,
-                   'the sum net takes no size options (num_parameters, '
-                   f'num_layers, ...); got {sorted(kwargs) or "num_parameters"}')
+    errors.require(num_parameters is None and set(kwargs) <= {'hidden'},
+                   'the sum net takes no size options but hidden '
+                   '(num_parameters, num_layers, ...); got '
+                   f'{sorted(set(kwargs) - {"hidden"}) or "num_parameters"}')
   elif architecture == 'fully_connected':
-    kwargs = {k: v for k, v in kwargs.items() if k == 'num_layers'}
+    kwargs = {k: v for k, v in kwargs.items() if k in ('num_layers', 'width')}
   elif architecture == 'mega_vgg':
     errors.require(num_parameters is None,
                    'mega_vgg has a fixed width; use --nn_architecture=vgg '

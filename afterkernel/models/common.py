@@ -8,7 +8,7 @@ trainable scalars (`count_parameters`) is the dimension of the gradient
 features phi(x) = df/dtheta.
 """
 
-from typing import Callable, Sequence
+from typing import Callable, List, Sequence
 
 import keras
 import numpy as np
@@ -34,6 +34,20 @@ def check_positive(**values: int) -> None:
 def count_parameters(model: keras.Model) -> int:
   """Number of trainable scalars, i.e. the dimension of the gradient features."""
   return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
+def layer_widths(model: keras.Model) -> List[int]:
+  """Output units / channels of each Dense and convolution layer, in order.
+
+  E.g. [26, 26, 52, 52, 1] for the paper's VGG-like net: what a run records
+  beside its parameter count, so that a record says which net it measured.
+  """
+  widths = []
+  for layer in model.layers:
+    size = getattr(layer, 'units', None) or getattr(layer, 'filters', None)
+    if size is not None:
+      widths.append(int(size))
+  return widths
 
 
 def width_for_num_parameters(builder: Callable[..., keras.Model],

@@ -213,3 +213,105 @@ def sum_net_parameters(input_shape: Sequence[int],
   del input_shape  # The net sees only the sum of the input.
   common.check_positive(hidden=hidden)
   return common.dense_parameters(1, hidden) + common.dense_parameters(hidden, 1)
+
+
+# The original script's sizing (google-research after_kernel/
+# run_ak_experiment.py, Long 2021): its names of the nets, and the estimate
+# of the parameter count its --num_parameters search uses.
+ORIGINAL_ARCHITECTURES = {'VGG': 'vgg', 'MLP': 'fully_connected',
+                          'Sum': 'sum'}
+# Its search starts at this width (VGG) and steps by one.
+ORIGINAL_FIRST_WIDTH = 4
+
+
+def original_layers_per_block(num_layers: int, num_blocks: int) -> int:
+  """Convolutions per block when `num_layers` is the VGG net's total.
+
+  The original split its --num_layers over --num_blocks as
+  int(num_layers / num_blocks) (a remainder is dropped: 5 over 2 is 2).
+
+  Raises:
+    AfterKernelError: fewer layers than blocks (the original then built no
+      convolution at all, a net this library does not build).
+  """
+  common.check_positive(num_layers=num_layers, num_blocks=num_blocks)
+  errors.require(
+      num_layers >= num_blocks,
+      f'num_layers={num_layers} over num_blocks={num_blocks} is 0 '
+      'convolutions per block (the original script then built pooling '
+      'layers only); give num_layers >= num_blocks')
+  return num_layers // num_blocks
+
+
+def original_parameter_estimate(architecture: str,
+                                input_shape: Sequence[int],
+                                width: int,
+                                num_layers: int = 4,
+                                num_blocks: int = 2,
+                                filter_size: int = 3) -> float:
+  """The original script's approximate parameter count (what it sized by).
+
+  Reimplemented from run_ak_experiment.py (calc_vgg_param_count and its MLP
+  expression); `num_layers` is the VGG net's total (`original_layers_per_
+  block`). With c_0 = width, c_b = 2 c_{b-1}, C input channels, side H, k =
+  filter_size, L = layers per block, B = num_blocks:
+    VGG: sum_b (1 + k^2) [c_{b-1} c_b + (L - 1) c_b^2] + (H / 2^B)^2 c_{B-1}
+         + 1   (c_{-1} = C; the side halves per block whatever pool_size);
+    MLP: d w + (num_layers - 1)(w + 1) w + w + 1   (d input values).
+  Both undercount the exact number (biases, pooling), e.g. VGG width 38 on
+  MNIST: 105,185 estimated, 95,267 built.
+  """
+  errors.require(architecture in ('vgg', 'fully_connected'),
+                 f'the original script sized only VGG and MLP, not '
+                 f'{architecture}')
+  if architecture == 'fully_connected':
+    inputs = int(np.prod(input_shape))
+    return (inputs * width + (num_layers - 1) * (width + 1) * width + width +
+            1)
+  per_block = original_layers_per_block(num_layers, num_blocks)
+  taps = 1 + filter_size * filter_size
+  channels, side, total = int(input_shape[2]), float(input_shape[0]), 0
+  for block in range(num_blocks):
+    out = width if block == 0 else 2 * channels
+    total += taps * (channels * out + (per_block - 1) * out * out)
+    channels = out
+    side /= 2
+  return total + side * side * channels + 1
+
+
+def original_width(architecture: str,
+                   input_shape: Sequence[int],
+                   num_parameters: int,
+                   num_layers: int = 4,
+                   num_blocks: int = 2,
+                   filter_size: int = 3) -> int:
+  """The width the original script built for --num_parameters.
+
+  VGG: the smallest width >= 4 whose `original_parameter_estimate` reaches
+  `num_parameters`; MLP: the same from 5 (its search steps before the first
+  test); Sum: `num_parameters` itself is the hidden width. E.g. MNIST at the
+  original default 1e5: VGG 38 (38/76 channels, 95,267 parameters built),
+  MLP 94 (100,675); CIFAR-10: VGG 37, MLP 32.
+
+  Args:
+    architecture: 'vgg', 'fully_connected' or 'sum' (this library's names;
+      `ORIGINAL_ARCHITECTURES` maps the original's).
+    input_shape: (height, width, channels) of one image.
+    num_parameters: the original's --num_parameters.
+    num_layers: the original's --num_layers (VGG: the total, split over
+      blocks; MLP: hidden layers).
+    num_blocks, filter_size: the VGG net's.
+
+  Raises:
+    AfterKernelError: a non-positive size or another architecture.
+  """
+  common.check_positive(num_parameters=num_parameters)
+  if architecture == 'sum':
+    return int(num_parameters)
+  width = (ORIGINAL_FIRST_WIDTH if architecture == 'vgg' else
+           ORIGINAL_FIRST_WIDTH + 1)
+  while original_parameter_estimate(architecture, input_shape, width,
+                                    num_layers, num_blocks,
+                                    filter_size) < num_parameters:
+    width += 1
+  return width

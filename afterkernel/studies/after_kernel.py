@@ -195,6 +195,7 @@ def run_once(config: ExperimentConfig, task: data.BinaryTask, run_index: int,
   timings['run_seconds'] = time.time() - start
   return {'config_fingerprint': config.fingerprint(), 'run': run_index,
           'seed': seed, 'version': VERSION, 'data': task.info,
+          'widths': models.layer_widths(model),
           'distribution': {
               'strategy': config.distribution_strategy,
               'replicas': probe.strategy.num_replicas_in_sync},

@@ -46,6 +46,8 @@ class ExperimentConfig:
       fully_connected (4x94), sum.
     num_parameters: choose the width of vgg / fully_connected to reach this
       parameter count.
+    width: first-block channels (vgg), hidden units (fully_connected, sum);
+      None: the paper's (26, 94, 16) or the one num_parameters picks.
     num_blocks: conv + max-pool blocks of the VGG nets.
     num_layers: convolutions per block (VGG, default 2) or hidden layers
       (fully_connected, default 4).
@@ -110,6 +112,7 @@ class ExperimentConfig:
   test_subset: Optional[int] = None
   nn_architecture: str = 'vgg'
   num_parameters: Optional[int] = None
+  width: Optional[int] = None
   num_blocks: int = 2
   num_layers: Optional[int] = None
   filter_size: int = 3
@@ -172,7 +175,11 @@ class ExperimentConfig:
     for name in ('num_runs', 'batch_size', 'feature_batch_size', 'num_blocks',
                  'filter_size', 'pool_size'):
       errors.require_positive(getattr(self, name), name)
-    for name in ('train_subset', 'test_subset', 'num_parameters',
+    errors.require(self.width is None or (
+        self.num_parameters is None and self.nn_architecture != 'mega_vgg'),
+                   'give width or num_parameters, not both (mega_vgg has a '
+                   'fixed width)')
+    for name in ('train_subset', 'test_subset', 'num_parameters', 'width',
                  'num_layers', 'training_loss_target', 'learning_rate',
                  'svm_max_iterations', 'svm_max_seconds', 'memory_budget_gb'):
       if getattr(self, name) is not None:
@@ -212,13 +219,15 @@ class ExperimentConfig:
     if self.measure_ntk:
       # Added later: the default leaves earlier fingerprints unchanged.
       ignored.append('measure_ntk')
+    if self.width is None:  # Likewise.
+      ignored.append('width')
     return store.config_fingerprint(self.to_dict(), ignored)
 
 
 def _model_kwargs(config: ExperimentConfig) -> Dict[str, Any]:
   if config.nn_architecture == 'sum':
-    return {}
-  kwargs = {}
+    return {} if config.width is None else {'hidden': config.width}
+  kwargs = {} if config.width is None else {'width': config.width}
   if config.num_layers is not None:
     kwargs['num_layers'] = config.num_layers
   if config.nn_architecture in ('vgg', 'mega_vgg'):

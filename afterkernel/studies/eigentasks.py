@@ -67,6 +67,7 @@ a figure (PNG + PDF).
 
 import dataclasses
 import math
+import operator
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -390,12 +391,6 @@ def _run_unit(config: EigentaskConfig, task: data.BinaryTask,
   return run_once(config, task, unit.run, list(unit.points), log)
 
 
-def _eigen_indices(config: EigentaskConfig) -> Sequence[int]:
-  return config.eigen_indices
-
-
-def _by_index(entry: Mapping[str, Any]) -> int:
-  return entry['point']['eigen_index']
 
 
 def _figures(entries: Sequence[Mapping[str, Any]], config: EigentaskConfig,
@@ -405,29 +400,13 @@ def _figures(entries: Sequence[Mapping[str, Any]], config: EigentaskConfig,
               f'{config.dataset} inputs (n = {config.num_train})')
 
 
-STUDY = runner.Study(family=FAMILY, points=_eigen_indices,
+STUDY = runner.Study(family=FAMILY, points=operator.attrgetter('eigen_indices'),
                      record_key=record_key, run_once=_run_unit, load=_load,
-                     sort_key=_by_index, figures=_figures, noun='tasks')
+                     sort_key=runner.PointField('eigen_index'), figures=_figures, noun='tasks')
 
 
-def run_study(config: EigentaskConfig, output_dir: str,
-              log: Callable[[str], None] = print,
-              executor: runner.Executor = runner.local_executor) -> List[Dict[str, Any]]:
-  """Runs every (eigen index, run) not yet in `output_dir`; summarizes.
-
-  Args:
-    config: the study (validated here).
-    output_dir: result folder: config.json, records/ (one JSON per record),
-      summary.json / summary.csv and the figure.
-    log: progress printer.
-
-  Returns:
-    The summary entries (`summary.summarize` format), sorted by eigen index.
-
-  Raises:
-    AfterKernelError: bad configuration, data, or a foreign output_dir.
-  """
-  return runner.run(STUDY, config, output_dir, log, executor)
+# Runs every (eigen index, run) not yet in an output folder; summarizes.
+run_study = STUDY.run
 
 
 TABLE_COLUMNS = (('lambda_j/l_1', 'relative_eigenvalue'),

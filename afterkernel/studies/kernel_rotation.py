@@ -57,6 +57,7 @@ from its initialization, replacing its records), a summary and a figure.
 
 import dataclasses
 import math
+import operator
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -366,12 +367,6 @@ def _run_unit(config: RotationConfig, task: data.BinaryTask,
   return run_once(config, task, unit.run, log)
 
 
-def _checkpoints(config: RotationConfig) -> Sequence[int]:
-  return config.checkpoint_epochs
-
-
-def _by_epoch(entry: Mapping[str, Any]) -> int:
-  return entry['point']['epoch']
 
 
 def _figures(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
@@ -384,30 +379,14 @@ def _figures(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
 
 # A run is one training trajectory: if any checkpoint is missing (or lacks
 # REQUIRED_METRICS), the whole run is measured again.
-STUDY = runner.Study(family=FAMILY, points=_checkpoints,
+STUDY = runner.Study(family=FAMILY, points=operator.attrgetter('checkpoint_epochs'),
                      record_key=record_key, run_once=_run_unit, load=_load,
-                     sort_key=_by_epoch, figures=_figures, whole_runs=True,
+                     sort_key=runner.PointField('epoch'), figures=_figures, whole_runs=True,
                      required_metrics=REQUIRED_METRICS, noun='checkpoints')
 
 
-def run_study(config: RotationConfig, output_dir: str,
-              log: Callable[[str], None] = print,
-              executor: runner.Executor = runner.local_executor) -> List[Dict[str, Any]]:
-  """Runs every run whose checkpoints are not all in `output_dir`.
-
-  Args:
-    config: the study (validated here).
-    output_dir: result folder: config.json, records/, summary.json /
-      summary.csv and the figure.
-    log: progress printer.
-
-  Returns:
-    The summary entries (`summary.summarize` format), sorted by epoch.
-
-  Raises:
-    AfterKernelError: bad configuration, data, or a foreign output_dir.
-  """
-  return runner.run(STUDY, config, output_dir, log, executor)
+# Runs every run whose checkpoints are not all in an output folder.
+run_study = STUDY.run
 
 
 def format_table(entries: Sequence[Mapping[str, Any]],

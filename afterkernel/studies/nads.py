@@ -21,6 +21,7 @@ a figure (accuracy and s_j / s_1 vs j) and the NADs as images.
 
 import dataclasses
 import math
+import operator
 import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -329,12 +330,6 @@ def _output_dir(config: NADConfig, output_dir: str) -> str:
   return output_dir
 
 
-def _nad_indices(config: NADConfig) -> Sequence[int]:
-  return config.nad_indices
-
-
-def _by_index(entry: Mapping[str, Any]) -> int:
-  return entry['point']['nad_index']
 
 
 def _figures(entries: Sequence[Mapping[str, Any]], config: NADConfig,
@@ -348,30 +343,15 @@ def _figures(entries: Sequence[Mapping[str, Any]], config: NADConfig,
     plot_directions(first, output_dir)
 
 
-STUDY = runner.Study(family=FAMILY, points=_nad_indices,
+STUDY = runner.Study(family=FAMILY, points=operator.attrgetter('nad_indices'),
                      record_key=record_key, run_once=_run_unit,
-                     load=_output_dir, sort_key=_by_index, figures=_figures,
+                     load=_output_dir, sort_key=runner.PointField('nad_index'), figures=_figures,
                      noun='tasks')
 
 
-def run_study(config: NADConfig, output_dir: str,
-              log: Callable[[str], None] = print,
-              executor: runner.Executor = runner.local_executor) -> List[Dict[str, Any]]:
-  """Runs every (NAD index, run) not yet in `output_dir`; summarizes.
-
-  Args:
-    config: the study (validated here).
-    output_dir: result folder: config.json, nads_run<r>.npz, records/,
-      summary.json / summary.csv and the figures.
-    log: progress printer.
-
-  Returns:
-    The summary entries (`summary.summarize` format), sorted by NAD index.
-
-  Raises:
-    AfterKernelError: bad configuration or a foreign output_dir.
-  """
-  return runner.run(STUDY, config, output_dir, log, executor)
+# Runs every (NAD index, run) not yet in an output folder (directions in
+# nads_run<r>.npz); summarizes.
+run_study = STUDY.run
 
 
 TABLE_COLUMNS = (('s_j/s_1', 'relative_singular_value'),

@@ -94,6 +94,19 @@ def require_positive_int_fields(config: Any, names: Iterable[str]) -> None:
                    f'{name} must be a positive integer, got {value!r}')
 
 
+class PointField:
+  """entry -> entry['point'][field]: a `Study.sort_key` that pickles.
+
+  (A lambda would not reach remote executors; see the module docstring.)
+  """
+
+  def __init__(self, field: str):
+    self.field = field
+
+  def __call__(self, entry: Mapping[str, Any]) -> Any:
+    return entry['point'][self.field]
+
+
 def preset(presets: Mapping[str, Any], name: str, study: str = 'study') -> Any:
   """The preset config `name` of a study's `PRESETS` dict.
 
@@ -154,6 +167,26 @@ class Study:
   required_metrics: Tuple[str, ...] = ()
   noun: str = 'points'
   group: Optional[Callable[[Any], Any]] = None
+
+  def run(self, config: Any, output_dir: str, log: Log = print,
+          executor: 'Executor' = None) -> List[Dict[str, Any]]:
+    """`run` of this study: a study module's `run_study = STUDY.run`.
+
+    Args:
+      config: the study's config (validated here).
+      output_dir: result folder: config.json, records/, summary.json /
+        summary.csv and the figures.
+      log: progress printer.
+      executor: runs the work units (None: `local_executor`).
+
+    Returns:
+      The summary entries (`summary.summarize` format), sorted by
+      `sort_key`.
+
+    Raises:
+      AfterKernelError: bad configuration, data, or a foreign output_dir.
+    """
+    return run(self, config, output_dir, log, executor or local_executor)
 
 
 def _finished(result_store: store.ResultStore, key: str,

@@ -16,6 +16,7 @@ per epoch and at the end, PNG + PDF).
 
 import dataclasses
 import math
+import operator
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -356,9 +357,6 @@ def _run_unit(config: SecondOrderConfig, task: data.BinaryTask,
   return run_once(config, task, unit.run, list(unit.points), log)
 
 
-def _model_kinds(config: SecondOrderConfig) -> Sequence[str]:
-  return config.model_kinds
-
 
 def _by_kind(entry: Mapping[str, Any]) -> int:
   return MODEL_KINDS.index(entry['point']['model'])
@@ -376,29 +374,13 @@ def _figures(entries: Sequence[Mapping[str, Any]], config: SecondOrderConfig,
               f'(n = {config.num_train})')
 
 
-STUDY = runner.Study(family=FAMILY, points=_model_kinds,
+STUDY = runner.Study(family=FAMILY, points=operator.attrgetter('model_kinds'),
                      record_key=record_key, run_once=_run_unit, load=_load,
                      sort_key=_by_kind, figures=_figures, noun='models')
 
 
-def run_study(config: SecondOrderConfig, output_dir: str,
-              log: Callable[[str], None] = print,
-              executor: runner.Executor = runner.local_executor) -> List[Dict[str, Any]]:
-  """Trains every (model kind, run) not yet in `output_dir`; summarizes.
-
-  Args:
-    config: the study (validated here).
-    output_dir: result folder: config.json, records/ (one JSON per model and
-      run), summary.json / summary.csv and the figure.
-    log: progress printer.
-
-  Returns:
-    The summary entries (`summary.summarize` format), in `MODEL_KINDS` order.
-
-  Raises:
-    AfterKernelError: bad configuration, data, or a foreign output_dir.
-  """
-  return runner.run(STUDY, config, output_dir, log, executor)
+# Trains every (model kind, run) not yet in an output folder; summarizes.
+run_study = STUDY.run
 
 
 TABLE_COLUMNS = (('test error', 'test_error'),

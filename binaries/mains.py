@@ -314,7 +314,7 @@ class StudyBinary(StudyFlags):
   STUDY.main`.
 
   Attributes (besides `StudyFlags`'):
-    run: run(config, output_dir, log=...) -> result.
+    run: run(config, output_dir, log=..., executor=...) -> result.
     format_result: (result, config) -> the table to print.
     figure_name: the figure's file name without extension.
     footer: printed under the table (what the numbers mean).
@@ -392,7 +392,7 @@ class ConfigBinary:
   """A binary that starts from a config class's defaults (no presets).
 
   One flag per field (`flags.define_config_flags`) and --output_dir; its
-  main runs `run(config, output_dir)` and prints `report(result,
+  main runs `run(config, output_dir[, executor=])` and prints `report(result,
   output_dir)`.
 
   Attributes:
@@ -402,11 +402,14 @@ class ConfigBinary:
   """
 
   def __init__(self, config_class: type, name: str,
-               run: Callable[[Any, str], Any],
-               report: Callable[[Any, str], str]):
+               run: Callable[..., Any],
+               report: Callable[[Any, str], str], on_runner: bool = False):
     self.base = config_class()
     self.fields = flags.define_config_flags(config_class, {name: self.base})
     self.output_dir = flags.define_folder('output_dir')
+    # A study on the one runner also gets --executor / --ray_* and its run
+    # an `executor=` argument.
+    self.executor = ExecutorFlags() if on_runner else None
     self._run = run
     self._report = report
 
@@ -420,6 +423,9 @@ class ConfigBinary:
     def body():
       require_no_arguments(argv)
       output_dir = require_folder(self.output_dir, 'where results are written')
-      print(self._report(self._run(self.config(), output_dir), output_dir))
+      extra = {} if self.executor is None else {
+          'executor': self.executor.executor()}
+      print(self._report(self._run(self.config(), output_dir, **extra),
+                         output_dir))
 
     return main_status(body, self.output_dir)

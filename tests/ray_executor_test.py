@@ -9,10 +9,12 @@ records. Skipped, with the install line, when Ray is not installed.
 
 import dataclasses
 import os
+import subprocess
 import sys
 import tempfile
 from unittest import mock
 
+from absl import flags as absl_flags
 from absl.testing import absltest
 
 from afterkernel import errors
@@ -21,6 +23,7 @@ from afterkernel.studies import ray_executor
 from afterkernel.studies import runner
 from afterkernel.studies import store
 from afterkernel.studies import sweeps
+from binaries import mains
 
 try:
   import ray  # pylint: disable=g-import-not-at-top
@@ -187,6 +190,21 @@ class WithoutRayTest(absltest.TestCase):
       ray_executor.from_flags('dask', None, 1, 0)
     self.assertIs(ray_executor.from_flags('local', None, 1, 0),
                   runner.local_executor)
+
+  def test_flags_default_to_local_without_importing_ray(self):
+    values = absl_flags.FlagValues()
+    executor_flags = mains.ExecutorFlags(values)
+    values(['prog'])
+    self.assertIs(executor_flags.executor(), runner.local_executor)
+    values(['prog', '--executor=ray', '--ray_num_cpus=2'])
+    self.assertTrue(callable(executor_flags.executor()))
+    # A sweep binary with its default flags never imports Ray.
+    code = ('import sys; from binaries import sweep_epochs; '
+            "from afterkernel.studies import ray_executor; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, '-c', code], cwd=root, check=True,
+                   env=dict(os.environ, PYTHONPATH=root))
 
   def test_capacity_follows_cpus_and_gpus(self):
     self.assertEqual(ray_executor._capacity({'CPU': 8.0}, 2, 0), 4)

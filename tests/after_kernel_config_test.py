@@ -29,11 +29,13 @@ class ExperimentConfigTest(absltest.TestCase):
     fields = _TINY.to_dict()
     for name in ('num_runs', 'data_dir', 'feature_batch_size',
                  'feature_method', 'memory_budget_gb', 'distribution_strategy',
-                 'measure_ntk'):
+                 'measure_ntk',
+                 'width'):  # Added after 0.1.0; unset keeps the 0.1.0 hash.
       fields.pop(name)
     expected = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
                               ).hexdigest()[:16]
     self.assertTrue(_TINY.measure_ntk)
+    self.assertIsNone(_TINY.width)
     self.assertEqual(_TINY.fingerprint(), expected)
 
   def test_validate_names_the_bad_field(self):

@@ -165,5 +165,123 @@ class CallbackFeaturesTest(absltest.TestCase):
         features.gradient_features(model, images, method='per_layer'))
 
 
+class _Subclassed(keras.Model):
+
+  def __init__(self, dtype=None):
+    super().__init__(dtype=dtype)
+    self.hidden = keras.layers.Dense(4, activation='tanh', dtype=dtype)
+    self.out = keras.layers.Dense(1, dtype=dtype)
+
+  def call(self, x):
+    return self.out(self.hidden(keras.ops.reshape(x, (-1, 12))))
+
+
+def _user_model(kind, dtype=None):
+  """Subclassed, None input dimensions, Dense on rank-3 inputs."""
+  if kind == 'subclassed':
+    return _Subclassed(dtype)
+  if kind == 'none_dims':
+    inputs = keras.Input((None, 3), dtype=dtype)
+    hidden = keras.layers.Conv1D(2, 2, activation='tanh', dtype=dtype)(inputs)
+    hidden = keras.layers.GlobalAveragePooling1D(dtype=dtype)(hidden)
+    return keras.Model(inputs, keras.layers.Dense(1, dtype=dtype)(hidden))
+  return keras.Sequential([
+      keras.Input((4, 3), dtype=dtype),
+      keras.layers.Dense(5, activation='tanh', dtype=dtype),
+      keras.layers.Flatten(dtype=dtype), keras.layers.Dense(1, dtype=dtype)])
+
+
+def _float64_gram(kind, model, a, b):
+  """phi_a phi_b^T from tape.jacobian of a float64 twin (same weights)."""
+  twin = _user_model(kind, 'float64')
+  twin(a[:1].astype(np.float64))
+  twin.set_weights([w.astype(np.float64) for w in model.get_weights()])
+
+  def phi(images):
+    rows = []
+    for image in images.astype(np.float64):
+      with tf.GradientTape() as tape:
+        out = tf.reshape(twin(image[None]), [])
+      rows.append(np.concatenate(
+          [np.ravel(j) for j in tape.jacobian(out, twin.trainable_variables)]))
+    return np.stack(rows)
+  return phi(a) @ phi(b).T
+
+
+class UserModelGramTest(parameterized.TestCase):
+  """Issue 14: Grams of every kind of Keras model, against float64."""
+
+  def _setup(self, kind, seed=11):
+    keras.utils.set_random_seed(seed)
+    model = _user_model(kind)
+    rng = np.random.default_rng(seed)
+    a = rng.random((5, 4, 3)).astype(np.float32)
+    b = rng.random((3, 4, 3)).astype(np.float32)
+    model(a[:1])
+    for v in model.trainable_variables:
+      v.assign(v.numpy() + 0.1 * rng.standard_normal(v.shape).astype(
+          np.float32))
+    return model, a, b
+
+  @parameterized.product(kind=('subclassed', 'none_dims', 'rank3'),
+                         method=('auto', 'structured', 'vectorized'))
+  def test_model_gram_and_train_cross_gram(self, kind, method):
+    model, a, b = self._setup(kind)
+    # Conv1D and subclassed models are not chains: 'auto' takes vectorized.
+    self.assertEqual(features.supports_per_layer(model), kind == 'rank3')
+    if method == 'structured' and kind != 'rank3':
+      with self.assertRaisesRegex(errors.AfterKernelError, 'chain model'):
+        empirical.model_gram(model, a, method=method)
+      return
+    np.testing.assert_allclose(empirical.model_gram(model, a, b,
+                                                    method=method),
+                               _float64_gram(kind, model, a, b),
+                               rtol=1e-5, atol=1e-6)
+    train, cross = empirical.model_train_and_cross_gram(model, a, b,
+                                                        method=method)
+    np.testing.assert_allclose(train, _float64_gram(kind, model, a, a),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cross, _float64_gram(kind, model, b, a),
+                               rtol=1e-5, atol=1e-6)
+    if kind == 'none_dims':  # the batch's concrete length
+      longer = np.random.default_rng(3).random((4, 7, 3)).astype(np.float32)
+      np.testing.assert_allclose(empirical.model_gram(model, longer,
+                                                      method=method),
+                                 _float64_gram(kind, model, longer, longer),
+                                 rtol=1e-5, atol=1e-6)
+
+  def test_mixed_float16_grams_are_float32_and_correct(self):
+    keras.mixed_precision.set_global_policy('mixed_float16')
+    try:
+      model, a, b = self._setup('rank3')
+      got = [empirical.model_gram(model, a, b),
+             empirical.model_train_and_cross_gram(model, b, a)[1],
+             empirical.model_gram(model, a, b, method='vectorized')]
+    finally:
+      keras.mixed_precision.set_global_policy('float32')
+    expected = _float64_gram('rank3', model, a, b)
+    for gram_matrix in got:
+      self.assertEqual(gram_matrix.dtype, np.float32)
+      np.testing.assert_allclose(gram_matrix, expected, rtol=1e-5, atol=1e-6)
+
+  def test_non_finite_inputs_and_grams_are_named(self):
+    model, a, b = self._setup('rank3')
+    b[2, 0, 0] = np.nan
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'inputs_b have NaN/inf.*example 2'):
+      empirical.model_gram(model, a, b)
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'x_test have NaN/inf.*example 2'):
+      empirical.model_train_and_cross_gram(model, a, b)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'tf.data.Dataset'):
+      empirical.model_gram(model, tf.data.Dataset.from_tensor_slices(a))
+    # Finite features (~1e20) whose products overflow float32.
+    model.layers[-1].kernel.assign(np.full((20, 1), 1e20, np.float32))
+    for method in ('auto', 'vectorized'):
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  'empirical NTK Gram of model .* NaN/inf'):
+        empirical.model_gram(model, a, method=method)
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -1,5 +1,7 @@
 """Tests for afterkernel.kernels.features against plain per-example tape.gradient."""
 
+import contextlib
+import logging
 import time
 
 from absl.testing import absltest
@@ -321,6 +323,176 @@ class BadInputTest(absltest.TestCase):
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     with self.assertRaisesRegex(errors.AfterKernelError, 'one scalar output'):
       features.gradient_features(model, np.zeros((2, 3), np.float32))
+
+
+class _SubclassedNet(keras.Model):
+  """A subclassed model (no Keras-known input shape or layer graph)."""
+
+  def __init__(self, dtype=None):
+    super().__init__(dtype=dtype)
+    self.hidden = keras.layers.Dense(5, activation='tanh', dtype=dtype)
+    self.out = keras.layers.Dense(1, dtype=dtype)
+
+  def call(self, x):
+    return self.out(self.hidden(keras.ops.reshape(x, (-1, 12))))
+
+
+def _keras_model(kind, dtype=None):
+  """Model kinds users bring; `dtype` builds a float64 twin for references."""
+  if kind == 'subclassed':
+    return _SubclassedNet(dtype)
+  if kind == 'none_dims':  # conv net on images of any size
+    inputs = keras.Input((None, None, 1), dtype=dtype)
+    h = keras.layers.GlobalAveragePooling2D(dtype=dtype)(keras.layers.Conv2D(
+        2, 3, activation='tanh', dtype=dtype)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(1, dtype=dtype)(h))
+  # 'rank3': a Dense applied to (positions, channels) inputs.
+  return keras.Sequential([
+      keras.Input((4, 3), dtype=dtype), keras.layers.Dense(
+          5, activation='tanh', dtype=dtype),
+      keras.layers.Flatten(dtype=dtype), keras.layers.Dense(1, dtype=dtype)])
+
+
+def _float64_reference(kind, model, images):
+  """Per-example tape.jacobian of a float64 twin with the same weights."""
+  twin = _keras_model(kind, 'float64')
+  twin(images[:1].astype(np.float64))
+  twin.set_weights([w.astype(np.float64) for w in model.get_weights()])
+  rows = []
+  for image in images.astype(np.float64):
+    with tf.GradientTape() as tape:
+      output = tf.reshape(twin(image[None]), [])
+    rows.append(np.concatenate([np.ravel(j) for j in tape.jacobian(
+        output, twin.trainable_variables)]))
+  return np.stack(rows)
+
+
+class KerasModelKindsTest(parameterized.TestCase):
+  """Issue 14: every kind of Keras model users bring, against float64."""
+
+  def _model_and_images(self, kind, shape):
+    keras.utils.set_random_seed(5)
+    model = _keras_model(kind)
+    images = np.random.default_rng(5).random((5,) + shape).astype(np.float32)
+    model(images[:1])
+    _perturb_weights(model, np.random.default_rng(6))
+    return model, images
+
+  @parameterized.product(
+      case=(('subclassed', (4, 3)), ('none_dims', (7, 6, 1)),
+            ('rank3', (4, 3))),
+      method=('auto', 'per_layer', 'vectorized'))
+  def test_features_match_float64_jacobian(self, case, method):
+    kind, shape = case
+    model, images = self._model_and_images(kind, shape)
+    # Dense on rank-3 inputs takes the per_layer path ('auto' too).
+    self.assertEqual(features.supports_per_layer(model), kind != 'subclassed')
+    if method == 'per_layer' and kind == 'subclassed':
+      return
+    batches = [(images, 2)]
+    if kind == 'none_dims':  # another concrete size, same model
+      batches.append((np.random.default_rng(7).random(
+          (3, 5, 9, 1)).astype(np.float32), 256))
+    for inputs, batch_size in batches:
+      np.testing.assert_allclose(
+          features.gradient_features(model, inputs, batch_size, method),
+          _float64_reference(kind, model, inputs), rtol=1e-5, atol=1e-6)
+
+  def test_mixed_float16_policy_gives_float32_features(self):
+    keras.mixed_precision.set_global_policy('mixed_float16')
+    try:
+      model, images = self._model_and_images('rank3', (4, 3))
+      self.assertEqual(model.layers[0].compute_dtype, 'float16')
+      got = {m: features.gradient_features(model, images, method=m)
+             for m in ('auto', 'per_layer', 'vectorized', 'loop')}
+      self.assertEqual(model.layers[0].compute_dtype, 'float16')  # restored
+    finally:
+      keras.mixed_precision.set_global_policy('float32')
+    expected = _float64_reference('rank3', model, images)
+    for method, value in got.items():
+      self.assertEqual(value.dtype, np.float32, method)
+      # float16 compute would be off by ~1e-3.
+      np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6,
+                                 err_msg=method)
+
+  def test_multi_input_and_dataset_get_one_clear_error(self):
+    first, second = keras.Input((3,)), keras.Input((2,))
+    two_inputs = keras.Model([first, second], keras.layers.Dense(1)(
+        keras.layers.Concatenate()([first, second])))
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'takes 2 inputs.*one input tensor'):
+      features.gradient_features(two_inputs, [np.zeros((4, 3)),
+                                              np.zeros((4, 2))])
+    model, images = self._model_and_images('rank3', (4, 3))
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(2)
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'tf.data.Dataset.*one .n, .... array'):
+      features.gradient_features(model, dataset)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'list of arrays'):
+      features.gradient_features(model, [images, images])
+
+  def test_non_finite_inputs_and_features_are_named(self):
+    model, images = self._model_and_images('rank3', (4, 3))
+    for bad in (np.nan, np.inf):
+      corrupt = images.copy()
+      corrupt[3, 1, 2] = bad
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  r'images have NaN/inf .*example 3'):
+        features.gradient_features(model, corrupt)
+    model.layers[0].kernel.assign(np.full((3, 5), np.nan, np.float32))
+    for method in ('per_layer', 'vectorized'):
+      with self.assertRaisesRegex(errors.AfterKernelError, 'gradient features'
+                                  ' .* NaN/inf .*non-finite weights .*kernel'):
+        features.gradient_features(model, images, method=method)
+
+
+@contextlib.contextmanager
+def _tf_log_messages():
+  """Collects the messages TF's logger emits inside the block."""
+  seen = []
+  handler = logging.Handler()
+  handler.emit = lambda record: seen.append(record.getMessage())
+  tf.get_logger().addHandler(handler)
+  try:
+    yield seen
+  finally:
+    tf.get_logger().removeHandler(handler)
+
+
+class QuietAndTracedOnceTest(absltest.TestCase):
+
+  def test_pfor_conv_warning_is_filtered_and_others_pass(self):
+    keras.utils.set_random_seed(4)
+    model = models.build_model('vgg', (8, 8, 1))
+    images = np.random.default_rng(4).random((3, 8, 8, 1)).astype(np.float32)
+    with _tf_log_messages() as seen:
+      features.gradient_features(model, images, method='vectorized')
+      tf.get_logger().warning('an unrelated warning')
+    self.assertFalse([m for m in seen if 'Conv2DBackpropFilter' in m], seen)
+    self.assertIn('an unrelated warning', seen)
+    self.assertEqual(logging.getLogger().level, logging.WARNING)
+
+  def test_a_model_is_traced_once_per_method(self):
+    model = models.build_model('vgg', (8, 8, 1))
+    rng = np.random.default_rng(9)
+    # vectorized pads ragged blocks, per_layer takes any batch size.
+    for method in ('vectorized', 'per_layer'):
+      for n in (8, 8, 5, 11):
+        features.gradient_features(model, rng.random((n, 8, 8, 1)).astype(
+            np.float32), batch_size=4, method=method)
+      traced = _blocks.block_fn(model, method, (8, 8, 1))
+      self.assertEqual(traced.experimental_get_tracing_count(), 1, method)
+
+  def test_many_models_do_not_warn_of_retracing(self):
+    # A sweep traces each new model once; TF counts those traces per Python
+    # function (over all models) and used to warn after five.
+    images = np.random.default_rng(10).random((6, 6, 6, 1), np.float32)
+    with _tf_log_messages() as seen:
+      for model in [models.build_model('fully_connected', (6, 6, 1))
+                    for _ in range(7)]:
+        features.gradient_features(model, images, batch_size=4)
+        kernels.empirical.model_gram(model, images[:3], images[3:])
+    self.assertFalse([m for m in seen if 'retracing' in m], seen)
 
 
 if __name__ == '__main__':

@@ -98,6 +98,11 @@ class StreamedGramTest(parameterized.TestCase):
     with mock.patch.object(grams, '_FINITE_CHECK_VALUES', 100):
       with self.assertRaisesRegex(errors.AfterKernelError, '1 NaN/inf'):
         grams.gram(features)
+      # The row is named, across slices of 100 values (row 47 in slice 24).
+      features[12, 0] = np.inf
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  '2 NaN/inf values in 2 rows .first: row 12'):
+        grams.gram(features)
 
   def test_budget_too_small(self):
     with self.assertRaisesRegex(errors.AfterKernelError, 'raise it'):

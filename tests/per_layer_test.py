@@ -60,6 +60,28 @@ class PerLayerTest(parameterized.TestCase):
         features.gradient_features(model, images, method='per_layer'),
         _reference_features(model, images), rtol=1e-4, atol=1e-6)
 
+  def test_dense_on_rank4_inputs_sums_over_positions(self):
+    # Dense on (h, w, c) feature maps shares its weights over positions:
+    # per_layer sums the per-position outer products, structured keeps
+    # such a layer materialized (a sum of outer products has no factors).
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([
+        keras.Input((3, 2, 4)), keras.layers.Dense(5, activation='tanh'),
+        keras.layers.Dense(2, activation='relu', use_bias=False),
+        keras.layers.Flatten(), keras.layers.Dense(1)])
+    self.assertTrue(features.supports_per_layer(model))
+    _perturb_weights(model, np.random.default_rng(8))
+    images = np.random.default_rng(9).random((6, 3, 2, 4)).astype(np.float32)
+    expected = _reference_features(model, images)
+    np.testing.assert_allclose(
+        features.gradient_features(model, images, batch_size=4,
+                                   method='per_layer'),
+        expected, rtol=1e-5, atol=1e-6)
+    factored = features.structured_features(model, images, batch_size=4)
+    self.assertLen(factored.dense, 1)  # only the rank-2 output Dense
+    np.testing.assert_allclose(kernels.structured_gram(factored),
+                               expected @ expected.T, rtol=1e-5, atol=1e-5)
+
   def test_chain_detection(self):
     sequential = keras.Sequential([
         keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3),

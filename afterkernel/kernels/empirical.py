@@ -89,7 +89,24 @@ def model_gram(model: keras.Model,
     (n, m) for 'trace', (n L, m L) for 'full'; float32.
   """
   grams.require_kind(kind)
-  inputs_a = np.asarray(inputs_a, dtype=np.float32)
+  inputs_a = features.as_inputs(inputs_a, model, 'inputs_a')
+  if inputs_b is not None:
+    inputs_b = features.as_inputs(inputs_b, model, 'inputs_b')
+  return _finite(_model_gram(model, inputs_a, inputs_b, kind, batch_size,
+                             method, strategy), model)
+
+
+def _finite(gram_matrix: np.ndarray, model: keras.Model) -> np.ndarray:
+  """The Gram, after one clear error if it has NaN/inf entries (finite
+  features can still overflow float32 in the products)."""
+  grams.require_finite_gram(gram_matrix,
+                            f'the empirical NTK Gram of model {model.name!r}')
+  return gram_matrix
+
+
+def _model_gram(model, inputs_a, inputs_b, kind, batch_size, method,
+                strategy) -> np.ndarray:
+  """`model_gram` on checked inputs."""
   if kind == 'full':
     method = 'auto' if method == 'structured' else method
     jac_a = features.per_example_jacobians(model, inputs_a, batch_size, method,
@@ -142,6 +159,16 @@ def model_train_and_cross_gram(
     (n, n) and (m, n) float32 Grams.
   """
   errors.require_choice(method, features.METHODS, 'feature method')
+  x_train = features.as_inputs(x_train, model, 'x_train')
+  x_test = features.as_inputs(x_test, model, 'x_test')
+  return tuple(_finite(g, model) for g in _train_and_cross_gram(
+      model, x_train, x_test, batch_size, method, strategy, memory_budget_gb,
+      log))
+
+
+def _train_and_cross_gram(model, x_train, x_test, batch_size, method,
+                          strategy, memory_budget_gb, log):
+  """`model_train_and_cross_gram` on checked inputs."""
   num_features = features.count_parameters(model)
   needed_gb = (len(x_train) + len(x_test)) * num_features * 4 / 2**30
   one_device = strategy is None or strategy.num_replicas_in_sync == 1

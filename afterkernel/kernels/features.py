@@ -21,11 +21,15 @@ Methods (`METHODS`, default `DEFAULT_FEATURE_METHOD` = 'auto'):
   * 'per_layer': one batched forward and backward pass, then each layer's
     per-example weight gradients from its inputs and the gradients at its
     outputs (`per_layer`). Near the speed of a batched forward+backward.
-    Needs a chain of Dense / NTKDense / Conv2D layers (`supports_per_layer`).
+    Needs a chain of Dense / NTKDense / Conv2D layers (`supports_per_layer`);
+    a Dense layer applied to rank > 2 inputs (b, ..., d_in) is assembled
+    here too: its weight gradient sums the outer products over positions.
   * 'structured': as 'per_layer', but Dense layers' gradients stay factored
     (`structured_features`), so a Gram costs n^2 (d_in + d_out) per Dense
     layer instead of n^2 d_in d_out (neural-tangents' structured
-    derivatives). It yields factors, not feature rows: the Gram functions
+    derivatives). Dense layers on rank > 2 inputs are not one outer product,
+    so their gradients stay materialized with the convolutions'. It yields
+    factors, not feature rows: the Gram functions
     of `kernels.empirical` take it, `gradient_features` does not.
   * 'vectorized': `tf.vectorized_map` over per-example
     `GradientTape.gradient` calls inside one `tf.function`, so a whole block is
@@ -39,6 +43,17 @@ Methods (`METHODS`, default `DEFAULT_FEATURE_METHOD` = 'auto'):
 `FEATURE_METHODS` are the methods that produce feature rows (all but
 'structured'). Layers always run with `training=False` (inference-mode batch
 norm and dropout: the function whose kernel we want).
+
+Models users bring: Sequential, functional and subclassed `keras.Model`s of
+one input tensor and one output tensor. Inputs are one in-memory (n, ...)
+array (`as_inputs`): a tf.data.Dataset, a list of arrays or a multi-input
+model is one AfterKernelError saying what to pass, and so are NaN/inf
+inputs (named with the first bad example) and NaN/inf features (naming
+non-finite weights, or an overflow). Input dimensions the model leaves None
+take the batch's concrete size (one trace per concrete shape). Under a
+keras 'mixed_float16' policy the engine runs the layers in float32 while it
+traces (`_blocks.float32_compute`): features and Grams are float32 and equal
+to those of the float32 model.
 
 Sharding: pass `strategy=` (a `tf.distribute.Strategy`, e.g. from
 `distribute.make_strategy`) to split each block of replicas x batch_size
@@ -95,11 +110,19 @@ def resolve_method(model: keras.Model, images: np.ndarray,
   return _blocks.resolve_method(model, images, batch_size, method)
 
 
-def _as_inputs(inputs) -> np.ndarray:
-  inputs = np.asarray(inputs, dtype=np.float32)
-  errors.require(inputs.ndim >= 2,
-                 f'inputs must be a batch (n, ...), got shape {inputs.shape}')
-  return inputs
+def as_inputs(inputs, model: Optional[keras.Model] = None,
+              name: str = 'inputs') -> np.ndarray:
+  """`inputs` as one finite float32 (n, ...) array for `model`.
+
+  Refuses, in one AfterKernelError saying what to pass: a tf.data.Dataset, a
+  list/dict of arrays or a multi-input model (the engine differentiates a
+  model of one input tensor on an in-memory batch), and NaN/inf inputs
+  (naming `name` and the first bad example).
+  """
+  return _blocks.as_input_batch(model, inputs, name)
+
+
+_as_inputs = as_inputs
 
 
 def num_outputs(model: keras.Model, inputs: np.ndarray) -> int:
@@ -116,7 +139,7 @@ def num_outputs(model: keras.Model, inputs: np.ndarray) -> int:
     AfterKernelError: if the model returns a list/dict (several heads) or no
       example is given.
   """
-  inputs = _as_inputs(inputs)
+  inputs = _as_inputs(inputs, model)
   errors.require(len(inputs) > 0, 'need at least one input example')
   outputs = model(inputs[:1], training=False)
   errors.require(
@@ -189,7 +212,7 @@ def iter_feature_blocks(model: keras.Model,
                  "method 'structured' gives Dense-layer factors, not feature "
                  'rows: use structured_features or kernels.empirical.model_gram')
   _blocks.require_method(method, FEATURE_METHODS)
-  images = np.asarray(images, dtype=np.float32)
+  images = _as_inputs(images, model, 'images')
   _blocks.check_inputs(model, images, batch_size)
   index = tf.constant(_check_output_index(model, images, output_index),
                       tf.int32)
@@ -201,10 +224,14 @@ def iter_feature_blocks(model: keras.Model,
   # 'auto' is timed on one device; every replica runs the same code.
   concrete = _blocks.resolve_method(model, images, batch_size, method)
   if sharded:
-    yield from _sharded_blocks(model, images, batch_size, concrete, index,
-                               strategy)
+    start = 0
+    for block in _sharded_blocks(model, images, batch_size, concrete, index,
+                                 strategy):
+      _blocks.require_finite_features(model, block, start)
+      start += len(block)
+      yield block
     return
-  block_fn = _blocks.block_fn(model, concrete)
+  block_fn = _blocks.block_fn(model, concrete, images.shape[1:])
   # pfor graphs: pad a ragged last block to the full size, so one trace
   # serves every block (a retrace costs seconds for conv nets) and pfor
   # never runs the shape-generalized trace on a single example, which fails
@@ -217,13 +244,15 @@ def iter_feature_blocks(model: keras.Model,
       block = np.concatenate(
           [block, np.zeros((batch_size - size,) + block.shape[1:],
                            np.float32)])
-    yield block_fn(tf.constant(block), index).numpy()[:size]
+    rows = block_fn(tf.constant(block), index).numpy()[:size]
+    _blocks.require_finite_features(model, rows, start)
+    yield rows
 
 
 def _sharded_blocks(model, images, batch_size, method, index, strategy):
   """Blocks of R x batch_size examples (R = replicas), cut into R equal parts
   (the last, ragged block padded with zero images whose rows are dropped)."""
-  step = _blocks.sharded_block_fn(model, strategy, method)
+  step = _blocks.sharded_block_fn(model, strategy, method, images.shape[1:])
   replicas = strategy.num_replicas_in_sync
   block = replicas * batch_size
   for start in range(0, len(images), block):
@@ -262,7 +291,12 @@ def gradient_features(model: keras.Model,
 
   Returns:
     (n, P) float32, row i = d f_l(x_i) / d theta.
+
+  Raises:
+    AfterKernelError: bad inputs (not one finite (n, ...) array of the
+      model's input shape), bad method/output index, or NaN/inf features.
   """
+  images = _as_inputs(images, model, 'images')
   out = np.empty((len(images), count_parameters(model)), np.float32)
   start = 0
   for block in iter_feature_blocks(model, images, batch_size, method,
@@ -299,7 +333,7 @@ def per_example_jacobians(model: keras.Model,
   Returns:
     (n, L', P) float32, L' = len(output_indices) or L.
   """
-  inputs = _as_inputs(inputs)
+  inputs = _as_inputs(inputs, model)
   total = num_outputs(model, inputs)
   indices = list(range(total)) if output_indices is None else list(
       output_indices)
@@ -359,17 +393,20 @@ def structured_features(model: keras.Model,
   Raises:
     AfterKernelError: unsupported model or bad input.
   """
-  images = np.asarray(images, dtype=np.float32)
+  images = _as_inputs(images, model, 'images')
   _blocks.check_inputs(model, images, batch_size)
   index = tf.constant(_check_output_index(model, images, output_index),
                       tf.int32)
-  block_fn = _blocks.block_fn(model, 'structured')
+  block_fn = _blocks.block_fn(model, 'structured', images.shape[1:])
   dense_parts, other_parts = [], []
   for start in range(0, len(images), batch_size):
     dense, other = block_fn(tf.constant(images[start:start + batch_size]),
                             index)
     dense_parts.append([(h.numpy(), g.numpy()) for h, g in dense])
     other_parts.append(other.numpy())
+    for part in [other_parts[-1]] + [x for pair in dense_parts[-1]
+                                     for x in pair]:
+      _blocks.require_finite_features(model, part, start)
   dense = [(np.concatenate([block[i][0] for block in dense_parts]),
             np.concatenate([block[i][1] for block in dense_parts]))
            for i in range(len(dense_parts[0]))]
@@ -390,7 +427,7 @@ def conjugate_features(model: keras.Model,
   Returns:
     (n, d) float32.
   """
-  images = np.asarray(images, dtype=np.float32)
+  images = _as_inputs(images, model, 'images')
   _blocks.check_inputs(model, images, batch_size)
   _check_output_index(model, images, None)
   conjugate = models.conjugate_model(model)

@@ -48,12 +48,18 @@ def _as_2d_finite(features: np.ndarray, name: str) -> np.ndarray:
   # allocate a boolean copy (2.2 GB for a 2,452 x 905,591 chunk of mega-VGG
   # features) on top of a memory budget.
   rows = max(1, _FINITE_CHECK_VALUES // max(1, features.shape[1]))
-  bad = sum(int(features[s:s + rows].size -
-                np.count_nonzero(np.isfinite(features[s:s + rows])))
-            for s in range(0, features.shape[0], rows))
+  bad, bad_rows = 0, []
+  for s in range(0, features.shape[0], rows):
+    finite = np.isfinite(features[s:s + rows])
+    bad += int(finite.size - np.count_nonzero(finite))
+    bad_rows.extend(s + np.flatnonzero(~finite.all(axis=1)))
+  # Features of the gradient engine are checked where they are made (inputs
+  # and weights named there); this names the rows of features given here.
   errors.require(bad == 0,
-                 f'{name} has {bad} NaN/inf values (did training diverge? try '
-                 'a smaller --learning_rate)')
+                 f'{name} has {bad} NaN/inf values in {len(bad_rows)} rows '
+                 f'(first: row {bad_rows[0] if bad_rows else -1}); features of '
+                 'finite inputs and weights are finite: check the inputs, '
+                 'then the model (did training diverge?)')
   return features
 
 

@@ -19,6 +19,8 @@ output l of a model with L outputs (trailing output axes flattened); for a
 scalar model l = 0.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -129,7 +131,9 @@ def _chain_forward(chain, images):
   for entry in chain:
     layer = entry.layer
     if entry.kind == 'dense':
-      z = tf.matmul(h, layer.kernel)
+      # Keras Dense contracts the last axis of inputs of any rank.
+      z = (tf.matmul(h, layer.kernel) if h.shape.rank == 2 else
+           tf.tensordot(h, layer.kernel, [[h.shape.rank - 1], [0]]))
       if entry.kernel_scale != 1.0:
         z = z * entry.kernel_scale
       if entry.use_bias:
@@ -168,10 +172,17 @@ def _layer_gradients(entry, h, output_grad):
   layer = entry.layer
   batch = tf.shape(h)[0]
   if entry.kind == 'dense':
-    kernel = tf.einsum('bi,bo->bio', h, output_grad)
+    # Rank > 2 inputs (b, ..., i): the weights are shared over the middle
+    # positions, so their gradients sum over them.
+    if h.shape.rank > 2:
+      kernel = tf.einsum(
+          'bpi,bpo->bio', tf.reshape(h, [batch, -1, h.shape[-1]]),
+          tf.reshape(output_grad, [batch, -1, output_grad.shape[-1]]))
+    else:
+      kernel = tf.einsum('bi,bo->bio', h, output_grad)
     if entry.kernel_scale != 1.0:
       kernel = kernel * entry.kernel_scale
-    bias_axes = []
+    bias_axes = list(range(1, h.shape.rank - 1))
   else:
     kernel = _conv2d_per_example_kernel_grads(layer, h, output_grad)
     bias_axes = [1, 2]
@@ -185,13 +196,26 @@ def _layer_gradients(entry, h, output_grad):
   return grads
 
 
-def per_layer_block_fn(model: keras.Model, chain):
-  """A tf.function: (images, l) -> (block, P) gradients of output l."""
+def block_signature(input_shape):
+  """(images of any batch size, output index): one trace serves every block,
+  the ragged last one included."""
+  return (tf.TensorSpec((None,) + tuple(input_shape), tf.float32),
+          tf.TensorSpec((), tf.int32))
+
+
+def per_layer_block_fn(model: keras.Model, chain, input_shape,
+                       compute_scope=contextlib.nullcontext):
+  """A tf.function: (images, l) -> (block, P) gradients of output l.
+
+  Traced once for images of shape (any batch,) + `input_shape`;
+  `compute_scope()` is entered while tracing (the engine's float32 scope).
+  """
   variables = model.trainable_variables
 
-  @tf.function(reduce_retracing=True)
+  @tf.function(input_signature=block_signature(input_shape))
   def block_features(images, index):
-    records, output_grads = _chain_output_gradients(chain, images, index)
+    with compute_scope():
+      records, output_grads = _chain_output_gradients(chain, images, index)
     grads = {}
     for (entry, h, _), output_grad in zip(records, output_grads):
       grads.update(_layer_gradients(entry, h, output_grad))
@@ -200,16 +224,22 @@ def per_layer_block_fn(model: keras.Model, chain):
   return block_features
 
 
-def factor_block_fn(model: keras.Model, chain):
-  """A tf.function: (images, l) -> (Dense factors, other-layer gradients)."""
+def factor_block_fn(model: keras.Model, chain, input_shape,
+                    compute_scope=contextlib.nullcontext):
+  """A tf.function: (images, l) -> (Dense factors, other-layer gradients).
+
+  Dense layers applied to rank > 2 inputs (a sum over positions of outer
+  products, not one) are materialized with the other layers' gradients.
+  """
   del model
 
-  @tf.function(reduce_retracing=True)
+  @tf.function(input_signature=block_signature(input_shape))
   def block_factors(images, index):
-    records, output_grads = _chain_output_gradients(chain, images, index)
+    with compute_scope():
+      records, output_grads = _chain_output_gradients(chain, images, index)
     dense, others = [], []
     for (entry, h, _), output_grad in zip(records, output_grads):
-      if entry.kind == 'dense':
+      if entry.kind == 'dense' and h.shape.rank == 2:
         if entry.kernel_scale != 1.0:
           h = h * entry.kernel_scale
         if entry.use_bias:

@@ -33,7 +33,12 @@ setuptools.setup(
         # Keras' TensorBoard callback needs it; the test extra includes it
         # so that CI checks the callback's metrics reach its event files.
         'tensorboard': ['tensorboard>=2.16'],
-        'test': ['pytest>=7', 'tensorboard>=2.16'],
+        # --executor=ray (studies/ray_executor.py): Ray core tasks. Pinned:
+        # the version tested (tests/ray_executor_test.py) on python 3.11.
+        'ray': ['ray==2.40.0'],
+        # The test extra includes it so that CI (.ci/run installs '.[test]',
+        # README's command) runs the Ray tests on a local 2-CPU instance.
+        'test': ['pytest>=7', 'tensorboard>=2.16', 'ray==2.40.0'],
         # The peer libraries that benchmarks/peers.py times beside ours
         # (`pip install -e '.[peers]'`; not for CI). neural-tangents 0.6.5
         # needs jax <= 0.4.30 (peers.import_neural_tangents patches two

@@ -52,9 +52,9 @@ def _report(summary, output_dir: str) -> str:
 # The configuration the flags change: StudyConfig's defaults.
 BINARY = mains.ConfigBinary(
     linearized_study.StudyConfig, 'linearized_vs_network',
-    run=lambda config, output_dir: linearized_study.run_study(
-        config, output_dir, log=logging.info),
-    report=_report)
+    run=lambda config, output_dir, executor: linearized_study.run_study(
+        config, output_dir, log=logging.info, executor=executor),
+    report=_report, on_runner=True)
 config_from_flags = BINARY.config
 main = BINARY.main
 

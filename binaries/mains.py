@@ -16,6 +16,8 @@ from absl import flags as absl_flags
 
 from afterkernel import errors
 from afterkernel.studies import after_kernel
+from afterkernel.studies import ray_executor
+from afterkernel.studies import runner
 from afterkernel.studies import scaling_common
 from afterkernel.studies import store as store_lib
 from afterkernel.studies import sweeps
@@ -46,6 +48,46 @@ SWEEP_BASE_FIELDS = (
 SWEEP_FIELDS = ('tasks', 'architectures', 'augmentation')
 
 
+class ExecutorFlags:
+  """--executor, --ray_address, --ray_num_cpus, --ray_num_gpus.
+
+  Every study and sweep binary has them, with the same defaults: `local`
+  (no Ray import); `ray` runs each work unit as a Ray task
+  (`studies.ray_executor`).
+  """
+
+  def __init__(self, flag_values: absl_flags.FlagValues = absl_flags.FLAGS):
+    self.name = flags.define(absl_flags.EnumFlag(
+        'executor', 'local',
+        'Runs the work units (one per run and sweep point): local = one '
+        'after the other in this process; ray = each as a Ray task '
+        "(pip install -e '.[ray]'); records are written by this process "
+        'either way.', ray_executor.EXECUTORS), flag_values)
+    self.address = flags.define(absl_flags.Flag(
+        absl_flags.ArgumentParser(), absl_flags.ArgumentSerializer(),
+        'ray_address', None,
+        'With --executor=ray: the cluster to join (auto = the one `ray start '
+        '--head` started here; ray://HOST:10001 a remote head); unset = a '
+        'local Ray instance started and stopped by this binary.'),
+        flag_values)
+    self.num_cpus = flags.define(absl_flags.Flag(
+        absl_flags.FloatParser(), absl_flags.ArgumentSerializer(),
+        'ray_num_cpus', 1.0,
+        'With --executor=ray: CPUs per work unit (also its TF threads).'),
+        flag_values)
+    self.num_gpus = flags.define(absl_flags.Flag(
+        absl_flags.FloatParser(), absl_flags.ArgumentSerializer(),
+        'ray_num_gpus', 0.0,
+        'With --executor=ray: GPUs per work unit (0 = CPU only).'),
+        flag_values)
+
+  def executor(self, log: runner.Log = print) -> runner.Executor:
+    """The executor the flags name (`ray_executor.from_flags`)."""
+    return ray_executor.from_flags(self.name.value, self.address.value,
+                                   self.num_cpus.value, self.num_gpus.value,
+                                   log=log)
+
+
 class StudyFlags:
   """A study binary's flags: --preset, --output_dir, one per config field.
 
@@ -67,6 +109,7 @@ class StudyFlags:
     self.fields = flags.define_config_flags(config_class, presets,
                                             flag_values=flag_values)
     self.output_dir = flags.define_folder('output_dir', flag_values)
+    self.executor = ExecutorFlags(flag_values)
 
   def config(self, adjust: Optional[Callable[[Dict[str, Any]], None]] = None):
     """The chosen preset with every given flag applied, validated.
@@ -180,7 +223,8 @@ def sweep_from_flags(paper: sweeps.Sweep, sweep_flags: flags.ConfigFlags,
 
 
 def sweep_main(argv: Sequence[str], build_sweep: Callable[[], sweeps.Sweep],
-               store_dir: absl_flags.FlagHolder) -> int:
+               store_dir: absl_flags.FlagHolder,
+               executor: Optional[ExecutorFlags] = None) -> int:
   """Runs the sweep into --store_dir, summarizes it, prints a table.
 
   Args:
@@ -188,6 +232,7 @@ def sweep_main(argv: Sequence[str], build_sweep: Callable[[], sweeps.Sweep],
     build_sweep: makes the `Sweep` from the flags; called here so that a bad
       value is reported like any other input error.
     store_dir: the --store_dir flag.
+    executor: the --executor flags (None: local).
 
   Returns:
     0, or 2 after one `error:` line.
@@ -199,7 +244,9 @@ def sweep_main(argv: Sequence[str], build_sweep: Callable[[], sweeps.Sweep],
     directory = require_folder(store_dir, 'the result store')
     sweep = build_sweep()
     store = store_lib.ResultStore(directory)
-    counts = sweeps.run_sweep(sweep, store, log=log)
+    counts = sweeps.run_sweep(
+        sweep, store, log=log, executor=runner.local_executor
+        if executor is None else executor.executor(log))
     entries = store_lib.summarize(
         [r for r in store.records() if r.get('family') == sweep.family])
     store_lib.write_summary(directory, store_lib.summarize(store.records()))
@@ -232,7 +279,7 @@ def study_main(argv: Sequence[str], study: StudyFlags,
   Args:
     argv: what absl left (just the program).
     study: the binary's flags.
-    run: run(config, output_dir, log=...) -> result.
+    run: run(config, output_dir, log=..., executor=...) -> result.
     format_result: (result, config) -> the table to print.
     figure_name: the figure's file name without extension.
     footer: printed under the table (what the numbers mean).
@@ -247,7 +294,9 @@ def study_main(argv: Sequence[str], study: StudyFlags,
     directory = require_folder(study.output_dir,
                                      'where results are written')
     config = study.config(adjust)
-    result = run(config, directory, log=lambda m: print(m, flush=True))
+    log = lambda m: print(m, flush=True)
+    result = run(config, directory, log=log,
+                 executor=study.executor.executor(log))
     print()
     print(format_result(result, config))
     if footer:
@@ -265,7 +314,7 @@ class StudyBinary(StudyFlags):
   STUDY.main`.
 
   Attributes (besides `StudyFlags`'):
-    run: run(config, output_dir, log=...) -> result.
+    run: run(config, output_dir, log=..., executor=...) -> result.
     format_result: (result, config) -> the table to print.
     figure_name: the figure's file name without extension.
     footer: printed under the table (what the numbers mean).
@@ -328,6 +377,7 @@ class SweepBinary:
     self.sweep_flags, self.base_flags = define_sweep_flags(
         paper, sweep_fields, base_fields)
     self.store_dir = flags.define_folder('store_dir')
+    self.executor = ExecutorFlags()
 
   def sweep(self) -> sweeps.Sweep:
     """The paper's sweep with the given flags applied."""
@@ -335,14 +385,14 @@ class SweepBinary:
 
   def main(self, argv: Sequence[str]) -> int:
     """`sweep_main` of this sweep; returns the exit status."""
-    return sweep_main(argv, self.sweep, self.store_dir)
+    return sweep_main(argv, self.sweep, self.store_dir, self.executor)
 
 
 class ConfigBinary:
   """A binary that starts from a config class's defaults (no presets).
 
   One flag per field (`flags.define_config_flags`) and --output_dir; its
-  main runs `run(config, output_dir)` and prints `report(result,
+  main runs `run(config, output_dir[, executor=])` and prints `report(result,
   output_dir)`.
 
   Attributes:
@@ -352,11 +402,14 @@ class ConfigBinary:
   """
 
   def __init__(self, config_class: type, name: str,
-               run: Callable[[Any, str], Any],
-               report: Callable[[Any, str], str]):
+               run: Callable[..., Any],
+               report: Callable[[Any, str], str], on_runner: bool = False):
     self.base = config_class()
     self.fields = flags.define_config_flags(config_class, {name: self.base})
     self.output_dir = flags.define_folder('output_dir')
+    # A study on the one runner also gets --executor / --ray_* and its run
+    # an `executor=` argument.
+    self.executor = ExecutorFlags() if on_runner else None
     self._run = run
     self._report = report
 
@@ -370,6 +423,9 @@ class ConfigBinary:
     def body():
       require_no_arguments(argv)
       output_dir = require_folder(self.output_dir, 'where results are written')
-      print(self._report(self._run(self.config(), output_dir), output_dir))
+      extra = {} if self.executor is None else {
+          'executor': self.executor.executor()}
+      print(self._report(self._run(self.config(), output_dir, **extra),
+                         output_dir))
 
     return main_status(body, self.output_dir)

@@ -379,7 +379,8 @@ STUDY = runner.Study(family=FAMILY, points=_widths, record_key=record_key,
 
 
 def run_study(config: StudyConfig, output_dir: str,
-              log: Callable[[str], None] = logging.info
+              log: Callable[[str], None] = logging.info,
+              executor: runner.Executor = runner.local_executor
               ) -> Dict[str, Dict[str, Dict[str, Any]]]:
   """Runs every (width, seed) not yet in `output_dir`; returns the summary.
 
@@ -400,7 +401,7 @@ def run_study(config: StudyConfig, output_dir: str,
     # Claim first (a foreign folder is refused untouched), then convert.
     store.claim_output_dir(output_dir, config.to_dict(), config.fingerprint())
     _convert_0_1_0(output_dir)
-  return by_width(runner.run(STUDY, config, output_dir, log))
+  return by_width(runner.run(STUDY, config, output_dir, log, executor))
 
 
 def format_summary(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> str:

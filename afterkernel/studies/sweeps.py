@@ -454,7 +454,9 @@ STUDY = runner.Study(family='sweep', points=_points, record_key=_point_key,
 
 
 def run_sweep(sweep: Sweep, store: store_lib.ResultStore,
-              log: Callable[[str], None] = print) -> Dict[str, int]:
+              log: Callable[[str], None] = print,
+              executor: runner.Executor = runner.local_executor
+              ) -> Dict[str, int]:
   """Runs (or resumes) a sweep, writing one record per checkpoint.
 
   Args:
@@ -471,6 +473,6 @@ def run_sweep(sweep: Sweep, store: store_lib.ResultStore,
       written.
   """
   sweep.validate()
-  counts = runner.execute(STUDY, sweep, store, log)
+  counts = runner.execute(STUDY, sweep, store, log, executor)
   counts['total'] = sweep.num_records()
   return counts

@@ -9,6 +9,7 @@ from absl import flags as absl_flags
 from absl.testing import absltest
 
 from afterkernel import errors
+from afterkernel.studies import runner
 from afterkernel.studies import after_kernel
 from afterkernel.studies import sweeps
 from binaries import flags
@@ -39,8 +40,10 @@ class StudyMainTest(absltest.TestCase):
     values(['prog'] + list(argv))
     calls = []
 
-    def run(config, output_dir, log):
+    def run(config, output_dir, log, executor):
       log('running')
+      # Without --executor the study runs locally, with no Ray import.
+      self.assertIs(executor, runner.local_executor)
       calls.append((config, output_dir))
       return 'result'
 

@@ -232,12 +232,13 @@ class EmpiricalNTK:
   """The empirical NTK phi(u).phi(v) of a model frozen at construction time.
 
   phi(x) = d f(x) / d theta over every trainable parameter (see
-  `afterkernel.kernels.features`). The model is cloned with a copy of all its weights
-  (trainable and not, e.g. BatchNorm statistics), so training the original
-  afterwards does not change this kernel: construct it at initialization for
-  the NTK, after training for the after kernel, at step t for K^t. The model
-  must be Sequential or functional (what `afterkernel.kernels.features` supports);
-  its custom layers must be registered Keras serializables (as
+  `afterkernel.kernels.features`). The model is cloned with a copy of all
+  its weights (trainable and not, e.g. BatchNorm statistics), so training
+  the original afterwards does not change this kernel: construct it at
+  initialization for the NTK, after training for the after kernel, at step
+  t for K^t. The model
+  must be Sequential or functional (what `afterkernel.kernels.features`
+  supports); its custom layers must be registered Keras serializables (as
   `architectures.NTKDense` is) so that it can be cloned.
 
   Chain models of Dense/Conv2D layers use the factored Dense features and

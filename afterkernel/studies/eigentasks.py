@@ -120,8 +120,6 @@ def eigenfunction_labels(values: np.ndarray) -> np.ndarray:
 # Shared pieces of the spectral studies (also used by `kernel_rotation`).
 
 
-
-
 def load_inputs(dataset: str, plus_class: int, minus_class: int,
                 data_dir: Optional[str], num_train: int, num_test: int,
                 seed: int, standardize: bool = False) -> data.BinaryTask:
@@ -391,8 +389,6 @@ def _run_unit(config: EigentaskConfig, task: data.BinaryTask,
   return run_once(config, task, unit.run, list(unit.points), log)
 
 
-
-
 def _figures(entries: Sequence[Mapping[str, Any]], config: EigentaskConfig,
              output_dir: str) -> List[str]:
   return plot(entries, output_dir,
@@ -402,7 +398,8 @@ def _figures(entries: Sequence[Mapping[str, Any]], config: EigentaskConfig,
 
 STUDY = runner.Study(family=FAMILY, points=operator.attrgetter('eigen_indices'),
                      record_key=record_key, run_once=_run_unit, load=_load,
-                     sort_key=runner.PointField('eigen_index'), figures=_figures, noun='tasks')
+                     sort_key=runner.PointField('eigen_index'),
+                     figures=_figures, noun='tasks')
 
 
 # Runs every (eigen index, run) not yet in an output folder; summarizes.

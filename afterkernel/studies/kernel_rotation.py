@@ -367,8 +367,6 @@ def _run_unit(config: RotationConfig, task: data.BinaryTask,
   return run_once(config, task, unit.run, log)
 
 
-
-
 def _figures(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
              output_dir: str) -> List[str]:
   return plot(entries, config, output_dir,
@@ -379,10 +377,12 @@ def _figures(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
 
 # A run is one training trajectory: if any checkpoint is missing (or lacks
 # REQUIRED_METRICS), the whole run is measured again.
-STUDY = runner.Study(family=FAMILY, points=operator.attrgetter('checkpoint_epochs'),
+STUDY = runner.Study(family=FAMILY,
+                     points=operator.attrgetter('checkpoint_epochs'),
                      record_key=record_key, run_once=_run_unit, load=_load,
-                     sort_key=runner.PointField('epoch'), figures=_figures, whole_runs=True,
-                     required_metrics=REQUIRED_METRICS, noun='checkpoints')
+                     sort_key=runner.PointField('epoch'), figures=_figures,
+                     whole_runs=True, required_metrics=REQUIRED_METRICS,
+                     noun='checkpoints')
 
 
 # Runs every run whose checkpoints are not all in an output folder.

@@ -90,8 +90,6 @@ LOSSES = ('bce', 'mse')
 NUM_DIRECTIONS_SHOWN = 8
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class NADConfig(runner.StudyConfig):
   """Everything that defines a NAD study.
@@ -330,8 +328,6 @@ def _output_dir(config: NADConfig, output_dir: str) -> str:
   return output_dir
 
 
-
-
 def _figures(entries: Sequence[Mapping[str, Any]], config: NADConfig,
              output_dir: str) -> None:
   plot(entries, output_dir,
@@ -345,8 +341,8 @@ def _figures(entries: Sequence[Mapping[str, Any]], config: NADConfig,
 
 STUDY = runner.Study(family=FAMILY, points=operator.attrgetter('nad_indices'),
                      record_key=record_key, run_once=_run_unit,
-                     load=_output_dir, sort_key=runner.PointField('nad_index'), figures=_figures,
-                     noun='tasks')
+                     load=_output_dir, sort_key=runner.PointField('nad_index'),
+                     figures=_figures, noun='tasks')
 
 
 # Runs every (NAD index, run) not yet in an output folder (directions in

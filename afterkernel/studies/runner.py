@@ -24,7 +24,8 @@ run) is named in the store (`record_key`), its `run_once` and its figures.
 The executor is the seam for scale-out: `local_executor` runs the units one
 after the other in this process; a distributed executor (e.g. Ray tasks)
 takes the same `(units, work)` (units is a lazy iterable: each is claimed
-when the executor takes it, so take them as workers free up), runs `list(work(unit))` remotely and yields
+when the executor takes it, so take them as workers free up), runs
+`list(work(unit))` remotely and yields
 the records as units finish. Units are independent (each builds its network
 from `config.seed + run`), `work(unit)` is a picklable callable (module-level
 functions in `Study`, no lambdas) that loads the study's shared inputs

@@ -170,8 +170,6 @@ def load_task(dataset: str, plus_class: int, minus_class: int,
   return data.subsample(data.permute(task, seed), num_train, num_test)
 
 
-
-
 def make_model(kind: str, network: keras.Model, config: SecondOrderConfig,
                seed: int) -> keras.Model:
   """The model of `kind` around the network's current weights theta_0.
@@ -355,7 +353,6 @@ def _run_unit(config: SecondOrderConfig, task: data.BinaryTask,
               unit: runner.WorkUnit, log: Callable[[str], None]
               ) -> List[Dict[str, Any]]:
   return run_once(config, task, unit.run, list(unit.points), log)
-
 
 
 def _by_kind(entry: Mapping[str, Any]) -> int:

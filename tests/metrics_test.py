@@ -87,7 +87,8 @@ class NonFiniteTest(absltest.TestCase):
     for call in calls:
       for gram in (bad, worse):
         with self.assertRaisesRegex(errors.AfterKernelError,
-                                    '1 non-finite .NaN or inf. entries'):
+                                    'the Gram matrix has 1 NaN/inf entries '
+                                    'of 16'):
           call(gram)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from afterkernel import data
 from afterkernel import errors
+from afterkernel.kernels import grams
 
 # How `fix_signs` picks the sign of an eigenvector (defined up to sign):
 #   'sum': its entries sum to >= 0 (a zero sum: first non-zero entry > 0).
@@ -50,16 +51,13 @@ EIGENVALUE_RTOL = 1e-7
 
 
 def _finite(matrix: np.ndarray, what: str) -> np.ndarray:
-  """`matrix` as float64; one AfterKernelError if it holds NaN or inf.
+  """`matrix` as float64, checked by `grams.require_finite_gram`.
 
   Non-finite Grams come from diverged training or bad inputs; without this
   check they surface as a misleading "zero Gram" or a LinAlgError.
   """
   m = np.asarray(matrix, np.float64)
-  bad = int(m.size - np.count_nonzero(np.isfinite(m)))
-  errors.require(bad == 0, f'{what}: the Gram matrix has {bad} non-finite '
-                 '(NaN or inf) entries; check the inputs and whether training '
-                 'diverged')
+  grams.require_finite_gram(m, f'{what}: the Gram matrix')
   return m
 
 

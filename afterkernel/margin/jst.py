@@ -103,6 +103,19 @@ WORKING_SET_COARSE_TOLERANCE = 1e-2
 WORKING_SET_MAX_ROUNDS = 30
 
 
+def _observe(progress, iteration: int, a: np.ndarray, u: np.ndarray,
+             b: np.ndarray, v: np.ndarray) -> None:
+  """Feeds both JST solvers' bounds to `progress`.
+
+  The lower bound from the iterate a (u = G_y a), the upper bound from the
+  averaged dual point b (v = G_y b) when it is not zero.
+  """
+  progress.observe_iterate(iteration, a, u, math.sqrt(max(a @ u, 0.0)))
+  b_sum = b.sum()
+  if b_sum > 0:
+    progress.observe_upper(math.sqrt(max(b @ v, 0.0)) / b_sum)
+
+
 def scaled_gram_operator(gram: np.ndarray, labels: np.ndarray, scale: float):
   """Returns (matvec, row) for G_y = diag(y) K diag(y) / s^2 without forming it.
 
@@ -163,10 +176,7 @@ def run_dual(matvec: Callable[[np.ndarray], np.ndarray],
       # never accumulates over more than RESYNC_EVERY steps.
       u = matvec(a)
     if iteration > 0:
-      progress.observe_iterate(iteration, a, u, math.sqrt(max(a @ u, 0.0)))
-      b_sum = b.sum()
-      if b_sum > 0:
-        progress.observe_upper(math.sqrt(max(b @ v, 0.0)) / b_sum)
+      _observe(progress, iteration, a, u, b, v)
     q = certificate.softmax_of_negative(u)
     gram_q = support_matvec(q)
     progress.observe_upper(math.sqrt(max(q @ gram_q, 0.0)))
@@ -210,10 +220,7 @@ def run_stochastic(matvec: Callable[[np.ndarray], np.ndarray],
       u = matvec(a)
       v = matvec(b)
     if iteration > 0:
-      progress.observe_iterate(iteration, a, u, math.sqrt(max(a @ u, 0.0)))
-      b_sum = b.sum()
-      if b_sum > 0:
-        progress.observe_upper(math.sqrt(max(b @ v, 0.0)) / b_sum)
+      _observe(progress, iteration, a, u, b, v)
     q = certificate.softmax_of_negative(u)
     if resync:
       progress.observe_upper(math.sqrt(max(q @ matvec(q), 0.0)))

@@ -83,10 +83,13 @@ class _Compiled:
     self._compiled = None
     functools.update_wrapper(self, function)
 
-  def __call__(self, *args):
+  def _compile(self):
     import numba  # pylint: disable=g-import-not-at-top
+    self._compiled = numba.njit(**self._options)(self._function)
+
+  def __call__(self, *args):
     if self._compiled is None:
-      self._compiled = numba.njit(**self._options)(self._function)
+      self._compile()
     try:
       return self._compiled(*args)
     except OSError:
@@ -95,7 +98,7 @@ class _Compiled:
       # The on-disk cache could not be written (full disk, file-size limit,
       # read-only install): compile in memory; the results are the same.
       self._options = dict(self._options, cache=False)
-      self._compiled = numba.njit(**self._options)(self._function)
+      self._compile()
       return self._compiled(*args)
 
 

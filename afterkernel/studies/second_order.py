@@ -462,7 +462,7 @@ def _figures(entries: Sequence[Mapping[str, Any]], config: SecondOrderConfig,
                               config.num_runs, config.num_test,
                               config.zero_errors, config.seed)
     paths += report.plot_scaling(records, fits, sizes, config.num_runs,
-                                 output_dir, title=f'Test error vs m: '
+                                 output_dir, title=f'Best test error vs m: '
                                  f'{setting}')
   largest = [r for r in records if r['point']['train_subset'] == sizes[-1]]
   return paths + report.plot(

@@ -7,7 +7,8 @@ module turns its records and summary entries into what a reader sees:
     (`plot`, `format_table`);
   * a grid of training-set sizes m (`num_train_grid`, Vyas et al.'s Fig 7a
     data-scaling law of H_full): test error vs m per model on log-log axes
-    with the power law L(m) = A (1/m + alpha)^beta of
+    (best test error over the epochs) with the power law L(m) =
+    A (1/m + alpha)^beta of
     `scaling_fits.fit_curve` (the library's one fitter; zero errors handled
     by `scaling_fits.zero_error_rule`), `fit_scaling`, `plot_scaling`, and a
     table of the exponents.
@@ -172,6 +173,8 @@ def plot_scaling(records: Sequence[Mapping[str, Any]],
                   fmt='o', color=f'C{index}', capsize=3, label=label)
   axes.set_xscale('log')
   axes.set_yscale('log')
+  axes.set_xticks(sizes, [str(m) for m in sizes], minor=False)
+  axes.set_xticks([], minor=True)
   axes.set_xlabel('training-set size m')
   axes.set_ylabel('best test error over the epochs')
   axes.grid(alpha=0.3, which='both')

@@ -362,6 +362,24 @@ def scaling_study_binary(study: Any, config_class: type) -> StudyBinary:
       adjust=scaling_classes)
 
 
+def study_binary(study: Any, config_class: type, preset_help: str,
+                 footer: str = '') -> StudyBinary:
+  """The binary of one study module with a `run_study` and a `format_table`.
+
+  Args:
+    study: e.g. `studies.eigentasks`, `.nads`, `.second_order`,
+      `.kernel_rotation` (each has PRESETS, run_study, format_table(entries)
+      and FIGURE_NAME).
+    config_class: the module's configuration dataclass.
+    preset_help: one line on the presets (shown by --help).
+    footer: printed under the table (what the numbers mean).
+  """
+  return StudyBinary(
+      config_class, study.PRESETS, preset_help, run=study.run_study,
+      format_result=lambda entries, _: study.format_table(entries),
+      figure_name=study.FIGURE_NAME, footer=footer)
+
+
 class SweepBinary:
   """A sweep binary: the paper's sweep of its family, its flags, its main.
 

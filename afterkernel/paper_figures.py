@@ -44,78 +44,84 @@ _CIFAR = (('use_augmentation', (False,)), ('dataset', ('cifar10',)))
 _INVARIANCES = (('trans_inv',), ('zoom_inv',), ('rotation_inv',))
 _AUGMENTED_SERIES = ('nn_architecture', 'use_augmentation')
 
-PAPER_FIGURES: Dict[int, FigureSpec] = {
-    1: FigureSpec('fig01_svm_error_vs_epochs',
-                  'Kernel SVM test error after training (epoch 0 = FNTK)',
-                  'epochs', 'epoch', (('svm_error',),), where=_NO_AUG),
-    2: FigureSpec('fig02_svm_and_nn_error_vs_epochs_mnist',
-                  'Kernel SVM and network test error, MNIST (and digits)',
-                  'epochs', 'epoch', (('svm_error', 'nn_error'),),
-                  panels_by=('task', 'nn_architecture'), series_by=(),
-                  where=_MNIST_LIKE),
-    3: FigureSpec('fig03_svm_and_nn_error_vs_epochs_cifar10',
-                  'Kernel SVM and network test error, CIFAR-10',
-                  'epochs', 'epoch', (('svm_error', 'nn_error'),),
-                  panels_by=('task', 'nn_architecture'), series_by=(),
-                  where=_CIFAR),
-    4: FigureSpec('fig04_swap_invariance_vs_epochs',
-                  'Quadrant-swap invariance (lower = more global kernel)',
-                  'epochs', 'epoch', (('swap_inv',),), where=_NO_AUG),
-    5: FigureSpec('fig05_invariances_vs_epochs',
-                  'Translation, zoom and rotation invariance of the kernel',
-                  'epochs', 'epoch', _INVARIANCES, where=_NO_AUG),
-    6: FigureSpec('fig06_alignment_vs_epochs',
-                  'Alignment of the kernel with its conjugate projection',
-                  'epochs', 'epoch', (('kalignment',),), where=_NO_AUG),
-    7: FigureSpec('fig07_after_vs_conjugate_svm_error',
-                  'SVM test error: after kernel vs conjugate projection',
-                  'epochs', 'epoch', (('svm_error', 'conjugate_svm_error'),),
-                  where=_NO_AUG),
-    8: FigureSpec('fig08_augmentation',
-                  'Effect of data augmentation on the kernel',
-                  'epochs', 'epoch', (('svm_error',),) + _INVARIANCES,
-                  series_by=_AUGMENTED_SERIES, needs_both='use_augmentation'),
-    9: FigureSpec('fig09_lr_svm_error',
-                  'Kernel SVM test error vs learning rate (trained to loss '
-                  'target)',
-                  'learning_rate', 'learning_rate', (('svm_error',),)),
-    10: FigureSpec('fig10_lr_nn_error',
-                   'Network test error vs learning rate (trained to loss '
-                   'target)',
-                   'learning_rate', 'learning_rate', (('nn_error',),)),
-    11: FigureSpec('fig11_lr_swap_invariance',
+
+def _epochs(name: str, title: str, metric_groups, **fields) -> FigureSpec:
+  """A figure of the 'epochs' family against epochs (no augmentation unless
+  `fields` say otherwise)."""
+  return FigureSpec(name, title, 'epochs', 'epoch', metric_groups,
+                    **{'where': _NO_AUG, **fields})
+
+
+def _learning_rate(name: str, title: str, metric_groups,
+                   **fields) -> FigureSpec:
+  """A figure of the 'learning_rate' family against the learning rate."""
+  return FigureSpec(name, title, 'learning_rate', 'learning_rate',
+                    metric_groups, **fields)
+
+
+_BOTH_AUGMENTATIONS = dict(where=(), series_by=_AUGMENTED_SERIES,
+                           needs_both='use_augmentation')
+_PER_NET = dict(panels_by=('task', 'nn_architecture'), series_by=())
+
+_PAPER_SPECS = (
+    _epochs('fig01_svm_error_vs_epochs',
+            'Kernel SVM test error after training (epoch 0 = FNTK)',
+            (('svm_error',),)),
+    _epochs('fig02_svm_and_nn_error_vs_epochs_mnist',
+            'Kernel SVM and network test error, MNIST (and digits)',
+            (('svm_error', 'nn_error'),), where=_MNIST_LIKE, **_PER_NET),
+    _epochs('fig03_svm_and_nn_error_vs_epochs_cifar10',
+            'Kernel SVM and network test error, CIFAR-10',
+            (('svm_error', 'nn_error'),), where=_CIFAR, **_PER_NET),
+    _epochs('fig04_swap_invariance_vs_epochs',
+            'Quadrant-swap invariance (lower = more global kernel)',
+            (('swap_inv',),)),
+    _epochs('fig05_invariances_vs_epochs',
+            'Translation, zoom and rotation invariance of the kernel',
+            _INVARIANCES),
+    _epochs('fig06_alignment_vs_epochs',
+            'Alignment of the kernel with its conjugate projection',
+            (('kalignment',),)),
+    _epochs('fig07_after_vs_conjugate_svm_error',
+            'SVM test error: after kernel vs conjugate projection',
+            (('svm_error', 'conjugate_svm_error'),)),
+    _epochs('fig08_augmentation', 'Effect of data augmentation on the kernel',
+            (('svm_error',),) + _INVARIANCES, **_BOTH_AUGMENTATIONS),
+    _learning_rate('fig09_lr_svm_error', 'Kernel SVM test error vs learning '
+                   'rate (trained to loss target)', (('svm_error',),)),
+    _learning_rate('fig10_lr_nn_error', 'Network test error vs learning rate '
+                   '(trained to loss target)', (('nn_error',),)),
+    _learning_rate('fig11_lr_swap_invariance',
                    'Quadrant-swap invariance vs learning rate',
-                   'learning_rate', 'learning_rate', (('swap_inv',),)),
-    12: FigureSpec('fig12_lr_invariances',
-                   'Translation, zoom and rotation invariance vs learning '
-                   'rate', 'learning_rate', 'learning_rate', _INVARIANCES),
-    13: FigureSpec('fig13_lr_alignment_and_conjugate',
+                   (('swap_inv',),)),
+    _learning_rate('fig12_lr_invariances', 'Translation, zoom and rotation '
+                   'invariance vs learning rate', _INVARIANCES),
+    _learning_rate('fig13_lr_alignment_and_conjugate',
                    'Alignment and conjugate-projection SVM vs learning rate',
-                   'learning_rate', 'learning_rate',
                    (('kalignment',), ('svm_error', 'conjugate_svm_error'))),
-    14: FigureSpec('fig14_lr_invariances_with_and_without_augmentation',
+    _learning_rate('fig14_lr_invariances_with_and_without_augmentation',
                    'Invariances vs learning rate, with and without data '
-                   'augmentation', 'learning_rate', 'learning_rate',
-                   (('swap_inv',),) + _INVARIANCES,
-                   series_by=_AUGMENTED_SERIES,
-                   needs_both='use_augmentation'),
-    15: FigureSpec('fig15_nn_error_vs_parameters',
-                   'Network test error vs number of parameters',
-                   'width', 'num_parameters', (('nn_error',),),
-                   series_by=('nn_architecture', 'epoch')),
-    16: FigureSpec('fig16_augmentation_sanity_check',
-                   'Sanity check: network test error with / without '
-                   'augmentation', 'epochs', 'epoch', (('nn_error',),),
-                   series_by=_AUGMENTED_SERIES,
-                   needs_both='use_augmentation'),
-}
+                   'augmentation', (('swap_inv',),) + _INVARIANCES,
+                   **_BOTH_AUGMENTATIONS),
+    FigureSpec('fig15_nn_error_vs_parameters',
+               'Network test error vs number of parameters',
+               'width', 'num_parameters', (('nn_error',),),
+               series_by=('nn_architecture', 'epoch')),
+    _epochs('fig16_augmentation_sanity_check', 'Sanity check: network test '
+            'error with / without augmentation', (('nn_error',),),
+            **_BOTH_AUGMENTATIONS),
+)
+
+# Number -> figure, numbered as in the paper.
+PAPER_FIGURES: Dict[int, FigureSpec] = {
+    int(s.name[3:5]): s for s in _PAPER_SPECS}
 
 # Figures the project drew before under the paper's numbers 14 and 15.
 EXTRA_FIGURES: Dict[str, FigureSpec] = {
-    'lr_epochs_to_target': FigureSpec(
+    'lr_epochs_to_target': _learning_rate(
         'lr_epochs_to_target',
         'Epochs of SGD needed to reach the training-loss target',
-        'learning_rate', 'learning_rate', (('epochs_trained',),)),
+        (('epochs_trained',),)),
     'width_svm_and_swap_vs_epochs': FigureSpec(
         'width_svm_and_swap_vs_epochs',
         'Networks of different sizes (parameter counts)',

@@ -20,66 +20,58 @@ from afterkernel.studies import summary
 import store_fixture  # tests/store_fixture.py
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-_MNIST = 'MNIST 3 vs 8'
-_CIFAR = 'CIFAR-10 cats vs dogs'
-_NO_AUG = {'use_augmentation': False}
-_AUG = {'use_augmentation': True}
+_PANELS = {'M': 'MNIST 3 vs 8', 'C': 'CIFAR-10 cats vs dogs'}
+_NETS = {'vgg': 'VGG-like', 'fc': 'fully connected'}
 
-# figure -> (panel title, y metric, line label, family, point filter, x).
-_CHECKS = {
-    1: (_MNIST, 'svm_error', 'VGG-like', 'epochs',
-        dict(_NO_AUG, task='mnist_3v8', nn_architecture='vgg'), 'epoch'),
-    2: (f'{_MNIST}, VGG-like', 'nn_error', 'network', 'epochs',
-        dict(_NO_AUG, task='mnist_3v8', nn_architecture='vgg'), 'epoch'),
-    3: (f'{_CIFAR}, fully connected', 'svm_error', 'kernel SVM', 'epochs',
-        dict(_NO_AUG, task='cifar10_3v5', nn_architecture='fully_connected'),
-        'epoch'),
-    4: (_MNIST, 'swap_inv', 'fully connected', 'epochs',
-        dict(_NO_AUG, task='mnist_3v8', nn_architecture='fully_connected'),
-        'epoch'),
-    5: (_MNIST, 'rotation_inv', 'VGG-like', 'epochs',
-        dict(_NO_AUG, task='mnist_3v8', nn_architecture='vgg'), 'epoch'),
-    6: (_CIFAR, 'kalignment', 'VGG-like', 'epochs',
-        dict(_NO_AUG, task='cifar10_3v5', nn_architecture='vgg'), 'epoch'),
-    7: (_MNIST, 'conjugate_svm_error', 'VGG-like, conjugate-projection SVM',
-        'epochs', dict(_NO_AUG, task='mnist_3v8', nn_architecture='vgg'),
-        'epoch'),
-    8: (_MNIST, 'zoom_inv', 'VGG-like, augmented', 'epochs',
-        dict(_AUG, task='mnist_3v8', nn_architecture='vgg'), 'epoch'),
-    9: (_MNIST, 'svm_error', 'VGG-like, no augmentation', 'learning_rate',
-        dict(_NO_AUG, task='mnist_3v8', nn_architecture='vgg'),
-        'learning_rate'),
-    10: (_CIFAR, 'nn_error', 'fully connected, augmented', 'learning_rate',
-         dict(_AUG, task='cifar10_3v5', nn_architecture='fully_connected'),
-         'learning_rate'),
-    11: (_MNIST, 'swap_inv', 'fully connected, no augmentation',
-         'learning_rate', dict(_NO_AUG, task='mnist_3v8',
-                               nn_architecture='fully_connected'),
-         'learning_rate'),
-    12: (_MNIST, 'trans_inv', 'VGG-like, augmented', 'learning_rate',
-         dict(_AUG, task='mnist_3v8', nn_architecture='vgg'),
-         'learning_rate'),
-    13: (_MNIST, 'kalignment', 'VGG-like, no augmentation', 'learning_rate',
-         dict(_NO_AUG, task='mnist_3v8', nn_architecture='vgg'),
-         'learning_rate'),
-    14: (_MNIST, 'rotation_inv', 'VGG-like, augmented', 'learning_rate',
-         dict(_AUG, task='mnist_3v8', nn_architecture='vgg'),
-         'learning_rate'),
-    15: (_MNIST, 'nn_error', 'VGG-like, epoch 3', 'width',
-         dict(task='mnist_3v8', nn_architecture='vgg', epoch=3),
-         'num_parameters'),
-    16: (_CIFAR, 'nn_error', 'fully connected, augmented', 'epochs',
-         dict(_AUG, task='cifar10_3v5', nn_architecture='fully_connected'),
-         'epoch'),
-    'lr_epochs_to_target': (
-        _MNIST, 'epochs_trained', 'VGG-like, no augmentation',
-        'learning_rate', dict(_NO_AUG, task='mnist_3v8',
-                              nn_architecture='vgg'), 'learning_rate'),
-    'width_svm_and_swap_vs_epochs': (
-        f'{_MNIST}, VGG-like', 'swap_inv', '~60,000 params', 'width',
-        dict(task='mnist_3v8', nn_architecture='vgg', num_parameters=60_000),
-        'epoch'),
-}
+# One line checked per figure: figure | panel (task letter, net when the
+# figure has a panel per net) | metric | line label | family | x field |
+# records averaged (task, net, augmentation or an extra point field).
+_CHECKS_TABLE = """
+1  | M     | svm_error           | vgg                   | epochs        | epoch          | mnist_3v8 vgg no
+2  | M vgg | nn_error            | network               | epochs        | epoch          | mnist_3v8 vgg no
+3  | C fc  | svm_error           | kernel SVM            | epochs        | epoch          | cifar10_3v5 fc no
+4  | M     | swap_inv            | fc                    | epochs        | epoch          | mnist_3v8 fc no
+5  | M     | rotation_inv        | vgg                   | epochs        | epoch          | mnist_3v8 vgg no
+6  | C     | kalignment          | vgg                   | epochs        | epoch          | cifar10_3v5 vgg no
+7  | M     | conjugate_svm_error | vgg, conjugate-projection SVM | epochs | epoch        | mnist_3v8 vgg no
+8  | M     | zoom_inv            | vgg, augmented        | epochs        | epoch          | mnist_3v8 vgg yes
+9  | M     | svm_error           | vgg, no augmentation  | learning_rate | learning_rate  | mnist_3v8 vgg no
+10 | C     | nn_error            | fc, augmented         | learning_rate | learning_rate  | cifar10_3v5 fc yes
+11 | M     | swap_inv            | fc, no augmentation   | learning_rate | learning_rate  | mnist_3v8 fc no
+12 | M     | trans_inv           | vgg, augmented        | learning_rate | learning_rate  | mnist_3v8 vgg yes
+13 | M     | kalignment          | vgg, no augmentation  | learning_rate | learning_rate  | mnist_3v8 vgg no
+14 | M     | rotation_inv        | vgg, augmented        | learning_rate | learning_rate  | mnist_3v8 vgg yes
+15 | M     | nn_error            | vgg, epoch 3          | width         | num_parameters | mnist_3v8 vgg epoch=3
+16 | C     | nn_error            | fc, augmented         | epochs        | epoch          | cifar10_3v5 fc yes
+lr_epochs_to_target          | M | epochs_trained | vgg, no augmentation | learning_rate | learning_rate | mnist_3v8 vgg no
+width_svm_and_swap_vs_epochs | M vgg | swap_inv | ~60,000 params | width | epoch | mnist_3v8 vgg num_parameters=60000
+"""
+
+
+def _parse_checks():
+  """figure -> (panel title, metric, line label, family, filter, x field)."""
+  names = {'vgg': 'vgg', 'fc': 'fully_connected'}
+  checks = {}
+  for row in _CHECKS_TABLE.strip().splitlines():
+    figure, panel, metric, label, family, x_field, where = (
+        cell.strip() for cell in row.split('|'))
+    task_letter, *net = panel.split()
+    title = ', '.join([_PANELS[task_letter]] + [_NETS[n] for n in net])
+    first, _, rest = label.partition(',')
+    label = _NETS.get(first, first) + (',' + rest if rest else '')
+    task, net, extra = where.split()
+    point = {'task': task, 'nn_architecture': names[net]}
+    if extra in ('yes', 'no'):
+      point['use_augmentation'] = extra == 'yes'
+    else:
+      field, _, value = extra.partition('=')
+      point[field] = int(value)
+    checks[int(figure) if figure.isdigit() else figure] = (
+        title, metric, label, family, point, x_field)
+  return checks
+
+
+_CHECKS = _parse_checks()
 
 
 def _store():
@@ -151,7 +143,7 @@ class PaperFiguresTest(absltest.TestCase):
   def test_captions_state_the_protocol(self):
     caption = _plain(paper_figures.caption(paper_figures.spec(8),
                                            self.entries))
-    self.assertIn(f'{_CIFAR}, {_MNIST}', caption)
+    self.assertIn(f"{_PANELS['C']}, {_PANELS['M']}", caption)
     self.assertIn('augmentation off/on', caption)
     self.assertIn('lr 0.01; epochs 0/1/3/10', caption)
     caption = _plain(paper_figures.caption(paper_figures.spec(9),

@@ -1,5 +1,7 @@
-"""Figures of the network-vs-linearization study (`studies.linearized`).
+"""Figures and table of the network-vs-linearization study.
 
+The printing and plotting half of `studies.linearized`:
+  * `format_summary`: the accuracy / gap / effective-rank table by width.
   * `plot_accuracy_vs_width`: train / test accuracy of the network and its
     linearization against the width multiplier (Samarin et al.'s Figs 3-4).
   * `plot_output_trajectories`: the outputs of both models on a few fixed
@@ -134,3 +136,23 @@ def plot_output_trajectories(records: Sequence[Mapping[str, Any]], path: str,
   directory = os.path.dirname(os.path.abspath(path))
   name, extension = os.path.splitext(os.path.basename(path))
   return plots.save(figure, directory, name, (extension.lstrip('.'),))[0]
+
+
+def format_summary(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
+  """One line per width: accuracies of both models, gap and ranks."""
+  columns = ('nn_train_accuracy', 'nn_test_accuracy', 'lin_train_accuracy',
+             'lin_test_accuracy', 'test_accuracy_gap', 'ntk_entropy_eff_rank',
+             'ak_entropy_eff_rank')
+  header = ['width', 'nn train', 'nn test', 'lin train', 'lin test',
+            'test gap', 'rank NTK', 'rank AK']
+  lines = [' '.join(f'{h:>10}' for h in header)]
+  for width in sorted(summary, key=float):
+    cells = [f'{float(width):>10g}']
+    for name in columns:
+      entry = summary[width].get(name, {})
+      mean = entry.get('mean')
+      cells.append(f'{mean:>10.4f}' if mean is not None else f'{"-":>10}')
+    lines.append(' '.join(cells))
+  counts = sorted({e['n'] for s in summary.values() for e in s.values()})
+  lines.append(f'(means over n = {"/".join(map(str, counts))} runs per width)')
+  return '\n'.join(lines)

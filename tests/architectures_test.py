@@ -1,4 +1,4 @@
-"""Tests for afterkernel.models.architectures: the NTK layers by their 0.1.0 names."""
+"""Tests for afterkernel.models.architectures: NTK layers by 0.1.0 names."""
 
 import math
 

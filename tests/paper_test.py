@@ -3,7 +3,8 @@
 Exact parameter counts of the VGG-like nets, the fully connected net and the
 sum net, worked out by hand from their layer sizes; the width search that
 sizes a net to ~N parameters; the sum net depends only on the pixel sum; bad
-sizes raise one AfterKernelError.
+sizes raise one AfterKernelError; the original script's width search
+(`original_width`) against hand-computed counts.
 """
 
 from absl.testing import absltest
@@ -13,6 +14,11 @@ import numpy as np
 
 from afterkernel import errors
 from afterkernel import models
+from afterkernel.models import paper
+
+MNIST = (28, 28, 1)
+CIFAR = (32, 32, 3)
+DIGITS = (8, 8, 1)
 
 
 def _conv_params(k, c_in, c_out):
@@ -118,6 +124,74 @@ class BadInputTest(absltest.TestCase):
   def test_mega_vgg_has_fixed_width(self):
     with self.assertRaisesRegex(errors.AfterKernelError, 'fixed width'):
       models.build_model('mega_vgg', (28, 28, 1), num_parameters=1000)
+
+
+class OriginalWidthTest(parameterized.TestCase):
+  """models.original_width against counts worked out by hand.
+
+  The original's VGG estimate with k = 3, C input channels, side H, L per
+  block, 2 blocks is 10 [C w + (L - 1) w^2] + 10 [2 w^2 + (L - 1) 4 w^2] +
+  (H / 4)^2 2 w + 1; on MNIST with L = 2: 70 w^2 + 108 w + 1, which first
+  reaches 1e5 at w = 38 (w = 37: 99,827).
+  """
+
+  @parameterized.named_parameters(
+      # name, architecture, shape, num_parameters, num_layers, num_blocks,
+      # width, estimate at width, estimate at width - 1, exact count.
+      ('vgg_mnist_1e5', 'vgg', MNIST, 100_000, 4, 2, 38, 105_185, 99_827,
+       95_267),
+      ('vgg_mnist_5_layers', 'vgg', MNIST, 100_000, 5, 2, 38, 105_185,
+       99_827, 95_267),
+      ('vgg_mnist_6_layers', 'vgg', MNIST, 100_000, 6, 2, 29, 104_053,
+       97_105, 94_193),
+      ('vgg_cifar_1e5', 'vgg', CIFAR, 100_000, 4, 2, 37, 101_677, 96_409,
+       92_205),
+      ('vgg_digits_2000', 'vgg', DIGITS, 2000, 4, 2, 6, 2629, 1841, 2407),
+      ('mlp_mnist_1e5', 'fully_connected', MNIST, 100_000, 4, 2, 94,
+       100_581, 99_232, 100_675),
+      ('mlp_mnist_1_layer', 'fully_connected', MNIST, 100_000, 1, 2, 128,
+       100_481, 99_696, 100_609),
+      ('mlp_cifar_1e5', 'fully_connected', CIFAR, 100_000, 4, 2, 32,
+       101_505, 98_240, 101_537),
+  )
+  def test_smallest_width_whose_estimate_reaches_the_target(
+      self, architecture, shape, num_parameters, num_layers, num_blocks,
+      width, estimate, estimate_below, exact):
+    net = models.OriginalNet(architecture, shape, num_layers, num_blocks)
+    self.assertEqual(models.original_width(net, num_parameters), width)
+    self.assertEqual(paper.original_parameter_estimate(net, width), estimate)
+    self.assertEqual(paper.original_parameter_estimate(net, width - 1),
+                     estimate_below)
+    self.assertLess(estimate_below, num_parameters)
+    self.assertGreaterEqual(estimate, num_parameters)
+    if architecture == 'vgg':
+      options = dict(num_layers=num_layers // num_blocks,
+                     num_blocks=num_blocks)
+    else:
+      options = dict(num_layers=num_layers)
+    built = models.build(architecture, shape, width=width, **options)
+    self.assertEqual(models.count_parameters(built), exact)
+
+  def test_search_starts_at_4_for_vgg_and_5_for_mlp_and_sum_is_the_target(
+      self):
+    self.assertEqual(
+        models.original_width(models.OriginalNet('vgg', MNIST), 1), 4)
+    mlp = models.OriginalNet('fully_connected', MNIST)
+    self.assertEqual(models.original_width(mlp, 1), 5)
+    self.assertEqual(
+        models.original_width(models.OriginalNet('sum', MNIST), 16), 16)
+    self.assertEqual(
+        models.original_width(models.OriginalNet('sum', MNIST), 100_000),
+        100_000)
+
+  def test_fewer_layers_than_blocks_is_an_error(self):
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'num_layers >= num_blocks'):
+      models.original_layers_per_block(1, 2)
+
+  def test_layer_widths(self):
+    model = models.build('vgg', MNIST, width=38)
+    self.assertEqual(models.layer_widths(model), [38, 38, 76, 76, 1])
 
 
 if __name__ == '__main__':

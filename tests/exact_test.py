@@ -15,6 +15,7 @@ from absl.testing import parameterized
 import numpy as np
 
 from afterkernel import margin
+import margin_fixture
 from margin_fixture import recomputed_bounds as _recomputed_bounds
 from margin_fixture import reference_dual as _reference_dual
 from margin_fixture import separable as _separable
@@ -109,13 +110,7 @@ class NotSeparableTest(absltest.TestCase):
     self.assertEqual(result.margin_upper_bound, 0.0)
 
 
-class OptionsTest(absltest.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    self.features, self.labels, self.test, _ = _separable(70, 30, seed=9,
-                                                           n_test=40)
-    self.gram = self.features @ self.features.T
+class OptionsTest(margin_fixture.SeparableProblemTest):
 
   def test_unconverged_run_warns_and_says_so(self):
     with warnings.catch_warnings(record=True) as caught:

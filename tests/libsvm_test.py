@@ -12,16 +12,10 @@ import numpy as np
 
 from afterkernel import margin
 
-from margin_fixture import separable as _separable
+import margin_fixture
 
 
-class LibsvmTest(absltest.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    self.features, self.labels, self.test, _ = _separable(70, 30, seed=9,
-                                                           n_test=40)
-    self.gram = self.features @ self.features.T
+class LibsvmTest(margin_fixture.SeparableProblemTest):
 
   def test_sklearn_baseline_fits_a_bias(self):
     result = margin.max_margin_from_gram(self.gram, self.labels,

@@ -9,6 +9,7 @@ margin bounds written out from `dual_coef` alone.
 
 import math
 
+from absl.testing import absltest
 import numpy as np
 import scipy.optimize
 
@@ -137,3 +138,17 @@ def recomputed_bounds(gram, labels, dual_coef):
   q = np.outer(signs, signs) * gram / scale**2
   q_a = q @ a
   return q_a.min() / math.sqrt(a @ q_a), math.sqrt(a @ q_a) / a.sum(), a
+
+
+class SeparableProblemTest(absltest.TestCase):
+  """A test case whose setUp makes one separable problem and its Gram.
+
+  70 training points in 30 dimensions (seed 9, `separable`), 40 test
+  points: self.features, self.labels, self.test, self.gram.
+  """
+
+  def setUp(self):
+    super().setUp()
+    self.features, self.labels, self.test, _ = separable(70, 30, seed=9,
+                                                          n_test=40)
+    self.gram = self.features @ self.features.T

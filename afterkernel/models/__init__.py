@@ -185,6 +185,7 @@ def _family(name: str, module: types.ModuleType, stem: str,
 
 
 def _entries():
+  """Every `Architecture`, in registry order (`NAMES` and messages list it)."""
   for row in _FAMILIES:
     yield _family(*row)
     if row[0] == 'alexnet':

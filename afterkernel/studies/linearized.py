@@ -129,6 +129,9 @@ class StudyConfig(runner.StudyConfig):
   """
   # More runs or widths extend a study; data_dir is where the data lives.
   FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'width_multipliers')
+  # Added in 0.2.0; at their defaults, folders of 0.1.0 still resume.
+  ADDED_FIELDS = ('cifar_test_source', 'lr_decay', 'effective_rank_kernel',
+                  'trajectory_every', 'trajectory_probe_size')
   dataset: str = 'digits'
   task: str = 'multiclass'
   plus_class: int = 8

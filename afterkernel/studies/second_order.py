@@ -108,6 +108,8 @@ class SecondOrderConfig(runner.StudyConfig, fields.TaskFields,
   # Adding runs or model kinds extends a study.
   FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'model_kinds',
                          'num_train_grid', 'zero_errors')
+  # Added in 0.2.0; at their defaults, earlier folders still resume.
+  ADDED_FIELDS = ('expansion_point', 'expansion_epochs', 'expansion_num_train')
   width: int = 32
   num_layers: int = 2
   model_kinds: tuple = MODEL_KINDS

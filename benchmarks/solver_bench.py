@@ -46,6 +46,8 @@ FULL_SIZES = (2000, 4000, 11982)
 GRAM_FILE = 'fc_fntk_mnist38_gram.npy'
 LABELS_FILE = 'fc_fntk_mnist38_labels.npy'
 DEFAULT_CACHE_DIR = '/tmp/afterkernel_solver_bench'
+# Raw results of `--isolate` children, one JSON line each, in cache_dir.
+RAW_FILE = 'isolated_results.jsonl'
 
 
 def cached_gram(cache_dir: str, data_dir: Optional[str],
@@ -283,9 +285,14 @@ def main(argv, defined):
   del argv
   if defined['child'].value:
     solver, n = defined['child'].value.split(':')
-    print(CHILD_PREFIX + json.dumps(child_solve(
-        solver, int(n), defined['cache_dir'].value,
-        defined['jst_max_seconds'].value)))
+    result = child_solve(solver, int(n), defined['cache_dir'].value,
+                         defined['jst_max_seconds'].value)
+    # Every child's raw result is also appended next to the cached Gram, so
+    # an interrupted run keeps what it measured.
+    with open(os.path.join(defined['cache_dir'].value, RAW_FILE), 'a',
+              encoding='utf-8') as f:
+      f.write(json.dumps({'solver': solver, 'n': int(n), **result}) + '\n')
+    print(CHILD_PREFIX + json.dumps(result))
     return
   if defined['isolate'].value:
     print(run_isolated([int(n) for n in defined['sizes'].value],

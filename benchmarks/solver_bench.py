@@ -25,7 +25,6 @@ coefficients (none for libsvm, which has no certificate).
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -115,7 +114,7 @@ def child_solve(solver: str, n: int, cache_dir: str,
 
   Returns wall/CPU seconds, the RSS the solve needed beyond the Gram
   ('delta_rss_mib', the kernel's high-water mark reset before the call) and
-  the process's maximum RSS (`getrusage` ru_maxrss, Gram included).
+  the process's peak RSS while solving (Gram and libraries included).
   """
   gram = np.load(os.path.join(cache_dir, GRAM_FILE), mmap_mode='r')
   labels = np.load(os.path.join(cache_dir, LABELS_FILE))
@@ -132,8 +131,10 @@ def child_solve(solver: str, n: int, cache_dir: str,
                  else None,
           'support': int(np.count_nonzero(result.dual_coef)),
           'delta_rss_mib': delta, 'gram_mib': block.nbytes / 2**20,
-          'max_rss_mib': resource.getrusage(
-              resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+          # VmHWM since the reset before the solve: the process's peak
+          # while solving (Gram and libraries included). Not ru_maxrss:
+          # Linux carries it over from the parent across fork + exec.
+          'max_rss_mib': common.peak_rss_mib()}
 
 
 def isolated_solve(solver: str, n: int, cache_dir: str,
@@ -190,7 +191,7 @@ def run_isolated(sizes: Sequence[int] = FULL_SIZES,
   report.tables.append(common.format_table(
       ['n', 'solver', 'wall s', 'CPU s', 'solve wall s', 'iterations',
        'margin', 'gap', 'stop', 'support', 'solve ΔRSS MiB',
-       'process max RSS MiB', 'Gram MiB', 'x libsvm wall'], rows))
+       'peak RSS while solving MiB', 'Gram MiB', 'x libsvm wall'], rows))
   report.notes.append(
       f'Gram: {source}; medians of {repeats} interleaved rounds, each solve '
       f'in a fresh process; JST capped at {jst_max_seconds:g} s; load '

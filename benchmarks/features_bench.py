@@ -30,7 +30,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from afterkernel.kernels import _blocks
 from afterkernel.kernels import features
 from afterkernel import models
 from benchmarks import baselines
@@ -145,14 +144,10 @@ def run(configs: Sequence[FeatureConfig] = FULL_CONFIGS,
     rate = {name: (config.n_original if name == 'original' else config.n) /
             t.median for name, t in timings.items()}
     auto_choice = features.resolve_method(model, x, batch_size, 'auto')
-    timed = ('auto_choice', batch_size) in _blocks._BLOCK_FNS.get(  # pylint: disable=protected-access
-        model, {})
-    how = ('timed on one block' if timed else
-           f'untimed: fewer than {features.AUTOTUNE_MIN_BLOCKS} blocks')
     fastest = max(METHODS, key=lambda m: rate[m])
     report.notes.append(
         f"{config.architecture}, n={config.n}: 'auto' chose {auto_choice} "
-        f'({how}); fastest here: {fastest} '
+        f'(a rule on the layers); fastest here: {fastest} '
         f'({rate[fastest] / rate[auto_choice]:.2f}x the choice)')
     ceiling_rate = rate['ceiling']
     errors = {}

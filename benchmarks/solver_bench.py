@@ -23,7 +23,10 @@ coefficients (none for libsvm, which has no certificate).
       --data_dir=/path/to/data --cache_dir=/tmp/afterkernel_solver_bench
 """
 
+import json
 import os
+import subprocess
+import sys
 import time
 from typing import Callable, Optional, Sequence
 import warnings
@@ -42,6 +45,8 @@ FULL_SIZES = (2000, 4000, 11982)
 GRAM_FILE = 'fc_fntk_mnist38_gram.npy'
 LABELS_FILE = 'fc_fntk_mnist38_labels.npy'
 DEFAULT_CACHE_DIR = '/tmp/afterkernel_solver_bench'
+# Raw results of `--isolate` children, one JSON line each, in cache_dir.
+RAW_FILE = 'isolated_results.jsonl'
 
 
 def cached_gram(cache_dir: str, data_dir: Optional[str],
@@ -74,23 +79,125 @@ def cached_gram(cache_dir: str, data_dir: Optional[str],
   return gram, labels, source
 
 
-def solve(gram: np.ndarray, labels: np.ndarray, solver: str) -> tuple:
+def solve(gram: np.ndarray, labels: np.ndarray, solver: str,
+          jst_max_seconds: float = JST_MAX_SECONDS) -> tuple:
   """One timed solve; returns (wall s, process CPU s, peak RSS MiB, result).
 
   On a shared machine the CPU time is the steadier figure: all solvers here
   run on one thread.
   """
+  return _solve(gram, labels, solver, jst_max_seconds)[:4]
+
+
+def _solve(gram, labels, solver, jst_max_seconds):
+  """`solve` + the RSS the call needed on top of what was held (MiB)."""
   options = {}
   if solver in ('working_set', 'jst1'):
-    options['max_seconds'] = JST_MAX_SECONDS
+    options['max_seconds'] = jst_max_seconds
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', margin.UnconvergedWarning)
     cpu = time.process_time()
-    seconds, peak, _, _, result = common.time_call(
+    seconds, peak, delta, _, result = common.time_call(
         lambda: margin.max_margin_from_gram(gram, labels, solver=solver,
                                             **options))
     cpu = time.process_time() - cpu
-  return seconds, cpu, peak, result
+  return seconds, cpu, peak, result, delta
+
+
+# Marks the child's one line of results on its stdout.
+CHILD_PREFIX = 'SOLVER_BENCH_RESULT '
+
+
+def child_solve(solver: str, n: int, cache_dir: str,
+                jst_max_seconds: float) -> dict:
+  """One solve in this (fresh) process on the cached Gram's n x n block.
+
+  Returns wall/CPU seconds, the RSS the solve needed beyond the Gram
+  ('delta_rss_mib', the kernel's high-water mark reset before the call) and
+  the process's peak RSS while solving (Gram and libraries included).
+  """
+  gram = np.load(os.path.join(cache_dir, GRAM_FILE), mmap_mode='r')
+  labels = np.load(os.path.join(cache_dir, LABELS_FILE))
+  block, y = np.ascontiguousarray(gram[:n, :n]), labels[:n]
+  with warnings.catch_warnings():  # compiled code loaded outside the timing
+    warnings.simplefilter('ignore')
+    margin.max_margin_from_gram(block[:50, :50], y[:50], max_iterations=10)
+  seconds, cpu, _, result, delta = _solve(block, y, solver, jst_max_seconds)
+  upper = result.margin_upper_bound
+  return {'seconds': seconds, 'cpu_seconds': cpu,
+          'solve_seconds': result.seconds, 'iterations': result.iterations,
+          'margin': result.margin, 'stop_reason': result.stop_reason,
+          'gap': (upper - result.margin) / upper if np.isfinite(upper)
+                 else None,
+          'support': int(np.count_nonzero(result.dual_coef)),
+          'delta_rss_mib': delta, 'gram_mib': block.nbytes / 2**20,
+          # VmHWM since the reset before the solve: the process's peak
+          # while solving (Gram and libraries included). Not ru_maxrss:
+          # Linux carries it over from the parent across fork + exec.
+          'max_rss_mib': common.peak_rss_mib()}
+
+
+def isolated_solve(solver: str, n: int, cache_dir: str,
+                   jst_max_seconds: float) -> dict:
+  """`child_solve` in a fresh Python process (its own peak memory)."""
+  out = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.solver_bench',
+       f'--child={solver}:{n}', f'--cache_dir={cache_dir}',
+       f'--jst_max_seconds={jst_max_seconds}'],
+      capture_output=True, text=True, check=True)
+  line = [l for l in out.stdout.splitlines() if l.startswith(CHILD_PREFIX)]
+  return json.loads(line[-1][len(CHILD_PREFIX):])
+
+
+def run_isolated(sizes: Sequence[int] = FULL_SIZES,
+                 solvers: Sequence[str] = ('exact', 'jst1', 'sklearn'),
+                 data_dir: Optional[str] = None,
+                 cache_dir: str = DEFAULT_CACHE_DIR,
+                 repeats: int = common.DEFAULT_REPEATS,
+                 jst_max_seconds: float = JST_MAX_SECONDS,
+                 log: Optional[Callable[[str], None]] = None
+                 ) -> common.Report:
+  """Every (n, solver) in its own process, interleaved, `repeats` rounds.
+
+  Round r runs every size and solver before round r + 1 starts, so load
+  changes on a shared machine hit all of them; medians are reported.
+  """
+  _, labels, source = cached_gram(cache_dir, data_dir, log)
+  sizes = [min(n, len(labels)) for n in sizes]
+  runs = {(n, s): [] for n in sizes for s in solvers}
+  for repeat in range(repeats):
+    for n in sizes:
+      for solver in solvers:
+        runs[n, solver].append(isolated_solve(solver, n, cache_dir,
+                                              jst_max_seconds))
+        if log:
+          log(f'  round {repeat}: n={n} {solver}: '
+              f'{runs[n, solver][-1]["seconds"]:.3f} s')
+  median = lambda n, s, key: float(np.median([r[key] for r in runs[n, s]]))
+  rows = []
+  for n in sizes:
+    for solver in solvers:
+      last = runs[n, solver][-1]
+      rows.append([n, solver, median(n, solver, 'seconds'),
+                   median(n, solver, 'cpu_seconds'),
+                   median(n, solver, 'solve_seconds'), last['iterations'],
+                   last['margin'], last['gap'], last['stop_reason'],
+                   last['support'], median(n, solver, 'delta_rss_mib'),
+                   median(n, solver, 'max_rss_mib'), last['gram_mib'],
+                   median(n, solver, 'seconds') /
+                   median(n, 'sklearn', 'seconds')
+                   if 'sklearn' in solvers else None])
+  report = common.Report('Max-margin solvers, each solve in its own process')
+  report.tables.append(common.format_table(
+      ['n', 'solver', 'wall s', 'CPU s', 'solve wall s', 'iterations',
+       'margin', 'gap', 'stop', 'support', 'solve ΔRSS MiB',
+       'peak RSS while solving MiB', 'Gram MiB', 'x libsvm wall'], rows))
+  report.notes.append(
+      f'Gram: {source}; medians of {repeats} interleaved rounds, each solve '
+      f'in a fresh process; JST capped at {jst_max_seconds:g} s; load '
+      f'average at the end {common.load_average()} (shared machine).')
+  report.raw = {f'n={n}/{s}': v for (n, s), v in runs.items()}
+  return report
 
 
 def run(sizes: Sequence[int] = FULL_SIZES,
@@ -163,11 +270,38 @@ def _define_flags() -> dict:
       'cache_dir': flags.DEFINE_string(
           'cache_dir', DEFAULT_CACHE_DIR,
           'Where the Gram is cached (not the repository).'),
+      'isolate': flags.DEFINE_bool(
+          'isolate', False, 'Each solve in its own process, interleaved '
+          'rounds (peak memory per solve).'),
+      'repeats': flags.DEFINE_integer('repeats', common.DEFAULT_REPEATS,
+                                      'Rounds with --isolate.'),
+      'jst_max_seconds': flags.DEFINE_float(
+          'jst_max_seconds', JST_MAX_SECONDS, 'Wall-clock cap of JST.'),
+      'child': flags.DEFINE_string('child', None,
+                                   'Internal: solver:n of one child solve.'),
   }
 
 
 def main(argv, defined):
   del argv
+  if defined['child'].value:
+    solver, n = defined['child'].value.split(':')
+    result = child_solve(solver, int(n), defined['cache_dir'].value,
+                         defined['jst_max_seconds'].value)
+    # Every child's raw result is also appended next to the cached Gram, so
+    # an interrupted run keeps what it measured.
+    with open(os.path.join(defined['cache_dir'].value, RAW_FILE), 'a',
+              encoding='utf-8') as f:
+      f.write(json.dumps({'solver': solver, 'n': int(n), **result}) + '\n')
+    print(CHILD_PREFIX + json.dumps(result))
+    return
+  if defined['isolate'].value:
+    print(run_isolated([int(n) for n in defined['sizes'].value],
+                       defined['solvers'].value,
+                       defined['data_dir'].value or common.default_data_dir(),
+                       defined['cache_dir'].value, defined['repeats'].value,
+                       defined['jst_max_seconds'].value, log=print).text())
+    return
   report = run([int(n) for n in defined['sizes'].value],
                defined['solvers'].value,
                defined['data_dir'].value or common.default_data_dir(),

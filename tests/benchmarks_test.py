@@ -10,6 +10,7 @@ margins per iteration as `margin.max_margin_from_features`).
 import importlib
 import os
 import sys
+import tempfile
 from unittest import mock
 
 from absl.testing import absltest
@@ -30,6 +31,7 @@ if _ROOT not in sys.path:
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import baselines
 from benchmarks import common
+from benchmarks import defaults_bench
 from benchmarks import end_to_end_bench
 from benchmarks import features_bench
 from benchmarks import gram_bench
@@ -286,6 +288,30 @@ class BenchmarksSmokeTest(absltest.TestCase):
     np.testing.assert_allclose(raw['n=60/working_set']['margin'],
                                raw['n=60/exact']['margin'], rtol=2e-4)
     self.assertIn('| exact |', report.text())
+
+  def test_solver_bench_child_measures_one_solve(self):
+    rng = np.random.default_rng(1)
+    labels = (np.arange(60) % 2).astype(np.float32)
+    phi = rng.standard_normal((60, 20)) + 1.5 * (2 * labels[:, None] - 1)
+    with tempfile.TemporaryDirectory() as cache_dir:
+      np.save(os.path.join(cache_dir, solver_bench.GRAM_FILE),
+              (phi @ phi.T).astype(np.float32))
+      np.save(os.path.join(cache_dir, solver_bench.LABELS_FILE), labels)
+      child = solver_bench.child_solve('exact', 50, cache_dir, 10.0)
+    self.assertEqual(child['stop_reason'], 'tolerance')
+    self.assertLessEqual(child['gap'], margin.DEFAULT_TOLERANCE)
+    self.assertAlmostEqual(child['gram_mib'], 50 * 50 * 4 / 2**20)
+    self.assertGreater(child['max_rss_mib'], 0)
+
+  def test_defaults_bench(self):
+    report = defaults_bench.run(['fully_connected'], [8], repeats=1)
+    rows = report.raw['fully_connected n=8']
+    self.assertIn(rows['fastest_path'],
+                  ('structured', 'per_layer + gram', 'vectorized + gram'))
+    text = report.text()
+    for path in ('structured', 'per_layer + gram', 'vectorized + gram',
+                 defaults_bench.CEILING):
+      self.assertIn(path, text)
 
   def test_end_to_end_bench(self):
     protocol = dict(train_subset=40, test_subset=12, max_num_epochs=1,

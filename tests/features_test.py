@@ -127,20 +127,22 @@ class AutoMethodTest(absltest.TestCase):
                                              repeats=2), 'fast')
     self.assertEqual(calls, {'slow': 3, 'fast': 3})  # 1 untimed + 2 timed
 
-  def test_auto_resolution_and_cache(self):
+  def test_auto_resolution_is_a_rule_on_the_layers(self):
     model = models.build_model('fully_connected', (8, 8, 1), num_layers=1,
                                width=6)
     images = np.random.default_rng(0).random((40, 8, 8, 1), np.float32)
-    # Small jobs: per_layer without timing.
+    # A chain of Dense layers: per_layer, for small and large jobs alike.
     self.assertEqual(features.resolve_method(model, images, batch_size=16),
                      'per_layer')
-    # Large enough (4 blocks of 8): timed once, then cached.
-    choice = features.resolve_method(model, images, batch_size=8)
-    self.assertIn(choice, ('per_layer', 'vectorized'))
-    self.assertEqual(_blocks._BLOCK_FNS[model][('auto_choice', 8)], choice)
     self.assertEqual(features.resolve_method(model, images, batch_size=8),
-                     choice)
+                     'per_layer')
     self.assertEqual(features.resolve_method(model, images, 8, 'loop'), 'loop')
+    # Not a chain (a residual branch): vectorized.
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inputs)
+    branch = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Add()(
+        [flat, keras.layers.Dense(64)(flat)])))
+    self.assertEqual(features.resolve_method(branch, images, 8), 'vectorized')
     # Whatever 'auto' picks, the features are the per-example gradients.
     np.testing.assert_allclose(
         features.gradient_features(model, images, batch_size=8),

@@ -28,15 +28,10 @@ from afterkernel.kernels import per_layer
 
 # Every method name of the engine (documented in `features`).
 METHODS = ('auto', 'per_layer', 'structured', 'vectorized', 'loop')
-# model -> {method | 'factors' | ('auto_choice', batch) | ('sharded', ...):
+# model -> {method | 'factors' | ('sharded', ...):
 # block function or choice}: the engine's one cache.
 _BLOCK_FNS = weakref.WeakKeyDictionary()
-# 'auto' times both methods only for jobs of at least this many blocks. The
-# timing costs about six block calls (two traces, four timed calls) once per
-# model: a pipeline extracts features of the same model many times (train,
-# test, invariances, streamed chunks), so a 2x faster method repays it.
-AUTOTUNE_MIN_BLOCKS = 4
-# Timed calls per candidate when autotuning (after one untimed tracing call).
+# Timed calls per candidate of `choose_fastest` (after one untimed call).
 AUTOTUNE_REPEATS = 2
 
 
@@ -331,28 +326,16 @@ def resolve_method(model: keras.Model, images: np.ndarray, batch_size: int,
                    method: str) -> str:
   """The concrete method ('per_layer', 'vectorized' or 'loop') for a job.
 
-  'auto': 'vectorized' without per_layer support, 'per_layer' for jobs under
-  AUTOTUNE_MIN_BLOCKS blocks, else the faster of the two on the job's first
-  block (timed once per model and block size, then cached).
+  'auto', by the model's layers (no timing at run time): 'per_layer' for a
+  chain of Dense / Conv2D layers (`per_layer.chain_layers`), else
+  'vectorized'. Measured (BENCHMARKS.md sections 1 and 8): per_layer is at
+  least as fast as vectorized on every chain net here (FC, VGG-like,
+  mega-VGG within 5%), so a timed choice only added its own cost.
   """
+  del images, batch_size  # The rule depends on the model alone.
   if method != 'auto':
     return method
-  if per_layer.chain_layers(model) is None:
-    return 'vectorized'
-  cached = cache(model)
-  key = ('auto_choice', batch_size)
-  if key in cached:
-    return cached[key]
-  if len(images) < AUTOTUNE_MIN_BLOCKS * batch_size:
-    return 'per_layer'
-  block = tf.constant(np.asarray(images[:batch_size], np.float32))
-  index = tf.constant(0, tf.int32)
-  functions = {name: block_fn(model, name, images.shape[1:])
-               for name in ('per_layer', 'vectorized')}
-  cached[key] = choose_fastest(
-      {name: (lambda fn=fn: fn(block, index).numpy())
-       for name, fn in functions.items()})
-  return cached[key]
+  return 'vectorized' if per_layer.chain_layers(model) is None else 'per_layer'
 
 
 def sharded_block_fn(model: keras.Model, strategy: tf.distribute.Strategy,

@@ -10,14 +10,16 @@ code: every block function differentiates output l of a block of inputs.
 The conjugate features are the penultimate activations h(x).
 
 Methods (`METHODS`, default `DEFAULT_FEATURE_METHOD` = 'auto'):
-  * 'auto': 'vectorized' when the model does not support 'per_layer';
-    'per_layer' for small jobs (fewer than AUTOTUNE_MIN_BLOCKS blocks);
-    otherwise the faster of the two as timed on the first block of the job
-    (measured, not modelled: which one wins depends on layer shapes and the
-    machine, e.g. per_layer is 1.25x faster on the VGG-like net but
-    vectorized 2x faster on mega-VGG on 2 CPU cores, see BENCHMARKS.md). The
-    choice is cached per (model, block size). Both give the same numbers to
-    float32 rounding; only the speed differs.
+  * 'auto': a rule on the model's layers, never a timing at run time:
+    'per_layer' for a chain of Dense / NTKDense / Conv2D layers
+    (`supports_per_layer`), else 'vectorized'. Grams of chain models on one
+    device (`kernels.empirical.model_gram`, `model_train_and_cross_gram`)
+    take 'structured' instead. Measured on this 2-core machine (BENCHMARKS.md
+    sections 1 and 8): per_layer is as fast as vectorized or faster on
+    every chain net here (FC, VGG-like, mega-VGG), and for Grams structured
+    is faster than per_layer + Gram on the FC net (Dense layers never
+    materialized) and not slower on the VGG-like net. All methods give the
+    same numbers to float32 rounding.
   * 'per_layer': one batched forward and backward pass, then each layer's
     per-example weight gradients from its inputs and the gradients at its
     outputs (`per_layer`). Near the speed of a batched forward+backward.
@@ -80,13 +82,12 @@ from afterkernel.kernels import per_layer
 
 METHODS = _blocks.METHODS
 FEATURE_METHODS = ('auto', 'per_layer', 'vectorized', 'loop')
-# Fast on every model (per_layer where it applies, timed against vectorized
-# on large jobs), numbers equal to the reference to float32 rounding.
+# A rule on the model's layers (module docstring), measured fastest on every
+# net of BENCHMARKS.md; numbers equal to the reference to float32 rounding.
 DEFAULT_FEATURE_METHOD = 'auto'
 # Examples per block: big enough to amortize graph overhead, small enough
 # that pfor's per-example intermediates (block x activations) fit.
 DEFAULT_BATCH_SIZE = 256
-AUTOTUNE_MIN_BLOCKS = _blocks.AUTOTUNE_MIN_BLOCKS
 AUTOTUNE_REPEATS = _blocks.AUTOTUNE_REPEATS
 choose_fastest = _blocks.choose_fastest
 count_parameters = models.count_parameters
@@ -102,10 +103,9 @@ def resolve_method(model: keras.Model, images: np.ndarray,
                    method: str = DEFAULT_FEATURE_METHOD) -> str:
   """The concrete method ('per_layer', 'vectorized' or 'loop') for a job.
 
-  For 'auto', see the module docstring: 'vectorized' without per_layer
-  support, 'per_layer' for jobs under AUTOTUNE_MIN_BLOCKS blocks, else the
-  faster of the two on the job's first block (timed once per model and
-  block size, then cached).
+  For 'auto', see the module docstring: 'per_layer' for chain models, else
+  'vectorized' (a rule on the layers; `images` and `batch_size` are not
+  looked at, kept for callers).
   """
   return _blocks.resolve_method(model, images, batch_size, method)
 
@@ -221,7 +221,6 @@ def iter_feature_blocks(model: keras.Model,
     errors.require(method != 'loop',
                    f'feature method {method!r} cannot be sharded across '
                    'replicas; choose one of auto, per_layer, vectorized')
-  # 'auto' is timed on one device; every replica runs the same code.
   concrete = _blocks.resolve_method(model, images, batch_size, method)
   if sharded:
     start = 0

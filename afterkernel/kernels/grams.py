@@ -92,6 +92,13 @@ def gram(features_a: np.ndarray,
                  'feature widths differ: '
                  f'{features_a.shape[1]} vs {features_b.shape[1]}')
   dtype = np.float64 if accumulate_float64 else np.float32
+  if symmetric and features_a.dtype == dtype:
+    # One product of the matrix with its own transpose: numpy hands it to
+    # BLAS syrk (upper triangle only, mirrored: half the multiply-adds of a
+    # GEMM, exactly symmetric) with no temporary copy. Measured faster than
+    # the row blocks below once n > block_size (BENCHMARKS.md, section 8);
+    # for n <= block_size it is the same single syrk call as before.
+    return features_a @ features_a.T
   b = features_b.astype(dtype, copy=False)
   out = np.empty((features_a.shape[0], features_b.shape[0]), dtype)
   for start in range(0, features_a.shape[0], block_size):

@@ -32,7 +32,8 @@ Any solver also stops on `max_iterations` or, if given, `max_seconds` (the
 original script's time limit); an unconverged result has converged=False,
 its stop_reason, and raises an `UnconvergedWarning`. The Gram is checked
 first (checks.py): asymmetric or clearly indefinite matrices are refused
-with an `AfterKernelError`.
+with an `AfterKernelError`. `device=` ('auto', 'cpu', 'gpu' or a TensorFlow
+device name, device.py) says where the full Gram-vector products run.
 """
 
 from afterkernel.margin.api import decision_function

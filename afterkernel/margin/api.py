@@ -16,6 +16,7 @@ import numpy as np
 from afterkernel import errors
 from afterkernel.margin import certificate
 from afterkernel.margin import checks
+from afterkernel.margin import device as device_lib
 from afterkernel.margin import exact
 from afterkernel.margin import jst
 from afterkernel.margin import libsvm
@@ -71,6 +72,7 @@ def max_margin_from_gram(
     seed: int = 0,
     dtype=np.float64,
     log: Optional[Callable[[str], None]] = None,
+    device: str = device_lib.DEFAULT_DEVICE,
 ) -> certificate.MarginResult:
   """Hard-margin SVM (no bias) on a Gram matrix, certified by a duality gap.
 
@@ -95,6 +97,12 @@ def max_margin_from_gram(
       accuracy of the margin to roughly 1e-7 / margin^2.
     log: if given, called with progress lines at most every
       LOG_EVERY_SECONDS.
+    device: where the full Gram-vector products run (`device.DEVICES`):
+      'auto' (default: a GPU if TensorFlow is loaded and sees one, else
+      the CPU), 'cpu', 'gpu' or a TensorFlow device name. Used by 'exact'
+      (its exact gradients and certificate checks; the coordinate steps stay
+      on the CPU) and by 'dual' / 'stochastic' (every product); 'sklearn'
+      and 'working_set' always run on the CPU.
 
   Returns:
     A `MarginResult`; `margin` is recomputed exactly for the returned
@@ -118,6 +126,7 @@ def max_margin_from_gram(
                    jst.DEFAULT_CHECK_EVERY)
   checks.require_iteration_args(max_iterations, tolerance, check_every,
                                 max_seconds)
+  device = device_lib.resolve_device(device)
   dtype = np.dtype(dtype)
   errors.require(dtype in (np.float64, np.float32),
                  f'dtype must be float64 or float32, got {dtype}')
@@ -149,8 +158,10 @@ def max_margin_from_gram(
   if solver == 'exact':
     # K is symmetric: a Fortran-ordered K's transpose is C-ordered and equal.
     rows = gram if gram.flags.c_contiguous else gram.T
-    result = exact.solve_exact(rows, labels, scale, tolerance, max_iterations,
-                               check_every, max_seconds, log)
+    result = exact.solve_exact(
+        rows, labels, scale, tolerance, max_iterations, check_every,
+        max_seconds, log,
+        matvec=device_lib.gram_matvec(rows, device, None))
   elif solver == 'sklearn':
     result = libsvm.solve_sklearn(gram, labels, scale, max_iterations)
   elif solver == 'working_set':
@@ -160,17 +171,18 @@ def max_margin_from_gram(
   else:
     result = _solve_jst_gram(gram, labels, scale, solver, tolerance,
                              max_iterations, check_every, max_seconds, seed,
-                             log)
+                             log, device_lib.gram_matvec(gram, device, None))
   _warn_if_unconverged(result)
   return result
 
 
 def _solve_jst_gram(gram, labels, scale, solver, tolerance, max_iterations,
-                    check_every, max_seconds, seed,
-                    log) -> certificate.MarginResult:
+                    check_every, max_seconds, seed, log,
+                    gram_matvec) -> certificate.MarginResult:
   """'dual' or 'stochastic' (Algorithm 1 on coefficients)."""
   n = len(labels)
-  matvec, row, support_matvec = jst.scaled_gram_operator(gram, labels, scale)
+  matvec, row, support_matvec = jst.scaled_gram_operator(gram, labels, scale,
+                                                         gram_matvec)
   progress = certificate.Progress(n, tolerance, max_iterations, check_every,
                                   max_seconds, log)
   if solver == 'dual':

@@ -23,6 +23,7 @@ import numpy as np
 
 from afterkernel import errors
 from afterkernel.margin import checks
+from afterkernel.margin import device as device_lib
 
 DEFAULT_TOLERANCE = 1e-4
 # Progress lines (when a `log` is given) at most this often.
@@ -203,7 +204,7 @@ def bounds(gram_y_coef: np.ndarray, coef: np.ndarray) -> tuple:
 
 
 def certificate(gram: np.ndarray, labels: np.ndarray,
-                dual_coef: np.ndarray) -> tuple:
+                dual_coef: np.ndarray, device: str = 'cpu') -> tuple:
   """Rechecks a result's bounds from its `dual_coef` alone.
 
   With a = y * dual_coef and Q = diag(y) K diag(y) / s^2,
@@ -217,6 +218,8 @@ def certificate(gram: np.ndarray, labels: np.ndarray,
     gram: (n, n) kernel matrix K the result was fitted on.
     labels: (n,) in {0, 1} or {-1, +1}.
     dual_coef: (n,) `MarginResult.dual_coef`.
+    device: where K dual_coef is computed (`device.DEVICES`; default the
+      host, float64 numpy).
 
   Returns:
     (lower, upper, relative gap (upper - lower) / upper).
@@ -238,6 +241,8 @@ def certificate(gram: np.ndarray, labels: np.ndarray,
                  ' not a certificate of the no-bias hard-margin problem')
   scale_sq = float(np.mean(np.sqrt(np.diagonal(gram))))**2
   # Q a = y * (K (y * a)) / s^2 = y * (K dual_coef) / s^2.
-  lower, upper = bounds(signs * (gram @ dual_coef) / scale_sq, coef)
+  product = device_lib.gram_matvec(gram, device_lib.resolve_device(device),
+                                   lambda v: gram @ v)(dual_coef)
+  lower, upper = bounds(signs * product / scale_sq, coef)
   gap = (upper - lower) / upper if upper > 0 else math.inf
   return lower, upper, gap

@@ -265,7 +265,8 @@ def _min_norm_steps(gram, signs, inv_scale_sq, diagonal, p, q_p, steps,
   return steps, norm_sq
 
 
-def _separability_probe(gram, signs, inv_scale_sq, diagonal, p, q_p):
+def _separability_probe(gram, signs, inv_scale_sq, diagonal, p, q_p,
+                        matvec=None):
   """MDM steps from the simplex point p (Q p = q_p); returns the evidence.
 
   Returns:
@@ -276,22 +277,27 @@ def _separability_probe(gram, signs, inv_scale_sq, diagonal, p, q_p):
                                PROBE_STEPS, target_sq)
   if norm_sq > target_sq:
     return None
-  exact_q_p = _exact_gradient(gram, signs, inv_scale_sq, p) + 1.0
+  exact_q_p = _exact_gradient(gram, signs, inv_scale_sq, p, matvec) + 1.0
   if p @ exact_q_p > target_sq:
     return None
   return p
 
 
 def _exact_gradient(gram: np.ndarray, signs: np.ndarray, inv_scale_sq: float,
-                    coef: np.ndarray) -> np.ndarray:
+                    coef: np.ndarray,
+                    matvec: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                    ) -> np.ndarray:
   """g = Q a - 1 by one Gram mat-vec in float64 (the incremental g's reference).
 
   A float32 Gram is read as is and multiplied in float64 (float32 -> float64
   is exact), so the certificate is that of the float32 matrix itself,
-  without an n x n float64 copy.
+  without an n x n float64 copy. `matvec` (v -> K v for this very `gram`,
+  e.g. on a GPU, see `device`) replaces the host product when given.
   """
   vector = signs * coef
-  if gram.dtype == np.float64:
+  if matvec is not None:
+    product = matvec(vector)
+  elif gram.dtype == np.float64:
     product = gram @ vector
   else:
     product = _float64_matvec(gram, vector)
@@ -302,7 +308,9 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
                 tolerance: float, max_iterations: int, check_every: int,
                 max_seconds: Optional[float],
                 log: Optional[Callable[[str], None]],
-                shrinking: bool = True) -> certificate.MarginResult:
+                shrinking: bool = True,
+                matvec: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                ) -> certificate.MarginResult:
   """Greedy dual coordinate descent to a certified relative gap.
 
   Args:
@@ -318,6 +326,9 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
     shrinking: skip coordinates that are clearly 0 at the optimum between
       exact checks (as libsvm and liblinear do); the certificate is always
       evaluated on all examples.
+    matvec: v -> K v on the full Gram (float64), e.g. on a GPU
+      (`device.gram_matvec`); None: the host product. The coordinate steps
+      and the shrunk problems' resyncs always run on the host.
 
   Returns:
     A `MarginResult` (solver 'exact') whose `margin` and
@@ -367,10 +378,11 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
       # Still no positive margin: look for 0 in the convex hull directly.
       total = coef.sum()
       evidence = _separability_probe(gram, signs, inv_scale_sq, diagonal,
-                                     coef / total, (grad + 1.0) / total)
+                                     coef / total, (grad + 1.0) / total,
+                                     matvec)
       if evidence is not None:
         return _not_separable(gram, signs, inv_scale_sq, evidence, labels,
-                              scale, iteration, history, start)
+                              scale, iteration, history, start, matvec)
     if checks % RESYNC_EVERY_CHECKS == 0:
       # Drop the drift of the O(n) updates (on the current examples only).
       problem.grad = _exact_gradient(problem.gram, problem.signs,
@@ -380,7 +392,7 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
       # Decide on exact numbers over all examples, and bring shrunk
       # coordinates back.
       problem.scatter(coef)
-      grad = _exact_gradient(gram, signs, inv_scale_sq, coef)
+      grad = _exact_gradient(gram, signs, inv_scale_sq, coef, matvec)
       lower, upper = certificate.bounds(grad + 1.0, coef)
       gap = (upper - lower) / upper if upper > 0 else math.inf
       certified = True
@@ -435,17 +447,19 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
     # last one if none was certified yet), with its own exact bounds.
     coef = best_coef if best_lower > -math.inf else coef
   if reason != certificate.STOP_TOLERANCE:
-    grad = _exact_gradient(gram, signs, inv_scale_sq, coef)
+    grad = _exact_gradient(gram, signs, inv_scale_sq, coef, matvec)
     lower, upper = certificate.bounds(grad + 1.0, coef)
   return _result(coef, labels, scale, lower, upper, iteration, reason,
                  history, start)
 
 
 def _not_separable(gram, signs, inv_scale_sq, evidence, labels, scale,
-                   iteration, history, start) -> certificate.MarginResult:
+                   iteration, history, start,
+                   matvec=None) -> certificate.MarginResult:
   """The result for a simplex point p with ||Z^T p|| <= NOT_SEPARABLE_MARGIN."""
   lower, upper = certificate.bounds(
-      _exact_gradient(gram, signs, inv_scale_sq, evidence) + 1.0, evidence)
+      _exact_gradient(gram, signs, inv_scale_sq, evidence, matvec) + 1.0,
+      evidence)
   history.append((iteration, lower, upper))
   return _result(evidence, labels, scale, lower, upper, iteration,
                  certificate.STOP_NOT_SEPARABLE, history, start)

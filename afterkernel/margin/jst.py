@@ -116,18 +116,24 @@ def _observe(progress, iteration: int, a: np.ndarray, u: np.ndarray,
     progress.observe_upper(math.sqrt(max(b @ v, 0.0)) / b_sum)
 
 
-def scaled_gram_operator(gram: np.ndarray, labels: np.ndarray, scale: float):
-  """Returns (matvec, row) for G_y = diag(y) K diag(y) / s^2 without forming it.
+def scaled_gram_operator(gram: np.ndarray, labels: np.ndarray, scale: float,
+                         gram_matvec: Optional[Callable[[np.ndarray],
+                                                        np.ndarray]] = None):
+  """Returns (matvec, row, support_matvec) for G_y = diag(y) K diag(y) / s^2.
 
   Applying the signs and the scale to the vector costs O(n) per product and
   keeps the only n x n array the caller's (converted once to the solver
-  dtype).
+  dtype). `gram_matvec` (v -> K v in float64, e.g. on a GPU, see `device`)
+  replaces the host products when given; then every product is a full one
+  (on a device a full product costs less than gathering support rows).
   """
   inv_scale_sq = 1.0 / scale**2
   dtype = gram.dtype
   by_rows = not (gram.flags.f_contiguous and not gram.flags.c_contiguous)
 
   def matvec(vector: np.ndarray) -> np.ndarray:
+    if gram_matvec is not None:
+      return labels * gram_matvec(labels * vector) * inv_scale_sq
     product = gram @ (labels * vector).astype(dtype, copy=False)
     return labels * product.astype(np.float64, copy=False) * inv_scale_sq
 
@@ -143,7 +149,7 @@ def scaled_gram_operator(gram: np.ndarray, labels: np.ndarray, scale: float):
     # concentrates on the few examples near the margin, so late iterations
     # touch a small fraction of the Gram.
     keep = np.flatnonzero(vector > vector.max() * SUPPORT_CUTOFF)
-    if len(keep) > DENSE_FRACTION * len(vector):
+    if gram_matvec is not None or len(keep) > DENSE_FRACTION * len(vector):
       return matvec(vector)
     weights = (labels[keep] * vector[keep]).astype(dtype)
     product = np.zeros(len(vector), np.float64)

@@ -235,15 +235,17 @@ def _train_and_cross_gram(model, x_train, x_test, batch_size, method,
       (memory_budget_gb is None or needed_gb <= memory_budget_gb)):
     # Dense layers' Gram contributions from factors: same numbers, far less
     # work for fully connected nets.
-    train = features.structured_features(model, x_train, batch_size)
+    train = features.structured_features(model, x_train, batch_size,
+                                         log=log)
     return (grams.structured_gram(train),
             grams.structured_gram(
-                features.structured_features(model, x_test, batch_size),
+                features.structured_features(model, x_test, batch_size,
+                                             log=log),
                 train))
   method = 'auto' if method == 'structured' else method
   return grams.train_and_cross_gram(
       lambda x: features.gradient_features(model, x, batch_size, method,
-                                           strategy=strategy),
+                                           strategy=strategy, log=log),
       num_features, x_train, x_test, memory_budget_gb=memory_budget_gb,
       log=log)
 

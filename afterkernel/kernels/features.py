@@ -69,7 +69,7 @@ them into Gram matrices (`kernels.grams`) without holding all n x P values.
 
 import dataclasses
 import math
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import keras
 import numpy as np
@@ -77,6 +77,7 @@ import tensorflow as tf
 
 from afterkernel import errors
 from afterkernel import models
+from afterkernel import progress
 from afterkernel.kernels import _blocks
 from afterkernel.kernels import per_layer
 
@@ -275,7 +276,8 @@ def gradient_features(model: keras.Model,
                       method: str = DEFAULT_FEATURE_METHOD,
                       *,
                       output_index: Optional[int] = None,
-                      strategy: Optional[tf.distribute.Strategy] = None
+                      strategy: Optional[tf.distribute.Strategy] = None,
+                      log: Optional[Callable[[str], None]] = None
                       ) -> np.ndarray:
   """All gradient features phi(x_i) as one (n, P) float32 matrix.
 
@@ -287,6 +289,8 @@ def gradient_features(model: keras.Model,
     method: one of `FEATURE_METHODS`.
     output_index: l for a model with L outputs (row l of each Jacobian).
     strategy: shard blocks over this `tf.distribute.Strategy`'s replicas.
+    log: progress printer: a line with an ETA every few seconds (None:
+      silent).
 
   Returns:
     (n, P) float32, row i = d f_l(x_i) / d theta.
@@ -298,11 +302,14 @@ def gradient_features(model: keras.Model,
   images = _as_inputs(images, model, 'images')
   out = np.empty((len(images), count_parameters(model)), np.float32)
   start = 0
+  counter = progress.Counter('gradient features of examples', len(images),
+                             log)
   for block in iter_feature_blocks(model, images, batch_size, method,
                                    output_index=output_index,
                                    strategy=strategy):
     out[start:start + len(block)] = block
     start += len(block)
+    counter.update(start)
   return out
 
 
@@ -375,7 +382,8 @@ def structured_features(model: keras.Model,
                         images: np.ndarray,
                         batch_size: int = DEFAULT_BATCH_SIZE,
                         *,
-                        output_index: Optional[int] = None
+                        output_index: Optional[int] = None,
+                        log: Optional[Callable[[str], None]] = None
                         ) -> StructuredFeatures:
   """Gradient features with Dense layers factored (method 'structured').
 
@@ -384,6 +392,7 @@ def structured_features(model: keras.Model,
     images: (n, ...) float32 inputs.
     batch_size: examples per batched forward/backward pass.
     output_index: l for a model with L outputs; None requires one output.
+    log: progress printer (a line with an ETA every few seconds).
 
   Returns:
     The factored features of `images`; `kernels.grams.structured_gram`
@@ -398,7 +407,10 @@ def structured_features(model: keras.Model,
                       tf.int32)
   block_fn = _blocks.block_fn(model, 'structured', images.shape[1:])
   dense_parts, other_parts = [], []
+  counter = progress.Counter('factored features of examples', len(images),
+                             log)
   for start in range(0, len(images), batch_size):
+    counter.update(start)
     dense, other = block_fn(tf.constant(images[start:start + batch_size]),
                             index)
     dense_parts.append([(h.numpy(), g.numpy()) for h, g in dense])

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from afterkernel import errors
+from afterkernel import progress
 from afterkernel.margin import checks
 from afterkernel.margin import device as device_lib
 
@@ -101,6 +102,7 @@ class Progress:
                log: Optional[Callable[[str], None]] = None):
     self.log = log
     self.last_log = time.perf_counter()
+    self.eta = progress.GapEta(tolerance)
     self.tolerance = tolerance
     self.max_iterations = max_iterations
     self.check_every = check_every
@@ -155,7 +157,8 @@ class Progress:
       self.last_log = now
       self.log(f'    iteration {iteration}: margin {self.best_lower:.6g}, '
                f'upper bound {self.best_upper:.6g}, relative gap '
-               f'{self.gap():.2e} (target {self.tolerance:.0e})')
+               f'{self.gap():.2e} (target {self.tolerance:.0e})'
+               f'{self.eta.text(self.gap())}')
     if self.gap() <= self.tolerance:
       return STOP_TOLERANCE
     if iteration >= self.max_iterations:

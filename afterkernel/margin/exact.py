@@ -41,6 +41,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from afterkernel import progress
 from afterkernel.margin import certificate
 
 # Coordinate steps are cheap (one Gram row); a check is O(n) numpy work, so
@@ -357,6 +358,7 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
   best_lower, best_upper = -math.inf, math.inf
   best_coef = coef.copy()
   last_log = start
+  eta = progress.GapEta(tolerance)
   reason = None
   while reason is None:
     steps = min(check_every, max_iterations - iteration)
@@ -429,7 +431,7 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
       last_log = now
       log(f'    step {iteration}: margin {lower:.6g}, upper bound '
           f'{upper:.6g}, relative gap {gap:.2e} (target {tolerance:.0e}), '
-          f'{len(active)} active examples')
+          f'{len(active)} active examples{eta.text(gap)}')
     if certified and gap <= tolerance:
       reason = certificate.STOP_TOLERANCE
     elif certified and upper <= certificate.NOT_SEPARABLE_MARGIN:

@@ -49,6 +49,7 @@ from typing import (Any, Callable, ClassVar, Dict, Iterable, Iterator, List,
 import numpy as np
 
 from afterkernel import errors
+from afterkernel import progress
 from afterkernel.studies import claims
 from afterkernel.studies import store
 from afterkernel.studies import summary
@@ -397,20 +398,9 @@ def progress_line(done: int, total: int, seconds: float) -> str:
   The ETA assumes the remaining records take as long as the stored ones
   did on average (records other processes hold are counted as remaining).
   """
-  remaining = max(total - done, 0)
-  eta = seconds / done * remaining if done else float('nan')
-  return (f'{done}/{total} records stored ({_duration(seconds)} elapsed, '
-          f'ETA {_duration(eta)})')
-
-
-def _duration(seconds: float) -> str:
-  if seconds != seconds:  # NaN: no estimate yet.
-    return '?'
-  if seconds < 120:
-    return f'{seconds:.0f} s'
-  if seconds < 7200:
-    return f'{seconds / 60:.1f} min'
-  return f'{seconds / 3600:.1f} h'
+  eta = progress.items_eta(done, total, seconds)
+  return (f'{done}/{total} records stored ({progress.duration(seconds)} '
+          f'elapsed, ETA {progress.duration(eta)})')
 
 
 def _claimed(study: Study, config: Any, units: Sequence[WorkUnit],

@@ -39,8 +39,9 @@ Models must be built under `strategy.scope()` to train with the strategy
 compiles them in their own strategy's scope.
 """
 
+import contextlib
 import os
-from typing import Dict
+from typing import Callable, Dict, Iterable, Iterator
 
 import keras
 import numpy as np
@@ -51,6 +52,18 @@ from afterkernel.kernels import features
 
 STRATEGIES = ('default', 'mirrored', 'tpu', 'multi_worker')
 DEFAULT_STRATEGY = 'default'
+# The --distribution_strategy help of every binary (one text, whichever
+# binary defines the flag first).
+FLAG_HELP = (
+    'tf.distribute strategy for training and for gradient features and '
+    'Grams (every study and sweep): default = one device (the first GPU if '
+    'any, else the CPU); mirrored = all local GPUs (or logical CPUs): each '
+    'minibatch and each block of examples is split across them; tpu = the '
+    'TPU of this TPU VM or TPU_NAME; multi_worker = the workers in '
+    'TF_CONFIG: run_after_kernel with --max_num_epochs=0 only (features '
+    'split across workers, Grams and SVM repeated on each), refused by the '
+    'studies and sweeps (use --executor=ray across machines). Gram products '
+    'and solvers run on the host.')
 # One strategy object per name and process: a TPU system and multi-worker
 # collectives may be initialized only once per process.
 _MADE: Dict[str, tf.distribute.Strategy] = {}
@@ -162,3 +175,79 @@ def sharded_gradient_features(
   """
   return features.gradient_features(model, images, batch_size, method,
                                     strategy=strategy)
+
+
+# What `scope` refuses for a study or sweep (one line): every worker would run
+# the same training runs, Grams and solver.
+MULTI_WORKER_REFUSAL = (
+    'distribution_strategy=multi_worker is not supported by the studies and '
+    'sweeps: Keras cannot train under it (keras-team/keras#20585) and every '
+    'worker would repeat the same runs, Grams and solver; spread runs over '
+    'machines with --executor=ray (and use mirrored on each machine)')
+
+
+@contextlib.contextmanager
+def scope(name: str = DEFAULT_STRATEGY) -> Iterator[tf.distribute.Strategy]:
+  """Runs a study's work under the strategy called `name`.
+
+  Inside, networks are built with mirrored variables (so Keras `fit` trains
+  with the strategy) and every feature and Gram call that is not given
+  `strategy=` shards its blocks over the replicas (`features` uses the
+  strategy whose scope is entered). 'default' enters nothing: TF's default
+  placement, exactly as without this scope.
+
+  Args:
+    name: one of `STRATEGIES` except 'multi_worker'.
+
+  Yields:
+    The strategy.
+
+  Raises:
+    AfterKernelError: unknown name, 'multi_worker', or no TPU for 'tpu'.
+  """
+  errors.require_choice(name, STRATEGIES, 'distribution_strategy')
+  errors.require(name != 'multi_worker', MULTI_WORKER_REFUSAL)
+  strategy = make_strategy(name)
+  if name == DEFAULT_STRATEGY:
+    yield strategy
+    return
+  with strategy.scope():
+    yield strategy
+
+
+class ScopedWork:
+  """`work(unit)` run under `scope(name)`; picklable when `work` is (so a
+  Ray executor ships it, and each worker makes its own strategy)."""
+
+  def __init__(self, work: Callable[..., Iterable], name: str):
+    self.work, self.name = work, name
+
+  def __call__(self, unit) -> Iterator:
+    with scope(self.name):
+      # The records are produced (trained, measured) while iterating.
+      yield from self.work(unit)
+
+
+def scoped_executor(executor: Callable, name: str = DEFAULT_STRATEGY
+                    ) -> Callable:
+  """The runner executor `executor` with every unit's work under `scope(name)`.
+
+  'default' returns `executor` itself (nothing changes). The strategy is
+  checked here, before any unit runs.
+
+  Args:
+    executor: a `studies.runner.Executor` ((units, work) -> records).
+    name: one of `STRATEGIES` except 'multi_worker'.
+
+  Raises:
+    AfterKernelError: as `scope`.
+  """
+  errors.require_choice(name, STRATEGIES, 'distribution_strategy')
+  errors.require(name != 'multi_worker', MULTI_WORKER_REFUSAL)
+  if name == DEFAULT_STRATEGY:
+    return executor
+
+  def run(units, work):
+    return executor(units, ScopedWork(work, name))
+
+  return run

@@ -380,6 +380,8 @@ def sharded_block_fn(model: keras.Model, strategy: tf.distribute.Strategy,
       return tf.nest.map_structure(
           lambda value: _gather_rows(strategy, value), per_replica)
 
+    # As for `block_fn`: one trace per model and block shape, by design.
+    step._omit_frequent_tracing_warning = True  # pylint: disable=protected-access
     cached[key] = (strategy, step)
   return cached[key][1]
 

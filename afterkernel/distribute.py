@@ -15,7 +15,21 @@ Which strategy (`STRATEGIES`, the `--distribution_strategy` flag):
     machines listed in the TF_CONFIG environment variable (every worker runs
     the same command and gets all features); without TF_CONFIG, one local
     worker. Gradient features only: Keras 3's `fit` fails under this
-    strategy (keras-team/keras#20585), so it cannot train.
+    strategy (keras-team/keras#20585), so it cannot train. Hence only
+    run_after_kernel with max_num_epochs=0 takes it: the workers split the
+    feature blocks, and then EVERY worker repeats the Gram products, the
+    SVM and the other metrics on all the features (not split). The studies
+    and sweeps refuse it in one line (`scope`, `scoped_executor`): every
+    worker would repeat the same runs; across machines use the Ray
+    executor (one run per task), with 'mirrored' inside each machine.
+
+Every binary has --distribution_strategy: run_after_kernel and the sweeps
+through their ExperimentConfig field (the network is built in the
+strategy's scope, the probe shards with it), every study binary through
+`scoped_executor`, which runs each work unit inside `scope(name)`: networks
+built there are mirrored (so Keras `fit` trains with the strategy) and
+every feature / Gram call without `strategy=` follows the entered scope
+(`kernels.features`). 'default' changes nothing (no scope is entered).
 
 What is distributed:
   * per-example gradient features (`features.gradient_features` with
@@ -24,15 +38,21 @@ What is distributed:
     each runs the single-device feature code on its part, and the parts are
     gathered back in order; hence every Gram matrix, invariance, alignment
     and effective rank built from them. Same numbers as one device, to
-    float32 rounding.
+    float32 rounding. The fast Gram paths too: 'per_layer' rows and
+    'structured' (Dense-layer factors, `features.structured_features`) are
+    computed per replica on its share of each block and gathered in order,
+    so `kernels.empirical`'s Grams keep the factored path on several
+    replicas.
   * training: Keras `fit` splits each minibatch of `batch_size` examples
     across the replicas and sums their gradients, the same SGD step on the
     minibatch's mean loss. Not bit-identical to one device: under a strategy
     Keras draws the shuffled minibatch order differently, and a minibatch
     that does not split evenly (the last of an epoch) averages the
     replicas' mean losses, weighting its examples unequally.
-The Gram products, the max-margin solver and the conjugate
-(penultimate-layer) features stay on the host / default device.
+Not distributed: the Gram products (numpy on the host), the max-margin
+solver and other solvers (kernel regression, eigendecompositions), the
+conjugate (penultimate-layer) features and the networks' forward passes
+for test errors; they run on the default device.
 
 Models must be built under `strategy.scope()` to train with the strategy
 (their variables are then mirrored on every replica); `training.train`

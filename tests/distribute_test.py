@@ -163,23 +163,23 @@ class SingleProcessTest(absltest.TestCase):
 
   @absltest.skipIf(_IN_CHILD, 'starts the child process itself')
   def test_two_logical_cpu_devices(self):
+    self._run_child(TwoCpuTest, 'two_cpus', 600)
+
+  def _run_child(self, test_case, mode, timeout):
+    """Runs `test_case` in a child process (`_CHILD_ENV=mode`)."""
     process = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), 'TwoCpuTest'],
-        cwd=_REPO, env=_child_env(**{_CHILD_ENV: 'two_cpus'}),
-        capture_output=True, text=True, timeout=600, check=False)
-    _check_child(self, process.returncode, process.stderr, TwoCpuTest)
+        [sys.executable, os.path.abspath(__file__), test_case.__name__],
+        cwd=_REPO, env=_child_env(**{_CHILD_ENV: mode}),
+        capture_output=True, text=True, timeout=timeout, check=False)
+    _check_child(self, process.returncode, process.stderr, test_case)
 
   @absltest.skipIf(_IN_CHILD, 'starts the child process itself')
   @absltest.skipUnless(os.environ.get('AFTERKERNEL_SLOW_TESTS'),
                        'slow; set AFTERKERNEL_SLOW_TESTS=1')
   def test_studies_on_two_logical_cpu_devices(self):
-    process = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), 'TwoCpuStudyTest'],
-        cwd=_REPO, env=_child_env(**{_CHILD_ENV: 'two_cpu_studies'}),
-        capture_output=True, text=True, timeout=1200, check=False)
-    _check_child(self, process.returncode, process.stderr, TwoCpuStudyTest)
+    self._run_child(TwoCpuStudyTest, 'two_cpu_studies', 1200)
 
-  def test_studies_refuse_multi_worker_in_one_line(self):
+  def test_studies_refuse_multi_worker_in_one_line_default_is_a_no_op(self):
     for make in (lambda: distribute.scoped_executor(runner.local_executor,
                                                     'multi_worker'),
                  lambda: list(distribute.ScopedWork(
@@ -189,8 +189,6 @@ class SingleProcessTest(absltest.TestCase):
                                   'studies.*--executor=ray') as cm:
         make()
       self.assertNotIn('\n', str(cm.exception))
-
-  def test_default_strategy_leaves_the_executor_unchanged(self):
     self.assertIs(distribute.scoped_executor(runner.local_executor),
                   runner.local_executor)
 
@@ -220,18 +218,31 @@ class SingleProcessTest(absltest.TestCase):
 
   @absltest.skipIf(_IN_CHILD, 'a binary run, not a two-device test')
   def test_binary_without_tpu_fails_in_one_line_and_writes_nothing(self):
+    self._check_refused(['binaries.run_after_kernel',
+                         '--distribution_strategy=tpu', '--max_num_epochs=0'],
+                        r'^error: distribution strategy tpu: no TPU found '
+                        r'\(.*\); run on a TPU VM or set TPU_NAME')
+
+  @absltest.skipIf(_IN_CHILD, 'a binary run, not a two-device test')
+  def test_study_binary_refuses_multi_worker_and_writes_nothing(self):
+    self._check_refused(['binaries.kernel_dynamics',
+                         '--distribution_strategy=multi_worker'],
+                        r'^error: distribution_strategy=multi_worker is not '
+                        r'supported by the studies and sweeps: .*'
+                        r'--executor=ray')
+
+  def _check_refused(self, command, error_pattern):
+    """The binary (module and flags) exits 2 with one `error:` line matching
+    `error_pattern` and creates no output folder."""
     directory = os.path.join(tempfile.mkdtemp(), 'out')
     process = subprocess.run(
-        [sys.executable, '-m', 'binaries.run_after_kernel',
-         '--distribution_strategy=tpu', '--max_num_epochs=0',
-         f'--output_dir={directory}'],
+        [sys.executable, '-m'] + command + [f'--output_dir={directory}'],
         cwd=_REPO, env=_child_env(), capture_output=True, text=True,
         timeout=300, check=False)
     self.assertEqual(process.returncode, 2, process.stderr[-2000:])
     lines = [l for l in process.stderr.splitlines() if l.startswith('error:')]
     self.assertLen(lines, 1)
-    self.assertRegex(lines[0], r'^error: distribution strategy tpu: no TPU '
-                     r'found \(.*\); run on a TPU VM or set TPU_NAME')
+    self.assertRegex(lines[0], error_pattern)
     self.assertFalse(os.path.exists(directory))
 
 

@@ -43,13 +43,9 @@ _FOOTER = ('(means over runs; accuracies on sign(phi_j) test labels, "bal" = '
            'in k of n runs the task had one class, its accuracy is '
            'meaningless)')
 
-STUDY = mains.StudyBinary(
-    eigentasks.EigentaskConfig, eigentasks.PRESETS,
-    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir',
-    run=eigentasks.run_study,
-    format_result=lambda entries, _: eigentasks.format_table(entries),
-    figure_name=eigentasks.FIGURE_NAME,
-    footer=_FOOTER)
+STUDY = mains.study_binary(
+    eigentasks, eigentasks.EigentaskConfig,
+    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir', _FOOTER)
 main = STUDY.main
 
 if __name__ == '__main__':

@@ -21,6 +21,7 @@ from afterkernel.studies import ray_executor
 from afterkernel.studies import runner
 from afterkernel.studies import scaling_common
 from afterkernel.studies import store as store_lib
+from afterkernel.studies import summary as summary_lib
 from afterkernel.studies import sweeps
 from binaries import flags
 
@@ -260,7 +261,7 @@ def sweep_main(argv: Sequence[str], build_sweep: Callable[[], sweeps.Sweep],
         [r for r in store.records() if r.get('family') == sweep.family])
     store_lib.write_summary(directory, store_lib.summarize(store.records()))
     print()
-    print(store_lib.format_summary(entries))
+    print(summary_lib.format_summary_blocks(entries))
     print(f'\n{counts["written"]} records written, {counts["skipped"]} '
           f'already there, {counts["total"]} in this sweep; store: '
           f'{os.path.abspath(directory)}')
@@ -368,6 +369,24 @@ def scaling_study_binary(study: Any, config_class: type) -> StudyBinary:
       format_result=lambda summary, _: study.format_summary(summary),
       figure_name=scaling_common.FIGURE_NAMES[study.STUDY],
       adjust=scaling_classes)
+
+
+def study_binary(study: Any, config_class: type, preset_help: str,
+                 footer: str = '') -> StudyBinary:
+  """The binary of one study module with a `run_study` and a `format_table`.
+
+  Args:
+    study: e.g. `studies.eigentasks`, `.nads`, `.second_order`,
+      `.kernel_rotation` (each has PRESETS, run_study, format_table(entries)
+      and FIGURE_NAME).
+    config_class: the module's configuration dataclass.
+    preset_help: one line on the presets (shown by --help).
+    footer: printed under the table (what the numbers mean).
+  """
+  return StudyBinary(
+      config_class, study.PRESETS, preset_help, run=study.run_study,
+      format_result=lambda entries, _: study.format_table(entries),
+      figure_name=study.FIGURE_NAME, footer=footer)
 
 
 class SweepBinary:

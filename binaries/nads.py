@@ -40,13 +40,9 @@ from binaries import mains
 _FOOTER = ('(means over runs; accuracies on sign(v_j . x) labels of Gaussian '
            'inputs; s_j = j-th singular value of E_x[d^2 f / d theta d x])')
 
-STUDY = mains.StudyBinary(
-    nads.NADConfig, nads.PRESETS,
-    'tiny: seconds; cpu, cpu_vgg, cpu_fc: 16x16 inputs, minutes',
-    run=nads.run_study,
-    format_result=lambda entries, _: nads.format_table(entries),
-    figure_name=nads.FIGURE_NAME,
-    footer=_FOOTER)
+STUDY = mains.study_binary(
+    nads, nads.NADConfig,
+    'tiny: seconds; cpu, cpu_vgg, cpu_fc: 16x16 inputs, minutes', _FOOTER)
 main = STUDY.main
 
 if __name__ == '__main__':

@@ -42,14 +42,10 @@ from binaries import mains
 _FOOTER = ('(means over runs ± 95% CI half-width; errors are sign(f) vs the '
            'label; rms of the Taylor terms on test inputs after training)')
 
-STUDY = mains.StudyBinary(
-    second_order.SecondOrderConfig, second_order.PRESETS,
+STUDY = mains.study_binary(
+    second_order, second_order.SecondOrderConfig,
     'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir; '
-    "cpu_synthetic: Vyas et al.'s synthetic task",
-    run=second_order.run_study,
-    format_result=lambda entries, _: second_order.format_table(entries),
-    figure_name=second_order.FIGURE_NAME,
-    footer=_FOOTER)
+    "cpu_synthetic: Vyas et al.'s synthetic task", _FOOTER)
 main = STUDY.main
 
 if __name__ == '__main__':

@@ -83,6 +83,7 @@ from afterkernel import linearize
 from afterkernel.kernels import metrics as kernel_metrics
 from afterkernel import models
 from afterkernel import plots
+from afterkernel.studies import fields
 from afterkernel.studies import runner
 from afterkernel.studies import store
 from afterkernel.studies import tables
@@ -139,7 +140,8 @@ def load_inputs(dataset: str, plus_class: int, minus_class: int,
 
 
 @dataclasses.dataclass(frozen=True)
-class EigentaskConfig(runner.StudyConfig):
+class EigentaskConfig(runner.StudyConfig, fields.TaskFields,
+                      fields.NetworkFields, fields.SgdFields):
   """Everything that defines an eigenfunction-task study.
 
   Attributes:
@@ -163,24 +165,12 @@ class EigentaskConfig(runner.StudyConfig):
   """
   # Adding runs or indices extends a study; data_dir is where data lives.
   FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'eigen_indices')
-  dataset: str = 'digits'
-  plus_class: int = 8
-  minus_class: int = 3
-  data_dir: Optional[str] = None
   num_train: int = 60
   num_test: int = 40
   standardize_inputs: bool = True
-  architecture: str = 'fully_connected'
-  width: int = 16
-  num_layers: int = 1
   eigen_indices: tuple = (1, 2, 8)
   epochs: int = 2
   batch_size: int = 20
-  learning_rate: float = 0.05
-  momentum: float = 0.9
-  loss: str = 'bce'
-  num_runs: int = 1
-  seed: int = 0
   feature_batch_size: int = features.DEFAULT_BATCH_SIZE
 
   def validate(self) -> None:
@@ -246,10 +236,7 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
   Returns:
     One record per eigen index (not yet stored).
   """
-  seed = config.seed + run
-  keras.utils.set_random_seed(seed)
-  network = models.build(config.architecture, task.x_train.shape[1:],
-                         width=config.width, num_layers=config.num_layers)
+  seed, network = config.seeded_network(run, task.x_train.shape[1:])
   initial_weights = network.get_weights()
   start = time.time()
   gram, cross = kernel_fit.EmpiricalNTK(

@@ -75,6 +75,7 @@ from afterkernel.kernels import metrics as kernel_metrics
 from afterkernel.kernels import probe as probe_lib
 from afterkernel import models
 from afterkernel import plots
+from afterkernel.studies import fields
 from afterkernel.studies import runner
 from afterkernel.studies import tables
 from afterkernel import training
@@ -95,7 +96,8 @@ subspace_overlap = kernel_metrics.subspace_overlap
 
 
 @dataclasses.dataclass(frozen=True)
-class RotationConfig(runner.StudyConfig):
+class RotationConfig(runner.StudyConfig, fields.TaskFields,
+                     fields.NetworkFields):
   """Everything that defines a kernel-rotation study.
 
   Attributes:
@@ -116,23 +118,14 @@ class RotationConfig(runner.StudyConfig):
     feature_batch_size: examples per gradient-feature block.
   """
   FINGERPRINT_IGNORES = ('num_runs', 'data_dir')
-  dataset: str = 'digits'
-  plus_class: int = 8
-  minus_class: int = 3
-  data_dir: Optional[str] = None
   num_train: int = 80
   num_test: int = 40
   num_kernel_examples: Optional[int] = 60
-  architecture: str = 'fully_connected'
-  width: int = 16
-  num_layers: int = 1
   checkpoint_epochs: tuple = (0, 1, 3)
   learning_rate: float = 0.05
   batch_size: int = 20
   energy_ks: tuple = (1, 2, 5, 10, 60)
   num_eigenfunctions: int = 5
-  num_runs: int = 1
-  seed: int = 0
   feature_batch_size: int = features.DEFAULT_BATCH_SIZE
 
   @property
@@ -236,10 +229,7 @@ def measure(model: keras.Model, kernel_inputs: np.ndarray,
 def run_once(config: RotationConfig, task: data.BinaryTask, run: int,
              log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
   """Trains one initialization, measuring at every checkpoint; its records."""
-  seed = config.seed + run
-  keras.utils.set_random_seed(seed)
-  network = models.build(config.architecture, task.x_train.shape[1:],
-                         width=config.width, num_layers=config.num_layers)
+  seed, network = config.seeded_network(run, task.x_train.shape[1:])
   kernel_inputs = task.x_train[:config.kernel_size]
   kernel_labels = task.y_train[:config.kernel_size]
   state = {'initial': None, 'last': time.time()}

@@ -35,6 +35,7 @@ from afterkernel.kernels import anisotropy
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
+from afterkernel.studies import fields
 from afterkernel.studies import runner
 from afterkernel.studies import tables
 from afterkernel.studies import task_training
@@ -91,7 +92,7 @@ NUM_DIRECTIONS_SHOWN = 8
 
 
 @dataclasses.dataclass(frozen=True)
-class NADConfig(runner.StudyConfig):
+class NADConfig(runner.StudyConfig, fields.NetworkFields, fields.SgdFields):
   """Everything that defines a NAD study.
 
   Attributes:
@@ -121,12 +122,6 @@ class NADConfig(runner.StudyConfig):
   num_test: int = 200
   margin: float = 0.0
   epochs: int = 5
-  batch_size: int = 32
-  learning_rate: float = 0.05
-  momentum: float = 0.9
-  loss: str = 'bce'
-  num_runs: int = 1
-  seed: int = 0
   max_elements: int = DEFAULT_MAX_ELEMENTS
 
   @property
@@ -208,10 +203,7 @@ def run_once(config: NADConfig, run: int, indices: Sequence[int],
   Returns:
     One record per NAD index (not yet stored).
   """
-  seed = config.seed + run
-  keras.utils.set_random_seed(seed)
-  network = models.build(config.architecture, config.input_shape,
-                         width=config.width, num_layers=config.num_layers)
+  seed, network = config.seeded_network(run, config.input_shape)
   initial_weights = network.get_weights()
   num_parameters = models.count_parameters(network)
   start = time.time()

@@ -40,6 +40,7 @@ from afterkernel import kernel_fit
 from afterkernel import models
 from afterkernel import plots
 from afterkernel import training
+from afterkernel.studies import fields
 from afterkernel.studies import runner
 from afterkernel.studies import store as store_lib
 
@@ -70,7 +71,7 @@ _SUMMARY_FIELDS = ('num_bootstrap', 'zero_errors')
 
 
 @dataclasses.dataclass(frozen=True)
-class CommonConfig(runner.StudyConfig):
+class CommonConfig(runner.StudyConfig, fields.TaskSourceFields):
   """Fields shared by the three studies (see the subclasses).
 
   Attributes:
@@ -93,9 +94,6 @@ class CommonConfig(runner.StudyConfig):
     seed: first seed.
   """
   dataset: str = 'mnist'
-  plus_class: int = 8
-  minus_class: int = 3
-  data_dir: Optional[str] = None
   num_test: int = 1000
   width: int = 512
   depth: int = 2

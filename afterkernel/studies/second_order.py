@@ -29,6 +29,7 @@ from afterkernel import errors
 from afterkernel import linearize
 from afterkernel import models
 from afterkernel import plots
+from afterkernel.studies import fields
 from afterkernel.studies import runner
 from afterkernel.studies import store
 from afterkernel.studies import tables
@@ -53,7 +54,8 @@ DEFAULT_H_ONLY_DELTA_INIT_SCALE = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
-class SecondOrderConfig(runner.StudyConfig):
+class SecondOrderConfig(runner.StudyConfig, fields.TaskFields,
+                        fields.NetworkFields, fields.SgdFields):
   """Everything that defines a second-order Taylor study.
 
   Attributes:
@@ -75,26 +77,14 @@ class SecondOrderConfig(runner.StudyConfig):
   """
   # Adding runs or model kinds extends a study.
   FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'model_kinds')
-  dataset: str = 'digits'
-  plus_class: int = 8
-  minus_class: int = 3
-  data_dir: Optional[str] = None
-  num_train: int = 200
-  num_test: int = 100
-  architecture: str = 'fully_connected'
   width: int = 32
   num_layers: int = 2
   model_kinds: tuple = MODEL_KINDS
-  epochs: int = 3
-  batch_size: int = 32
   learning_rate: float = 0.02
-  momentum: float = 0.9
   loss: str = 'mse'
   h_full_unbiased: bool = False
   h_only_unbiased: bool = False
   h_only_delta_init_scale: float = DEFAULT_H_ONLY_DELTA_INIT_SCALE
-  num_runs: int = 1
-  seed: int = 0
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
@@ -268,10 +258,7 @@ def run_once(config: SecondOrderConfig, task: data.BinaryTask, run: int,
   Returns:
     One record per model kind (not yet stored).
   """
-  seed = config.seed + run
-  keras.utils.set_random_seed(seed)
-  network = models.build(config.architecture, task.x_train.shape[1:],
-                         width=config.width, num_layers=config.num_layers)
+  seed, network = config.seeded_network(run, task.x_train.shape[1:])
   initial_weights = network.get_weights()
   num_parameters = models.count_parameters(network)
   log(f'run {run}: {config.architecture} with {num_parameters} parameters')

@@ -15,7 +15,21 @@ Which strategy (`STRATEGIES`, the `--distribution_strategy` flag):
     machines listed in the TF_CONFIG environment variable (every worker runs
     the same command and gets all features); without TF_CONFIG, one local
     worker. Gradient features only: Keras 3's `fit` fails under this
-    strategy (keras-team/keras#20585), so it cannot train.
+    strategy (keras-team/keras#20585), so it cannot train. Hence only
+    run_after_kernel with max_num_epochs=0 takes it: the workers split the
+    feature blocks, and then EVERY worker repeats the Gram products, the
+    SVM and the other metrics on all the features (not split). The studies
+    and sweeps refuse it in one line (`scope`, `scoped_executor`): every
+    worker would repeat the same runs; across machines use the Ray
+    executor (one run per task), with 'mirrored' inside each machine.
+
+Every binary has --distribution_strategy: run_after_kernel and the sweeps
+through their ExperimentConfig field (the network is built in the
+strategy's scope, the probe shards with it), every study binary through
+`scoped_executor`, which runs each work unit inside `scope(name)`: networks
+built there are mirrored (so Keras `fit` trains with the strategy) and
+every feature / Gram call without `strategy=` follows the entered scope
+(`kernels.features`). 'default' changes nothing (no scope is entered).
 
 What is distributed:
   * per-example gradient features (`features.gradient_features` with
@@ -24,23 +38,30 @@ What is distributed:
     each runs the single-device feature code on its part, and the parts are
     gathered back in order; hence every Gram matrix, invariance, alignment
     and effective rank built from them. Same numbers as one device, to
-    float32 rounding.
+    float32 rounding. The fast Gram paths too: 'per_layer' rows and
+    'structured' (Dense-layer factors, `features.structured_features`) are
+    computed per replica on its share of each block and gathered in order,
+    so `kernels.empirical`'s Grams keep the factored path on several
+    replicas.
   * training: Keras `fit` splits each minibatch of `batch_size` examples
     across the replicas and sums their gradients, the same SGD step on the
     minibatch's mean loss. Not bit-identical to one device: under a strategy
     Keras draws the shuffled minibatch order differently, and a minibatch
     that does not split evenly (the last of an epoch) averages the
     replicas' mean losses, weighting its examples unequally.
-The Gram products, the max-margin solver and the conjugate
-(penultimate-layer) features stay on the host / default device.
+Not distributed: the Gram products (numpy on the host), the max-margin
+solver and other solvers (kernel regression, eigendecompositions), the
+conjugate (penultimate-layer) features and the networks' forward passes
+for test errors; they run on the default device.
 
 Models must be built under `strategy.scope()` to train with the strategy
 (their variables are then mirrored on every replica); `training.train`
 compiles them in their own strategy's scope.
 """
 
+import contextlib
 import os
-from typing import Dict
+from typing import Callable, Dict, Iterable, Iterator
 
 import keras
 import numpy as np
@@ -51,6 +72,18 @@ from afterkernel.kernels import features
 
 STRATEGIES = ('default', 'mirrored', 'tpu', 'multi_worker')
 DEFAULT_STRATEGY = 'default'
+# The --distribution_strategy help of every binary (one text, whichever
+# binary defines the flag first).
+FLAG_HELP = (
+    'tf.distribute strategy for training and for gradient features and '
+    'Grams (every study and sweep): default = one device (the first GPU if '
+    'any, else the CPU); mirrored = all local GPUs (or logical CPUs): each '
+    'minibatch and each block of examples is split across them; tpu = the '
+    'TPU of this TPU VM or TPU_NAME; multi_worker = the workers in '
+    'TF_CONFIG: run_after_kernel with --max_num_epochs=0 only (features '
+    'split across workers, Grams and SVM repeated on each), refused by the '
+    'studies and sweeps (use --executor=ray across machines). Gram products '
+    'and solvers run on the host.')
 # One strategy object per name and process: a TPU system and multi-worker
 # collectives may be initialized only once per process.
 _MADE: Dict[str, tf.distribute.Strategy] = {}
@@ -162,3 +195,79 @@ def sharded_gradient_features(
   """
   return features.gradient_features(model, images, batch_size, method,
                                     strategy=strategy)
+
+
+# What `scope` refuses for a study or sweep (one line): every worker would run
+# the same training runs, Grams and solver.
+MULTI_WORKER_REFUSAL = (
+    'distribution_strategy=multi_worker is not supported by the studies and '
+    'sweeps: Keras cannot train under it (keras-team/keras#20585) and every '
+    'worker would repeat the same runs, Grams and solver; spread runs over '
+    'machines with --executor=ray (and use mirrored on each machine)')
+
+
+@contextlib.contextmanager
+def scope(name: str = DEFAULT_STRATEGY) -> Iterator[tf.distribute.Strategy]:
+  """Runs a study's work under the strategy called `name`.
+
+  Inside, networks are built with mirrored variables (so Keras `fit` trains
+  with the strategy) and every feature and Gram call that is not given
+  `strategy=` shards its blocks over the replicas (`features` uses the
+  strategy whose scope is entered). 'default' enters nothing: TF's default
+  placement, exactly as without this scope.
+
+  Args:
+    name: one of `STRATEGIES` except 'multi_worker'.
+
+  Yields:
+    The strategy.
+
+  Raises:
+    AfterKernelError: unknown name, 'multi_worker', or no TPU for 'tpu'.
+  """
+  errors.require_choice(name, STRATEGIES, 'distribution_strategy')
+  errors.require(name != 'multi_worker', MULTI_WORKER_REFUSAL)
+  strategy = make_strategy(name)
+  if name == DEFAULT_STRATEGY:
+    yield strategy
+    return
+  with strategy.scope():
+    yield strategy
+
+
+class ScopedWork:
+  """`work(unit)` run under `scope(name)`; picklable when `work` is (so a
+  Ray executor ships it, and each worker makes its own strategy)."""
+
+  def __init__(self, work: Callable[..., Iterable], name: str):
+    self.work, self.name = work, name
+
+  def __call__(self, unit) -> Iterator:
+    with scope(self.name):
+      # The records are produced (trained, measured) while iterating.
+      yield from self.work(unit)
+
+
+def scoped_executor(executor: Callable, name: str = DEFAULT_STRATEGY
+                    ) -> Callable:
+  """The runner executor `executor` with every unit's work under `scope(name)`.
+
+  'default' returns `executor` itself (nothing changes). The strategy is
+  checked here, before any unit runs.
+
+  Args:
+    executor: a `studies.runner.Executor` ((units, work) -> records).
+    name: one of `STRATEGIES` except 'multi_worker'.
+
+  Raises:
+    AfterKernelError: as `scope`.
+  """
+  errors.require_choice(name, STRATEGIES, 'distribution_strategy')
+  errors.require(name != 'multi_worker', MULTI_WORKER_REFUSAL)
+  if name == DEFAULT_STRATEGY:
+    return executor
+
+  def run(units, work):
+    return executor(units, ScopedWork(work, name))
+
+  return run

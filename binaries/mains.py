@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from absl import flags as absl_flags
 
+from afterkernel import distribute
 from afterkernel import errors
 from afterkernel.studies import after_kernel
 from afterkernel.studies import ray_executor
@@ -43,18 +44,21 @@ SWEEP_BASE_FIELDS = (
     'num_runs', 'seed', 'batch_size', 'num_translations', 'num_zooms',
     'num_swaps', 'num_rotations', 'ker_alignment_sample_size',
     'effective_rank_sample_size', 'svm_solver', 'svm_max_iterations',
-    'svm_tolerance', 'svm_max_seconds', 'feature_batch_size')
+    'svm_tolerance', 'svm_max_seconds', 'feature_batch_size',
+    'distribution_strategy')
 # The Sweep fields every sweep binary has flags for (epochs, learning_rates
 # and num_parameters only in the families that use them).
 SWEEP_FIELDS = ('tasks', 'architectures', 'augmentation')
 
 
 class ExecutorFlags:
-  """--executor, --ray_address, --ray_num_cpus, --ray_num_gpus.
+  """--executor, --ray_*, --distribution_strategy.
 
   Every study and sweep binary has them, with the same defaults: `local`
   (no Ray import); `ray` runs each work unit as a Ray task
-  (`studies.ray_executor`).
+  (`studies.ray_executor`). Each unit runs under the tf.distribute strategy
+  --distribution_strategy names (`distribute.scoped_executor`; the same
+  flag as run_after_kernel's config field).
   """
 
   def __init__(self, flag_values: absl_flags.FlagValues = absl_flags.FLAGS):
@@ -81,12 +85,17 @@ class ExecutorFlags:
         'ray_num_gpus', 0.0,
         'With --executor=ray: GPUs per work unit (0 = CPU only).'),
         flag_values)
+    self.strategy = flags.define(absl_flags.EnumFlag(
+        'distribution_strategy', distribute.DEFAULT_STRATEGY,
+        distribute.FLAG_HELP, distribute.STRATEGIES), flag_values)
 
   def executor(self, log: runner.Log = print) -> runner.Executor:
-    """The executor the flags name (`ray_executor.from_flags`)."""
-    return ray_executor.from_flags(self.name.value, self.address.value,
-                                   self.num_cpus.value, self.num_gpus.value,
-                                   log=log)
+    """The executor the flags name (`ray_executor.from_flags`), each unit
+    under --distribution_strategy (`distribute.scoped_executor`)."""
+    return distribute.scoped_executor(
+        ray_executor.from_flags(self.name.value, self.address.value,
+                                self.num_cpus.value, self.num_gpus.value,
+                                log=log), self.strategy.value)
 
 
 class StudyFlags:

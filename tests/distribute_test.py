@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -27,18 +28,23 @@ import tensorflow as tf
 from afterkernel import distribute
 from afterkernel import errors
 from afterkernel.studies import after_kernel
+from afterkernel.kernels import _blocks
 from afterkernel.kernels import empirical
 from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel import models
+from afterkernel.studies import data_scaling
+from afterkernel.studies import kernel_dynamics
+from afterkernel.studies import runner
 from afterkernel.studies import store
+from afterkernel.studies import sweeps
 from afterkernel import training
 
 _CHILD_ENV = 'AFTERKERNEL_DISTRIBUTE_TEST_CHILD'
 _MODE = os.environ.get(_CHILD_ENV)
 _IN_CHILD = _MODE is not None
 # Before any TensorFlow op: the devices, or the multi-worker collectives.
-if _MODE == 'two_cpus':
+if _MODE in ('two_cpus', 'two_cpu_studies'):
   distribute.split_cpu(2)
 elif _MODE == 'worker':
   distribute.make_strategy('multi_worker')
@@ -68,6 +74,26 @@ def _toy_task(n, seed=0):
 
 def _relative_error(actual, expected):
   return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def _recorded(run):
+  """(every Gram the engine returned, run()'s result, the methods of the
+  feature blocks sharded over replicas), while `run()` runs."""
+  gram_list, methods = [], []
+  finite, block_fn = empirical._finite, _blocks.sharded_block_fn
+
+  def record(gram, model):
+    gram_list.append(np.array(gram))
+    return finite(gram, model)
+
+  def spy(model, strategy, method, input_shape):
+    methods.append(method)
+    return block_fn(model, strategy, method, input_shape)
+
+  with mock.patch.object(empirical, '_finite', record), \
+      mock.patch.object(_blocks, 'sharded_block_fn', spy):
+    result = run()
+  return gram_list, result, sorted(set(methods))
 
 
 def _quiet(message):
@@ -137,11 +163,34 @@ class SingleProcessTest(absltest.TestCase):
 
   @absltest.skipIf(_IN_CHILD, 'starts the child process itself')
   def test_two_logical_cpu_devices(self):
+    self._run_child(TwoCpuTest, 'two_cpus', 600)
+
+  def _run_child(self, test_case, mode, timeout):
+    """Runs `test_case` in a child process (`_CHILD_ENV=mode`)."""
     process = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), 'TwoCpuTest'],
-        cwd=_REPO, env=_child_env(**{_CHILD_ENV: 'two_cpus'}),
-        capture_output=True, text=True, timeout=600, check=False)
-    _check_child(self, process.returncode, process.stderr, TwoCpuTest)
+        [sys.executable, os.path.abspath(__file__), test_case.__name__],
+        cwd=_REPO, env=_child_env(**{_CHILD_ENV: mode}),
+        capture_output=True, text=True, timeout=timeout, check=False)
+    _check_child(self, process.returncode, process.stderr, test_case)
+
+  @absltest.skipIf(_IN_CHILD, 'starts the child process itself')
+  @absltest.skipUnless(os.environ.get('AFTERKERNEL_SLOW_TESTS'),
+                       'slow; set AFTERKERNEL_SLOW_TESTS=1')
+  def test_studies_on_two_logical_cpu_devices(self):
+    self._run_child(TwoCpuStudyTest, 'two_cpu_studies', 1200)
+
+  def test_studies_refuse_multi_worker_in_one_line_default_is_a_no_op(self):
+    for make in (lambda: distribute.scoped_executor(runner.local_executor,
+                                                    'multi_worker'),
+                 lambda: list(distribute.ScopedWork(
+                     lambda unit: [unit], 'multi_worker')(0))):
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  'multi_worker is not supported by the '
+                                  'studies.*--executor=ray') as cm:
+        make()
+      self.assertNotIn('\n', str(cm.exception))
+    self.assertIs(distribute.scoped_executor(runner.local_executor),
+                  runner.local_executor)
 
   @absltest.skipIf(_IN_CHILD, 'starts the worker processes itself')
   @absltest.skipUnless(os.environ.get('AFTERKERNEL_SLOW_TESTS'),
@@ -169,18 +218,31 @@ class SingleProcessTest(absltest.TestCase):
 
   @absltest.skipIf(_IN_CHILD, 'a binary run, not a two-device test')
   def test_binary_without_tpu_fails_in_one_line_and_writes_nothing(self):
+    self._check_refused(['binaries.run_after_kernel',
+                         '--distribution_strategy=tpu', '--max_num_epochs=0'],
+                        r'^error: distribution strategy tpu: no TPU found '
+                        r'\(.*\); run on a TPU VM or set TPU_NAME')
+
+  @absltest.skipIf(_IN_CHILD, 'a binary run, not a two-device test')
+  def test_study_binary_refuses_multi_worker_and_writes_nothing(self):
+    self._check_refused(['binaries.kernel_dynamics',
+                         '--distribution_strategy=multi_worker'],
+                        r'^error: distribution_strategy=multi_worker is not '
+                        r'supported by the studies and sweeps: .*'
+                        r'--executor=ray')
+
+  def _check_refused(self, command, error_pattern):
+    """The binary (module and flags) exits 2 with one `error:` line matching
+    `error_pattern` and creates no output folder."""
     directory = os.path.join(tempfile.mkdtemp(), 'out')
     process = subprocess.run(
-        [sys.executable, '-m', 'binaries.run_after_kernel',
-         '--distribution_strategy=tpu', '--max_num_epochs=0',
-         f'--output_dir={directory}'],
+        [sys.executable, '-m'] + command + [f'--output_dir={directory}'],
         cwd=_REPO, env=_child_env(), capture_output=True, text=True,
         timeout=300, check=False)
     self.assertEqual(process.returncode, 2, process.stderr[-2000:])
     lines = [l for l in process.stderr.splitlines() if l.startswith('error:')]
     self.assertLen(lines, 1)
-    self.assertRegex(lines[0], r'^error: distribution strategy tpu: no TPU '
-                     r'found \(.*\); run on a TPU VM or set TPU_NAME')
+    self.assertRegex(lines[0], error_pattern)
     self.assertFalse(os.path.exists(directory))
 
 
@@ -267,6 +329,30 @@ class TwoCpuTest(parameterized.TestCase):
         empirical.model_gram(single, images, batch_size=4, method=method)),
                     _RTOL)
 
+  @parameterized.parameters('fully_connected', 'vgg')
+  def test_structured_fast_path_on_two_replicas(self, architecture):
+    # The factored Dense features (the fast Gram path) shard too: every
+    # factor equal to one device's, and so the Grams built from them.
+    single, mirrored = self._models(architecture)
+    images, _ = _toy_task(13, seed=5)
+    expected = features.structured_features(single, images, 4)
+    actual, methods = _recorded(lambda: features.structured_features(
+        mirrored, images, 4, strategy=self.strategy))[1:]
+    self.assertEqual(methods, ['structured'])
+    for got, want in zip(tf.nest.flatten((actual.dense, actual.other)),
+                         tf.nest.flatten((expected.dense, expected.other))):
+      self.assertEqual(got.shape, want.shape)
+      if want.size:
+        self.assertLess(_relative_error(got, want), _RTOL)
+    # In the strategy's scope, no strategy= needed: the engine follows it.
+    with distribute.scope('mirrored'):
+      grams, methods = _recorded(lambda: empirical.model_train_and_cross_gram(
+          mirrored, images, images[:5], 4))[::2]
+    self.assertEqual(methods, ['structured'])
+    for got, want in zip(grams, empirical.model_train_and_cross_gram(
+        single, images, images[:5], 4)):
+      self.assertLess(_relative_error(got, want), _RTOL)
+
   def test_loop_method_is_refused(self):
     _, mirrored = self._models('fully_connected')
     with self.assertRaisesRegex(errors.AfterKernelError,
@@ -324,6 +410,59 @@ class TwoCpuTest(parameterized.TestCase):
     for name in ('nn_train_loss', 'linear_error', 'ak_trans_inv',
                  'ak_kalignment'):
       self.assertTrue(np.isfinite(mirrored['metrics'][name]), name)
+
+
+@absltest.skipUnless(_MODE == 'two_cpu_studies', 'runs in a child process '
+                     'started by test_studies_on_two_logical_cpu_devices')
+class TwoCpuStudyTest(absltest.TestCase):
+  """Every study that computes kernels: the same Grams on two replicas."""
+
+  def _check(self, run_with):
+    """run_with(strategy name) runs a study; its Grams must not depend on
+    the strategy, and on two replicas come from the sharded fast path."""
+    single, _, methods = _recorded(lambda: run_with('default'))
+    self.assertEqual(methods, [])
+    mirrored, _, methods = _recorded(lambda: run_with('mirrored'))
+    self.assertIn('structured', methods)
+    self.assertNotEmpty(single)
+    self.assertLen(mirrored, len(single))
+    for got, want in zip(mirrored, single):
+      self.assertEqual(got.shape, want.shape)
+      self.assertLess(_relative_error(got, want), _RTOL)
+
+  def test_run_after_kernel_probe(self):
+    self._check(lambda name: after_kernel.run_experiment(
+        dataclasses.replace(_TINY, distribution_strategy=name,
+                            max_num_epochs=0), tempfile.mkdtemp(),
+        log=_quiet))
+
+  def test_sweep_point(self):
+    def run_with(name):
+      base = dataclasses.replace(_TINY, distribution_strategy=name)
+      sweeps.run_sweep(
+          sweeps.Sweep('epochs', base, tasks=('digits_3v8',),
+                       architectures=('fully_connected',), epochs=(0,)),
+          store.ResultStore(tempfile.mkdtemp()), log=_quiet,
+          executor=distribute.scoped_executor(runner.local_executor, name))
+    self._check(run_with)
+
+  def test_scaling_studies(self):
+    # Full-batch steps (batch = all examples): training is the same SGD on
+    # both (see test_full_batch_steps_equal_one_device), so are the kernels.
+    configs = (
+        (kernel_dynamics, dataclasses.replace(
+            kernel_dynamics.PRESETS['tiny'], num_runs=1, num_train=40,
+            num_test=20, train_steps=2, num_snapshots=2, fit_steps=5,
+            batch_size=40)),
+        (data_scaling, dataclasses.replace(
+            data_scaling.PRESETS['tiny'], num_runs=1, sample_sizes=(10, 20, 40),
+            num_test=20, max_steps=2, num_bootstrap=5, batch_size=40)))
+    for study, config in configs:
+      with self.subTest(study=study.__name__):
+        self._check(lambda name, study=study, config=config: study.run(
+            config, tempfile.mkdtemp(), log=_quiet,
+            executor=distribute.scoped_executor(runner.local_executor,
+                                                name)))
 
 
 @absltest.skipUnless(_MODE == 'worker', 'runs in two worker processes, '

@@ -358,7 +358,26 @@ def sharded_block_fn(model: keras.Model, strategy: tf.distribute.Strategy,
     @tf.function(reduce_retracing=True)
     def step(per_replica_images, index):
       per_replica = strategy.run(single, args=(per_replica_images, index))
-      return strategy.gather(per_replica, axis=0)
+      # Each output (feature rows, or each of 'structured''s factors) on its
+      # own: `gather` of a whole nest does not concatenate the replicas.
+      return tf.nest.map_structure(
+          lambda value: _gather_rows(strategy, value), per_replica)
 
+    # As for `block_fn`: one trace per model and block shape, by design.
+    step._omit_frequent_tracing_warning = True  # pylint: disable=protected-access
     cached[key] = (strategy, step)
   return cached[key][1]
+
+
+def _gather_rows(strategy: tf.distribute.Strategy, value) -> tf.Tensor:
+  """The replicas' parts of one output, concatenated along rows in order.
+
+  An output without columns (e.g. the convolution gradients of a net that
+  has none) is made locally: gathering empty tensors crashes TensorFlow's
+  collectives (a segfault with two CPU replicas).
+  """
+  part = strategy.experimental_local_results(value)[0]
+  if 0 in part.shape[1:]:
+    rows = tf.shape(part)[0] * strategy.num_replicas_in_sync
+    return tf.zeros(tf.concat([[rows], tf.shape(part)[1:]], 0), part.dtype)
+  return strategy.gather(value, axis=0)

@@ -34,15 +34,10 @@ from afterkernel.kernels import grams
 DEFAULT_GRAM_METHOD = 'auto'
 
 
-def _concrete_gram_method(model: keras.Model, method: str,
-                          strategy: Optional[tf.distribute.Strategy]) -> str:
-  """'auto' -> 'structured' for chain models on one device, else 'auto'."""
+def _concrete_gram_method(model: keras.Model, method: str) -> str:
+  """'auto' -> 'structured' for chain models, else the method itself."""
   errors.require_choice(method, features.METHODS, 'feature method')
-  sharded = not (strategy is None or strategy.num_replicas_in_sync == 1)
-  if method == 'structured':
-    errors.require(not sharded, "method 'structured' cannot be sharded; "
-                   'use auto, per_layer or vectorized')
-  if method == 'auto' and not sharded and features.supports_per_layer(model):
+  if method == 'auto' and features.supports_per_layer(model):
     return 'structured'
   return method
 
@@ -51,7 +46,8 @@ def _output_features(model, inputs, output_index, batch_size, method,
                      strategy):
   if method == 'structured':
     return features.structured_features(model, inputs, batch_size,
-                                        output_index=output_index)
+                                        output_index=output_index,
+                                        strategy=strategy)
   return features.gradient_features(model, inputs, batch_size, method,
                                     output_index=output_index,
                                     strategy=strategy)
@@ -83,7 +79,7 @@ def model_gram(model: keras.Model,
     kind: one of `grams.KERNEL_KINDS`.
     batch_size: examples per block.
     method: one of `features.METHODS`; 'auto' is 'structured' for chain
-      models on one device.
+      models (sharded too).
     strategy: shard the gradient blocks over this strategy's replicas.
 
   Returns:
@@ -138,15 +134,16 @@ def _model_gram(model, inputs_a, inputs_b, kind, batch_size, method,
                 strategy) -> np.ndarray:
   """`model_gram` on checked inputs."""
   if kind == 'full':
-    if _concrete_gram_method(model, method, strategy) == 'structured':
-      return _structured_full_gram(model, inputs_a, inputs_b, batch_size)
+    if _concrete_gram_method(model, method) == 'structured':
+      return _structured_full_gram(model, inputs_a, inputs_b, batch_size,
+                                   strategy)
     method = 'auto' if method == 'structured' else method
     jac_a = features.per_example_jacobians(model, inputs_a, batch_size, method,
                                            strategy=strategy)
     jac_b = (None if inputs_b is None else features.per_example_jacobians(
         model, inputs_b, batch_size, method, strategy=strategy))
     return grams.gram_from_jacobians(jac_a, jac_b, 'full')
-  method = _concrete_gram_method(model, method, strategy)
+  method = _concrete_gram_method(model, method)
 
   def output_grams():
     for index in range(features.num_outputs(model, inputs_a)):
@@ -159,7 +156,7 @@ def _model_gram(model, inputs_a, inputs_b, kind, batch_size, method,
   return grams.traced_gram(output_grams())
 
 
-def _structured_full_gram(model, inputs_a, inputs_b, batch_size
+def _structured_full_gram(model, inputs_a, inputs_b, batch_size, strategy
                           ) -> np.ndarray:
   """The (n L, m L) full Gram of a chain model from factored features.
 
@@ -171,7 +168,8 @@ def _structured_full_gram(model, inputs_a, inputs_b, batch_size
 
   def per_output(inputs):
     return [features.structured_features(model, inputs, batch_size,
-                                         output_index=index)
+                                         output_index=index,
+                                         strategy=strategy)
             for index in range(count)]
 
   rows = per_output(inputs_a)
@@ -197,8 +195,9 @@ def model_train_and_cross_gram(
   """(K(x_train, x_train), K(x_test, x_train)) of a scalar-output model.
 
   The training features are taken once and used for both Grams. 'auto' (or
-  'structured', or 'per_layer') on a chain model on one device uses the
-  factored Dense features, if the full features would fit in
+  'structured', or 'per_layer') on a chain model uses the
+  factored Dense features (sharded over `strategy` too), if the full
+  features would fit in
   `memory_budget_gb` (or there is no budget); otherwise the full gradient
   features are used, streamed under the budget (`grams.train_and_cross_gram`).
 
@@ -228,19 +227,17 @@ def _train_and_cross_gram(model, x_train, x_test, batch_size, method,
   """`model_train_and_cross_gram` on checked inputs."""
   num_features = features.count_parameters(model)
   needed_gb = (len(x_train) + len(x_test)) * num_features * 4 / 2**30
-  one_device = strategy is None or strategy.num_replicas_in_sync == 1
   if method == 'structured' or (
-      method in ('auto', 'per_layer') and one_device and
-      features.supports_per_layer(model) and
+      method in ('auto', 'per_layer') and features.supports_per_layer(model) and
       (memory_budget_gb is None or needed_gb <= memory_budget_gb)):
     # Dense layers' Gram contributions from factors: same numbers, far less
     # work for fully connected nets.
     train = features.structured_features(model, x_train, batch_size,
-                                         log=log)
+                                         strategy=strategy, log=log)
     return (grams.structured_gram(train),
             grams.structured_gram(
                 features.structured_features(model, x_test, batch_size,
-                                             log=log),
+                                             strategy=strategy, log=log),
                 train))
   method = 'auto' if method == 'structured' else method
   return grams.train_and_cross_gram(

@@ -61,7 +61,13 @@ Sharding: pass `strategy=` (a `tf.distribute.Strategy`, e.g. from
 `distribute.make_strategy`) to split each block of replicas x batch_size
 examples evenly across the replicas; each runs the single-device block
 function on its part and `strategy.gather` returns the rows in order (same
-numbers as one device, to float32 rounding).
+numbers as one device, to float32 rounding). Without `strategy=`, the strategy
+whose `scope()` is entered is used (TF's one-device default strategy outside
+any scope), so code run under `distribute.scope(name)` shards every feature
+call it makes. 'structured' is sharded the same
+way (`structured_features(..., strategy=)`): each replica factors its
+examples and the factors are gathered in order, so the fast Gram paths of
+`kernels.empirical` run on several replicas too.
 
 Features are produced in blocks (`iter_feature_blocks`) so callers can stream
 them into Gram matrices (`kernels.grams`) without holding all n x P values.
@@ -173,10 +179,16 @@ def _check_output_index(model: keras.Model, images: np.ndarray,
   return int(output_index)
 
 
-def _sharded(strategy: Optional[tf.distribute.Strategy]) -> bool:
-  return strategy is not None and (
-      strategy.num_replicas_in_sync > 1 or
-      isinstance(strategy, tf.distribute.TPUStrategy))
+def _current(strategy: Optional[tf.distribute.Strategy]
+             ) -> tf.distribute.Strategy:
+  """`strategy`, or None: the strategy whose scope is entered (TF's one-device
+  default strategy outside any scope)."""
+  return tf.distribute.get_strategy() if strategy is None else strategy
+
+
+def _sharded(strategy: tf.distribute.Strategy) -> bool:
+  return (strategy.num_replicas_in_sync > 1 or
+          isinstance(strategy, tf.distribute.TPUStrategy))
 
 
 def iter_feature_blocks(model: keras.Model,
@@ -199,7 +211,8 @@ def iter_feature_blocks(model: keras.Model,
     output_index: differentiate output l of a model with L outputs; None
       requires a scalar model (l = 0).
     strategy: a `tf.distribute.Strategy` to shard each block over its
-      replicas ('loop' cannot be sharded); None or one replica: one device.
+      replicas ('loop' cannot be sharded); None: the strategy whose scope is
+      entered (none entered: one device); one replica: one device.
 
   Yields:
     float32 arrays of shape (block, P), P = number of trainable parameters,
@@ -217,6 +230,7 @@ def iter_feature_blocks(model: keras.Model,
   _blocks.check_inputs(model, images, batch_size)
   index = tf.constant(_check_output_index(model, images, output_index),
                       tf.int32)
+  strategy = _current(strategy)
   sharded = _sharded(strategy)
   if sharded:
     errors.require(method != 'loop',
@@ -251,7 +265,11 @@ def iter_feature_blocks(model: keras.Model,
 
 def _sharded_blocks(model, images, batch_size, method, index, strategy):
   """Blocks of R x batch_size examples (R = replicas), cut into R equal parts
-  (the last, ragged block padded with zero images whose rows are dropped)."""
+  (the last, ragged block padded with zero images whose rows are dropped).
+
+  Yields what `method`'s block function returns for the whole block, as
+  numpy: feature rows, or for 'structured' the (dense factors, other rows)
+  nest, each part gathered from the replicas in order."""
   step = _blocks.sharded_block_fn(model, strategy, method, images.shape[1:])
   replicas = strategy.num_replicas_in_sync
   block = replicas * batch_size
@@ -267,7 +285,8 @@ def _sharded_blocks(model, images, batch_size, method, index, strategy):
       return tf.constant(padded[first:first + per_replica])
 
     values = strategy.experimental_distribute_values_from_function(value_fn)
-    yield step(values, index).numpy()[:len(part)]
+    yield tf.nest.map_structure(lambda rows, n=len(part): rows.numpy()[:n],
+                                step(values, index))
 
 
 def gradient_features(model: keras.Model,
@@ -383,6 +402,7 @@ def structured_features(model: keras.Model,
                         batch_size: int = DEFAULT_BATCH_SIZE,
                         *,
                         output_index: Optional[int] = None,
+                        strategy: Optional[tf.distribute.Strategy] = None,
                         log: Optional[Callable[[str], None]] = None
                         ) -> StructuredFeatures:
   """Gradient features with Dense layers factored (method 'structured').
@@ -390,8 +410,12 @@ def structured_features(model: keras.Model,
   Args:
     model: a chain model (see `supports_per_layer`).
     images: (n, ...) float32 inputs.
-    batch_size: examples per batched forward/backward pass.
+    batch_size: examples per batched forward/backward pass (per replica
+      when sharded).
     output_index: l for a model with L outputs; None requires one output.
+    strategy: shard each block over this `tf.distribute.Strategy`'s
+      replicas (each computes its examples' factors, gathered in order);
+      None: the strategy whose scope is entered; one replica: one device.
     log: progress printer (a line with an ETA every few seconds).
 
   Returns:
@@ -405,24 +429,37 @@ def structured_features(model: keras.Model,
   _blocks.check_inputs(model, images, batch_size)
   index = tf.constant(_check_output_index(model, images, output_index),
                       tf.int32)
-  block_fn = _blocks.block_fn(model, 'structured', images.shape[1:])
   dense_parts, other_parts = [], []
+  start = 0
   counter = progress.Counter('factored features of examples', len(images),
                              log)
-  for start in range(0, len(images), batch_size):
-    counter.update(start)
-    dense, other = block_fn(tf.constant(images[start:start + batch_size]),
-                            index)
-    dense_parts.append([(h.numpy(), g.numpy()) for h, g in dense])
-    other_parts.append(other.numpy())
-    for part in [other_parts[-1]] + [x for pair in dense_parts[-1]
-                                     for x in pair]:
+  for dense, other in _structured_blocks(model, images, batch_size, index,
+                                         strategy):
+    dense_parts.append([(h, g) for h, g in dense])
+    other_parts.append(other)
+    for part in [other] + [x for pair in dense for x in pair]:
       _blocks.require_finite_features(model, part, start)
+    start += len(other)
+    counter.update(start)
   dense = [(np.concatenate([block[i][0] for block in dense_parts]),
             np.concatenate([block[i][1] for block in dense_parts]))
            for i in range(len(dense_parts[0]))]
   return StructuredFeatures(dense=dense,
                             other=np.concatenate(other_parts))
+
+
+def _structured_blocks(model, images, batch_size, index, strategy):
+  """(dense factors, other rows) of consecutive blocks, as numpy."""
+  strategy = _current(strategy)
+  if _sharded(strategy):
+    yield from _sharded_blocks(model, images, batch_size, 'structured', index,
+                               strategy)
+    return
+  block_fn = _blocks.block_fn(model, 'structured', images.shape[1:])
+  for start in range(0, len(images), batch_size):
+    yield tf.nest.map_structure(
+        lambda t: t.numpy(),
+        block_fn(tf.constant(images[start:start + batch_size]), index))
 
 
 def conjugate_features(model: keras.Model,

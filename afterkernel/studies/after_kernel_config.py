@@ -140,7 +140,9 @@ class ExperimentConfig:
   feature_batch_size: int = features.DEFAULT_BATCH_SIZE
   feature_method: str = features.DEFAULT_FEATURE_METHOD
   memory_budget_gb: Optional[float] = None
-  distribution_strategy: str = distribute.DEFAULT_STRATEGY
+  distribution_strategy: str = dataclasses.field(
+      default=distribute.DEFAULT_STRATEGY,
+      metadata={'help': distribute.FLAG_HELP})
   measure_ntk: bool = True
 
   def validate(self) -> None:

@@ -66,7 +66,6 @@ a figure (PNG + PDF).
 """
 
 import dataclasses
-import math
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -78,7 +77,6 @@ from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel import kernel_fit
 from afterkernel.kernels import metrics as kernel_metrics
-from afterkernel import models
 from afterkernel.studies import eigentasks_report
 from afterkernel.studies import eigentasks_training
 from afterkernel.studies import fields
@@ -90,14 +88,10 @@ from afterkernel import training
 FAMILY = 'eigentasks'
 FIGURE_NAME = eigentasks_report.FIGURE_NAME
 CONFIG_FILE = store.CONFIG_FILE
-# Architectures the studies build (small nets whose kernels are cheap);
-# 'lenet5' is LeNet-5 with one logit, its width multiplier k = `width`.
-ARCHITECTURES = ('fully_connected', 'vgg', 'lenet5')
+# The networks and losses: in `eigentasks_training` (names kept).
+ARCHITECTURES = eigentasks_training.ARCHITECTURES
+LOSSES = eigentasks_training.LOSSES
 LR_SCHEDULES = eigentasks_training.LR_SCHEDULES
-# 'bce': logistic loss on the logit with {0, 1} targets (the library's
-# training loss); 'mse': Keras' mean of (f(x) - y)^2 on +-1 targets (the
-# kernel-regression loss of the NTK theory, up to the factor 2 of its step).
-LOSSES = ('bce', 'mse')
 
 
 # ----------------------------------------------------------------------------
@@ -160,6 +154,7 @@ def load_study_inputs(config, output_dir: Optional[str] = None
 
 @dataclasses.dataclass(frozen=True)
 class EigentaskConfig(runner.StudyConfig, fields.TaskFields,
+                      eigentasks_training.TrainingFields,
                       fields.NetworkFields, fields.SgdFields):
   """Everything that defines an eigenfunction-task study.
 
@@ -173,10 +168,8 @@ class EigentaskConfig(runner.StudyConfig, fields.TaskFields,
       statistics (`data.standardize`, see the module docstring). True in
       every preset: otherwise the top of the spectrum is the mean-pixel
       direction, not structure of the inputs.
-    cifar_test_source: CIFAR-10 test images from data_dir (one of
-      `data.CIFAR_TEST_SOURCES`; the exact first 1000 by default).
-    architecture, width, num_layers: the network (`models.build`); for
-      'lenet5' width is the width multiplier k and num_layers is unused.
+    architecture, width, num_layers: the network (`models.build`; for
+      'lenet5' see `eigentasks_training.TrainingFields`).
     eigen_indices: 1-based j of the tasks (j = 1: top eigenvector).
     epochs, batch_size, learning_rate, momentum, loss: the optimizer,
       identical for the network and its linearization (SGD with momentum).
@@ -184,12 +177,8 @@ class EigentaskConfig(runner.StudyConfig, fields.TaskFields,
       fixed by `seed`.
     seed: first seed.
     feature_batch_size: examples per gradient-feature block.
-    lr_schedule: the learning-rate schedule of both models
-      (`LR_SCHEDULES`: 'constant', or the paper's decay 'step' / 'cosine').
-    loss_target: 0 trains every task for `epochs`; > 0 stops each model at
-      the first epoch whose full training loss is <= loss_target (`epochs`
-      is then the cap) and records the SGD steps it took (Fig. 3; the
-      paper's 0.01).
+    cifar_test_source, lr_schedule, loss_target: see
+      `eigentasks_training.TrainingFields` (Fig. 3: loss_target=0.01).
     alpha_spectrum_size: J > 0 records, while the network trains on each
       task, the alpha spectrum alpha_e<epoch>_j<i> of the first J
       eigenfunction tasks i under its current kernel (Fig. 7); 0: off.
@@ -208,38 +197,19 @@ class EigentaskConfig(runner.StudyConfig, fields.TaskFields,
   epochs: int = 2
   batch_size: int = 20
   feature_batch_size: int = features.DEFAULT_BATCH_SIZE
-  cifar_test_source: str = data.DEFAULT_CIFAR_TEST_SOURCE
-  lr_schedule: str = 'constant'
-  loss_target: float = 0.0
   alpha_spectrum_size: int = 0
   alpha_epochs: tuple = (0,)
   linearize_at_epoch: int = 0
 
-  def seeded_network(self, run: int, input_shape: Sequence[int]):
-    """`fields.NetworkFields.seeded_network`; LeNet-5 with one logit."""
-    if self.architecture != 'lenet5':
-      return super().seeded_network(run, input_shape)
-    seed = self.seed + run
-    keras.utils.set_random_seed(seed)
-    return seed, models.build('lenet5', tuple(input_shape), num_outputs=1,
-                              width_multiplier=self.width,
-                              parameterization='standard')
-
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
-    errors.require_choice(self.dataset, data.DATASETS, 'dataset')
-    errors.require_choice(self.architecture, ARCHITECTURES, 'architecture')
-    errors.require_choice(self.loss, LOSSES, 'loss')
+    self.validate_training_fields()
     errors.require(isinstance(self.standardize_inputs, bool),
                    'standardize_inputs must be True or False, got '
                    f'{self.standardize_inputs!r}')
     for name in ('num_train', 'num_test', 'width', 'num_layers', 'epochs',
                  'batch_size', 'num_runs', 'feature_batch_size'):
       runner.positive_ints([getattr(self, name)], name)
-    errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
-                   f'learning_rate must be positive, got {self.learning_rate}')
-    errors.require(0 <= self.momentum < 1,
-                   f'momentum must be in [0, 1), got {self.momentum}')
     errors.require(isinstance(self.seed, int) and self.seed >= 0,
                    f'seed must be a non-negative integer, got {self.seed}')
     runner.positive_ints(self.eigen_indices, 'eigen_indices')
@@ -249,12 +219,7 @@ class EigentaskConfig(runner.StudyConfig, fields.TaskFields,
     self._validate_training_options()
 
   def _validate_training_options(self) -> None:
-    """The options of Figs. 3 and 7-9 (`eigentasks_training`)."""
-    errors.require_choice(self.cifar_test_source, data.CIFAR_TEST_SOURCES,
-                          'cifar_test_source')
-    errors.require_choice(self.lr_schedule, LR_SCHEDULES, 'lr_schedule')
-    errors.require(0 <= self.loss_target < math.inf,
-                   f'loss_target must be >= 0, got {self.loss_target}')
+    """The options of Figs. 7-9."""
     errors.require(0 <= self.alpha_spectrum_size <= self.num_train,
                    f'alpha_spectrum_size must be in [0, num_train='
                    f'{self.num_train}], got {self.alpha_spectrum_size}')

@@ -114,23 +114,53 @@ def plot_training(entries: Sequence[Mapping[str, Any]], output_dir: str,
   panels = [('steps_to_target', 'SGD steps to the training-loss target')]
   if not _has(entries, 'nn_steps_to_target'):
     panels = []
-  panels += [('weight_l2', '||theta_T - theta_0||_2'),
-             ('weight_cosine', '1 - cos(theta_T, theta_0)')]
+  panels += [('weight_l2', WEIGHT_L2_LABEL),
+             ('weight_cosine', WEIGHT_COSINE_LABEL)]
+  return series_figure(
+      entries, 'eigen_index', 'eigenfunction index j',
+      [(nn_lin_series(metric), label) for metric, label in panels],
+      output_dir, TRAINING_FIGURE_NAME, title, log_y=True)
+
+
+WEIGHT_L2_LABEL = '||theta_T - theta_0||_2'
+WEIGHT_COSINE_LABEL = '1 - cos(theta_T, theta_0)'
+
+
+def nn_lin_series(metric: str) -> tuple:
+  """`tables.errorbar_series` rows of nn_<metric> and lin_<metric>."""
+  return ((f'nn_{metric}', 'network', 'C0', '-'),
+          (f'lin_{metric}', 'linearized', 'C1', '-'))
+
+
+def series_figure(entries: Sequence[Mapping[str, Any]], x_field: str,
+                  x_label: str, panels: Sequence[tuple], output_dir: str,
+                  name: str, title: str = '', log_y: bool = False
+                  ) -> List[str]:
+  """One panel per (errorbar series, y label) against a log x axis.
+
+  Args:
+    entries: summary entries.
+    x_field: the point field on the x axis.
+    x_label: its axis label.
+    panels: (series for `tables.errorbar_series`, y label) per panel.
+    output_dir, name: where the PNG + PDF go.
+    title: the figure title.
+    log_y: log y axes.
+  """
   fig = mpl_figure.Figure(figsize=(4.5 * len(panels), 4), dpi=plots.DPI)
-  for axes, (metric, label) in zip(np.atleast_1d(fig.subplots(1, len(panels))),
-                                   panels):
-    tables.errorbar_series(axes, entries, 'eigen_index', (
-        (f'nn_{metric}', 'network', 'C0', '-'),
-        (f'lin_{metric}', 'linearized', 'C1', '-')))
+  for axes, (series, label) in zip(
+      np.atleast_1d(fig.subplots(1, len(panels))), panels):
+    tables.errorbar_series(axes, entries, x_field, series)
     axes.set_xscale('log')
-    axes.set_yscale('log')
-    axes.set_xlabel('eigenfunction index j')
+    if log_y:
+      axes.set_yscale('log')
+    axes.set_xlabel(x_label)
     axes.set_ylabel(label)
     axes.legend(fontsize=7)
     axes.grid(alpha=0.3)
   fig.suptitle(title)
   fig.tight_layout()
-  return plots.save(fig, output_dir, TRAINING_FIGURE_NAME)
+  return plots.save(fig, output_dir, name)
 
 
 def alpha_spectra(entry: Mapping[str, Any]) -> dict:

@@ -24,6 +24,7 @@ a network and of its linearization on each eigenfunction task:
 metrics; the study (`eigentasks.run_once`) calls it for both models.
 """
 
+import dataclasses
 import math
 import time
 from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
@@ -37,13 +38,77 @@ from afterkernel import errors
 from afterkernel import kernel_fit
 from afterkernel.kernels import metrics as kernel_metrics
 from afterkernel import linearize
+from afterkernel import models
 from afterkernel.studies import task_training
 from afterkernel import training
 
+# Architectures the linearization studies build (small nets whose kernels
+# are cheap); 'lenet5' is LeNet-5 with one logit, width multiplier k = width.
+ARCHITECTURES = ('fully_connected', 'vgg', 'lenet5')
+# 'bce': logistic loss on the logit with {0, 1} targets (the library's
+# training loss); 'mse': Keras' mean of (f(x) - y)^2 on +-1 targets (the
+# kernel-regression loss of the NTK theory, up to the factor 2 of its step).
+LOSSES = ('bce', 'mse')
 # 'constant': the rate of `learning_rate` throughout; 'step': divided by 10
 # after half and again after three quarters of the epochs; 'cosine':
 # lr * (1 + cos(pi * epoch / epochs)) / 2.
 LR_SCHEDULES = ('constant', 'step', 'cosine')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingFields:
+  """How the linearization studies train and where CIFAR test inputs come from.
+
+  A config field group (see `studies.fields`) of the eigenfunction-task and
+  non-linear-advantage studies; list it before `fields.NetworkFields` so
+  its `seeded_network` also builds LeNet-5.
+
+  Attributes:
+    cifar_test_source: CIFAR-10 test images from data_dir (one of
+      `data.CIFAR_TEST_SOURCES`; the exact first 1000 by default).
+    lr_schedule: the learning-rate schedule of both models
+      (`LR_SCHEDULES`: 'constant', or the paper's decay 'step' / 'cosine').
+    loss_target: 0 trains for `epochs`; > 0 stops each model at the first
+      epoch whose full training loss is <= loss_target (`epochs` is then
+      the cap) and records the SGD steps it took (the paper's 0.01).
+  """
+  cifar_test_source: str = data.DEFAULT_CIFAR_TEST_SOURCE
+  lr_schedule: str = 'constant'
+  loss_target: float = 0.0
+
+  def seeded_network(self, run: int, input_shape: Sequence[int]
+                     ) -> Tuple[int, keras.Model]:
+    """`fields.NetworkFields.seeded_network`, and 'lenet5' with one logit.
+
+    For 'lenet5' (standard parameterization) `width` is the width
+    multiplier k and `num_layers` is unused.
+    """
+    if self.architecture != 'lenet5':
+      return super().seeded_network(run, input_shape)
+    seed = self.seed + run
+    keras.utils.set_random_seed(seed)
+    return seed, models.build('lenet5', tuple(input_shape), num_outputs=1,
+                              width_multiplier=self.width,
+                              parameterization='standard')
+
+  def validate_training_fields(self) -> None:
+    """Raises AfterKernelError naming the first bad field of this group.
+
+    Also checks the dataset, architecture (`ARCHITECTURES`), loss
+    (`LOSSES`), learning rate and momentum of the other field groups.
+    """
+    errors.require_choice(self.dataset, data.DATASETS, 'dataset')
+    errors.require_choice(self.architecture, ARCHITECTURES, 'architecture')
+    errors.require_choice(self.loss, LOSSES, 'loss')
+    errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
+                   f'learning_rate must be positive, got {self.learning_rate}')
+    errors.require(0 <= self.momentum < 1,
+                   f'momentum must be in [0, 1), got {self.momentum}')
+    errors.require_choice(self.cifar_test_source, data.CIFAR_TEST_SOURCES,
+                          'cifar_test_source')
+    errors.require_choice(self.lr_schedule, LR_SCHEDULES, 'lr_schedule')
+    errors.require(0 <= self.loss_target < math.inf,
+                   f'loss_target must be >= 0, got {self.loss_target}')
 
 
 def learning_rate_at(schedule: str, base_rate: float, epoch: int,

@@ -86,12 +86,13 @@ from afterkernel.studies import task_training
 from afterkernel import training
 
 FAMILY = 'eigentasks'
-FIGURE_NAME = eigentasks_report.FIGURE_NAME
 CONFIG_FILE = store.CONFIG_FILE
-# The networks and losses: in `eigentasks_training` (names kept).
+# The networks and losses the config accepts (`eigentasks_training`).
 ARCHITECTURES = eigentasks_training.ARCHITECTURES
 LOSSES = eigentasks_training.LOSSES
-LR_SCHEDULES = eigentasks_training.LR_SCHEDULES
+# The table and figure: in `eigentasks_report` (names kept).
+FIGURE_NAME = eigentasks_report.FIGURE_NAME
+TABLE_COLUMNS = eigentasks_report.TABLE_COLUMNS
 
 
 # ----------------------------------------------------------------------------
@@ -398,7 +399,5 @@ TABLE_FOOTER = (
     '||E[y grad f]||^2, A = y^T K y / (||K||_F ||y||^2); ONE-CLASS k/n: in k '
     'of n runs the task had one class, its accuracy is meaningless)')
 
-# The table and figure: in `eigentasks_report` (names kept).
-TABLE_COLUMNS = eigentasks_report.TABLE_COLUMNS
 format_table = eigentasks_report.format_tables
 plot = eigentasks_report.plot

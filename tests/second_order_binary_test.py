@@ -46,7 +46,9 @@ class MainTest(absltest.TestCase):
   def test_bad_inputs_return_2_with_one_line(self):
     directory = self.enter_context(tempfile.TemporaryDirectory())
     for bad in ('--preset=huge', '--model_kinds=network,cubic', '--epochs=0',
-                '--loss=hinge', '--architecture=resnet'):
+                '--loss=hinge', '--architecture=resnet',
+                '--expansion_point=final', '--num_train_grid=10,10',
+                '--zero_errors=floor'):
       code, _, err = _run_main(*_TINY_FLAGS, bad, f'--output_dir={directory}')
       self.assertEqual(code, 2, bad)
       self.assertLen(err.strip().splitlines(), 1, err)

@@ -216,5 +216,93 @@ class TermsTest(parameterized.TestCase):
       taylor.taylor_expand(unbuilt)
 
 
+
+def _explicit_hessians(network, x):
+  """(n, P, P) float64 Hessians d^2 f(theta, x_i) / d theta^2 by two tapes.
+
+  Reverse over reverse on the flattened weights: independent of the nested
+  forward-mode JVPs of `QuadraticModel`.
+  """
+  variables = [v.value for v in network.trainable_variables]
+  hessians = []
+  for row in range(len(x)):
+    with tf.GradientTape(persistent=True) as outer:
+      with tf.GradientTape() as inner:
+        output = tf.reduce_sum(network(x[row:row + 1]))
+      gradient = tf.concat([tf.reshape(g, [-1]) for g in
+                            inner.gradient(output, variables)], 0)
+    blocks = outer.jacobian(gradient, variables,
+                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    hessians.append(np.concatenate(
+        [np.reshape(b.numpy(), (len(gradient), -1)) for b in blocks], 1))
+  return np.array(hessians, np.float64)
+
+
+def _set_deltas(model, deltas):
+  for delta, value in zip(model.deltas, deltas):
+    delta.assign(value)
+
+
+class PaperDefinitionsTest(absltest.TestCase):
+  """g2^only and g2^full of Vyas et al. against independent float64 math."""
+
+  def test_g2_only_is_half_delta_h_delta_of_an_explicit_hessian(self):
+    network = _smooth_net(seed=11)
+    x = np.random.default_rng(12).standard_normal((4, 5))
+    hessians = _explicit_hessians(network, x)
+    num_parameters = sum(int(np.prod(w.shape)) for w in network.get_weights())
+    self.assertEqual(hessians.shape, (4, num_parameters, num_parameters))
+    np.testing.assert_allclose(hessians, np.transpose(hessians, (0, 2, 1)),
+                               atol=1e-12)  # A Hessian is symmetric.
+    model = taylor.paper_model(network, 'hessian_only')
+    self.assertTrue(model.unbiased)
+    deltas = _random_deltas(model, 0.4, 13)
+    _set_deltas(model, deltas)
+    flat = np.concatenate([d.ravel() for d in deltas])
+    expected = 0.5 * np.einsum('p,npq,q->n', flat, hessians, flat)
+    got = keras.ops.convert_to_numpy(model(x))[:, 0]
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    self.assertGreater(np.abs(expected).min(), 1e-4)  # Not trivially zero.
+    # No f(w0, x) and no J delta: 0 at delta = 0, even where f(w0, x) != 0.
+    _set_deltas(model, [np.zeros_like(d) for d in deltas])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x)), 0.0)
+
+  def test_g2_full_matches_the_network_to_third_order(self):
+    network = _smooth_net(seed=14)
+    x = np.random.default_rng(15).standard_normal((6, 5))
+    # w0: weights moved away from initialization (a trained-like point).
+    rng = np.random.default_rng(16)
+    w0 = [w + 0.3 * rng.standard_normal(w.shape)
+          for w in network.get_weights()]
+    model = taylor.paper_model(network, 'full', base_weights=w0)
+    self.assertFalse(model.unbiased)
+    linear = taylor.taylor_expand(network, 'full', base_weights=w0)
+    direction = _random_deltas(model, 1.0, 17)
+    quadratic_errors, linear_errors = [], []
+    for scale in (0.1, 0.05, 0.025, 0.0125):
+      deltas = [scale * d for d in direction]
+      _set_deltas(model, deltas)
+      exact = _network_at(network, [w + d for w, d in zip(w0, deltas)], x)
+      got = keras.ops.convert_to_numpy(model(x))[:, 0]
+      quadratic_errors.append(np.abs(got - exact).max())
+      _set_deltas(linear, deltas)
+      f0, first, _ = [keras.ops.convert_to_numpy(t)[:, 0]
+                      for t in linear.terms(x)]
+      linear_errors.append(np.abs(f0 + first - exact).max())
+    ratios = np.array(quadratic_errors[:-1]) / quadratic_errors[1:]
+    # Halving delta divides an O(|delta|^3) error by 8 (4 for first order).
+    np.testing.assert_allclose(ratios, 8.0, rtol=0.2)
+    np.testing.assert_allclose(np.array(linear_errors[:-1]) /
+                               linear_errors[1:], 4.0, rtol=0.2)
+    self.assertLess(quadratic_errors[-1], 0.1 * linear_errors[-1])
+    # At delta = 0, g2^full is the network at w0 (not at initialization).
+    _set_deltas(model, [np.zeros_like(d) for d in direction])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x))[:, 0],
+                               _network_at(network, w0, x), rtol=1e-12)
+
+  def test_paper_model_rejects_unknown_variant(self):
+    with self.assertRaisesRegex(errors.AfterKernelError, 'variant'):
+      taylor.paper_model(_smooth_net(), 'cubic')
+
 if __name__ == '__main__':
   absltest.main()

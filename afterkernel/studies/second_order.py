@@ -8,18 +8,35 @@ its linearization `linearize.linearize`, and the quadratic models
 theta_0 and are trained with the same optimizer (SGD with momentum), loss,
 batch order and number of epochs.
 
+Expansion point (`expansion_point`): 'init' (the default, this library's
+older setting) expands at the random initialization theta_0; 'trained' is
+the paper's setting: the base network is first trained (`expansion_epochs`
+epochs of the same SGD) on m samples, and all four models then start from
+those trained weights w0 (the network continues training from w0). m is the
+model's own training set, or the first `expansion_num_train` examples of the
+seeded pool if that is set (a fixed m, as for the after kernel K_m). The
+'paper' presets also take g2^only = 1/2 delta^T H delta without f(w0, x)
+(`h_only_unbiased=True`, `taylor.PAPER_UNBIASED`); see `afterkernel.taylor`
+for what of the paper's definitions we could confirm.
+
+Data scaling (`num_train_grid`, the H_full law of Vyas et al.'s Fig 7a):
+one point per (model, m), each m the first m examples of one seeded pool,
+each (run, m) one unit (its base network trained once for all models);
+`second_order_report` fits L(m) = A (1/m + alpha)^beta per model with the
+library's fitter (`scaling_fits.fit_curve`) and draws error vs m.
+
 The study runs on `studies.runner`: a frozen `SecondOrderConfig` with
-`PRESETS`, one record per (model, run) in the store (existing keys are
-skipped, so a killed study resumes), summary tables and a figure (test error
-per epoch and at the end, PNG + PDF).
+`PRESETS`, one record per (model[, m], run) in the store (existing keys are
+skipped, so a killed study resumes), summary tables and figures (test error
+per epoch and at the end; with a grid, test error vs m; PNG + PDF).
 """
 
 import dataclasses
 import math
-import operator
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 import keras
 import numpy as np
@@ -28,22 +45,26 @@ from afterkernel import data
 from afterkernel import errors
 from afterkernel import linearize
 from afterkernel import models
-from afterkernel import plots
 from afterkernel.studies import fields
 from afterkernel.studies import runner
+from afterkernel.studies import scaling_fits
+from afterkernel.studies import second_order_report as report
 from afterkernel.studies import store
-from afterkernel.studies import tables
 from afterkernel.taylor import QuadraticModel
 from afterkernel.taylor import taylor_expand
 from afterkernel import training
 
 
 FAMILY = 'second_order'
-FIGURE_NAME = 'second_order_test_error'
-# The models compared, in table and figure order.
-MODEL_KINDS = ('network', 'linear', 'h_full', 'h_only')
-MODEL_LABELS = {'network': 'network', 'linear': 'linearization',
-                'h_full': 'H_full', 'h_only': 'H_only'}
+FIGURE_NAME = report.FIGURE_NAME
+MODEL_KINDS = report.MODEL_KINDS
+MODEL_LABELS = report.MODEL_LABELS
+format_table = report.format_table
+# 'init': expand at the random initialization; 'trained': at the weights
+# of the base network trained on m samples (Vyas et al.).
+EXPANSION_POINTS = ('init', 'trained')
+# A point: a model kind (one training-set size) or (kind, m) on a grid.
+Point = Union[str, Tuple[str, int]]
 ARCHITECTURES = ('fully_connected', 'vgg')
 # 'mse': 0.5 (f(x) - y)^2 on +-1 targets, the loss of Vyas et al.;
 # 'bce': logistic loss on the logit with {0, 1} targets (the library's).
@@ -71,12 +92,22 @@ class SecondOrderConfig(runner.StudyConfig, fields.TaskFields,
       (SGD with momentum) and loss used for every model.
     h_only_unbiased, h_full_unbiased: drop f(theta_0, x) from that model.
     h_only_delta_init_scale: relative size of H_only's random delta_0.
+    expansion_point: 'init' (theta_0 = the initialization) or 'trained'
+      (w0 = the base network after expansion_epochs of SGD on m samples).
+    expansion_epochs: epochs of base training ('trained' only).
+    expansion_num_train: m of the base training: 0 = each model's own
+      training set; k > 0 = the first k examples of the seeded pool.
+    num_train_grid: training-set sizes m of a data-scaling study (one point
+      per model and m, num_train then unused); () = one size, num_train.
+    zero_errors: rule for zero test errors in the scaling fits, one of
+      `scaling_fits.ZERO_ERROR_RULES`.
     num_runs: independent initializations (seed + run); the data subset is
       fixed by `seed`.
     seed: first seed.
   """
   # Adding runs or model kinds extends a study.
-  FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'model_kinds')
+  FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'model_kinds',
+                         'num_train_grid', 'zero_errors')
   width: int = 32
   num_layers: int = 2
   model_kinds: tuple = MODEL_KINDS
@@ -85,6 +116,11 @@ class SecondOrderConfig(runner.StudyConfig, fields.TaskFields,
   h_full_unbiased: bool = False
   h_only_unbiased: bool = False
   h_only_delta_init_scale: float = DEFAULT_H_ONLY_DELTA_INIT_SCALE
+  expansion_point: str = 'init'
+  expansion_epochs: int = 10
+  expansion_num_train: int = 0
+  num_train_grid: Tuple[int, ...] = ()
+  zero_errors: str = scaling_fits.DEFAULT_ZERO_ERRORS
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
@@ -114,6 +150,22 @@ class SecondOrderConfig(runner.StudyConfig, fields.TaskFields,
                    f'{self.h_only_delta_init_scale}')
     errors.require(isinstance(self.seed, int) and self.seed >= 0,
                    f'seed must be a non-negative integer, got {self.seed}')
+    errors.require_choice(self.expansion_point, EXPANSION_POINTS,
+                          'expansion_point')
+    runner.require_positive_int_fields(self, ('expansion_epochs',))
+    errors.require(isinstance(self.expansion_num_train, int) and
+                   self.expansion_num_train >= 0, 'expansion_num_train must '
+                   f'be an integer >= 0, got {self.expansion_num_train!r}')
+    if self.num_train_grid:
+      runner.positive_ints(self.num_train_grid, 'num_train_grid')
+      errors.require(len(set(self.num_train_grid)) ==
+                     len(self.num_train_grid), 'num_train_grid has duplicates')
+    scaling_fits.check_zero_errors(self.zero_errors)
+
+  def pool_size(self) -> int:
+    """Training examples to load: the largest m (and base-training m)."""
+    return max(tuple(self.num_train_grid or (self.num_train,)) +
+               (self.expansion_num_train,))
 
 
 PRESETS = {
@@ -128,6 +180,22 @@ PRESETS = {
         dataset='mnist', plus_class=8, minus_class=3, num_train=8000,
         num_test=1900, width=128, num_layers=2, epochs=30, batch_size=64,
         learning_rate=0.005, momentum=0.9, num_runs=3),
+    # The paper's setting (Fig 7a) in seconds, offline: g2^only without
+    # f(w0, x), every model expanded at / starting from the base network
+    # trained 5 epochs on its own m examples, m = 40, 80, 160 (digits 8v3).
+    'tiny_paper': SecondOrderConfig(
+        expansion_point='trained', expansion_epochs=5, h_only_unbiased=True,
+        num_train_grid=(40, 80, 160)),
+    # Fig 7a at CPU scale (pass data_dir): MNIST 3-vs-8, FC 2 x 128, the
+    # 'cpu' optimizer; g2^only without f(w0, x); base network trained 20
+    # epochs on each model's own m examples, then every model 20 epochs
+    # from it; m = 125 ... 4000 (1900 test images), 2 runs.
+    'paper': SecondOrderConfig(
+        dataset='mnist', plus_class=8, minus_class=3, num_test=1900,
+        width=128, num_layers=2, epochs=20, batch_size=64,
+        learning_rate=0.005, momentum=0.9, num_runs=2,
+        expansion_point='trained', expansion_epochs=20, h_only_unbiased=True,
+        num_train_grid=(125, 250, 500, 1000, 2000, 4000)),
     # Vyas et al.'s synthetic task y = z_1 z_2 (30-dim vectors), 4000 / 2000
     # examples, FC 2 x 256, 60 epochs (lr 0.003: at 0.01 the linearization
     # diverges in every run), 3 runs.
@@ -246,138 +314,168 @@ def _term_sizes(model: keras.Model, inputs: np.ndarray) -> Dict[str, float]:
                                                                second))))}
 
 
-def record_key(kind: str, run: int) -> str:
-  return f'{FAMILY}_{kind}_run{run}'
+def record_key(point: Point, run: int) -> str:
+  """The store key of a point (a kind, or (kind, m) on a grid) and run."""
+  if isinstance(point, str):
+    return f'{FAMILY}_{point}_run{run}'
+  kind, size = point
+  return f'{FAMILY}_{kind}_m{size}_run{run}'
 
 
-def run_once(config: SecondOrderConfig, task: data.BinaryTask, run: int,
-             kinds: Sequence[str], log: Callable[[str], None] = print
-             ) -> List[Dict[str, Any]]:
-  """One initialization theta_0: trains the models `kinds` from it.
+def points(config: SecondOrderConfig) -> Tuple[Point, ...]:
+  """The model kinds, or (kind, m) for every m of `num_train_grid`."""
+  if not config.num_train_grid:
+    return tuple(config.model_kinds)
+  return tuple((kind, size) for size in sorted(config.num_train_grid)
+               for kind in config.model_kinds)
+
+
+def point_size(point: Point) -> Optional[int]:
+  """m of a grid point (the unit a point belongs to); None otherwise."""
+  return None if isinstance(point, str) else point[1]
+
+
+def _subset(task: data.BinaryTask, size: int) -> data.BinaryTask:
+  """The first `size` training examples of the seeded pool (test: all)."""
+  if size == len(task.y_train):
+    return task
+  return data.subsample(task, size, None)
+
+
+def expansion_weights(config: SecondOrderConfig, network: keras.Model,
+                      pool: data.BinaryTask, size: int, seed: int,
+                      log: Callable[[str], None] = print
+                      ) -> Dict[str, Any]:
+  """Moves `network` to the expansion point; returns its description.
+
+  'init' leaves the initialization; 'trained' trains the network for
+  `expansion_epochs` epochs (the study's SGD and loss, seeded batch order)
+  on the first m examples of the pool: m = `expansion_num_train`, or `size`
+  (the models' own training set) if that is 0.
 
   Returns:
-    One record per model kind (not yet stored).
+    Metrics of the expansion point: {'expansion_num_train',
+    'expansion_test_error'} ('trained'), else {}.
   """
-  seed, network = config.seeded_network(run, task.x_train.shape[1:])
-  initial_weights = network.get_weights()
+  if config.expansion_point == 'init':
+    return {}
+  base_size = config.expansion_num_train or size
+  base = _subset(pool, base_size)
+  training.compile_model(network, config.learning_rate, config.momentum,
+                         loss=config.loss)
+  training.fit(network, base.x_train,
+               training.targets_for(base.y_train, config.loss),
+               batch_size=config.batch_size, seed=seed,
+               epochs=config.expansion_epochs, batch_order='keras')
+  test_error = training.sign_error(_outputs(network, pool.x_test),
+                                   pool.y_test)
+  log(f'  expansion point: trained {config.expansion_epochs} epochs on '
+      f'{base_size} examples (test error {test_error:.4f})')
+  return {'expansion_num_train': base_size, 'expansion_test_error': test_error}
+
+
+def run_once(config: SecondOrderConfig, pool: data.BinaryTask,
+             unit: runner.WorkUnit, log: Callable[[str], None] = print
+             ) -> List[Dict[str, Any]]:
+  """One (run[, m]): the expansion point, then each model of the unit.
+
+  Every model of the unit starts from the same weights (the initialization
+  of run `unit.run`, or the base network trained from it) and trains on the
+  same examples (the pool's first m on a grid, else all of num_train).
+  """
+  size = point_size(unit.points[0])
+  task = pool if size is None else _subset(pool, size)
+  seed, network = config.seeded_network(unit.run, task.x_train.shape[1:])
   num_parameters = models.count_parameters(network)
-  log(f'run {run}: {config.architecture} with {num_parameters} parameters')
+  log(f'run {unit.run}: {config.architecture} with {num_parameters} '
+      'parameters' + ('' if size is None else f', m = {size}'))
+  expansion = expansion_weights(config, network, pool, len(task.y_train), seed,
+                                log)
+  initial_weights = network.get_weights()
   records = []
   # The network is trained last, so that the copies start from theta_0.
-  for kind in sorted(kinds, key=lambda k: k == 'network'):
+  for point in sorted(unit.points, key=lambda p: _kind(p) == 'network'):
+    kind = _kind(point)
     network.set_weights(initial_weights)
     model = make_model(kind, network, config, seed)
     outcome = train_model(model, task, config, seed)
     outcome['metrics'].update(_term_sizes(model, task.x_test))
+    outcome['metrics'].update(expansion)
     log(f'  {MODEL_LABELS[kind]:>13}: test error '
         f'{outcome["metrics"]["test_error"]:.4f}, train error '
         f'{outcome["metrics"]["train_error"]:.4f} '
         f'({outcome["timings"]["train_seconds"]:.1f} s)')
-    point = {'family': FAMILY, 'task': f'{config.plus_class}v'
-             f'{config.minus_class}', 'dataset': config.dataset,
-             'nn_architecture': config.architecture,
-             'num_parameters': num_parameters, 'model': kind}
+    description = {'family': FAMILY, 'task': f'{config.plus_class}v'
+                   f'{config.minus_class}', 'dataset': config.dataset,
+                   'nn_architecture': config.architecture,
+                   'num_parameters': num_parameters, 'model': kind}
+    if size is not None:
+      description['train_subset'] = size
     records.append({
-        'key': record_key(kind, run), 'family': FAMILY, 'point_id': kind,
-        'point': point, 'run': run, 'seed': seed,
+        'key': record_key(point, unit.run), 'family': FAMILY,
+        'point_id': kind if size is None else f'{kind}_m{size}',
+        'point': description, 'run': unit.run, 'seed': seed,
         'config_fingerprint': config.fingerprint(), 'data': task.info,
         **outcome})
   return records
 
 
+def _kind(point: Point) -> str:
+  return point if isinstance(point, str) else point[0]
+
+
 def summarize(output_dir: str, config: SecondOrderConfig
               ) -> List[Dict[str, Any]]:
-  """The summary of this config's records, in `MODEL_KINDS` order."""
+  """The summary of this config's records, in `MODEL_KINDS` (then m) order."""
   return runner.summarize(STUDY, config, output_dir)
-
-
-def plot(records: Sequence[Mapping[str, Any]],
-         entries: Sequence[Mapping[str, Any]], output_dir: str,
-         title: str = '') -> List[str]:
-  """Test error vs epoch (mean over runs) and final test error (PNG + PDF)."""
-  from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
-  fig = mpl_figure.Figure(figsize=(10, 4), dpi=plots.DPI)
-  curve_axes, bar_axes = fig.subplots(1, 2)
-  for index, kind in enumerate(MODEL_KINDS):
-    curves = [r['curves']['test_error_by_epoch'] for r in records
-              if r['point']['model'] == kind]
-    if not curves:
-      continue
-    length = min(len(c) for c in curves)
-    mean = np.mean([c[:length] for c in curves], axis=0)
-    curve_axes.plot(np.arange(1, length + 1), mean, marker='o',
-                    color=f'C{index}', label=MODEL_LABELS[kind])
-  curve_axes.set_xlabel('epoch')
-  curve_axes.set_ylabel('test error')
-  curve_axes.grid(alpha=0.3)
-  curve_axes.legend()
-  labels, means, halves, colors = [], [], [], []
-  for entry in entries:
-    stats = entry['metrics'].get('test_error', {})
-    if stats.get('mean') is None:
-      continue
-    kind = entry['point']['model']
-    labels.append(MODEL_LABELS[kind])
-    means.append(stats['mean'])
-    halves.append(stats['ci95'] or 0.0)
-    colors.append(f'C{MODEL_KINDS.index(kind)}')
-  bar_axes.bar(labels, means, yerr=halves, color=colors, capsize=4)
-  bar_axes.set_ylabel('final test error')
-  bar_axes.grid(alpha=0.3, axis='y')
-  fig.suptitle(title)
-  fig.tight_layout()
-  return plots.save(fig, output_dir, FIGURE_NAME)
 
 
 def _load(config: SecondOrderConfig, output_dir: str) -> data.BinaryTask:
   del output_dir  # Nothing is written outside the records.
   return load_task(config.dataset, config.plus_class, config.minus_class,
-                   config.data_dir, config.num_train, config.num_test,
+                   config.data_dir, config.pool_size(), config.num_test,
                    config.seed)
 
 
-def _run_unit(config: SecondOrderConfig, task: data.BinaryTask,
-              unit: runner.WorkUnit, log: Callable[[str], None]
-              ) -> List[Dict[str, Any]]:
-  return run_once(config, task, unit.run, list(unit.points), log)
-
-
-def _by_kind(entry: Mapping[str, Any]) -> int:
-  return MODEL_KINDS.index(entry['point']['model'])
+def _by_kind(entry: Mapping[str, Any]) -> Tuple[int, int]:
+  return (MODEL_KINDS.index(entry['point']['model']),
+          entry['point'].get('train_subset') or 0)
 
 
 def _figures(entries: Sequence[Mapping[str, Any]], config: SecondOrderConfig,
              output_dir: str) -> List[str]:
-  wanted = {record_key(k, r) for k in config.model_kinds
+  wanted = {record_key(p, r) for p in points(config)
             for r in range(config.num_runs)}
   result_store = store.ResultStore(output_dir)
   records = [result_store.get(k) for k in result_store.keys() if k in wanted]
-  return plot(records, entries, output_dir,
-              title=f'Second-order Taylor models: {config.architecture} on '
-              f'{config.dataset} {config.plus_class}v{config.minus_class} '
-              f'(n = {config.num_train})')
+  setting = (f'{config.architecture} on {config.dataset} '
+             f'{config.plus_class}v{config.minus_class}, expanded at '
+             f'{config.expansion_point}')
+  if not config.num_train_grid:
+    return report.plot(records, entries, output_dir,
+                       title=f'Second-order Taylor models: {setting} '
+                       f'(n = {config.num_train})')
+  sizes = sorted(config.num_train_grid)
+  paths = []
+  if len(sizes) >= 3:
+    fits = report.fit_scaling(records, config.model_kinds, sizes,
+                              config.num_runs, config.num_test,
+                              config.zero_errors, config.seed)
+    paths += report.plot_scaling(records, fits, sizes, config.num_runs,
+                                 output_dir, title=f'Best test error vs m: '
+                                 f'{setting}')
+  largest = [r for r in records if r['point']['train_subset'] == sizes[-1]]
+  return paths + report.plot(
+      largest, [e for e in entries if e['point']['train_subset'] == sizes[-1]],
+      output_dir, title=f'Second-order Taylor models: {setting} '
+      f'(m = {sizes[-1]})')
 
 
-STUDY = runner.Study(family=FAMILY, points=operator.attrgetter('model_kinds'),
-                     record_key=record_key, run_once=_run_unit, load=_load,
-                     sort_key=_by_kind, figures=_figures, noun='models')
+STUDY = runner.Study(family=FAMILY, points=points, record_key=record_key,
+                     run_once=run_once, load=_load, sort_key=_by_kind,
+                     figures=_figures, noun='models', group=point_size)
 
 
-# Trains every (model kind, run) not yet in an output folder; summarizes.
+# Trains every (model kind[, m], run) not yet in an output folder;
+# summarizes.
 run_study = STUDY.run
-
-
-TABLE_COLUMNS = (('test error', 'test_error'),
-                 ('best test err', 'best_test_error'),
-                 ('train error', 'train_error'),
-                 ('test mse', 'test_mse'), ('init test err',
-                                            'initial_test_error'),
-                 ('rms J delta', 'first_order_rms'),
-                 ('rms dHd/2', 'second_order_rms'))
-
-
-def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
-  """One line per model: means over runs (± 95% CI half-width if runs > 1)."""
-  return tables.format_table(
-      entries, 'model', lambda entry: MODEL_LABELS[entry['point']['model']],
-      TABLE_COLUMNS, [16] * (len(TABLE_COLUMNS) + 2), with_ci=True)

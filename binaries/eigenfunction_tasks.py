@@ -21,6 +21,19 @@ the README for the measured time):
   python -m binaries.eigenfunction_tasks --preset=cpu \
       --data_dir=../shared/data --output_dir=results/eigentasks_mnist
 
+The paper's setting (Ortiz-Jimenez et al. 2021, Figs. 2-3: CIFAR-10 cat/dog
+inputs, LeNet-5, step learning-rate decay, 100 epochs, each model trained to
+a training loss of 0.01 with its SGD steps and weight distances from
+initialization recorded) is --preset=paper (hours); --preset=paper_small is
+it cut to ~20 CPU minutes, with the alpha spectrum of the first 20 tasks
+(Fig. 7):
+
+  python -m binaries.eigenfunction_tasks --preset=paper_small \
+      --data_dir=../shared/data --output_dir=results/eigentasks_paper_small
+
+--linearize_at_epoch=k linearizes at the weights after k epochs instead of
+at initialization (Figs. 8-9).
+
 Every preset field can be overridden by its flag (e.g. --eigen_indices=1,10
 --num_runs=1). Writes config.json, records/*.json (one per task and run),
 summary.json, summary.csv and eigentask_accuracy.{png,pdf} to --output_dir;
@@ -37,15 +50,8 @@ from afterkernel.studies import eigentasks
 from binaries import flags
 from binaries import mains
 
-_FOOTER = ('(means over runs; accuracies on sign(phi_j) test labels, "bal" = '
-           'mean per-class recall, "maj test" = majority-class rate; alpha = '
-           '||E[y grad f]||^2, A = y^T K y / (||K||_F ||y||^2); ONE-CLASS k/n: '
-           'in k of n runs the task had one class, its accuracy is '
-           'meaningless)')
-
-STUDY = mains.study_binary(
-    eigentasks, eigentasks.EigentaskConfig,
-    'tiny: offline digits, seconds; cpu: MNIST 3-vs-8, needs --data_dir', _FOOTER)
+STUDY = mains.study_binary(eigentasks, eigentasks.EigentaskConfig,
+                           eigentasks.PRESETS_HELP, eigentasks.TABLE_FOOTER)
 main = STUDY.main
 
 if __name__ == '__main__':

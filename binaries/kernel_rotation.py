@@ -1,4 +1,4 @@
-r"""Kernel rotation during training (issue 6, experiment 6).
+r"""Kernel rotation in training (Ortiz-Jimenez et al. 2021, Fig. 6 / Table 1).
 
 Trains a small network on a binary task and, at checkpoint epochs, measures
 its empirical NTK on the training inputs: the label energy on the top-K

@@ -37,12 +37,8 @@ from afterkernel.studies import nads
 from binaries import flags
 from binaries import mains
 
-_FOOTER = ('(means over runs; accuracies on sign(v_j . x) labels of Gaussian '
-           'inputs; s_j = j-th singular value of E_x[d^2 f / d theta d x])')
-
-STUDY = mains.study_binary(
-    nads, nads.NADConfig,
-    'tiny: seconds; cpu, cpu_vgg, cpu_fc: 16x16 inputs, minutes', _FOOTER)
+STUDY = mains.study_binary(nads, nads.NADConfig, nads.PRESETS_HELP,
+                           nads.TABLE_FOOTER)
 main = STUDY.main
 
 if __name__ == '__main__':

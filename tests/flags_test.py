@@ -244,7 +244,7 @@ class BinariesTest(absltest.TestCase):
   """Properties of every binary in binaries/."""
 
   def test_every_binary_imports_into_one_process(self):
-    self.assertLen(BINARIES, 14)
+    self.assertLen(BINARIES, 15)
     for name in BINARIES:
       module = importlib.import_module(f'binaries.{name}')
       self.assertTrue(callable(module.main), name)

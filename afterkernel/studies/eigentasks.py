@@ -66,39 +66,33 @@ a figure (PNG + PDF).
 """
 
 import dataclasses
-import math
-import operator
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import keras
-from matplotlib import figure as mpl_figure
 import numpy as np
 
 from afterkernel import data
 from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel import kernel_fit
-from afterkernel import linearize
 from afterkernel.kernels import metrics as kernel_metrics
-from afterkernel import models
-from afterkernel import plots
+from afterkernel.studies import eigentasks_report
+from afterkernel.studies import eigentasks_training
 from afterkernel.studies import fields
 from afterkernel.studies import runner
 from afterkernel.studies import store
-from afterkernel.studies import tables
 from afterkernel.studies import task_training
 from afterkernel import training
 
 FAMILY = 'eigentasks'
-FIGURE_NAME = 'eigentask_accuracy'
 CONFIG_FILE = store.CONFIG_FILE
-# Architectures the studies build (small nets whose kernels are cheap).
-ARCHITECTURES = ('fully_connected', 'vgg')
-# 'bce': logistic loss on the logit with {0, 1} targets (the library's
-# training loss); 'mse': Keras' mean of (f(x) - y)^2 on +-1 targets (the
-# kernel-regression loss of the NTK theory, up to the factor 2 of its step).
-LOSSES = ('bce', 'mse')
+# The networks and losses the config accepts (`eigentasks_training`).
+ARCHITECTURES = eigentasks_training.ARCHITECTURES
+LOSSES = eigentasks_training.LOSSES
+# The table and figure: in `eigentasks_report` (names kept).
+FIGURE_NAME = eigentasks_report.FIGURE_NAME
+TABLE_COLUMNS = eigentasks_report.TABLE_COLUMNS
 
 
 # ----------------------------------------------------------------------------
@@ -123,16 +117,36 @@ def eigenfunction_labels(values: np.ndarray) -> np.ndarray:
 
 def load_inputs(dataset: str, plus_class: int, minus_class: int,
                 data_dir: Optional[str], num_train: int, num_test: int,
-                seed: int, standardize: bool = False) -> data.BinaryTask:
+                seed: int, standardize: bool = False,
+                cifar_test_source: str = data.DEFAULT_CIFAR_TEST_SOURCE
+                ) -> data.BinaryTask:
   """The binary task, permuted with `seed`, cut to the first num_train/test.
 
   With `standardize`, then `data.standardize`d with the statistics of those
   num_train training inputs.
   """
   task = data.load_binary_task(dataset, plus_class, minus_class,
-                               data_dir=data_dir)
+                               data_dir=data_dir,
+                               cifar_test_source=cifar_test_source)
   task = data.subsample(data.permute(task, seed), num_train, num_test)
   return data.standardize(task) if standardize else task
+
+
+def load_study_inputs(config, output_dir: Optional[str] = None
+                      ) -> data.BinaryTask:
+  """`load_inputs` of a spectral study's config (the runner's `load`).
+
+  Reads the task fields and seed; `standardize_inputs` and
+  `cifar_test_source` where the config has them (else raw inputs and the
+  default CIFAR test source). Nothing is written to `output_dir`.
+  """
+  del output_dir
+  return load_inputs(
+      config.dataset, config.plus_class, config.minus_class, config.data_dir,
+      config.num_train, config.num_test, config.seed,
+      standardize=getattr(config, 'standardize_inputs', False),
+      cifar_test_source=getattr(config, 'cifar_test_source',
+                                data.DEFAULT_CIFAR_TEST_SOURCE))
 
 
 # ----------------------------------------------------------------------------
@@ -141,6 +155,7 @@ def load_inputs(dataset: str, plus_class: int, minus_class: int,
 
 @dataclasses.dataclass(frozen=True)
 class EigentaskConfig(runner.StudyConfig, fields.TaskFields,
+                      eigentasks_training.TrainingFields,
                       fields.NetworkFields, fields.SgdFields):
   """Everything that defines an eigenfunction-task study.
 
@@ -154,7 +169,8 @@ class EigentaskConfig(runner.StudyConfig, fields.TaskFields,
       statistics (`data.standardize`, see the module docstring). True in
       every preset: otherwise the top of the spectrum is the mean-pixel
       direction, not structure of the inputs.
-    architecture, width, num_layers: the network (`models.build`).
+    architecture, width, num_layers: the network (`models.build`; for
+      'lenet5' see `eigentasks_training.TrainingFields`).
     eigen_indices: 1-based j of the tasks (j = 1: top eigenvector).
     epochs, batch_size, learning_rate, momentum, loss: the optimizer,
       identical for the network and its linearization (SGD with momentum).
@@ -162,6 +178,16 @@ class EigentaskConfig(runner.StudyConfig, fields.TaskFields,
       fixed by `seed`.
     seed: first seed.
     feature_batch_size: examples per gradient-feature block.
+    cifar_test_source, lr_schedule, loss_target: see
+      `eigentasks_training.TrainingFields` (Fig. 3: loss_target=0.01).
+    alpha_spectrum_size: J > 0 records, while the network trains on each
+      task, the alpha spectrum alpha_e<epoch>_j<i> of the first J
+      eigenfunction tasks i under its current kernel (Fig. 7); 0: off.
+    alpha_epochs: the checkpoint epochs of the alpha spectrum (0 = init.).
+    linearize_at_epoch: k > 0 linearizes the network at its weights after
+      k epochs of training on the task (the kernel after k epochs of
+      pretraining, Figs. 8-9; k = epochs: at the trained theta*) instead of
+      at initialization, and trains that linearization for `epochs`.
   """
   # Adding runs or indices extends a study; data_dir is where data lives.
   FINGERPRINT_IGNORES = ('num_runs', 'data_dir', 'eigen_indices')
@@ -172,28 +198,43 @@ class EigentaskConfig(runner.StudyConfig, fields.TaskFields,
   epochs: int = 2
   batch_size: int = 20
   feature_batch_size: int = features.DEFAULT_BATCH_SIZE
+  alpha_spectrum_size: int = 0
+  alpha_epochs: tuple = (0,)
+  linearize_at_epoch: int = 0
 
   def validate(self) -> None:
     """Raises AfterKernelError (one line) naming the first bad field."""
-    errors.require_choice(self.dataset, data.DATASETS, 'dataset')
-    errors.require_choice(self.architecture, ARCHITECTURES, 'architecture')
-    errors.require_choice(self.loss, LOSSES, 'loss')
+    self.validate_training_fields()
     errors.require(isinstance(self.standardize_inputs, bool),
                    'standardize_inputs must be True or False, got '
                    f'{self.standardize_inputs!r}')
     for name in ('num_train', 'num_test', 'width', 'num_layers', 'epochs',
                  'batch_size', 'num_runs', 'feature_batch_size'):
       runner.positive_ints([getattr(self, name)], name)
-    errors.require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
-                   f'learning_rate must be positive, got {self.learning_rate}')
-    errors.require(0 <= self.momentum < 1,
-                   f'momentum must be in [0, 1), got {self.momentum}')
     errors.require(isinstance(self.seed, int) and self.seed >= 0,
                    f'seed must be a non-negative integer, got {self.seed}')
     runner.positive_ints(self.eigen_indices, 'eigen_indices')
     errors.require(max(self.eigen_indices) <= self.num_train,
                    f'eigen index {max(self.eigen_indices)} exceeds num_train='
                    f'{self.num_train} (the Gram has that many eigenvectors)')
+    self._validate_training_options()
+
+  def _validate_training_options(self) -> None:
+    """The options of Figs. 7-9."""
+    errors.require(0 <= self.alpha_spectrum_size <= self.num_train,
+                   f'alpha_spectrum_size must be in [0, num_train='
+                   f'{self.num_train}], got {self.alpha_spectrum_size}')
+    errors.require(all(isinstance(e, int) and 0 <= e <= self.epochs
+                       for e in self.alpha_epochs),
+                   f'alpha_epochs must lie in [0, epochs={self.epochs}], '
+                   f'got {self.alpha_epochs}')
+    errors.require(isinstance(self.linearize_at_epoch, int) and
+                   0 <= self.linearize_at_epoch <= self.epochs,
+                   f'linearize_at_epoch must be in [0, epochs={self.epochs}]'
+                   f', got {self.linearize_at_epoch}')
+    errors.require(not (self.linearize_at_epoch and self.loss_target),
+                   'linearize_at_epoch needs a fixed number of epochs: set '
+                   'loss_target=0')
 
 
 PRESETS = {
@@ -206,6 +247,28 @@ PRESETS = {
         num_layers=2, eigen_indices=(1, 2, 3, 5, 10, 20, 50, 100, 200),
         epochs=20, batch_size=64, learning_rate=0.01, momentum=0.9,
         num_runs=2),
+    # The paper's setting (Ortiz-Jimenez et al. 2021, Figs. 2-3): CIFAR-10
+    # inputs (cat 3 vs dog 5, pass data_dir; test inputs from the lossy full
+    # test copy, their labels come from the Nystroem extension), LeNet-5,
+    # SGD with momentum and step learning-rate decay, 100 epochs, each model
+    # trained until its training loss is 0.01 (steps and weight distances
+    # recorded). n = 2000 is ours (hours on 2 CPU cores).
+    'paper': EigentaskConfig(
+        dataset='cifar10', plus_class=5, minus_class=3, num_train=2000,
+        num_test=1000, cifar_test_source='lossy_full', architecture='lenet5',
+        width=1, eigen_indices=(1, 2, 3, 5, 10, 20, 50, 100, 200, 500),
+        epochs=100, batch_size=128, learning_rate=0.01, momentum=0.9,
+        lr_schedule='step', loss_target=0.01, num_runs=2),
+    # The paper preset cut to ~20 CPU minutes: 500 CIFAR inputs, the exact
+    # 189 cat/dog test images, 30 epochs, one run, and the alpha spectrum of
+    # the first 20 tasks at epochs 0, 5 and 30 (Fig. 7).
+    'paper_small': EigentaskConfig(
+        dataset='cifar10', plus_class=5, minus_class=3, num_train=500,
+        num_test=189, architecture='lenet5', width=1,
+        eigen_indices=(1, 2, 3, 5, 10, 20, 50, 100), epochs=30,
+        batch_size=64, learning_rate=0.01, momentum=0.9, lr_schedule='step',
+        loss_target=0.01, alpha_spectrum_size=20, alpha_epochs=(0, 5, 30),
+        num_runs=1),
 }
 
 
@@ -250,6 +313,9 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
   log(f'run {run}: NTK Gram of {len(task.x_train)} inputs and its '
       f'eigenvectors in {gram_seconds:.1f} s; lambda_1 = '
       f'{system.eigenvalues[0]:.4g}')
+  # The +-1 labels of the first J tasks, for the alpha spectrum (Fig. 7).
+  spectrum_labels = data.signed_labels(eigenfunction_labels(
+      system.eigenvectors[:, :config.alpha_spectrum_size]))
   records = []
   for column, j in enumerate(indices):
     y_train = eigenfunction_labels(train_values[:, column])
@@ -270,12 +336,9 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
     }
     timings = {'gram_seconds': gram_seconds}
     network.set_weights(initial_weights)
-    linear = linearize.linearize(network)
-    for name, model in (('nn', network), ('lin', linear)):
-      start = time.time()
-      metrics[f'{name}_final_loss'] = task_training.fit_task(
-          model, task.x_train, y_train, config, seed)
-      timings[f'{name}_train_seconds'] = time.time() - start
+    for name, model in eigentasks_training.train_both(
+        config, task.x_train, network, y_train, seed, spectrum_labels,
+        metrics, timings):
       metrics[f'{name}_train_accuracy'] = accuracy(model, task.x_train,
                                                    y_train)
       predicted = _outputs(model, task.x_test) > 0
@@ -293,29 +356,10 @@ def run_once(config: EigentaskConfig, task: data.BinaryTask, run: int,
     metrics['alpha_ratio'] = metrics['alpha_after'] / metrics['alpha_init']
     metrics['test_accuracy_gap'] = (metrics['nn_test_accuracy'] -
                                     metrics['lin_test_accuracy'])
-    if single_class:
-      balance = (f'ONE-CLASS TASK (plus fraction train '
-                 f'{metrics["plus_fraction_train"]:.2f}, test '
-                 f'{metrics["plus_fraction_test"]:.2f}): accuracy is '
-                 'meaningless')
-    else:
-      balance = (f'balanced {metrics["nn_balanced_accuracy"]:.3f} / '
-                 f'{metrics["lin_balanced_accuracy"]:.3f}, majority '
-                 f'{metrics["majority_rate_test"]:.3f}')
-    log(f'  j = {j:4d} (lambda_j/lambda_1 = '
-        f'{metrics["relative_eigenvalue"]:.3g}): test accuracy network '
-        f'{metrics["nn_test_accuracy"]:.3f}, linearized '
-        f'{metrics["lin_test_accuracy"]:.3f}; {balance}; alpha '
-        f'{metrics["alpha_init"]:.3g} -> {metrics["alpha_after"]:.3g}')
-    point = {'family': FAMILY, 'task': f'{config.dataset}_'
-             f'{config.minus_class}v{config.plus_class}',
-             'dataset': config.dataset,
-             'nn_architecture': config.architecture, 'eigen_index': int(j)}
-    records.append({
-        'key': record_key(j, run), 'family': FAMILY, 'point_id': f'j={j}',
-        'point': point, 'run': run, 'seed': seed,
-        'config_fingerprint': config.fingerprint(), 'data': task.info,
-        'metrics': metrics, 'timings': timings})
+    log(eigentasks_report.task_line(j, metrics))
+    records.append(task_training.task_record(
+        config, FAMILY, record_key(j, run), 'eigen_index', j, run, seed,
+        task.info, metrics, timings))
   return records
 
 
@@ -323,51 +367,6 @@ def summarize(output_dir: str, config: EigentaskConfig
               ) -> List[Dict[str, Any]]:
   """The summary of this config's records, sorted by eigen index."""
   return runner.summarize(STUDY, config, output_dir)
-
-
-def plot(entries: Sequence[Mapping[str, Any]], output_dir: str,
-         title: str = '') -> List[str]:
-  """Test accuracy (plain and balanced, with the majority-class rate) and
-  target alignment vs eigen index j (PNG + PDF)."""
-  fig = mpl_figure.Figure(figsize=(10, 4), dpi=plots.DPI)
-  accuracy_axes, alignment_axes = fig.subplots(1, 2)
-  tables.errorbar_series(accuracy_axes, entries, 'eigen_index', (
-      ('nn_test_accuracy', 'network', 'C0', '-'),
-      ('lin_test_accuracy', 'linearized', 'C1', '-'),
-      ('nn_balanced_accuracy', 'network, balanced', 'C0', '--'),
-      ('lin_balanced_accuracy', 'linearized, balanced', 'C1', '--')))
-  x, mean, _ = plots.series(entries, 'eigen_index', 'majority_rate_test')
-  accuracy_axes.plot(x, mean, color='0.5', linestyle=':', marker='.',
-                     label='majority class rate')
-  accuracy_axes.set_xscale('log')
-  accuracy_axes.set_xlabel('eigenfunction index j of the NTK at init.')
-  accuracy_axes.set_ylabel('test accuracy on sign(phi_j)')
-  accuracy_axes.legend(fontsize=7)
-  accuracy_axes.grid(alpha=0.3)
-  for metric, label, color in (('alpha_init', 'at init. (both models)', 'C2'),
-                               ('alpha_after', 'network after training',
-                                'C0')):
-    x, mean, half = plots.series(entries, 'eigen_index', metric)
-    # Log axis: keep the lower bar above 0 (CIs of 2-3 runs are wide).
-    lower = np.minimum(half, 0.9 * mean)
-    alignment_axes.errorbar(x, mean, yerr=[lower, half], label=label,
-                            color=color, marker='o', capsize=3)
-  alignment_axes.set_xscale('log')
-  alignment_axes.set_yscale('log')
-  alignment_axes.set_xlabel('eigenfunction index j')
-  alignment_axes.set_ylabel('target alignment ||E[y grad f]||^2')
-  alignment_axes.legend()
-  alignment_axes.grid(alpha=0.3)
-  fig.suptitle(title)
-  fig.tight_layout()
-  return plots.save(fig, output_dir, FIGURE_NAME)
-
-
-def _load(config: EigentaskConfig, output_dir: str) -> data.BinaryTask:
-  del output_dir  # Nothing is written outside the records.
-  return load_inputs(config.dataset, config.plus_class, config.minus_class,
-                     config.data_dir, config.num_train, config.num_test,
-                     config.seed, standardize=config.standardize_inputs)
 
 
 def _run_unit(config: EigentaskConfig, task: data.BinaryTask,
@@ -378,54 +377,27 @@ def _run_unit(config: EigentaskConfig, task: data.BinaryTask,
 
 def _figures(entries: Sequence[Mapping[str, Any]], config: EigentaskConfig,
              output_dir: str) -> List[str]:
-  return plot(entries, output_dir,
-              title=f'NTK eigenfunction tasks: {config.architecture} on '
+  return eigentasks_report.plot_all(
+      entries, output_dir, title=f'NTK eigenfunction tasks: {config.architecture} on '
               f'{config.dataset} inputs (n = {config.num_train})')
 
 
-STUDY = runner.Study(family=FAMILY, points=operator.attrgetter('eigen_indices'),
-                     record_key=record_key, run_once=_run_unit, load=_load,
-                     sort_key=runner.PointField('eigen_index'),
-                     figures=_figures, noun='tasks')
+STUDY = task_training.index_study(FAMILY, 'eigen_index', 'eigen_indices',
+                                  record_key, _run_unit, load_study_inputs,
+                                  _figures)
 
 
 # Runs every (eigen index, run) not yet in an output folder; summarizes.
 run_study = STUDY.run
 
 
-TABLE_COLUMNS = (('lambda_j/l_1', 'relative_eigenvalue'),
-                 ('plus frac', 'plus_fraction_train'),
-                 ('maj test', 'majority_rate_test'),
-                 ('nn test', 'nn_test_accuracy'),
-                 ('lin test', 'lin_test_accuracy'),
-                 ('nn bal', 'nn_balanced_accuracy'),
-                 ('lin bal', 'lin_balanced_accuracy'),
-                 ('nn train', 'nn_train_accuracy'),
-                 ('lin train', 'lin_train_accuracy'),
-                 ('alpha init', 'alpha_init'),
-                 ('alpha after', 'alpha_after'),
-                 ('A(K,yy) init', 'normalized_alignment_init'),
-                 ('A(K,yy) after', 'normalized_alignment_after'))
+PRESETS_HELP = ('tiny: offline digits, seconds; cpu: MNIST 3-vs-8; paper, '
+                'paper_small: CIFAR-10 cat/dog, LeNet-5 (needs --data_dir)')
+TABLE_FOOTER = (
+    '(means over runs; accuracies on sign(phi_j) test labels, "bal" = mean '
+    'per-class recall, "maj test" = majority-class rate; alpha = '
+    '||E[y grad f]||^2, A = y^T K y / (||K||_F ||y||^2); ONE-CLASS k/n: in k '
+    'of n runs the task had one class, its accuracy is meaningless)')
 
-
-def _single_class_note(entry: Mapping[str, Any]) -> str:
-  """'ONE-CLASS k/n' if k of the n runs of this task had one-class labels."""
-  stats = entry['metrics'].get('single_class') or {}
-  if not stats.get('mean'):
-    return ''
-  return f'ONE-CLASS {round(stats["mean"] * stats["n"])}/{stats["n"]}'
-
-
-def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
-  """One line per eigen index: means over runs (and the run count).
-
-  'bal' columns are balanced test accuracies ('-' when the test labels hold
-  one class); 'maj test' is the test accuracy of always predicting the
-  majority class; the last column flags one-class tasks (in k of n runs),
-  whose accuracies say nothing about learnability.
-  """
-  return tables.format_table(
-      entries, 'j', lambda entry: entry['point']['eigen_index'],
-      TABLE_COLUMNS,
-      [5, 5] + [max(8, len(name)) + 1 for name, _ in TABLE_COLUMNS],
-      note=_single_class_note)
+format_table = eigentasks_report.format_tables
+plot = eigentasks_report.plot

@@ -1,10 +1,11 @@
 """Kernel rotation: how training turns the NTK's top eigenvectors to the labels.
 
-Vyas et al. (2022, "Limitations of the NTK for understanding generalization
-in deep learning") and Baratin et al. (2021, "Implicit regularization via
-neural feature alignment") follow the empirical NTK K_t = Phi_t Phi_t^T of a
-network on n training inputs through training (`kernel_fit.EmpiricalNTK`
-snapshots at each checkpoint). Write K_t u_j^t = lambda_j^t
+Ortiz-Jimenez, Moosavi-Dezfooli and Frossard (2021, "What can linearized
+neural networks actually say about generalization?", NeurIPS; Fig. 6 and
+Table 1) follow the empirical NTK K_t = Phi_t Phi_t^T of a network on n
+training inputs through training (`kernel_fit.EmpiricalNTK` snapshots at each
+checkpoint); Baratin et al. (2021, "Implicit regularization via neural
+feature alignment") measure the same kind of kernel-label alignment. Write K_t u_j^t = lambda_j^t
 u_j^t (lambda_1^t >= lambda_2^t >= ..., j 1-based) and y in {-1, +1}^n for
 the training labels. At each checkpoint t this module measures
 
@@ -78,6 +79,7 @@ from afterkernel import plots
 from afterkernel.studies import fields
 from afterkernel.studies import runner
 from afterkernel.studies import tables
+from afterkernel.studies import task_training
 from afterkernel import training
 
 FAMILY = 'kernel_rotation'
@@ -259,15 +261,9 @@ def run_once(config: RotationConfig, task: data.BinaryTask, run: int,
         f'{metrics[f"init_eigvec_energy_frac_top{num}"]:.3f}, A(K_t,K_0) '
         f'{metrics["kernel_alignment_init"]:.3f}, test error '
         f'{metrics["test_error"]:.4f} ({timings["kernel_seconds"]:.1f} s)')
-    point = {'family': FAMILY, 'task': f'{config.dataset}_'
-             f'{config.minus_class}v{config.plus_class}',
-             'dataset': config.dataset,
-             'nn_architecture': config.architecture, 'epoch': int(epoch)}
-    records.append({
-        'key': record_key(epoch, run), 'family': FAMILY,
-        'point_id': f'epoch={epoch}', 'point': point, 'run': run,
-        'seed': seed, 'config_fingerprint': config.fingerprint(),
-        'data': task.info, 'metrics': metrics, 'timings': timings})
+    records.append(task_training.task_record(
+        config, FAMILY, record_key(epoch, run), 'epoch', epoch, run, seed,
+        task.info, metrics, timings))
 
   training.train(network, task.x_train, task.y_train,
                  epochs=max(config.checkpoint_epochs),
@@ -343,14 +339,6 @@ def plot(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
   return plots.save(fig, output_dir, FIGURE_NAME)
 
 
-def _load(config: RotationConfig, output_dir: str) -> data.BinaryTask:
-  del output_dir  # Nothing is written outside the records.
-  return eigentasks.load_inputs(config.dataset, config.plus_class,
-                                config.minus_class, config.data_dir,
-                                config.num_train, config.num_test,
-                                config.seed)
-
-
 def _run_unit(config: RotationConfig, task: data.BinaryTask,
               unit: runner.WorkUnit, log: Callable[[str], None]
               ) -> List[Dict[str, Any]]:
@@ -369,7 +357,8 @@ def _figures(entries: Sequence[Mapping[str, Any]], config: RotationConfig,
 # REQUIRED_METRICS), the whole run is measured again.
 STUDY = runner.Study(family=FAMILY,
                      points=operator.attrgetter('checkpoint_epochs'),
-                     record_key=record_key, run_once=_run_unit, load=_load,
+                     record_key=record_key, run_once=_run_unit,
+                     load=eigentasks.load_study_inputs,
                      sort_key=runner.PointField('epoch'), figures=_figures,
                      whole_runs=True, required_metrics=REQUIRED_METRICS,
                      noun='checkpoints')

@@ -21,7 +21,6 @@ a figure (accuracy and s_j / s_1 vs j) and the NADs as images.
 
 import dataclasses
 import math
-import operator
 import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -331,16 +330,19 @@ def _figures(entries: Sequence[Mapping[str, Any]], config: NADConfig,
     plot_directions(first, output_dir)
 
 
-STUDY = runner.Study(family=FAMILY, points=operator.attrgetter('nad_indices'),
-                     record_key=record_key, run_once=_run_unit,
-                     load=_output_dir, sort_key=runner.PointField('nad_index'),
-                     figures=_figures, noun='tasks')
+STUDY = task_training.index_study(FAMILY, 'nad_index', 'nad_indices',
+                                  record_key, _run_unit, _output_dir, _figures)
 
 
 # Runs every (NAD index, run) not yet in an output folder (directions in
 # nads_run<r>.npz); summarizes.
 run_study = STUDY.run
 
+
+PRESETS_HELP = 'tiny: seconds; cpu, cpu_vgg, cpu_fc: 16x16 inputs, minutes'
+TABLE_FOOTER = ('(means over runs; accuracies on sign(v_j . x) labels of '
+                'Gaussian inputs; s_j = j-th singular value of E_x[d^2 f / '
+                'd theta d x])')
 
 TABLE_COLUMNS = (('s_j/s_1', 'relative_singular_value'),
                  ('nn test', 'nn_test_accuracy'),
@@ -351,6 +353,5 @@ TABLE_COLUMNS = (('s_j/s_1', 'relative_singular_value'),
 
 def format_table(entries: Sequence[Mapping[str, Any]]) -> str:
   """One line per NAD index: means over runs (and the run count)."""
-  return tables.format_table(
-      entries, 'j', lambda entry: entry['point']['nad_index'], TABLE_COLUMNS,
-      [11] * (len(TABLE_COLUMNS) + 2))
+  return task_training.index_table(entries, 'nad_index', TABLE_COLUMNS,
+                                   [11] * (len(TABLE_COLUMNS) + 2))

@@ -266,8 +266,10 @@ def _run_unit(config: DataScalingConfig, context: None,
   """The missing (n, width) points of one run, from one permutation."""
   del context
   points = [_n_width(point, config) for point in unit.points]
-  seed, task = common.seeded_run_task(config, unit, base,
-                                      max(n for n, _ in points))
+  # Every size of the run comes from its first `largest` examples (so a
+  # resumed run standardizes with the same statistics).
+  largest = max(n for n in config.sample_sizes if n <= len(base.y_train))
+  seed, task = common.seeded_run_task(config, unit, base, largest)
   return [_point(config, task, n, width, unit.run, seed, log)
           for n, width in points]
 

@@ -100,6 +100,9 @@ class CommonConfig(runner.StudyConfig, fields.TaskSourceFields):
     architecture: one of `scaling_networks.ARCHITECTURES`: the FC family
       (the only one with an infinite NTK here) or a Myrtle CNN whose
       convolutions have `width` channels (64 = the paper's k = 1).
+    standardize_inputs: centre every input feature and divide by one global
+      std (`data.standardize`), with the statistics of the run's training
+      rows (all it trains, fits or validates on; never the test set).
     zero_output_at_init: train f = g_theta - g_theta0 (output exactly 0 at
       init, `scaling_networks.zero_output_at_init`; Table 1 of the paper).
     feature_batch_size: examples per gradient-feature block.
@@ -121,6 +124,7 @@ class CommonConfig(runner.StudyConfig, fields.TaskSourceFields):
   full_batch: bool = False
   architecture: str = scaling_networks.FULLY_CONNECTED
   zero_output_at_init: bool = False
+  standardize_inputs: bool = False
   feature_batch_size: int = 256
   num_runs: int = 3
   seed: int = 0
@@ -177,8 +181,8 @@ CPU = dict(dataset='mnist', num_test=2000, width=512, depth=2,
 # obtainable offline, its local-file loader stays for users who have it),
 # tested on the exact first 1000 official test records.
 MYRTLE = dict(dataset='cifar2', plus_class=1, minus_class=0, num_test=1000,
-              architecture='myrtle5', width=16, learning_rate=0.3,
-              batch_size=64, num_runs=2)
+              architecture='myrtle5', width=16, learning_rate=0.05,
+              batch_size=32, num_runs=2, standardize_inputs=True)
 
 
 
@@ -309,9 +313,13 @@ def error_metric(config: CommonConfig, predictor: str) -> str:
 def seeded_run_task(config: CommonConfig, unit: runner.WorkUnit,
                     base: data.BinaryTask, num_train: int
                     ) -> Tuple[int, data.BinaryTask]:
-  """(seed, task) of `unit`'s run: seed + run, its permutation of `base`."""
+  """(seed, task) of `unit`'s run: seed + run, its permutation of `base`
+  cut to num_train (standardized on those rows with standardize_inputs)."""
   seed = config.seed + unit.run
-  return seed, run_task(base, seed, num_train, config.num_test)
+  task = run_task(base, seed, num_train, config.num_test)
+  if config.standardize_inputs:
+    task = data.standardize(task)
+  return seed, task
 
 
 def fit_metrics(result, prefix: str) -> Dict[str, Any]:

@@ -1,22 +1,10 @@
-"""The paper's figures from a sweep summary, with matplotlib.
+"""Figures of sweep summaries, with matplotlib.
 
 Long, *Properties of the after kernel* (2021) reports its findings as line
-plots of a metric against training epochs or learning rate. `FIGURES` lists
-one `FigureSpec` per figure (numbered as in the paper, Figs 1-16); each is
-drawn from `store.summarize` entries of one sweep family (see `sweeps`):
-
-  fig01 after-kernel SVM test error vs epochs (epoch 0 = the FNTK)
-  fig02 / fig03 SVM and network test error vs epochs (MNIST / CIFAR-10)
-  fig04 quadrant-swap invariance ("locality") vs epochs
-  fig05 translation, zoom and rotation invariance vs epochs
-  fig06 alignment of the kernel with its conjugate projection vs epochs
-  fig07 SVM test error of the after kernel vs the conjugate projection
-  fig08 augmentation: SVM error and invariances with / without augmentation
-  fig09-14 learning rate (loss-target training): SVM error, network error,
-        swap invariance, the other invariances, alignment and conjugate SVM,
-        epochs needed to reach the loss target
-  fig15 width: SVM error and swap invariance vs epochs for ~60K/80K/100K nets
-  fig16 augmentation sanity check: network test error with / without it
+plots of a metric against training epochs, learning rate or parameter count.
+A `FigureSpec` says what one figure shows; `render` draws it from
+`summary.summarize` entries of one sweep family (see `sweeps`). The paper's
+figures, numbered as in the paper, are listed in `paper_figures`.
 
 Every line is the mean over runs with a band of +- the 95% confidence
 half-width (Student t; no band when a point has a single run; clipped to
@@ -35,7 +23,8 @@ from tests and servers.
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+import textwrap
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from matplotlib import figure as mpl_figure
 from matplotlib import ticker
@@ -85,6 +74,7 @@ VALID_RANGES = {
 X_LABELS = {
     'epoch': 'epochs of training (0 = init., the FNTK)',
     'learning_rate': 'SGD learning rate (log scale)',
+    'num_parameters': 'parameters of the network (log scale)',
 }
 _ARCHITECTURE_NAMES = {'vgg': 'VGG-like', 'mega_vgg': 'mega-VGG',
                        'fully_connected': 'fully connected', 'sum': 'Sum net'}
@@ -107,7 +97,8 @@ class FigureSpec:
     name: file stem, e.g. 'fig01_svm_error_vs_epochs'.
     title: the figure's title (suptitle).
     family: sweep family whose entries are plotted.
-    x: point field on the x axis: 'epoch' or 'learning_rate'.
+    x: point field on the x axis: 'epoch', 'learning_rate' or
+      'num_parameters'.
     metric_groups: one panel column per group; metrics of a group share the
       panel (told apart by line style).
     panels_by: point fields with one panel (row) per value combination.
@@ -125,76 +116,6 @@ class FigureSpec:
   series_by: Tuple[str, ...] = ('nn_architecture',)
   where: Tuple[Tuple[str, Tuple[Any, ...]], ...] = ()
   needs_both: Optional[str] = None
-
-
-_NO_AUG = (('use_augmentation', (False,)),)
-_MNIST_LIKE = (('use_augmentation', (False,)), ('dataset', ('mnist', 'digits')))
-_CIFAR = (('use_augmentation', (False,)), ('dataset', ('cifar10',)))
-_INVARIANCES = (('trans_inv',), ('zoom_inv',), ('rotation_inv',))
-
-FIGURES = (
-    FigureSpec('fig01_svm_error_vs_epochs',
-               'Kernel SVM test error after training (epoch 0 = FNTK)',
-               'epochs', 'epoch', (('svm_error',),), where=_NO_AUG),
-    FigureSpec('fig02_svm_and_nn_error_vs_epochs_mnist',
-               'Kernel SVM and network test error, MNIST (and digits)',
-               'epochs', 'epoch', (('svm_error', 'nn_error'),),
-               panels_by=('task', 'nn_architecture'), series_by=(),
-               where=_MNIST_LIKE),
-    FigureSpec('fig03_svm_and_nn_error_vs_epochs_cifar10',
-               'Kernel SVM and network test error, CIFAR-10',
-               'epochs', 'epoch', (('svm_error', 'nn_error'),),
-               panels_by=('task', 'nn_architecture'), series_by=(),
-               where=_CIFAR),
-    FigureSpec('fig04_swap_invariance_vs_epochs',
-               'Quadrant-swap invariance (lower = more global kernel)',
-               'epochs', 'epoch', (('swap_inv',),), where=_NO_AUG),
-    FigureSpec('fig05_invariances_vs_epochs',
-               'Translation, zoom and rotation invariance of the kernel',
-               'epochs', 'epoch', _INVARIANCES, where=_NO_AUG),
-    FigureSpec('fig06_alignment_vs_epochs',
-               'Alignment of the kernel with its conjugate projection',
-               'epochs', 'epoch', (('kalignment',),), where=_NO_AUG),
-    FigureSpec('fig07_after_vs_conjugate_svm_error',
-               'SVM test error: after kernel vs conjugate projection',
-               'epochs', 'epoch', (('svm_error', 'conjugate_svm_error'),),
-               where=_NO_AUG),
-    FigureSpec('fig08_augmentation',
-               'Effect of data augmentation on the kernel',
-               'epochs', 'epoch', (('svm_error',),) + _INVARIANCES,
-               series_by=('nn_architecture', 'use_augmentation'),
-               needs_both='use_augmentation'),
-    FigureSpec('fig09_lr_svm_error',
-               'Kernel SVM test error vs learning rate (trained to loss '
-               'target)',
-               'learning_rate', 'learning_rate', (('svm_error',),)),
-    FigureSpec('fig10_lr_nn_error',
-               'Network test error vs learning rate (trained to loss target)',
-               'learning_rate', 'learning_rate', (('nn_error',),)),
-    FigureSpec('fig11_lr_swap_invariance',
-               'Quadrant-swap invariance vs learning rate',
-               'learning_rate', 'learning_rate', (('swap_inv',),)),
-    FigureSpec('fig12_lr_invariances',
-               'Translation, zoom and rotation invariance vs learning rate',
-               'learning_rate', 'learning_rate', _INVARIANCES),
-    FigureSpec('fig13_lr_alignment_and_conjugate',
-               'Alignment and conjugate-projection SVM vs learning rate',
-               'learning_rate', 'learning_rate',
-               (('kalignment',), ('svm_error', 'conjugate_svm_error'))),
-    FigureSpec('fig14_lr_epochs_to_target',
-               'Epochs of SGD needed to reach the training-loss target',
-               'learning_rate', 'learning_rate', (('epochs_trained',),)),
-    FigureSpec('fig15_width',
-               'Networks of different sizes (parameter counts)',
-               'width', 'epoch', (('svm_error',), ('swap_inv',)),
-               panels_by=('task', 'nn_architecture'),
-               series_by=('num_parameters',)),
-    FigureSpec('fig16_augmentation_sanity_check',
-               'Sanity check: network test error with / without augmentation',
-               'epochs', 'epoch', (('nn_error',),),
-               series_by=('nn_architecture', 'use_augmentation'),
-               needs_both='use_augmentation'),
-)
 
 
 def task_label(task: str) -> str:
@@ -220,6 +141,8 @@ def _value_label(field: str, value: Any) -> str:
     return 'default width' if value is None else f'~{value:,} params'
   if field == 'learning_rate':
     return f'lr {value:g}'
+  if field == 'epoch':
+    return f'epoch {value}'
   if field in ('train_subset', 'test_subset'):
     return f'{field} {"all" if value is None else value}'
   if field == 'training_loss_target':
@@ -227,8 +150,9 @@ def _value_label(field: str, value: Any) -> str:
   return str(value)
 
 
-def _select(spec: FigureSpec,
-            entries: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+def select(spec: FigureSpec,
+           entries: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+  """The entries of `spec`'s family with an x value that pass its filters."""
   selected = []
   for entry in entries:
     if entry.get('family') != spec.family:
@@ -250,7 +174,7 @@ def _has_metrics(spec: FigureSpec, entries) -> bool:
 def skip_reason(spec: FigureSpec,
                 entries: Sequence[Mapping[str, Any]]) -> Optional[str]:
   """Why `spec` cannot be drawn from `entries`, or None if it can."""
-  selected = _select(spec, entries)
+  selected = select(spec, entries)
   if not selected:
     filters = ', '.join(f'{f} in {list(v)}' for f, v in spec.where)
     return (f'no records of the {spec.family!r} family'
@@ -290,20 +214,21 @@ def _series_fields(spec: FigureSpec,
   return spec.series_by + tuple(extra)
 
 
-def render(spec: FigureSpec, entries: Sequence[Mapping[str, Any]]
-           ) -> Optional[mpl_figure.Figure]:
+def render(spec: FigureSpec, entries: Sequence[Mapping[str, Any]],
+           caption: Optional[str] = None) -> Optional[mpl_figure.Figure]:
   """Draws one figure; None (nothing drawn) if `skip_reason` says so.
 
   Args:
     spec: the figure.
     entries: `store.summarize` output (any families; filtered here).
+    caption: text under the title (default: the runs per point).
 
   Returns:
     The matplotlib Figure, or None.
   """
   if skip_reason(spec, entries) is not None:
     return None
-  selected = _select(spec, entries)
+  selected = select(spec, entries)
   series_fields = _series_fields(spec, selected)
   panel_keys = sorted({_key(e['point'], spec.panels_by) for e in selected},
                       key=_sortable)
@@ -314,8 +239,14 @@ def render(spec: FigureSpec, entries: Sequence[Mapping[str, Any]]
              else min(len(panels), MAX_COLUMNS))
   rows = math.ceil(len(panels) / columns)
   width = max(PANEL_SIZE[0] * columns, MIN_FIGURE_WIDTH)
-  fig = mpl_figure.Figure(figsize=(width, PANEL_SIZE[1] * rows + 1.2),
-                          dpi=DPI)
+  if caption:
+    # Wrapped to the figure's width (about 11 characters an inch at 11 pt).
+    caption = '\n'.join(textwrap.fill(line, int(width * 11))
+                         for line in caption.split('\n'))
+  caption_lines = (caption or '').count('\n')
+  fig = mpl_figure.Figure(
+      figsize=(width, PANEL_SIZE[1] * rows + 1.2 + 0.2 * caption_lines),
+      dpi=DPI)
   axes = fig.subplots(rows, columns, squeeze=False)
   runs = set()
   for index, (panel_key, group) in enumerate(panels):
@@ -361,9 +292,9 @@ def render(spec: FigureSpec, entries: Sequence[Mapping[str, Any]]
                            for f, v in zip(spec.panels_by, panel_key)) or
                  spec.family, fontsize=10)
     ax.grid(True, alpha=0.3)
-    if spec.x == 'epoch':
+    if spec.x in ('epoch', 'num_parameters'):
       ticks = sorted({x for e in selected for x in [e['point'][spec.x]]})
-      ax.set_xticks(ticks, [str(t) for t in ticks])
+      ax.set_xticks(ticks, [f'{t:,}' for t in ticks])
       ax.minorticks_off()
   for index in range(len(panels), rows * columns):
     axes[index // columns][index % columns].set_visible(False)
@@ -377,8 +308,8 @@ def render(spec: FigureSpec, entries: Sequence[Mapping[str, Any]]
   fig.legend(list(legend.values()), list(legend.keys()), loc='lower center',
              ncol=legend_columns, fontsize=8, frameon=False)
   runs_text = '/'.join(str(n) for n in sorted(runs))
-  fig.suptitle(f'{spec.title}\n(mean ± 95% CI over n = {runs_text} runs)',
-               fontsize=11)
+  caption = caption or f'(mean ± 95% CI over n = {runs_text} runs)'
+  fig.suptitle(f'{spec.title}\n{caption}', fontsize=11)
   bottom = (0.25 * legend_rows + 0.1) / fig.get_figheight()
   fig.tight_layout(rect=(0, bottom, 1, 1))
   return fig
@@ -417,37 +348,6 @@ def series(entries: Sequence[Mapping[str, Any]], x_field: str,
       mean.append(stats['mean'])
       half.append(stats['ci95'] or 0.0)
   return np.array(x), np.array(mean), np.array(half)
-
-
-def render_all(entries: Sequence[Mapping[str, Any]], directory: str,
-               formats: Sequence[str] = FORMATS,
-               names: Optional[Sequence[str]] = None,
-               log: Callable[[str], None] = print) -> Dict[str, List[str]]:
-  """Draws every figure the entries support; notes the others.
-
-  Args:
-    entries: `store.summarize` output.
-    directory: where the files go.
-    formats: file formats to write.
-    names: only these figures (names or 'figNN' prefixes); None = all.
-    log: receives one line per figure: written paths or why it was skipped.
-
-  Returns:
-    Figure name -> written paths (skipped figures are absent).
-  """
-  written = {}
-  for spec in FIGURES:
-    if names and not any(spec.name == n or spec.name.startswith(n + '_')
-                         for n in names):
-      continue
-    reason = skip_reason(spec, entries)
-    if reason is not None:
-      log(f'skipped {spec.name}: {reason}')
-      continue
-    fig = render(spec, entries)
-    written[spec.name] = save(fig, directory, spec.name, formats)
-    log(f'wrote {", ".join(written[spec.name])}')
-  return written
 
 
 # Helpers of the study figures drawn directly (the scaling studies).

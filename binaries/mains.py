@@ -20,6 +20,7 @@ from afterkernel.studies import ray_executor
 from afterkernel.studies import runner
 from afterkernel.studies import scaling_common
 from afterkernel.studies import store as store_lib
+from afterkernel.studies import summary as summary_lib
 from afterkernel.studies import sweeps
 from binaries import flags
 
@@ -251,7 +252,7 @@ def sweep_main(argv: Sequence[str], build_sweep: Callable[[], sweeps.Sweep],
         [r for r in store.records() if r.get('family') == sweep.family])
     store_lib.write_summary(directory, store_lib.summarize(store.records()))
     print()
-    print(store_lib.format_summary(entries))
+    print(summary_lib.format_summary_blocks(entries))
     print(f'\n{counts["written"]} records written, {counts["skipped"]} '
           f'already there, {counts["total"]} in this sweep; store: '
           f'{os.path.abspath(directory)}')

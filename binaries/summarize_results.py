@@ -5,8 +5,17 @@ r"""Aggregates a result store into summary tables (CSV and JSON).
 Reads every record under STORE/records, groups them by (family, point) and
 writes STORE/summary.csv (one row per point and metric: the point's fields,
 mean, std, 95% CI half-width, n) and STORE/summary.json (the same, nested),
-then prints one line per point. The sweep binaries do this after each sweep;
-run it by hand after merging stores or while a sweep is running.
+then prints one line per point with every measured metric (tables of at
+most nine metric columns; --metrics picks some). The sweep binaries do this
+after each sweep; run it by hand after merging stores or while a sweep is
+running.
+
+  python -m binaries.summarize_results --store_dir=results/cpu --paired=0,3
+
+also prints the paired differences epoch 3 - epoch 0: for each point and
+run measured at both epochs, the per-run difference of every metric, then
+its mean and 95% Student-t CI half-width over the runs
+(`summary.paired_differences`).
 
 A folder written by run_after_kernel or linearized_vs_network (runs.jsonl,
 no records/) is converted first: its runs become records/ (runs.jsonl is
@@ -15,14 +24,21 @@ kept; see afterkernel.studies.store.convert_runs_to_records).
 
 import os
 
+from afterkernel import errors
 from afterkernel.studies import store as store_lib
+from afterkernel.studies import summary
 from binaries import flags
 from binaries import mains
 
 STORE_DIR = flags.define_folder('store_dir')
 METRICS = flags.define_list(
-    'metrics', store_lib.DEFAULT_TABLE_METRICS,
-    'Metrics shown in the printed table (the files hold all of them).')
+    'metrics', None,
+    'Metrics shown in the printed tables (default: every measured metric, '
+    'headline ones first; the files hold all of them).')
+PAIRED = flags.define_list(
+    'paired', None,
+    'BEFORE,AFTER epochs, e.g. 0,3: also print the paired per-run '
+    'differences AFTER - BEFORE of every metric with 95% CIs.', int)
 
 
 def main(argv):
@@ -32,7 +48,16 @@ def main(argv):
     store_dir = mains.require_folder(STORE_DIR, 'the result store to '
                                      'summarize')
     entries = store_lib.summarize_store(store_dir)
-    print(store_lib.format_summary(entries, METRICS.value))
+    print(summary.format_summary_blocks(entries, METRICS.value))
+    if PAIRED.value is not None:
+      errors.require(len(PAIRED.value) == 2,
+                     f'--paired takes two epochs BEFORE,AFTER; got '
+                     f'{",".join(map(str, PAIRED.value))}')
+      before, after = PAIRED.value
+      paired = summary.paired_differences(
+          store_lib.ResultStore(store_dir).records(), before, after)
+      print()
+      print(summary.format_paired(paired, before, after, METRICS.value))
     directory = os.path.abspath(store_dir)
     print(f'\n{len(entries)} points; wrote '
           f'{os.path.join(directory, store_lib.SUMMARY_CSV)} and '

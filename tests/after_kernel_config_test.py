@@ -54,6 +54,13 @@ class ExperimentConfigTest(absltest.TestCase):
     with self.assertRaisesRegex(errors.AfterKernelError,
                                 'exceeds the 24 test images'):
       after_kernel_config.load_task(dataclasses.replace(_TINY, num_zooms=25))
+    # Every sample size over the test set is named in the one message.
+    with self.assertRaisesRegex(
+        errors.AfterKernelError,
+        r'^num_translations=30, num_swaps=25 exceed the 24 test images .*'
+        r'lower them to at most 24$'):
+      after_kernel_config.load_task(dataclasses.replace(
+          _TINY, num_translations=30, num_swaps=25))
     network = after_kernel_config.build_network(_TINY, (8, 8, 1))
     self.assertEqual(network.count_params(),
                      models.count_parameters(network))

@@ -6,6 +6,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import keras
 import numpy as np
+import tensorflow as tf
 
 from afterkernel.models import architectures
 from afterkernel import errors
@@ -390,21 +391,41 @@ class KernelSourceTest(absltest.TestCase):
     with self.assertRaisesRegex(errors.AfterKernelError, 'callable'):
       kernel_fit.FunctionKernel(3)
 
-  def test_subclassed_model_is_rejected(self):
+  def test_subclassed_model_is_snapshotted(self):
 
     class Subclassed(keras.Model):
 
       def __init__(self):
         super().__init__()
-        self.dense = keras.layers.Dense(1)
+        self.hidden = keras.layers.Dense(5, activation='tanh')
+        self.out = keras.layers.Dense(1)
 
       def call(self, inputs):
-        return self.dense(inputs)
+        return self.out(self.hidden(inputs))
 
+    keras.utils.set_random_seed(5)
     model = Subclassed()
-    model(np.zeros((1, 3), np.float32))
-    with self.assertRaisesRegex(errors.AfterKernelError, 'cannot snapshot'):
-      kernel_fit.EmpiricalNTK(model)
+    x = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    model(x)
+    snapshot = [w.copy() for w in model.get_weights()]
+    kernel = kernel_fit.EmpiricalNTK(model)
+    # "Training" after the snapshot must not change the kernel.
+    model.set_weights([w + 0.5 for w in snapshot])
+    changed = [w.copy() for w in model.get_weights()]
+    gram = kernel.gram(x)
+    # Independent reference: tape.jacobian at the snapshot's weights.
+    model.set_weights(snapshot)
+    with tf.GradientTape() as tape:
+      outputs = model(x)[:, 0]
+    jacobians = tape.jacobian(outputs, model.trainable_variables)
+    phi = np.concatenate([np.reshape(j, (len(x), -1)) for j in jacobians],
+                         axis=1).astype(np.float64)
+    np.testing.assert_allclose(gram, phi @ phi.T, rtol=1e-4, atol=1e-5)
+    # The model's own weights are back as they were before the call.
+    model.set_weights(changed)
+    kernel.train_and_cross_gram(x, x[:2])
+    for after, before in zip(model.get_weights(), changed):
+      np.testing.assert_array_equal(after, before)
 
   def test_end_to_end_every_method(self):
     keras.utils.set_random_seed(3)

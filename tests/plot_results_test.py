@@ -24,33 +24,42 @@ class PlotResultsTest(absltest.TestCase):
   def test_writes_png_and_pdf_and_notes_skipped_figures(self):
     directory = tempfile.mkdtemp()
     store_fixture.write_fixture_store(directory)
-    process = _run(f'--store_dir={directory}', '--figures=fig04,fig09,fig15')
+    process = _run(f'--store_dir={directory}',
+                   '--figures=fig04,9,fig15,lr_epochs_to_target')
     self.assertEqual(process.returncode, 0, process.stderr)
     figures = os.path.join(directory, 'figures')
     self.assertEqual(sorted(os.listdir(figures)), sorted(
         f'{name}.{fmt}' for name in (
             'fig04_swap_invariance_vs_epochs', 'fig09_lr_svm_error',
-            'fig15_width') for fmt in ('png', 'pdf')))
-    self.assertIn('3 figures in', process.stdout)
+            'fig15_nn_error_vs_parameters', 'lr_epochs_to_target')
+        for fmt in ('png', 'pdf')))
+    self.assertIn('4 figures in', process.stdout)
     self.assertTrue(os.path.exists(os.path.join(directory, store.SUMMARY_CSV)))
 
-    # A store with only the epochs family: the other figures are skipped.
+    # A store with only the epochs family: by default the other figures are
+    # skipped with a note; asked for by name, they are an error.
     only_epochs = tempfile.mkdtemp()
     result_store = store.ResultStore(only_epochs)
     for record in store_fixture.fixture_records():
       if record['family'] == 'epochs':
         result_store.put(record)
     process = _run(f'--store_dir={only_epochs}', '--formats=png',
-                   f'--figure_dir={only_epochs}/out',
-                   '--figures=fig01,fig14,fig15')
+                   f'--figure_dir={only_epochs}/out')
     self.assertEqual(process.returncode, 0, process.stderr)
-    self.assertEqual(os.listdir(os.path.join(only_epochs, 'out')),
-                     ['fig01_svm_error_vs_epochs.png'])
-    self.assertIn("skipped fig14_lr_epochs_to_target: no records of the "
-                  "'learning_rate' family", process.stdout)
-    self.assertIn("skipped fig15_width: no records of the 'width' family",
+    self.assertIn('fig01_svm_error_vs_epochs.png',
+                  os.listdir(os.path.join(only_epochs, 'out')))
+    self.assertIn("skipped fig14_lr_invariances_with_and_without_augmentation"
+                  ": no records of the 'learning_rate' family", process.stdout)
+    self.assertIn("skipped fig15_nn_error_vs_parameters: no records of the "
+                  "'width' family; run python -m binaries.sweep_width",
                   process.stdout)
-
+    process = _run(f'--store_dir={only_epochs}', '--formats=png',
+                   f'--figure_dir={only_epochs}/named', '--figures=fig01,15')
+    self.assertEqual(process.returncode, 2)
+    self.assertIn("cannot draw fig15_nn_error_vs_parameters: no records of "
+                  "the 'width' family", process.stderr)
+    self.assertEqual(os.listdir(os.path.join(only_epochs, 'named')),
+                     ['fig01_svm_error_vs_epochs.png'])
 
 if __name__ == '__main__':
   absltest.main()

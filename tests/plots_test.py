@@ -1,4 +1,4 @@
-"""Tests for afterkernel.plots: every figure from a small fixture store."""
+"""Tests for afterkernel.plots: drawing figures from a small fixture store."""
 
 import os
 import tempfile
@@ -6,6 +6,7 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 
+from afterkernel import paper_figures
 from afterkernel import plots
 from afterkernel.studies import store
 import store_fixture  # tests/store_fixture.py
@@ -18,72 +19,15 @@ def _entries():
 
 
 def _spec(name):
-  return next(s for s in plots.FIGURES if s.name.startswith(name))
+  return paper_figures.spec(name)
 
 
-class FigureListTest(absltest.TestCase):
-
-  def test_sixteen_figures_numbered_like_the_paper(self):
-    numbers = sorted(int(s.name[3:5]) for s in plots.FIGURES)
-    self.assertEqual(numbers, list(range(1, 17)))
-    for spec in plots.FIGURES:
-      self.assertIn(spec.x, plots.X_LABELS)
-      for group in spec.metric_groups:
-        for metric in group:
-          self.assertIn(metric, plots.Y_LABELS)
+class SaveTest(absltest.TestCase):
 
   def test_task_labels(self):
     self.assertEqual(plots.task_label('mnist_3v8'), 'MNIST 3 vs 8')
     self.assertEqual(plots.task_label('cifar10_3v5'),
                      'CIFAR-10 cats vs dogs')
-
-
-class RenderAllTest(absltest.TestCase):
-
-  def test_every_figure_is_written_from_the_fixture(self):
-    directory = tempfile.mkdtemp()
-    notes = []
-    written = plots.render_all(_entries(), directory, formats=('png',),
-                               log=notes.append)
-    self.assertEqual(sorted(written), sorted(s.name for s in plots.FIGURES))
-    for name, paths in written.items():
-      self.assertEqual(paths, [os.path.join(directory, name + '.png')])
-      with open(paths[0], 'rb') as f:
-        content = f.read()
-      self.assertTrue(content.startswith(_PNG_SIGNATURE), name)
-      self.assertGreater(len(content), 20_000, name)
-    self.assertLen(notes, 16)
-    self.assertFalse([n for n in notes if n.startswith('skipped')])
-    self.assertEqual(sorted(os.listdir(directory)),
-                     sorted(n + '.png' for n in written))
-
-  def test_pdf_output(self):
-    directory = tempfile.mkdtemp()
-    written = plots.render_all(_entries(), directory, formats=('pdf',),
-                               names=['fig01'], log=lambda m: None)
-    self.assertEqual(list(written), ['fig01_svm_error_vs_epochs'])
-    with open(written['fig01_svm_error_vs_epochs'][0], 'rb') as f:
-      self.assertTrue(f.read().startswith(b'%PDF'))
-
-  def test_figures_without_data_are_skipped_with_a_note(self):
-    epochs_only = [e for e in _entries() if e['family'] == 'epochs' and
-                   not e['point']['use_augmentation']]
-    notes = []
-    written = plots.render_all(epochs_only, tempfile.mkdtemp(),
-                               formats=('png',), log=notes.append)
-    self.assertEqual(sorted(written), [
-        'fig01_svm_error_vs_epochs', 'fig02_svm_and_nn_error_vs_epochs_mnist',
-        'fig03_svm_and_nn_error_vs_epochs_cifar10',
-        'fig04_swap_invariance_vs_epochs', 'fig05_invariances_vs_epochs',
-        'fig06_alignment_vs_epochs', 'fig07_after_vs_conjugate_svm_error'])
-    skipped = [n for n in notes if n.startswith('skipped')]
-    self.assertLen(skipped, 9)
-    self.assertIn("skipped fig09_lr_svm_error: no records of the "
-                  "'learning_rate' family", skipped)
-    self.assertIn('skipped fig08_augmentation: needs records both with and '
-                  'without use_augmentation', skipped)
-    self.assertEqual(plots.render_all([], tempfile.mkdtemp(), ('png',),
-                                      log=lambda m: None), {})
 
   def test_bad_format_is_refused(self):
     fig = plots.render(_spec('fig01'), _entries())
@@ -143,7 +87,7 @@ class RenderTest(absltest.TestCase):
                         styles['VGG-like, conjugate-projection SVM'])
 
   def test_learning_rate_axis_is_logarithmic(self):
-    fig = plots.render(_spec('fig14'), _entries())
+    fig = plots.render(_spec('lr_epochs_to_target'), _entries())
     self.assertEqual(fig.axes[0].get_xscale(), 'log')
     # Augmented and plain runs are different series, never averaged.
     labels = sorted(line.get_label() for line in fig.axes[0].get_lines())
@@ -165,7 +109,7 @@ class RenderTest(absltest.TestCase):
                               'VGG-like, train_subset 400'])
 
   def test_width_series_are_parameter_counts(self):
-    fig = plots.render(_spec('fig15'), _entries())
+    fig = plots.render(_spec('width_svm_and_swap_vs_epochs'), _entries())
     self.assertLen([ax for ax in fig.axes if ax.get_visible()], 8)
     labels = sorted(line.get_label() for line in fig.axes[0].get_lines())
     self.assertEqual(labels, ['~100,000 params', '~60,000 params'])

@@ -9,6 +9,7 @@ import tempfile
 from absl.testing import absltest
 
 from afterkernel.studies import store
+from afterkernel.studies import summary
 import store_fixture  # tests/store_fixture.py
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +45,23 @@ class SummarizeResultsTest(absltest.TestCase):
                            first['metrics']['svm_error']['mean'])
     self.assertAlmostEqual(float(row['ci95']),
                            first['metrics']['svm_error']['ci95'])
+
+
+  def test_paired_differences_are_printed(self):
+    directory = tempfile.mkdtemp()
+    records = store_fixture.write_fixture_store(directory)
+    process = _run(f'--store_dir={directory}', '--paired=0,3')
+    self.assertEqual(process.returncode, 0, process.stderr)
+    self.assertIn('paired differences (epoch 3 - epoch 0', process.stdout)
+    # Every measured metric is printed by default (rotation and zoom too).
+    for metric in ('rotation_inv', 'zoom_inv', 'epochs_trained'):
+      self.assertIn(metric, process.stdout)
+    paired = summary.paired_differences(records, 0, 3)
+    mean = paired[0]['metrics']['svm_error']['mean']
+    self.assertIn(f'{mean:.4f}', process.stdout.split('paired')[1])
+    process = _run(f'--store_dir={directory}', '--paired=0,3,10')
+    self.assertEqual(process.returncode, 2)
+    self.assertIn('--paired takes two epochs', process.stderr)
 
 
 if __name__ == '__main__':

@@ -129,5 +129,95 @@ class OutputDirTest(absltest.TestCase):
       self.assertEqual(json.load(f)['config'], {'a': 1, 'runs': 5})
 
 
+def _record(architecture, epoch, run, metrics, family='epochs'):
+  return {'family': family, 'point_id': f'{architecture}-{epoch}',
+          'point': {'family': family, 'task': 'mnist_5v6',
+                    'nn_architecture': architecture, 'epoch': epoch},
+          'run': run, 'metrics': metrics}
+
+
+class PairedDifferencesTest(absltest.TestCase):
+
+  # svm_error and swap_inv of three runs of two nets at epochs 0, 1, 3.
+  _VALUES = {
+      ('vgg', 0): [(0.010, 0.70), (0.006, 0.74), (0.003, 0.75)],
+      ('vgg', 1): [(0.008, 0.76), (0.005, 0.77), (0.001, 0.78)],
+      ('vgg', 3): [(0.007, 0.75), (0.004, 0.79), (0.002, 0.76)],
+      ('fully_connected', 0): [(0.02, 0.30), (0.01, 0.40), (0.012, 0.35)],
+      ('fully_connected', 3): [(0.013, 0.50), (0.011, 0.55), (0.012, 0.49)],
+  }
+
+  def _records(self):
+    records = []
+    for (architecture, epoch), runs in self._VALUES.items():
+      for run, (error, swap) in enumerate(runs):
+        records.append(_record(architecture, epoch, run,
+                               {'svm_error': error, 'swap_inv': swap}))
+    return records
+
+  def test_matches_a_paired_t_interval_by_hand(self):
+    entries = summary_lib.paired_differences(self._records(), 0, 3)
+    self.assertEqual([e['point']['nn_architecture'] for e in entries],
+                     ['fully_connected', 'vgg'])
+    for entry in entries:
+      self.assertNotIn('epoch', entry['point'])
+      self.assertEqual(entry['runs'], [0, 1, 2])
+      architecture = entry['point']['nn_architecture']
+      for column, metric in enumerate(('svm_error', 'swap_inv')):
+        before = np.array([v[column] for v in self._VALUES[architecture, 0]])
+        after = np.array([v[column] for v in self._VALUES[architecture, 3]])
+        differences = after - before
+        result = stats.ttest_rel(after, before)
+        low, high = result.confidence_interval(0.95)
+        stats_ = entry['metrics'][metric]
+        self.assertAlmostEqual(stats_['mean'], differences.mean(), places=12)
+        self.assertAlmostEqual(stats_['ci95'], (high - low) / 2, places=12)
+        self.assertEqual(stats_['n'], 3)
+
+  def test_pairs_by_run_and_skips_unpaired(self):
+    records = self._records()
+    records = [r for r in records if not (
+        r['point']['nn_architecture'] == 'vgg' and r['run'] == 1 and
+        r['point']['epoch'] == 3)]
+    records.append(_record('vgg', 3, 7, {'svm_error': 0.5, 'swap_inv': 0.5}))
+    records.append(_record('other', 0, 0, {'svm_error': 0.1}))
+    entries = summary_lib.paired_differences(records, 0, 3)
+    vgg = next(e for e in entries if e['point']['nn_architecture'] == 'vgg')
+    self.assertEqual(vgg['runs'], [0, 2])
+    self.assertAlmostEqual(vgg['metrics']['svm_error']['mean'],
+                           ((0.007 - 0.010) + (0.002 - 0.003)) / 2)
+    self.assertLen(entries, 2)  # 'other' has no epoch 3
+
+  def test_printed_table_and_errors(self):
+    entries = summary_lib.paired_differences(self._records(), 0, 1)
+    self.assertLen(entries, 1)  # only vgg has epoch 1
+    text = summary_lib.format_paired(entries, 0, 1)
+    self.assertIn('paired differences (epoch 1 - epoch 0', text)
+    self.assertIn('svm_error', text)
+    self.assertIn('swap_inv', text)
+    mean = entries[0]['metrics']['swap_inv']['mean']
+    self.assertIn(f'{mean:.4f}', text)
+    self.assertIn('no runs measured', summary_lib.format_paired([], 0, 9))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'two different'):
+      summary_lib.paired_differences(self._records(), 3, 3)
+    twice = self._records() + [_record('vgg', 3, 0, {'svm_error': 0.0})]
+    with self.assertRaisesRegex(errors.AfterKernelError, 'two records'):
+      summary_lib.paired_differences(twice, 0, 3)
+
+  def test_every_measured_metric_is_printed(self):
+    records = [_record('vgg', 0, run, {'svm_error': 0.1 * run,
+                                       'zoom_inv': 0.5, 'eff_rank': 3.0,
+                                       'rotation_inv': None})
+               for run in range(2)]
+    entries = summary_lib.summarize(records)
+    self.assertEqual(summary_lib.measured_metrics(entries),
+                     ('svm_error', 'zoom_inv', 'eff_rank'))
+    text = summary_lib.format_summary_blocks(entries, per_block=2)
+    header_lines = [l for l in text.splitlines() if l.startswith('family')]
+    self.assertLen(header_lines, 2)
+    self.assertRegex(header_lines[0], r'n\s+svm_error\s+zoom_inv\s*$')
+    self.assertRegex(header_lines[1], r'n\s+eff_rank\s*$')
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -19,7 +19,8 @@ the Gram from `kernels.grams`; neither of those two knows the other.
     `kernel_grams(kernel, x_train, x_test)`.
 """
 
-from typing import Callable, Optional, Protocol, Tuple
+import contextlib
+from typing import Callable, Iterator, Optional, Protocol, Tuple
 
 import keras
 import numpy as np
@@ -236,10 +237,9 @@ class EmpiricalNTK:
   its weights (trainable and not, e.g. BatchNorm statistics), so training
   the original afterwards does not change this kernel: construct it at
   initialization for the NTK, after training for the after kernel, at step
-  t for K^t. The model
-  must be Sequential or functional (what `afterkernel.kernels.features`
-  supports); its custom layers must be registered Keras serializables (as
-  `architectures.NTKDense` is) so that it can be cloned.
+  t for K^t. Models Keras cannot clone (subclassed ones, unregistered
+  custom layers) are kept as they are with a copy of their weights, swapped
+  in while a Gram is computed and restored afterwards.
 
   Chain models of Dense/Conv2D layers use the factored Dense features and
   `grams.structured_gram` (n^2 (d_in + d_out) per Dense layer instead of
@@ -261,8 +261,7 @@ class EmpiricalNTK:
         `features.FEATURE_METHODS`.
 
     Raises:
-      AfterKernelError: bad batch_size or method, or a model Keras cannot
-        clone (subclassed models).
+      AfterKernelError: bad batch_size or method.
     """
     errors.require_positive(batch_size, 'batch_size')
     errors.require(method in features.FEATURE_METHODS,
@@ -270,17 +269,33 @@ class EmpiricalNTK:
                    f'{method!r}')
     self.batch_size = int(batch_size)
     self.method = method
+    self._weights = None
     try:
       self._model = keras.models.clone_model(model)
-    except (ValueError, TypeError, NotImplementedError) as error:
-      first_line = str(error).strip().split('\n')[0]
-      raise errors.AfterKernelError(
-          f'EmpiricalNTK cannot snapshot model {model.name!r} ({first_line}); '
-          'use a Sequential or functional model with registered custom '
-          'layers') from error
-    # clone_model builds fresh weights: copy every value (trainable or not).
-    self._model.set_weights(model.get_weights())
+    except (ValueError, TypeError, NotImplementedError, AttributeError):
+      # Subclassed models (and unregistered custom layers) cannot be cloned:
+      # keep the model itself and a copy of every weight, swapped in for
+      # each Gram and back out afterwards -- the same function as a clone.
+      self._model = model
+      self._weights = [np.array(w, copy=True) for w in model.get_weights()]
+    else:
+      # clone_model builds fresh weights: copy every value (trainable or
+      # not).
+      self._model.set_weights(model.get_weights())
     self.structured = features.supports_per_layer(self._model)
+
+  @contextlib.contextmanager
+  def _frozen_model(self) -> Iterator[keras.Model]:
+    """The model at the snapshot's weights (swapped in if not a clone)."""
+    if self._weights is None:
+      yield self._model
+      return
+    current = self._model.get_weights()
+    self._model.set_weights(self._weights)
+    try:
+      yield self._model
+    finally:
+      self._model.set_weights(current)
 
   @property
   def _method(self) -> str:
@@ -289,16 +304,18 @@ class EmpiricalNTK:
   def gram(self, x_a: np.ndarray, x_b: Optional[np.ndarray] = None
           ) -> np.ndarray:
     """K(x_a, x_b) as float64 (float32 products); x_b=None: symmetric Gram."""
-    return np.asarray(model_gram(self._model, x_a, x_b,
-                                 batch_size=self.batch_size,
-                                 method=self._method), dtype=np.float64)
+    with self._frozen_model() as model:
+      return np.asarray(model_gram(model, x_a, x_b,
+                                   batch_size=self.batch_size,
+                                   method=self._method), dtype=np.float64)
 
   def train_and_cross_gram(self, x_train: np.ndarray, x_test: np.ndarray
                            ) -> Tuple[np.ndarray, np.ndarray]:
     """(K(x_train, x_train), K(x_test, x_train)); train features taken once."""
-    train_gram, cross_gram = model_train_and_cross_gram(
-        self._model, x_train, x_test, batch_size=self.batch_size,
-        method=self._method)
+    with self._frozen_model() as model:
+      train_gram, cross_gram = model_train_and_cross_gram(
+          model, x_train, x_test, batch_size=self.batch_size,
+          method=self._method)
     return (np.asarray(train_gram, dtype=np.float64),
             np.asarray(cross_gram, dtype=np.float64))
 

@@ -262,12 +262,17 @@ def load_task(config: ExperimentConfig) -> data.BinaryTask:
         f'{len(task.y_test)} test examples')
   n_train = config.train_subset or len(task.y_train)
   n_test = config.test_subset or len(task.y_test)
-  for name in ('num_translations', 'num_zooms', 'num_swaps', 'num_rotations',
-               'ker_alignment_sample_size'):
-    errors.require(getattr(config, name) <= n_test,
-                   f'{name}={getattr(config, name)} exceeds the {n_test} test '
-                   f'images of {config.dataset} {config.plus_class}-vs-'
-                   f'{config.minus_class}; lower it')
+  too_large = [f'{name}={getattr(config, name)}' for name in (
+      'num_translations', 'num_zooms', 'num_swaps', 'num_rotations',
+      'ker_alignment_sample_size') if getattr(config, name) > n_test]
+  # All offenders in one message: a small test set (e.g. CIFAR-10's exact
+  # first 1000 records) usually needs every sample size lowered at once.
+  errors.require(not too_large,
+                 f'{", ".join(too_large)} exceed{"s" * (len(too_large) == 1)}'
+                 f' the {n_test} test images of {config.dataset} '
+                 f'{config.plus_class}-vs-{config.minus_class}; lower '
+                 f'{"it" if len(too_large) == 1 else "them"} to at most '
+                 f'{n_test}')
   errors.require(config.effective_rank_sample_size <= n_train,
                  f'effective_rank_sample_size='
                  f'{config.effective_rank_sample_size} exceeds the {n_train} '

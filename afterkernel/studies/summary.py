@@ -5,7 +5,8 @@ metric, `metric_summary` ({mean, std, ci95, n}); `write_summary` writes the
 entries as `summary.json` and as a long-format `summary.csv` (one row per
 point and metric) next to the records. `summarize_metrics` is the flat form
 (metric -> stats over all records) that run_after_kernel writes for its
-single point.
+single point. `paired_differences` compares two checkpoints of the same runs
+(e.g. epoch 3 - epoch 0) with a CI of the per-run difference.
 """
 
 import collections
@@ -227,7 +228,8 @@ def format_summary(entries: Sequence[Mapping[str, Any]],
     return '(no records)'
   varying = [f for f in POINT_FIELDS
              if len({repr(e['point'].get(f)) for e in entries}) > 1 or
-             f in ('family', 'epoch')]
+             (f in ('family', 'epoch') and
+              any(f in e['point'] for e in entries))]
   header = varying + ['n'] + list(metrics)
   lines = []
   for entry in entries:
@@ -274,3 +276,124 @@ def format_table(summary: Mapping[str, Mapping[str, Any]],
   lines.append(f'(mean ± 95% CI half-width over n = '
                f'{"/".join(map(str, counts))} runs)')
   return '\n'.join(lines)
+
+
+def measured_metrics(entries: Sequence[Mapping[str, Any]],
+                     first: Sequence[str] = DEFAULT_TABLE_METRICS
+                     ) -> Tuple[str, ...]:
+  """Every metric with a value in some entry: `first` (in order), then the rest
+  alphabetically. Printed summaries use it so no measured metric is hidden."""
+  names = {name for entry in entries
+           for name, stats in entry['metrics'].items()
+           if stats.get('mean') is not None}
+  return (tuple(name for name in first if name in names) +
+          tuple(sorted(names - set(first))))
+
+
+def format_summary_blocks(entries: Sequence[Mapping[str, Any]],
+                          metrics: Optional[Sequence[str]] = None,
+                          per_block: int = len(DEFAULT_TABLE_METRICS)) -> str:
+  """`format_summary` of `metrics` (default: every measured metric) as
+  tables of at most `per_block` metric columns, so wide stores stay
+  readable."""
+  metrics = measured_metrics(entries) if metrics is None else tuple(metrics)
+  blocks = [metrics[i:i + per_block]
+            for i in range(0, len(metrics), per_block)] or [()]
+  return '\n\n'.join(format_summary(entries, block) for block in blocks)
+
+
+# Paired differences between two checkpoints of the same runs.
+
+# Point fields that a pair must share besides the compared field.
+_PAIR_SHARED = tuple(f for f in POINT_FIELDS if f != 'epoch')
+
+
+def paired_differences(records: Iterable[Mapping[str, Any]], before: Any,
+                       after: Any, field: str = 'epoch'
+                       ) -> List[Dict[str, Any]]:
+  """Mean and 95% CI of the per-run difference `after - before` of each metric.
+
+  Records are paired when they share family, every point field but `field`
+  (task, architecture, augmentation, ...) and the run index (hence the seed
+  and the training trajectory); one pair per run. The differences of a
+  metric over the pairs are summarized by `metric_summary` (Student t), so
+  the interval accounts for the runs' correlation between the checkpoints,
+  which two separate per-point intervals ignore.
+
+  Args:
+    records: store records.
+    before: value of point[field] subtracted (e.g. epoch 0).
+    after: value of point[field] it is subtracted from (e.g. epoch 3).
+    field: the point field that tells the two checkpoints apart.
+
+  Returns:
+    One entry per group with at least one pair, sorted like `summarize`:
+    {'family', 'point' (the `before` record's point with `field` removed),
+    'runs' (paired run indices), 'metrics': name -> {mean, std, ci95, n}}
+    for every metric numeric in both records of every pair.
+
+  Raises:
+    AfterKernelError: `before` equals `after`, or two records of one group
+      claim the same run and checkpoint.
+  """
+  errors.require(before != after,
+                 f'paired differences need two different {field} values; '
+                 f'got {before!r} twice')
+  groups = collections.OrderedDict()
+  for record in records:
+    point = record.get('point', {})
+    value = point.get(field)
+    if value not in (before, after) or isinstance(value, bool):
+      continue
+    key = (str(record.get('family', '')),
+           repr(tuple(point.get(f) for f in _PAIR_SHARED if f != field)))
+    runs = groups.setdefault(key, {}).setdefault(record.get('run'), {})
+    side = 'before' if value == before else 'after'
+    errors.require(side not in runs,
+                   f'two records of run {record.get("run")} at {field} = '
+                   f'{value!r} in one group of family {key[0]}')
+    runs[side] = record
+  entries = []
+  for (family, _), runs in groups.items():
+    pairs = [(run, sides) for run, sides in sorted(
+        runs.items(), key=lambda item: str(item[0]))
+             if len(sides) == 2]
+    if not pairs:
+      continue
+    members = [sides[s] for _, sides in pairs for s in ('before', 'after')]
+    names = sorted({name for m in members for name in m.get('metrics', {})
+                    if _is_number_or_none_everywhere(members, name)})
+    point = {k: v for k, v in pairs[0][1]['before'].get('point', {}).items()
+             if k != field}
+    entries.append({
+        'family': family, 'point': point, 'runs': [run for run, _ in pairs],
+        'metrics': {name: metric_summary(_difference(sides, name)
+                                         for _, sides in pairs)
+                    for name in names},
+    })
+  entries.sort(key=lambda e: _sort_key(e['point']))
+  return entries
+
+
+def _difference(sides: Mapping[str, Mapping[str, Any]],
+                name: str) -> Optional[float]:
+  low = sides['before'].get('metrics', {}).get(name)
+  high = sides['after'].get('metrics', {}).get(name)
+  return None if low is None or high is None else float(high) - float(low)
+
+
+def format_paired(entries: Sequence[Mapping[str, Any]], before: Any,
+                  after: Any, metrics: Optional[Sequence[str]] = None,
+                  field: str = 'epoch') -> str:
+  """`paired_differences` entries as `format_summary_blocks` tables.
+
+  Cells are 'mean±ci95' of `after - before` per run; an interval that
+  excludes 0 is a difference beyond the runs' noise.
+  """
+  if not entries:
+    return f'(no runs measured at both {field} {before} and {field} {after})'
+  return (f'paired differences ({field} {after} - {field} {before}, per '
+          f'run):\n' + format_summary_blocks(entries, metrics).replace(
+              '(mean±95% CI half-width over the n runs of each point)',
+              '(mean±95% CI half-width of the per-run difference over the '
+              'n paired runs)'))

@@ -114,7 +114,7 @@ PRESETS = {
     # held-out training examples) in the paper's Myrtle / CIFAR setting.
     'paper': AfterKernelVsMConfig(train_sizes=(0, 200, 800),
                                   fit_sizes=(100, 200, 400),
-                                  reference_fit_size=200, epochs=40,
+                                  reference_fit_size=200, epochs=60,
                                   fit_steps=2000,
                                   after_kernel_at='early_stopping',
                                   num_validation=500,

@@ -181,7 +181,7 @@ CPU = dict(dataset='mnist', num_test=2000, width=512, depth=2,
 # obtainable offline, its local-file loader stays for users who have it),
 # tested on the exact first 1000 official test records.
 MYRTLE = dict(dataset='cifar2', plus_class=1, minus_class=0, num_test=1000,
-              architecture='myrtle5', width=16, learning_rate=0.05,
+              architecture='myrtle5', width=16, learning_rate=0.03,
               batch_size=32, num_runs=2, standardize_inputs=True)
 
 

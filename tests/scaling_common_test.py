@@ -84,12 +84,13 @@ class ConfigTest(absltest.TestCase):
 class RunTaskTest(absltest.TestCase):
 
   def test_standardized_run_uses_its_training_rows_only(self):
-    config = _data_scaling_config(standardize_inputs=True)
+    config = _data_scaling_config(standardize_run_inputs=True)
     base = common.load_base_task(config, 80)
     unit = runner.WorkUnit(run=1, points=(80,))
     seed, task = common.seeded_run_task(config, unit, base, 80)
     _, plain = common.seeded_run_task(
-        dataclasses.replace(config, standardize_inputs=False), unit, base, 80)
+        dataclasses.replace(config, standardize_run_inputs=False), unit, base,
+        80)
     self.assertEqual(seed, config.seed + 1)
     x = np.asarray(plain.x_train, np.float64)
     mean = x.mean(axis=0)

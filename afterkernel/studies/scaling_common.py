@@ -63,7 +63,8 @@ DATASETS = tuple(data.DATASETS)
 # Fields that may grow between invocations on one output_dir (more sizes,
 # more runs) without invalidating the records already there.
 _GROWABLE_FIELDS = ('data_dir', 'num_runs', 'sample_sizes', 'train_sizes',
-                    'widths', 'fit_sizes', 'curve_train_sizes', 'reference_fit_size')
+                    'widths', 'fit_sizes', 'curve_train_sizes',
+                    'reference_fit_size')
 # Fields used only when records are summarized and fit (they never change a
 # record, so re-running with another value re-summarizes the same records).
 _SUMMARY_FIELDS = ('num_bootstrap', 'zero_errors', 'early_stopping')
@@ -100,9 +101,10 @@ class CommonConfig(runner.StudyConfig, fields.TaskSourceFields):
     architecture: one of `scaling_networks.ARCHITECTURES`: the FC family
       (the only one with an infinite NTK here) or a Myrtle CNN whose
       convolutions have `width` channels (64 = the paper's k = 1).
-    standardize_inputs: centre every input feature and divide by one global
-      std (`data.standardize`), with the statistics of the run's training
-      rows (all it trains, fits or validates on; never the test set).
+    standardize_run_inputs: centre every input feature and divide by one
+      global std (`data.standardize`), with the statistics of the run's
+      training rows (all it trains, fits or validates on; never the test
+      set).
     zero_output_at_init: train f = g_theta - g_theta0 (output exactly 0 at
       init, `scaling_networks.zero_output_at_init`; Table 1 of the paper).
     feature_batch_size: examples per gradient-feature block.
@@ -124,7 +126,7 @@ class CommonConfig(runner.StudyConfig, fields.TaskSourceFields):
   full_batch: bool = False
   architecture: str = scaling_networks.FULLY_CONNECTED
   zero_output_at_init: bool = False
-  standardize_inputs: bool = False
+  standardize_run_inputs: bool = False
   feature_batch_size: int = 256
   num_runs: int = 3
   seed: int = 0
@@ -182,7 +184,7 @@ CPU = dict(dataset='mnist', num_test=2000, width=512, depth=2,
 # tested on the exact first 1000 official test records.
 MYRTLE = dict(dataset='cifar2', plus_class=1, minus_class=0, num_test=1000,
               architecture='myrtle5', width=16, learning_rate=0.03,
-              batch_size=32, num_runs=2, standardize_inputs=True)
+              batch_size=32, num_runs=2, standardize_run_inputs=True)
 
 
 
@@ -314,10 +316,10 @@ def seeded_run_task(config: CommonConfig, unit: runner.WorkUnit,
                     base: data.BinaryTask, num_train: int
                     ) -> Tuple[int, data.BinaryTask]:
   """(seed, task) of `unit`'s run: seed + run, its permutation of `base`
-  cut to num_train (standardized on those rows with standardize_inputs)."""
+  cut to num_train (standardized on those rows with standardize_run_inputs)."""
   seed = config.seed + unit.run
   task = run_task(base, seed, num_train, config.num_test)
-  if config.standardize_inputs:
+  if config.standardize_run_inputs:
     task = data.standardize(task)
   return seed, task
 

@@ -42,7 +42,7 @@ ARCHITECTURES = (FULLY_CONNECTED, 'myrtle5', 'myrtle7', 'myrtle10')
 
 
 def has_infinite_kernel(config: Any) -> bool:
-  """Whether `config`'s network has a closed-form infinite NTK here (FC only)."""
+  """Whether `config`'s net has a closed-form infinite NTK here (FC only)."""
   return config.architecture == FULLY_CONNECTED
 
 

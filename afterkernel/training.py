@@ -102,7 +102,9 @@ def loss_function(loss: Union[str, Callable]) -> Callable:
 
 
 def compile_model(model: keras.Model,
-                  learning_rate: Optional[float] = None,
+                  learning_rate: Optional[Union[
+                      float,
+                      keras.optimizers.schedules.LearningRateSchedule]] = None,
                   momentum: float = 0.0,
                   loss: Union[str, Callable] = 'bce',
                   weight_decay: Optional[float] = None) -> None:
@@ -114,13 +116,16 @@ def compile_model(model: keras.Model,
 
   Args:
     model: the network.
-    learning_rate: SGD learning rate (> 0); None = Keras' default 0.01.
+    learning_rate: SGD learning rate (> 0) or a Keras learning-rate
+      schedule; None = Keras' default 0.01.
     momentum: SGD momentum (0 = plain SGD).
     loss: one of `LOSSES` or a Keras loss callable.
     weight_decay: decoupled weight decay of Keras' SGD; None = none.
   """
   rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
-  errors.require(rate > 0 and math.isfinite(rate),
+  schedule = isinstance(rate,
+                        keras.optimizers.schedules.LearningRateSchedule)
+  errors.require(schedule or (rate > 0 and math.isfinite(rate)),
                  f'learning_rate must be positive, got {rate!r}')
   with model.distribute_strategy.scope():
     model.compile(

@@ -3,8 +3,9 @@ r"""A network vs its linearization around initialization, over widths.
 Trains each architecture width and its first-order Taylor model with the same
 SGD (momentum, weight decay), loss and batch order, and prints train / test
 accuracy of both, the test-accuracy gap and the entropy effective rank of the
-Jacobian embedding (NTK Gram, trace over outputs) of `--rank_sample_size`
-training images, before (NTK) and after (AK) training.
+Jacobian embedding of `--rank_sample_size` training images, before (NTK) and
+after (AK) training (--effective_rank_kernel: traced over outputs, the
+default, or the paper's (n x outputs)-row Jacobian).
 
 Offline smoke preset (8x8 UCI digits, 10 classes, Myrtle-5; ~1 minute on
 2 CPU cores):
@@ -21,6 +22,21 @@ k = 1 network 0.980 vs linearized 0.931 test accuracy; see the README):
       --data_dir=../shared/data --num_train=5000 --num_test=2000 \
       --architecture=lenet5 --width_multipliers=0.25,0.5,1,2 --epochs=10 \
       --output_dir=results/linearized_mnist
+
+Samarin et al.'s Fig 4 (LeNet vs LinLeNet on CIFAR-10, 10 classes, over
+widths) at CPU scale, with their Fig 5 effective rank of the (n x 10)-row
+Jacobian embedding, Fig 2 output trajectories (output_trajectories.png)
+and a step learning-rate decay (the scale of RESULTS.md, "Samarin et
+al."; ~25 minutes on 2 heavily shared cores):
+
+  python -m binaries.linearized_vs_network --dataset=cifar10 \
+      --data_dir=../shared/data --num_train=5000 --architecture=lenet5 \
+      --width_multipliers=0.25,0.5,1,2 --epochs=10 --lr_decay=step \
+      --rank_sample_size=100 --effective_rank_kernel=jacobian \
+      --trajectory_every=2 --output_dir=results/linearized_cifar10
+
+(the CIFAR-10 test images are the exact first 1000 official records by
+default, --cifar_test_source=lossy_full for all 10000 lossy decodes).
 
 Binary tasks (BCE on one logit) use --task=binary --plus_class --minus_class.
 Writes config.json, records/*.json (one record per width and seed),

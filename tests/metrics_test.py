@@ -64,9 +64,24 @@ class EffectiveRankTest(absltest.TestCase):
                            1.0, places=6)
     self.assertAlmostEqual(metrics.trace_effective_rank(np.outer(v, v)), 1.0)
 
+  def test_jacobian_rank_is_the_rank_of_the_singular_values(self):
+    # A rank-3 (12, 5) J, its float32 Gram; direct float64 SVD of J.
+    rng = np.random.default_rng(1)
+    jacobian = rng.standard_normal((12, 3)) @ rng.standard_normal((3, 5))
+    sigma = np.linalg.svd(jacobian, compute_uv=False)[:3]
+    p = sigma / sigma.sum()
+    gram = (jacobian @ jacobian.T).astype(np.float32)
+    self.assertAlmostEqual(metrics.jacobian_effective_rank(gram),
+                           np.exp(-np.sum(p * np.log(p))), places=4)
+    # Without the round-off cut the nine zero singular values come back.
+    self.assertGreater(metrics.jacobian_effective_rank(gram, rtol=0.0) -
+                       metrics.jacobian_effective_rank(gram), 1e-3)
+
   def test_zero_and_nonsquare(self):
     with self.assertRaisesRegex(errors.AfterKernelError, 'zero Gram'):
       metrics.trace_effective_rank(np.zeros((3, 3)))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'zero Gram'):
+      metrics.jacobian_effective_rank(np.zeros((3, 3)))
     with self.assertRaisesRegex(errors.AfterKernelError, 'square'):
       metrics.entropy_effective_rank(np.zeros((3, 2)))
 

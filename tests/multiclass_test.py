@@ -1,6 +1,7 @@
 """Tests for afterkernel.data.multiclass: ten-class digit tasks."""
 
 import os
+import tempfile
 
 from absl.testing import absltest
 import numpy as np
@@ -13,6 +14,8 @@ _DATA_DIR = os.environ.get('AFTERKERNEL_DATA_DIR') or os.path.join(
         __file__)))), 'shared', 'data')
 _HAVE_MNIST = os.path.exists(os.path.join(_DATA_DIR, 'mnist',
                                           'train-labels-idx1-ubyte.gz'))
+_HAVE_CIFAR = os.path.exists(os.path.join(_DATA_DIR, 'cifar10',
+                                          'test_batch_first1000.bin.gz'))
 
 
 class MulticlassTest(absltest.TestCase):
@@ -67,6 +70,30 @@ class MulticlassTest(absltest.TestCase):
         [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
     self.assertAlmostEqual(float(task.x_train.mean()), 33.3184 / 255,
                            places=4)
+
+
+  def test_cifar10_missing_files_are_named(self):
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'missing data file .*data_batch_1'):
+      multiclass.load_multiclass_task('cifar10', tempfile.mkdtemp())
+    with self.assertRaisesRegex(errors.AfterKernelError, 'cifar_test_source'):
+      multiclass.load_multiclass_task('cifar10', tempfile.mkdtemp(),
+                                      cifar_test_source='official')
+
+  @absltest.skipUnless(_HAVE_CIFAR, f'no CIFAR-10 files in {_DATA_DIR}; set '
+                       'AFTERKERNEL_DATA_DIR')
+  def test_real_cifar10_has_ten_classes_and_the_exact_test_records(self):
+    task = multiclass.load_multiclass_task('cifar10', _DATA_DIR,
+                                           num_train=2000, seed=1)
+    self.assertEqual(task.x_train.shape, (2000, 32, 32, 3))
+    # The default test source: the exact first 1000 official test records
+    # (first labels of the official test batch: cat, ship, ship, airplane).
+    self.assertEqual(task.x_test.shape, (1000, 32, 32, 3))
+    np.testing.assert_array_equal(task.y_test[:4], [3, 8, 8, 0])
+    self.assertEqual(sorted(np.unique(task.y_train)), list(range(10)))
+    self.assertEqual(task.num_classes, 10)
+    self.assertBetween(float(task.x_train.max()), 0.99, 1.0)
+    self.assertIn('exact_first_1000', task.info['source'])
 
 
 if __name__ == '__main__':

@@ -5,32 +5,13 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import keras
 import numpy as np
-import tensorflow as tf
 
 from afterkernel.models import architectures
 from afterkernel.kernels import features
 from afterkernel import kernels
 from afterkernel.kernels import per_layer
-
-
-def _reference_features(model, images):
-  """One example at a time, eager tape.gradient: the obvious computation."""
-  rows = []
-  for image in images:
-    with tf.GradientTape() as tape:
-      logit = tf.reduce_sum(model(image[None], training=False))
-    grads = tape.gradient(logit, model.trainable_variables)
-    rows.append(np.concatenate([
-        np.ravel(np.zeros(v.shape) if g is None else g.numpy())
-        for g, v in zip(grads, model.trainable_variables)]))
-  return np.stack(rows)
-
-
-def _perturb_weights(model, rng, scale=0.1):
-  """Non-zero biases, so every parameter's gradient is exercised."""
-  for v in model.trainable_variables:
-    v.assign(v.numpy() + scale * rng.standard_normal(v.shape).astype(
-        np.float32))
+from gradient_fixture import perturb_weights as _perturb_weights
+from gradient_fixture import reference_features as _reference_features
 
 
 class PerLayerTest(parameterized.TestCase):

@@ -177,6 +177,32 @@ class RunnerTest(absltest.TestCase):
     self.assertEqual(config.fingerprint(), store.config_fingerprint(fields))
 
 
+@dataclasses.dataclass(frozen=True)
+class _GrownConfig(_Config):
+  ADDED_FIELDS = ('schedule',)
+  schedule: str = 'none'
+
+
+class AddedFieldsTest(absltest.TestCase):
+
+  def test_added_field_at_default_keeps_the_old_fingerprint(self):
+    old = _Config(offset=0.25)
+    self.assertEqual(_GrownConfig(offset=0.25).fingerprint(),
+                     old.fingerprint())
+    # Off its default the field changes the result, so the fingerprint.
+    self.assertNotEqual(_GrownConfig(offset=0.25, schedule='step'
+                                     ).fingerprint(), old.fingerprint())
+
+  def test_folder_written_before_the_field_resumes(self):
+    with tempfile.TemporaryDirectory() as folder:
+      _study().run(_Config(), folder, log=_quiet)
+      entries = _study().run(_GrownConfig(), folder, log=_quiet)
+      self.assertLen(entries, 3)
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  'different configuration'):
+        _study().run(_GrownConfig(schedule='step'), folder, log=_quiet)
+
+
 class ProgressTest(absltest.TestCase):
 
   def test_progress_line_counts_and_estimates_the_rest(self):

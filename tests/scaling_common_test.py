@@ -13,6 +13,7 @@ from afterkernel.studies import after_kernel_vs_m
 from afterkernel.studies import data_scaling
 from afterkernel.studies import kernel_dynamics
 from afterkernel.studies import runner
+from afterkernel.studies import store as store_lib
 from afterkernel.studies import scaling_common as common
 
 # Small enough that a whole study runs in a few seconds on 2 loaded cores.
@@ -82,6 +83,15 @@ class ConfigTest(absltest.TestCase):
 
 
 class RunTaskTest(absltest.TestCase):
+
+  def test_new_fields_at_their_defaults_keep_the_old_fingerprint(self):
+    config = after_kernel_vs_m.PRESETS['tiny']
+    added = set(common.CommonConfig.ADDED_FIELDS)
+    old = {k: v for k, v in config.to_dict().items() if k not in added}
+    self.assertEqual(config.fingerprint(), store_lib.config_fingerprint(
+        old, tuple(config.FINGERPRINT_IGNORES)))
+    self.assertNotEqual(config.fingerprint(), dataclasses.replace(
+        config, after_kernel_at='early_stopping').fingerprint())
 
   def test_standardized_run_uses_its_training_rows_only(self):
     config = _data_scaling_config(standardize_run_inputs=True)

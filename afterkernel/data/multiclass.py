@@ -1,4 +1,4 @@
-"""Ten-class digit tasks (MNIST, embedded UCI digits) for multi-output nets.
+"""Ten-class tasks (MNIST, UCI digits, CIFAR-10) for multi-output nets.
 
 `tasks` provides binary tasks (the after-kernel paper's protocol); the
 linearization studies (Samarin et al. 2020, Ortiz-Jimenez et al. 2021) train
@@ -7,8 +7,11 @@ linearization studies (Samarin et al. 2020, Ortiz-Jimenez et al. 2021) train
 cached there, or tensorflow-datasets; the UCI digits shipped with
 scikit-learn, through `sources`) and returns all classes, pixels scaled to
 [0, 1], optionally a seeded random subset.
-CIFAR-10 is not offered here: its local test images need a test-source
-choice that belongs in `tasks.load_binary_task`.
+CIFAR-10 (all ten classes, Samarin et al.'s Fig 4) is read by the one
+CIFAR reader, `sources.load_arrays`: the binary batches of
+DIR/cifar10/ with the test images of `cifar_test_source` (by default the
+exact first 1000 official test records; 'lossy_full' is all 10000 decoded
+from lossy JPEGs; 'train_holdout' the last `holdout_size` train records).
 """
 
 import dataclasses
@@ -20,10 +23,10 @@ from afterkernel import errors
 from afterkernel.data import local_files
 from afterkernel.data import sources
 
-DATASETS = ('mnist', 'digits')
+DATASETS = ('mnist', 'digits', 'cifar10')
 NUM_CLASSES = 10
 # Largest pixel value of each source (digits are 16 grey levels).
-_PIXEL_MAX = {'mnist': 255.0, 'digits': 16.0}
+_PIXEL_MAX = {'mnist': 255.0, 'digits': 16.0, 'cifar10': 255.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,18 +62,26 @@ def load_multiclass_task(dataset: str = 'digits',
                          data_dir: Optional[str] = None,
                          num_train: Optional[int] = None,
                          num_test: Optional[int] = None,
-                         seed: int = 0) -> MulticlassTask:
-  """All ten classes of MNIST or the UCI digits.
+                         seed: int = 0,
+                         cifar_test_source: str = (
+                             sources.DEFAULT_CIFAR_TEST_SOURCE),
+                         holdout_size: int = sources.DEFAULT_HOLDOUT_SIZE
+                         ) -> MulticlassTask:
+  """All ten classes of MNIST, the UCI digits or CIFAR-10.
 
   Args:
-    dataset: 'mnist' or 'digits' (offline, 8x8, 1200 train / 597 test).
+    dataset: 'mnist', 'digits' (offline, 8x8, 1200 train / 597 test) or
+      'cifar10' (32x32x3).
     data_dir: folder with mnist/{train,t10k}-{images-idx3,labels-idx1}-
-      ubyte.gz (as in /work/shared/data); None = tensorflow-datasets for
-      MNIST.
+      ubyte.gz or cifar10/data_batch_{1..5}.bin.gz and the test file of
+      `cifar_test_source` (as in /work/shared/data); None =
+      tensorflow-datasets.
     num_train: keep a uniformly random subset of this many training
       examples (None = all).
     num_test: the same for the test set.
     seed: seed of the subsets (np.random.default_rng).
+    cifar_test_source: CIFAR-10 only: one of `sources.CIFAR_TEST_SOURCES`.
+    holdout_size: CIFAR-10 with cifar_test_source='train_holdout' only.
 
   Returns:
     The task.
@@ -82,6 +93,15 @@ def load_multiclass_task(dataset: str = 'digits',
   if dataset == 'digits':
     x_train, y_train, x_test, y_test = sources.digits_arrays()
     source = 'sklearn.datasets.load_digits'
+  elif dataset == 'cifar10':
+    errors.require_choice(cifar_test_source, sources.CIFAR_TEST_SOURCES,
+                          'cifar_test_source')
+    arrays = sources.load_arrays(
+        'cifar10', (0, 1), data_dir, cifar_test_source, holdout_size,
+        None, None, sources.DEFAULT_SYNTHETIC_SEED, (), 0)
+    x_train, y_train = arrays.x_train, arrays.labels_train
+    x_test, y_test = arrays.x_test, arrays.labels_test
+    source = f'{arrays.source} (test: {arrays.test_source})'
   elif data_dir is not None:
     x_train, y_train, x_test, y_test = local_files.read_mnist(data_dir)
     source = f'local IDX files in {data_dir}'

@@ -46,28 +46,26 @@ import numpy as np
 from afterkernel import errors
 from afterkernel import margin
 from afterkernel.kernel_fit import results
-from afterkernel.kernel_fit import ridge
 from afterkernel.kernel_fit import sgd
-from afterkernel.kernels import empirical
+# The public names of the package (0.1.0's kernel_fit module).
+from afterkernel.kernel_fit.results import EvaluationCurve
+from afterkernel.kernel_fit.results import FitResult
+from afterkernel.kernel_fit.ridge import DEFAULT_RELATIVE_RIDGES
+from afterkernel.kernel_fit.ridge import fit_ridge
+from afterkernel.kernel_fit.ridge import GRAM_NOISE_FACTOR
+from afterkernel.kernel_fit.ridge import LOO_TIE_RTOL
+from afterkernel.kernel_fit.ridge import ridge_noise_floor
+from afterkernel.kernel_fit.ridge import RIDGE_NOISE_MARGIN
+from afterkernel.kernel_fit.sgd import DEFAULT_EVAL_GROWTH
+from afterkernel.kernel_fit.sgd import DIVERGENCE_THRESHOLD
+from afterkernel.kernel_fit.sgd import eval_steps
+from afterkernel.kernel_fit.sgd import fit_sgd
+from afterkernel.kernels.empirical import EmpiricalNTK
+from afterkernel.kernels.empirical import FunctionKernel
+from afterkernel.kernels.empirical import Kernel
+from afterkernel.kernels.empirical import kernel_grams
 
 FIT_METHODS = ('sgd', 'ridge', 'svm')
-# The public names of the package (0.1.0's kernel_fit module).
-Kernel = empirical.Kernel
-EmpiricalNTK = empirical.EmpiricalNTK
-FunctionKernel = empirical.FunctionKernel
-kernel_grams = empirical.kernel_grams
-EvaluationCurve = results.EvaluationCurve
-FitResult = results.FitResult
-DEFAULT_EVAL_GROWTH = sgd.DEFAULT_EVAL_GROWTH
-DIVERGENCE_THRESHOLD = sgd.DIVERGENCE_THRESHOLD
-eval_steps = sgd.eval_steps
-fit_sgd = sgd.fit_sgd
-DEFAULT_RELATIVE_RIDGES = ridge.DEFAULT_RELATIVE_RIDGES
-GRAM_NOISE_FACTOR = ridge.GRAM_NOISE_FACTOR
-RIDGE_NOISE_MARGIN = ridge.RIDGE_NOISE_MARGIN
-LOO_TIE_RTOL = ridge.LOO_TIE_RTOL
-ridge_noise_floor = ridge.ridge_noise_floor
-fit_ridge = ridge.fit_ridge
 
 
 # ----------------------------------------------------------------------------

@@ -138,6 +138,8 @@ def _model_gram(model, inputs_a, inputs_b, kind, batch_size, method,
                 strategy) -> np.ndarray:
   """`model_gram` on checked inputs."""
   if kind == 'full':
+    if _concrete_gram_method(model, method, strategy) == 'structured':
+      return _structured_full_gram(model, inputs_a, inputs_b, batch_size)
     method = 'auto' if method == 'structured' else method
     jac_a = features.per_example_jacobians(model, inputs_a, batch_size, method,
                                            strategy=strategy)
@@ -155,6 +157,31 @@ def _model_gram(model, inputs_a, inputs_b, kind, batch_size, method,
       yield _gram_of(method, features_a, features_b)
 
   return grams.traced_gram(output_grams())
+
+
+def _structured_full_gram(model, inputs_a, inputs_b, batch_size
+                          ) -> np.ndarray:
+  """The (n L, m L) full Gram of a chain model from factored features.
+
+  Block (l, k) = J_l(x_a) J_k(x_b)^T from each output's Dense-factored
+  features (`grams.structured_gram`), at rows i L + l and columns j L + k
+  as in `grams.gram_from_jacobians`; the (n, L, P) Jacobians never exist.
+  """
+  count = features.num_outputs(model, inputs_a)
+
+  def per_output(inputs):
+    return [features.structured_features(model, inputs, batch_size,
+                                         output_index=index)
+            for index in range(count)]
+
+  rows = per_output(inputs_a)
+  columns = rows if inputs_b is None else per_output(inputs_b)
+  out = np.empty((len(rows[0].other) * count,
+                  len(columns[0].other) * count), np.float32)
+  for l, row in enumerate(rows):
+    for k, column in enumerate(columns):
+      out[l::count, k::count] = grams.structured_gram(row, column)
+  return out
 
 
 def model_train_and_cross_gram(

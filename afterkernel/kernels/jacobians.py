@@ -16,17 +16,17 @@ import numpy as np
 
 from afterkernel.kernels import empirical
 from afterkernel.kernels import features
-from afterkernel.kernels import grams
+# The engine's names under their 0.1.0 names in this module.
+from afterkernel.kernels.features import count_parameters
+from afterkernel.kernels.features import DEFAULT_BATCH_SIZE
+from afterkernel.kernels.features import FEATURE_METHODS as JACOBIAN_METHODS
+from afterkernel.kernels.features import num_outputs
+from afterkernel.kernels.grams import DEFAULT_KERNEL_KIND
+from afterkernel.kernels.grams import gram_from_jacobians
+from afterkernel.kernels.grams import KERNEL_KINDS
 
-JACOBIAN_METHODS = features.FEATURE_METHODS
 # 0.1.0's default for these names (the golden records use it).
 DEFAULT_JACOBIAN_METHOD = 'vectorized'
-KERNEL_KINDS = grams.KERNEL_KINDS
-DEFAULT_KERNEL_KIND = grams.DEFAULT_KERNEL_KIND
-DEFAULT_BATCH_SIZE = features.DEFAULT_BATCH_SIZE
-num_outputs = features.num_outputs
-count_parameters = features.count_parameters
-gram_from_jacobians = grams.gram_from_jacobians
 
 
 def iter_output_gradient_blocks(model: keras.Model,

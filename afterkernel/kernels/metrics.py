@@ -15,9 +15,10 @@ copies. For a Gram G of a kernel on n inputs and labels y:
     y in {-1, +1}^n (`label_alignment` for {0, 1} labels), and the unscaled
     target alignment alpha = y^T G y / n^2 = ||E_x[y(x) phi(x)]||^2 of
     Ortiz-Jimenez et al. (2021);
-  * the spectrum, and two effective ranks: trace(G) / lambda_max(G) (the
-    after-kernel paper's code) and the entropy effective rank of Roy &
-    Vetterli (2007), exp(H(p)) with p_i = lambda_i / sum_j lambda_j;
+  * the spectrum, and three effective ranks: trace(G) / lambda_max(G) (the
+    after-kernel paper's code), the entropy effective rank of Roy &
+    Vetterli (2007), exp(H(p)) with p_i = lambda_i / sum_j lambda_j, and
+    the same of the Jacobian J with G = J J^T (p_i from sqrt(lambda_i));
   * the eigensystem G u_j = lambda_j u_j, largest first, with one sign
     convention per caller (`SIGN_CONVENTIONS`, see `fix_signs`), its Nystroem
     extension to new inputs, and what it says about labels and training:
@@ -27,7 +28,7 @@ copies. For a Gram G of a kernel on n inputs and labels y:
 """
 
 import dataclasses
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -222,10 +223,42 @@ def entropy_effective_rank(gram_matrix: np.ndarray) -> float:
   p_i = lambda_i / sum_j lambda_j over the eigenvalues of the PSD matrix G.
   Ranges from 1 (rank one) to n (all eigenvalues equal).
   """
+  return _entropy_rank(_eigenvalues(gram_matrix))
+
+
+def jacobian_effective_rank(gram_matrix: np.ndarray,
+                            rtol: Optional[float] = None) -> float:
+  """Roy & Vetterli effective rank of a Jacobian J, from G = J J^T.
+
+  The entropy effective rank of J's singular values sigma_i =
+  sqrt(lambda_i(G)) (Roy & Vetterli define it on singular values; on G's
+  eigenvalues, `entropy_effective_rank`, it is the rank of sigma_i^2).
+  With G the (n L, n L) full empirical NTK this is the effective rank of
+  the (n L)-row Jacobian embedding of Samarin et al. (2020, Fig 5).
+  Eigenvalues below rtol * lambda_max are taken as 0: the square root
+  would turn a float32 Gram's round-off (~eps * lambda_max) into singular
+  values ~sqrt(eps) * sigma_max that a rank-deficient J does not have.
+
+  Args:
+    gram_matrix: PSD (N, N) Gram J J^T.
+    rtol: relative eigenvalue cut; None = N * float32 epsilon (the
+      `numpy.linalg.matrix_rank` convention at float32 precision).
+
+  Returns:
+    exp(-sum_i p_i log p_i), p_i = sigma_i / sum_j sigma_j; in [1, N].
+  """
   eigenvalues = _eigenvalues(gram_matrix)
-  total = eigenvalues.sum()
+  cut = (len(eigenvalues) * float(np.finfo(np.float32).eps)
+         if rtol is None else rtol)
+  eigenvalues[eigenvalues < cut * eigenvalues[-1]] = 0.0
+  return _entropy_rank(np.sqrt(eigenvalues))
+
+
+def _entropy_rank(values: np.ndarray) -> float:
+  """exp of the entropy of values / sum(values) (non-negative values)."""
+  total = values.sum()
   errors.require(total > 0, 'effective rank of a zero Gram matrix')
-  p = eigenvalues[eigenvalues > 0] / total
+  p = values[values > 0] / total
   return float(np.exp(-np.sum(p * np.log(p))))
 
 

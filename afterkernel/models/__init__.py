@@ -30,8 +30,9 @@ linearization nets; both go through `build`. Models know nothing of kernels:
 nothing here imports `kernels`, `infinite_ntk` or a study.
 
 To add a network: write its builder and its closed-form parameter count
-beside its siblings (or in a new module), add an `Architecture` to
-`_ARCHITECTURE_LIST`, and a count test to tests/models_test.py.
+beside its siblings (or in a new module) as `build_<stem>` and
+`<stem>_parameters`, add a row to `_FAMILIES` and its summary to
+`_SUMMARIES`, and a count test to tests/models_test.py.
 """
 
 import dataclasses
@@ -66,6 +67,7 @@ conjugate_model = common.conjugate_model
 layer_widths = common.layer_widths
 # The original script's names and sizing (run_ak_experiment.py).
 ORIGINAL_ARCHITECTURES = paper.ORIGINAL_ARCHITECTURES
+OriginalNet = paper.OriginalNet
 original_width = paper.original_width
 original_layers_per_block = paper.original_layers_per_block
 
@@ -134,47 +136,63 @@ def _fixed(fn, **fixed):
   return wrapped
 
 
-_ARCHITECTURE_LIST = (
-    Architecture(
-        'vgg', paper.build_vgg, paper.vgg_parameters,
-        'VGG-like: blocks of 3x3 convolutions (width, 2 width, ...) with '
-        'max-pooling, Flatten, Dense(1)', (28, 28, 1), sizable=True),
-    Architecture(
-        'mega_vgg', paper.build_mega_vgg, paper.mega_vgg_parameters,
-        'the paper\'s mega-VGG: the VGG-like net with 119 then 238 channels',
-        (28, 28, 1)),
-    Architecture(
-        'fully_connected', paper.build_fully_connected,
-        paper.fully_connected_parameters,
-        'Flatten, num_layers x Dense(width, relu), Dense(1) (paper: 4 x 94)',
-        (28, 28, 1), sizable=True),
-    Architecture(
-        'sum', paper.build_sum_net, paper.sum_net_parameters,
-        'sum of the input values, Dense(16, relu), Dense(1): exactly '
-        'invariant to pixel permutations', (28, 28, 1)),
-    Architecture(
-        'cnn', cnns.build_global_pool_cnn, cnns.global_pool_cnn_parameters,
-        'num_layers x Conv2D(width, 3x3, same, relu), global average '
-        'pooling, Dense(1)', (28, 28, 1), sizable=True),
-    Architecture(
-        'lenet5', cnns.build_lenet5, cnns.lenet5_parameters,
-        'LeNet-5 with ReLU and max-pooling, widths scaled by k',
-        (28, 28, 1)),
-    Architecture(
-        'alexnet', cnns.build_alexnet, cnns.alexnet_parameters,
-        'small AlexNet (Zhang et al. 2017) without dropout or LRN, widths '
-        'scaled by k', (32, 32, 3)),
-    _myrtle(5),
-    _myrtle(7),
-    _myrtle(10),
-    Architecture(
-        'ntk_fully_connected', ntk.build_ntk_fully_connected,
-        ntk.ntk_fully_connected_parameters,
-        'Flatten, depth x NTKBiasDense(width, relu), NTKBiasDense(1): the '
-        'family of infinite_ntk\'s closed-form kernels', (28, 28, 1),
-        reference_options=types.MappingProxyType(
-            {'width': 512, 'depth': 2})),
+_MNIST_SHAPE = (28, 28, 1)
+_CIFAR_SHAPE = (32, 32, 3)
+# One row a family, in registry order: name, module, the stem of its builder
+# `build_<stem>` and of its closed-form count `<stem>_parameters` in that
+# module, the reference input shape, whether `num_parameters` may size it.
+# The Myrtle CNNs (one entry a depth, `_myrtle`) follow AlexNet.
+_FAMILIES = (
+    ('vgg', paper, 'vgg', _MNIST_SHAPE, True),
+    ('mega_vgg', paper, 'mega_vgg', _MNIST_SHAPE, False),
+    ('fully_connected', paper, 'fully_connected', _MNIST_SHAPE, True),
+    ('sum', paper, 'sum_net', _MNIST_SHAPE, False),
+    ('cnn', cnns, 'global_pool_cnn', _MNIST_SHAPE, True),
+    ('lenet5', cnns, 'lenet5', _MNIST_SHAPE, False),
+    ('alexnet', cnns, 'alexnet', _CIFAR_SHAPE, False),
+    ('ntk_fully_connected', ntk, 'ntk_fully_connected', _MNIST_SHAPE, False),
 )
+_SUMMARIES = {
+    'vgg': 'VGG-like: blocks of 3x3 convolutions (width, 2 width, ...) with '
+           'max-pooling, Flatten, Dense(1)',
+    'mega_vgg': 'the paper\'s mega-VGG: the VGG-like net with 119 then 238 '
+                'channels',
+    'fully_connected': 'Flatten, num_layers x Dense(width, relu), Dense(1) '
+                       '(paper: 4 x 94)',
+    'sum': 'sum of the input values, Dense(16, relu), Dense(1): exactly '
+           'invariant to pixel permutations',
+    'cnn': 'num_layers x Conv2D(width, 3x3, same, relu), global average '
+           'pooling, Dense(1)',
+    'lenet5': 'LeNet-5 with ReLU and max-pooling, widths scaled by k',
+    'alexnet': 'small AlexNet (Zhang et al. 2017) without dropout or LRN, '
+               'widths scaled by k',
+    'ntk_fully_connected': 'Flatten, depth x NTKBiasDense(width, relu), '
+                           'NTKBiasDense(1): the family of infinite_ntk\'s '
+                           'closed-form kernels',
+}
+# The reference configuration's options where some are required.
+_REFERENCE_OPTIONS = {'ntk_fully_connected': {'width': 512, 'depth': 2}}
+
+
+def _family(name: str, module: types.ModuleType, stem: str,
+            reference_shape: Tuple[int, ...], sizable: bool) -> Architecture:
+  """The entry of `module.build_<stem>`, counted by `<stem>_parameters`."""
+  return Architecture(
+      name, getattr(module, f'build_{stem}'),
+      getattr(module, f'{stem}_parameters'), _SUMMARIES[name],
+      reference_shape,
+      types.MappingProxyType(_REFERENCE_OPTIONS.get(name, {})), sizable)
+
+
+def _entries():
+  """Every `Architecture`, in registry order (`NAMES` and messages list it)."""
+  for row in _FAMILIES:
+    yield _family(*row)
+    if row[0] == 'alexnet':
+      yield from (_myrtle(depth) for depth in (5, 7, 10))
+
+
+_ARCHITECTURE_LIST = tuple(_entries())
 REGISTRY: Mapping[str, Architecture] = types.MappingProxyType(
     {spec.name: spec for spec in _ARCHITECTURE_LIST})
 NAMES = tuple(REGISTRY)

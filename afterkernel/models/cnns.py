@@ -18,9 +18,12 @@ count and hidden dense width is max(1, round(k * base)); parameters on an
     (25 C + 1) c1 + (25 c1 + 1) c2 + (s_H s_W c2 + 1) d1 + (d1 + 1) d2
     + (d2 + 1) o. On 28x28x1 with k = 1 and 10 outputs: 61,706 (the
     classic count).
-  * 'alexnet': the small AlexNet of Zhang et al. (2017) used for MNIST and
-    CIFAR-10 in these studies, without dropout or local response
-    normalization: Conv(64k, 5x5, same) -> MaxPool 3/2 -> Conv(64k, 5x5,
+  * 'alexnet': the small AlexNet of Zhang et al. (2017) for 32x32 inputs
+    (MNIST, CIFAR-10), without dropout or local response normalization.
+    NOT the AlexNet of Samarin et al.: theirs is the ImageNet AlexNet
+    (five convolutions, 224x224 inputs) trained on a 10-class ImageNet
+    subset, which is not obtainable offline here, so their AlexNet numbers
+    are not reproduced by this one: Conv(64k, 5x5, same) -> MaxPool 3/2 -> Conv(64k, 5x5,
     same) -> MaxPool 3/2 -> Dense(384k) -> Dense(192k) -> Dense(o). The
     'same' pools halve sides rounding up: 1,756,426 on CIFAR-10.
   * 'myrtle5', 'myrtle7', 'myrtle10': Myrtle CNNs as in neural-tangents'
@@ -41,8 +44,9 @@ default initialization) or 'ntk' (`ntk.NTKDense` / `ntk.NTKConv2D`); both
 have the same parameter count.
 """
 
+import dataclasses
 import math
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -112,12 +116,9 @@ def build_lenet5(input_shape: Sequence[int] = (28, 28, 1),
     AfterKernelError: bad sizes or parameterization.
   """
   _check_lenet5(input_shape, num_outputs, width_multiplier)
-  make = ntk.LayerFactory(parameterization, weight_std)
-  return _two_conv_two_dense(
-      input_shape, num_outputs, name, make,
-      _scaled(LENET5_CHANNELS, width_multiplier), ('same', 'valid'),
-      lambda pool_name: keras.layers.MaxPooling2D(2, name=pool_name),
-      _scaled(LENET5_DENSE, width_multiplier))
+  return _two_conv_two_dense(_LENET5, input_shape, num_outputs,
+                             width_multiplier, parameterization, weight_std,
+                             name)
 
 
 def lenet5_parameters(input_shape: Sequence[int] = (28, 28, 1),
@@ -129,9 +130,8 @@ def lenet5_parameters(input_shape: Sequence[int] = (28, 28, 1),
   del parameterization, weight_std  # Same count in both.
   _check_lenet5(input_shape, num_outputs, width_multiplier)
   spatial = [(int(side) // 2 - 4) // 2 for side in input_shape[:2]]
-  return _two_conv_two_dense_parameters(
-      input_shape[2], _scaled(LENET5_CHANNELS, width_multiplier), spatial,
-      _scaled(LENET5_DENSE, width_multiplier), num_outputs)
+  return _two_conv_two_dense_parameters(_LENET5, input_shape[2], spatial,
+                                        width_multiplier, num_outputs)
 
 
 def build_alexnet(input_shape: Sequence[int] = (32, 32, 3),
@@ -140,7 +140,11 @@ def build_alexnet(input_shape: Sequence[int] = (32, 32, 3),
                   parameterization: str = ntk.DEFAULT_PARAMETERIZATION,
                   weight_std: float = ntk.DEFAULT_NTK_WEIGHT_STD,
                   name: str = 'alexnet') -> keras.Model:
-  """Small AlexNet without dropout or LRN (see the module docstring).
+  """Small 32x32 AlexNet without dropout or LRN (see the module docstring).
+
+  Not the ImageNet AlexNet of Samarin et al. (2020), whose 10-class
+  ImageNet subset is not available offline; use it for their LeNet-vs-
+  AlexNet trends only at this small scale.
 
   Args:
     input_shape: (H, W, C).
@@ -154,13 +158,9 @@ def build_alexnet(input_shape: Sequence[int] = (32, 32, 3),
     The functional model.
   """
   _check_common(input_shape, num_outputs, width_multiplier)
-  make = ntk.LayerFactory(parameterization, weight_std)
-  return _two_conv_two_dense(
-      input_shape, num_outputs, name, make,
-      _scaled(ALEXNET_CHANNELS, width_multiplier), ('same', 'same'),
-      lambda pool_name: keras.layers.MaxPooling2D(
-          3, strides=2, padding='same', name=pool_name),
-      _scaled(ALEXNET_DENSE, width_multiplier))
+  return _two_conv_two_dense(_ALEXNET, input_shape, num_outputs,
+                             width_multiplier, parameterization, weight_std,
+                             name)
 
 
 def alexnet_parameters(input_shape: Sequence[int] = (32, 32, 3),
@@ -174,45 +174,70 @@ def alexnet_parameters(input_shape: Sequence[int] = (32, 32, 3),
   # Two 'same' poolings with stride 2: ceil(ceil(side / 2) / 2).
   spatial = [math.ceil(math.ceil(int(side) / 2) / 2)
              for side in input_shape[:2]]
-  return _two_conv_two_dense_parameters(
-      input_shape[2], _scaled(ALEXNET_CHANNELS, width_multiplier), spatial,
-      _scaled(ALEXNET_DENSE, width_multiplier), num_outputs)
+  return _two_conv_two_dense_parameters(_ALEXNET, input_shape[2], spatial,
+                                        width_multiplier, num_outputs)
 
 
 def _scaled(widths: Sequence[int], width_multiplier: float) -> List[int]:
   return [scaled_width(w, width_multiplier) for w in widths]
 
 
-def _two_conv_two_dense(input_shape: Sequence[int], num_outputs: int,
-                        name: str, make: ntk.LayerFactory,
-                        channels: Sequence[int], paddings: Sequence[str],
-                        pool: Callable[[str], keras.layers.Layer],
-                        dense: Sequence[int]) -> keras.Model:
-  """The shape LeNet-5 and the small AlexNet share.
+@dataclasses.dataclass(frozen=True)
+class _TwoConvTwoDense:
+  """One net of the shape LeNet-5 and the small AlexNet share (k = 1).
+
+  Attributes:
+    channels: the two convolutions' channel counts.
+    dense: the two hidden Dense layers' units.
+    paddings: the two convolutions' paddings.
+    pool: builds the pooling layer after each convolution from its name.
+  """
+  channels: Tuple[int, int]
+  dense: Tuple[int, int]
+  paddings: Tuple[str, str]
+  pool: Callable[[str], keras.layers.Layer]
+
+
+_LENET5 = _TwoConvTwoDense(
+    LENET5_CHANNELS, LENET5_DENSE, ('same', 'valid'),
+    lambda name: keras.layers.MaxPooling2D(2, name=name))
+_ALEXNET = _TwoConvTwoDense(
+    ALEXNET_CHANNELS, ALEXNET_DENSE, ('same', 'same'),
+    lambda name: keras.layers.MaxPooling2D(3, strides=2, padding='same',
+                                           name=name))
+
+
+def _two_conv_two_dense(spec: _TwoConvTwoDense, input_shape: Sequence[int],
+                        num_outputs: int, width_multiplier: float,
+                        parameterization: str, weight_std: float,
+                        name: str) -> keras.Model:
+  """Builds `spec` at width k (checked inputs).
 
   (5x5 conv -> pool) per channel count -> flatten -> ReLU Dense per unit
   count -> linear Dense logits; layers are created (and so initialized) in
   that order, as 0.1.0 did.
   """
+  make = ntk.LayerFactory(parameterization, weight_std)
   inputs = keras.Input(shape=tuple(input_shape), name='images')
   x = inputs
-  for index, (count, padding) in enumerate(zip(channels, paddings)):
+  for index, (count, padding) in enumerate(
+      zip(_scaled(spec.channels, width_multiplier), spec.paddings)):
     x = make.conv(count, 5, padding, name=f'conv{index}')(x)
-    x = pool(f'pool{index}')(x)
+    x = spec.pool(f'pool{index}')(x)
   x = keras.layers.Flatten(name='flatten')(x)
-  for index, units in enumerate(dense):
+  for index, units in enumerate(_scaled(spec.dense, width_multiplier)):
     x = make.dense(units, 'relu', name=f'dense{index}')(x)
   outputs = make.dense(num_outputs, name=common.LOGIT_LAYER_NAME)(x)
   return keras.Model(inputs, outputs, name=name)
 
 
-def _two_conv_two_dense_parameters(in_channels: int, channels: Sequence[int],
+def _two_conv_two_dense_parameters(spec: _TwoConvTwoDense, in_channels: int,
                                    spatial: Sequence[int],
-                                   dense: Sequence[int],
+                                   width_multiplier: float,
                                    num_outputs: int) -> int:
   """Parameters of `_two_conv_two_dense` (spatial: H, W after the pools)."""
-  c1, c2 = channels
-  d1, d2 = dense
+  c1, c2 = _scaled(spec.channels, width_multiplier)
+  d1, d2 = _scaled(spec.dense, width_multiplier)
   return (common.conv_parameters(5, in_channels, c1) +
           common.conv_parameters(5, c1, c2) +
           common.dense_parameters(spatial[0] * spatial[1] * c2, d1) +

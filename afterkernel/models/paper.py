@@ -24,7 +24,7 @@ Architectures (Long 2021, "Properties of the after kernel"):
     for the invariance code.
 """
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import keras
 import numpy as np
@@ -243,24 +243,42 @@ def original_layers_per_block(num_layers: int, num_blocks: int) -> int:
   return num_layers // num_blocks
 
 
-def original_parameter_estimate(architecture: str,
-                                input_shape: Sequence[int],
-                                width: int,
-                                num_layers: int = 4,
-                                num_blocks: int = 2,
-                                filter_size: int = 3) -> float:
+class OriginalNet(NamedTuple):
+  """The original script's net, as its --num_parameters sizing reads it.
+
+  Attributes:
+    architecture: 'vgg', 'fully_connected' or 'sum' (this library's names;
+      `ORIGINAL_ARCHITECTURES` maps the original's).
+    input_shape: (height, width, channels) of one image.
+    num_layers: the original's --num_layers (VGG: the total, split over
+      blocks, `original_layers_per_block`; MLP: hidden layers).
+    num_blocks: the VGG net's number of blocks.
+    filter_size: the VGG net's convolution size k.
+  """
+  architecture: str
+  input_shape: Sequence[int]
+  num_layers: int = 4
+  num_blocks: int = 2
+  filter_size: int = 3
+
+
+def original_parameter_estimate(net: OriginalNet, width: int) -> float:
   """The original script's approximate parameter count (what it sized by).
 
   Reimplemented from run_ak_experiment.py (calc_vgg_param_count and its MLP
-  expression); `num_layers` is the VGG net's total (`original_layers_per_
-  block`). With c_0 = width, c_b = 2 c_{b-1}, C input channels, side H, k =
-  filter_size, L = layers per block, B = num_blocks:
+  expression) for `net` at `width`. With c_0 = width, c_b = 2 c_{b-1}, C
+  input channels, side H, k = filter_size, L = layers per block, B =
+  num_blocks:
     VGG: sum_b (1 + k^2) [c_{b-1} c_b + (L - 1) c_b^2] + (H / 2^B)^2 c_{B-1}
          + 1   (c_{-1} = C; the side halves per block whatever pool_size);
     MLP: d w + (num_layers - 1)(w + 1) w + w + 1   (d input values).
   Both undercount the exact number (biases, pooling), e.g. VGG width 38 on
   MNIST: 105,185 estimated, 95,267 built.
+
+  Raises:
+    AfterKernelError: another architecture than VGG and MLP.
   """
+  architecture, input_shape, num_layers, num_blocks, filter_size = net
   errors.require(architecture in ('vgg', 'fully_connected'),
                  f'the original script sized only VGG and MLP, not '
                  f'{architecture}')
@@ -279,12 +297,7 @@ def original_parameter_estimate(architecture: str,
   return total + side * side * channels + 1
 
 
-def original_width(architecture: str,
-                   input_shape: Sequence[int],
-                   num_parameters: int,
-                   num_layers: int = 4,
-                   num_blocks: int = 2,
-                   filter_size: int = 3) -> int:
+def original_width(net: OriginalNet, num_parameters: int) -> int:
   """The width the original script built for --num_parameters.
 
   VGG: the smallest width >= 4 whose `original_parameter_estimate` reaches
@@ -294,24 +307,17 @@ def original_width(architecture: str,
   MLP 94 (100,675); CIFAR-10: VGG 37, MLP 32.
 
   Args:
-    architecture: 'vgg', 'fully_connected' or 'sum' (this library's names;
-      `ORIGINAL_ARCHITECTURES` maps the original's).
-    input_shape: (height, width, channels) of one image.
+    net: the original's net flags.
     num_parameters: the original's --num_parameters.
-    num_layers: the original's --num_layers (VGG: the total, split over
-      blocks; MLP: hidden layers).
-    num_blocks, filter_size: the VGG net's.
 
   Raises:
     AfterKernelError: a non-positive size or another architecture.
   """
   common.check_positive(num_parameters=num_parameters)
-  if architecture == 'sum':
+  if net.architecture == 'sum':
     return int(num_parameters)
-  width = (ORIGINAL_FIRST_WIDTH if architecture == 'vgg' else
+  width = (ORIGINAL_FIRST_WIDTH if net.architecture == 'vgg' else
            ORIGINAL_FIRST_WIDTH + 1)
-  while original_parameter_estimate(architecture, input_shape, width,
-                                    num_layers, num_blocks,
-                                    filter_size) < num_parameters:
+  while original_parameter_estimate(net, width) < num_parameters:
     width += 1
   return width

@@ -201,8 +201,9 @@ def original_network(config: after_kernel.ExperimentConfig,
                  'from --num_parameters; drop --width')
   num_parameters = config.num_parameters or ORIGINAL_NUM_PARAMETERS
   num_layers = config.num_layers or ORIGINAL_NUM_LAYERS
-  width = models.original_width(arch, input_shape, num_parameters, num_layers,
-                                config.num_blocks, config.filter_size)
+  width = models.original_width(
+      models.OriginalNet(arch, input_shape, num_layers, config.num_blocks,
+                         config.filter_size), num_parameters)
   if arch == 'sum':
     return dataclasses.replace(config, width=width, num_parameters=None,
                                num_layers=None)

@@ -64,15 +64,28 @@ class StudyConfig:
     FINGERPRINT_IGNORES: fields that do not change a record, left out of the
       fingerprint so that changing them extends a folder (more runs, more
       indices) instead of conflicting with it.
+    ADDED_FIELDS: fields added after folders were written; at their default
+      they leave the fingerprint as it was (see `fingerprint`).
   """
   FINGERPRINT_IGNORES: ClassVar[Tuple[str, ...]] = ('num_runs',)
+  ADDED_FIELDS: ClassVar[Tuple[str, ...]] = ()
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
 
   def fingerprint(self) -> str:
-    """`store.config_fingerprint` of the fields that change a record."""
-    return store.config_fingerprint(self.to_dict(), self.FINGERPRINT_IGNORES)
+    """`store.config_fingerprint` of the fields that change a record.
+
+    Fields in `ADDED_FIELDS` (added after folders of the study were written)
+    are left out while at their default, so an existing folder still
+    resumes: its records were computed with exactly those defaults.
+    """
+    at_default = tuple(
+        f.name for f in dataclasses.fields(self)
+        if f.name in self.ADDED_FIELDS and getattr(self, f.name) == f.default)
+    return store.config_fingerprint(self.to_dict(),
+                                    tuple(self.FINGERPRINT_IGNORES) +
+                                    at_default)
 
   def validate(self) -> None:
     """Raises AfterKernelError naming the first bad field (override)."""

@@ -133,6 +133,11 @@ class CommonConfig(runner.StudyConfig, fields.TaskSourceFields):
   # The fingerprint (`runner.StudyConfig`) leaves these out.
   FINGERPRINT_IGNORES: ClassVar[Tuple[str, ...]] = (_GROWABLE_FIELDS +
                                                      _SUMMARY_FIELDS)
+  # Added in issue 16: at their defaults, folders written before still
+  # resume (`runner.StudyConfig.fingerprint`).
+  ADDED_FIELDS: ClassVar[Tuple[str, ...]] = (
+      'full_batch', 'architecture', 'zero_output_at_init',
+      'standardize_run_inputs', 'after_kernel_at', 'num_validation')
 
   def _validate_common(self) -> None:
     errors.require_choice(self.dataset, DATASETS, 'dataset')

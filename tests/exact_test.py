@@ -1,70 +1,24 @@
-"""Tests for afterkernel.margin.exact (the default solver) and its certificate.
+"""Tests for afterkernel.margin.exact: the default solver.
 
 The exact solver is checked against an independent float64 QP (scipy's
 L-BFGS-B on the bias-free hard-margin dual, min_{a >= 0} 1/2 a^T Q a - 1^T
 a, a different formulation and method from the simplex SLSQP reference of
-margin_test), its certificate is recomputed from `dual_coef` alone, and
+margin_fixture), its certificate is recomputed from `dual_coef` alone, and
 non-separable data must end early with their status.
 """
 
-import math
 import time
 import warnings
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
-import scipy.optimize
 
-from afterkernel import errors
 from afterkernel import margin
-
-
-def _separable(n, dims, seed, gap=0.05, n_test=0):
-  """Gaussian points labelled by a hyperplane through 0, with a margin gap.
-
-  Returns:
-    (features, labels in {0, 1}, test features, test labels).
-  """
-  rng = np.random.default_rng(seed)
-  direction = rng.normal(size=dims)
-  direction /= np.linalg.norm(direction)
-  points = rng.normal(size=(20 * (n + n_test), dims))
-  points *= rng.uniform(0.5, 1.5, size=(len(points), 1))
-  cosine = points @ direction / np.linalg.norm(points, axis=1)
-  points = points[np.abs(cosine) > gap][:n + n_test]
-  labels = (points @ direction > 0).astype(np.float64)
-  return points[:n], labels[:n], points[n:], labels[n:]
-
-
-def _reference_dual(gram, labels):
-  """The hard-margin dual solved by L-BFGS-B in float64, independently.
-
-  Returns:
-    (gamma* in rescaled units, a* >= 0): at the optimum a*^T Q a* =
-    sum(a*) = 1 / gamma*^2.
-  """
-  signs = np.where(labels > 0, 1.0, -1.0)
-  scale_sq = np.mean(np.sqrt(np.diag(gram)))**2
-  q = np.outer(signs, signs) * gram / scale_sq
-  n = len(signs)
-  solution = scipy.optimize.minimize(
-      lambda a: 0.5 * a @ q @ a - a.sum(), np.zeros(n),
-      jac=lambda a: q @ a - 1.0, method='L-BFGS-B', bounds=[(0, None)] * n,
-      options={'ftol': 1e-15, 'gtol': 1e-12, 'maxiter': 100_000,
-               'maxfun': 100_000})
-  a = np.maximum(solution.x, 0)
-  return 1.0 / math.sqrt(a @ q @ a), a
-
-
-def _recomputed_bounds(gram, labels, dual_coef):
-  """lower, upper from dual_coef alone (rescaled units), written out."""
-  signs = np.where(labels > 0, 1.0, -1.0)
-  a = signs * dual_coef
-  scale = np.mean(np.sqrt(np.diag(gram)))
-  q = np.outer(signs, signs) * gram / scale**2
-  q_a = q @ a
-  return q_a.min() / math.sqrt(a @ q_a), math.sqrt(a @ q_a) / a.sum(), a
+import margin_fixture
+from margin_fixture import recomputed_bounds as _recomputed_bounds
+from margin_fixture import reference_dual as _reference_dual
+from margin_fixture import separable as _separable
 
 
 class ExactAgainstReferenceTest(parameterized.TestCase):
@@ -108,39 +62,6 @@ class ExactAgainstReferenceTest(parameterized.TestCase):
     self.assertTrue(result.converged)
     np.testing.assert_allclose(result.margin, optimum, rtol=1e-7)
     np.testing.assert_allclose(result.margin_upper_bound, optimum, rtol=1e-7)
-
-
-class CertificateTest(parameterized.TestCase):
-
-  @parameterized.parameters('exact', 'working_set', 'dual')
-  def test_bounds_recomputed_from_dual_coef_alone(self, solver):
-    features, labels, _, _ = _separable(90, 30, seed=6)
-    gram = 9.0 * features @ features.T  # far from unit scale
-    result = margin.max_margin_from_gram(gram, labels, solver=solver)
-    lower, upper, a = _recomputed_bounds(gram, labels, result.dual_coef)
-    self.assertGreaterEqual(a.min(), 0.0)  # y_i dual_coef_i >= 0
-    np.testing.assert_allclose(lower, result.margin, rtol=1e-9)
-    if solver == 'exact':
-      # Both bounds are those of the returned coefficients.
-      np.testing.assert_allclose(upper, result.margin_upper_bound, rtol=1e-9)
-      self.assertLessEqual((upper - lower) / upper, margin.DEFAULT_TOLERANCE)
-    # The library's own recheck agrees with the written-out one.
-    np.testing.assert_allclose(
-        margin.certificate(gram, labels, result.dual_coef)[:2],
-        (lower, upper), rtol=1e-12)
-    # In original units (unscaled Q) the margin is s times larger.
-    signs = np.where(labels > 0, 1.0, -1.0)
-    q_a = signs * (gram @ result.dual_coef)
-    np.testing.assert_allclose(
-        q_a.min() / math.sqrt(a @ q_a),
-        result.margin * result.feature_scale, rtol=1e-9)
-
-  def test_certificate_refuses_wrong_signs(self):
-    features, labels, _, _ = _separable(20, 5, seed=7)
-    gram = features @ features.T
-    result = margin.max_margin_from_gram(gram, labels)
-    with self.assertRaisesRegex(errors.AfterKernelError, 'negative entries'):
-      margin.certificate(gram, labels, -result.dual_coef)
 
 
 class NotSeparableTest(absltest.TestCase):
@@ -189,13 +110,7 @@ class NotSeparableTest(absltest.TestCase):
     self.assertEqual(result.margin_upper_bound, 0.0)
 
 
-class OptionsTest(absltest.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    self.features, self.labels, self.test, _ = _separable(70, 30, seed=9,
-                                                           n_test=40)
-    self.gram = self.features @ self.features.T
+class OptionsTest(margin_fixture.SeparableProblemTest):
 
   def test_unconverged_run_warns_and_says_so(self):
     with warnings.catch_warnings(record=True) as caught:
@@ -234,24 +149,6 @@ class OptionsTest(absltest.TestCase):
     default = margin.max_margin_from_gram(self.gram, self.labels)
     self.assertTrue(jst1.converged and default.converged)
     np.testing.assert_allclose(jst1.margin, default.margin, rtol=2e-4)
-
-  def test_sklearn_baseline_fits_a_bias(self):
-    result = margin.max_margin_from_gram(self.gram, self.labels,
-                                         solver='sklearn')
-    exact = margin.max_margin_from_gram(self.gram, self.labels)
-    self.assertEqual(result.solver, 'sklearn')
-    self.assertEqual(result.stop_reason, 'libsvm')
-    self.assertTrue(result.converged)
-    self.assertTrue(math.isnan(result.margin_upper_bound))
-    # A bias can only widen the margin (libsvm stops at its own tolerance).
-    self.assertGreater(result.margin, exact.margin * (1 - 1e-2))
-    cross = self.test @ self.features.T
-    np.testing.assert_allclose(
-        margin.decision_function(result, cross),
-        cross @ result.dual_coef + result.intercept, rtol=1e-12)
-    signs = np.where(self.labels > 0, 1.0, -1.0)
-    self.assertTrue(np.all(
-        signs * margin.decision_function(result, self.gram) > 0))
 
   def test_features_route_through_the_gram_when_wide(self):
     wide = margin.max_margin_from_features(self.features[:20], self.labels[:20])

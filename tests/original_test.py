@@ -2,10 +2,10 @@
 
 A table of the original script's command lines -> the network they build
 (width, convolutions per block, exact parameter count, counted by Keras and
-by hand) and the experiment they mean; the original's width search against
-hand-computed counts; two tiny in-process runs on the embedded digits that
+by hand) and the experiment they mean; two tiny in-process runs on the embedded digits that
 check the accuracy line against the run records and the model summary file.
-Tests of afterkernel/studies/original.py and models.original_width.
+Tests of afterkernel/studies/original.py (the original's width search:
+paper_test).
 """
 
 import glob
@@ -24,7 +24,6 @@ import numpy as np
 from afterkernel import errors
 from afterkernel import margin
 from afterkernel import models
-from afterkernel.models import paper
 from afterkernel.studies import after_kernel
 from afterkernel.studies import original
 from binaries import run_after_kernel
@@ -51,71 +50,6 @@ def _tempdir(test):
   folder = tempfile.mkdtemp()
   test.addCleanup(shutil.rmtree, folder, ignore_errors=True)
   return folder
-
-
-class OriginalWidthTest(parameterized.TestCase):
-  """models.original_width against counts worked out by hand.
-
-  The original's VGG estimate with k = 3, C input channels, side H, L per
-  block, 2 blocks is 10 [C w + (L - 1) w^2] + 10 [2 w^2 + (L - 1) 4 w^2] +
-  (H / 4)^2 2 w + 1; on MNIST with L = 2: 70 w^2 + 108 w + 1, which first
-  reaches 1e5 at w = 38 (w = 37: 99,827).
-  """
-
-  @parameterized.named_parameters(
-      # name, architecture, shape, num_parameters, num_layers, num_blocks,
-      # width, estimate at width, estimate at width - 1, exact count.
-      ('vgg_mnist_1e5', 'vgg', MNIST, 100_000, 4, 2, 38, 105_185, 99_827,
-       95_267),
-      ('vgg_mnist_5_layers', 'vgg', MNIST, 100_000, 5, 2, 38, 105_185,
-       99_827, 95_267),
-      ('vgg_mnist_6_layers', 'vgg', MNIST, 100_000, 6, 2, 29, 104_053,
-       97_105, 94_193),
-      ('vgg_cifar_1e5', 'vgg', CIFAR, 100_000, 4, 2, 37, 101_677, 96_409,
-       92_205),
-      ('vgg_digits_2000', 'vgg', DIGITS, 2000, 4, 2, 6, 2629, 1841, 2407),
-      ('mlp_mnist_1e5', 'fully_connected', MNIST, 100_000, 4, 2, 94,
-       100_581, 99_232, 100_675),
-      ('mlp_mnist_1_layer', 'fully_connected', MNIST, 100_000, 1, 2, 128,
-       100_481, 99_696, 100_609),
-      ('mlp_cifar_1e5', 'fully_connected', CIFAR, 100_000, 4, 2, 32,
-       101_505, 98_240, 101_537),
-  )
-  def test_smallest_width_whose_estimate_reaches_the_target(
-      self, architecture, shape, num_parameters, num_layers, num_blocks,
-      width, estimate, estimate_below, exact):
-    self.assertEqual(models.original_width(architecture, shape, num_parameters,
-                                           num_layers, num_blocks), width)
-    self.assertEqual(paper.original_parameter_estimate(
-        architecture, shape, width, num_layers, num_blocks), estimate)
-    self.assertEqual(paper.original_parameter_estimate(
-        architecture, shape, width - 1, num_layers, num_blocks),
-                     estimate_below)
-    self.assertLess(estimate_below, num_parameters)
-    self.assertGreaterEqual(estimate, num_parameters)
-    if architecture == 'vgg':
-      options = dict(num_layers=num_layers // num_blocks,
-                     num_blocks=num_blocks)
-    else:
-      options = dict(num_layers=num_layers)
-    built = models.build(architecture, shape, width=width, **options)
-    self.assertEqual(models.count_parameters(built), exact)
-
-  def test_search_starts_at_4_for_vgg_and_5_for_mlp_and_sum_is_the_target(
-      self):
-    self.assertEqual(models.original_width('vgg', MNIST, 1), 4)
-    self.assertEqual(models.original_width('fully_connected', MNIST, 1), 5)
-    self.assertEqual(models.original_width('sum', MNIST, 16), 16)
-    self.assertEqual(models.original_width('sum', MNIST, 100_000), 100_000)
-
-  def test_fewer_layers_than_blocks_is_an_error(self):
-    with self.assertRaisesRegex(errors.AfterKernelError,
-                                'num_layers >= num_blocks'):
-      models.original_layers_per_block(1, 2)
-
-  def test_layer_widths(self):
-    model = models.build('vgg', MNIST, width=38)
-    self.assertEqual(models.layer_widths(model), [38, 38, 76, 76, 1])
 
 
 class CommandLineTest(parameterized.TestCase):

@@ -8,17 +8,6 @@ subset: within the m when n <= m) or n examples disjoint from the m
 (--fit_examples=fresh). Prints K_m's test error per (m, n) -- the column
 n = --reference_fit_size is "K_m(n) vs m" -- and each m's fitted exponent
 beta in n. m = 0 is the NTK at initialization.
-
-  # Smoke run (embedded 8x8 digits, seconds):
-  python -m binaries.after_kernel_vs_m --preset=tiny --output_dir=/tmp/akm
-  # Real data (MNIST 3-vs-8, m = 0 ... 8000, n = 125 ... 2000, 2 runs):
-  python -m binaries.after_kernel_vs_m --preset=cpu \
-      --data_dir=../shared/data --output_dir=results/after_kernel_vs_m
-
-Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.after_kernel_vs_m.AfterKernelVsMConfig). Writes config.json,
-records/*.json (one per m, n and run; re-running resumes), summary.json/.csv,
-fits.json and after_kernel_vs_m.png/.pdf to --output_dir.
 """
 
 import os
@@ -33,6 +22,9 @@ from binaries import mains
 
 STUDY = mains.scaling_study_binary(study, study.AfterKernelVsMConfig)
 main = STUDY.main
+__doc__ = mains.scaling_usage(
+    __doc__, study, 'm, n',
+    'MNIST 3-vs-8, m = 0 ... 8000, n = 125 ... 2000, 2 runs')
 
 if __name__ == '__main__':
   flags.run(main)

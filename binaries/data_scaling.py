@@ -9,17 +9,6 @@ alpha)^beta per predictor and prints beta with a 95% CI (Student t over the
 runs' own exponents), whether beta is identified (the curve not saturated)
 and which n a zero test error left out (--zero_errors); Vyas et al. (2022)
 report the network's beta above its kernels'.
-
-  # Smoke run (embedded 8x8 digits, seconds):
-  python -m binaries.data_scaling --preset=tiny --output_dir=/tmp/ds_tiny
-  # Real data (MNIST 3-vs-8, n = 125 ... 4000, 5 runs):
-  python -m binaries.data_scaling --preset=cpu --data_dir=../shared/data \
-      --output_dir=results/data_scaling_mnist
-
-Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.data_scaling.DataScalingConfig). Writes config.json,
-records/*.json (one per n and run; re-running resumes), summary.json/.csv,
-fits.json and data_scaling.png/.pdf to --output_dir.
 """
 
 import os
@@ -34,6 +23,8 @@ from binaries import mains
 
 STUDY = mains.scaling_study_binary(study, study.DataScalingConfig)
 main = STUDY.main
+__doc__ = mains.scaling_usage(__doc__, study, 'n',
+                             'MNIST 3-vs-8, n = 125 ... 4000, 5 runs')
 
 if __name__ == '__main__':
   flags.run(main)

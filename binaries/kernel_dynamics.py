@@ -5,17 +5,6 @@ SGD with momentum) for --train_steps steps; a Keras callback snapshots its
 empirical NTK K^t after log-spaced steps t (and at t = 0). Each K^t is fit on
 the training set (--kernel_method) and its test error is printed next to the
 network's at step t; the figure shows both against t on log-log axes.
-
-  # Smoke run (embedded 8x8 digits, seconds):
-  python -m binaries.kernel_dynamics --preset=tiny --output_dir=/tmp/kd
-  # Real data (MNIST 3-vs-8, 2000 examples, 3000 steps, 2 runs):
-  python -m binaries.kernel_dynamics --preset=cpu --data_dir=../shared/data \
-      --output_dir=results/kernel_dynamics
-
-Every flag other than --preset overrides one field of the preset
-(afterkernel.studies.kernel_dynamics.KernelDynamicsConfig). Writes config.json,
-records/*.json (one per step and run; re-running resumes), summary.json/.csv
-and kernel_dynamics.png/.pdf to --output_dir.
 """
 
 import os
@@ -30,6 +19,9 @@ from binaries import mains
 
 STUDY = mains.scaling_study_binary(study, study.KernelDynamicsConfig)
 main = STUDY.main
+__doc__ = mains.scaling_usage(
+    __doc__, study, 'step',
+    'MNIST 3-vs-8, 2000 examples, 3000 steps, 2 runs')
 
 if __name__ == '__main__':
   flags.run(main)

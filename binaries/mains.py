@@ -353,7 +353,9 @@ class StudyBinary(StudyFlags):
 
 
 SCALING_PRESET_HELP = ('tiny: embedded digits, seconds (smoke test); cpu: '
-                       'MNIST 3-vs-8, a real-data run of 5-20 min on 2 cores')
+                       'MNIST 3-vs-8, a real-data run of 5-20 min on 2 cores'
+                       '; the others (Myrtle on CIFAR, width, ablations, '
+                       'paper): see the study module\'s PRESETS')
 
 
 def scaling_study_binary(study: Any, config_class: type) -> StudyBinary:
@@ -457,3 +459,26 @@ class ConfigBinary:
                          output_dir))
 
     return main_status(body, self.output_dir)
+
+
+def scaling_usage(doc: str, study: Any, records: str, real_data: str) -> str:
+  """A scaling binary's usage: `doc`, its two commands, flags and outputs.
+
+  Args:
+    doc: the binary's docstring (what it runs and prints).
+    study: the study module (its STUDY names the binary and the figure).
+    records: what one record is per run, e.g. 'n' or 'm, n'.
+    real_data: what the 'cpu' preset runs, e.g. 'MNIST 3-vs-8, 2 runs'.
+  """
+  name = study.STUDY
+  figure = scaling_common.FIGURE_NAMES[name]
+  return (f'{doc}\n  # Smoke run (embedded 8x8 digits, seconds):\n'
+          f'  python -m binaries.{name} --preset=tiny --output_dir=/tmp/{name}'
+          f'\n  # Real data ({real_data}):\n'
+          f'  python -m binaries.{name} --preset=cpu --data_dir=../shared/data '
+          f'\\\n      --output_dir=results/{name}\n\n'
+          f'Every flag other than --preset overrides one field of the '
+          f'preset (the config\nclass of {study.__name__}). Writes '
+          f'config.json, records/*.json (one\nper {records} and run; '
+          f're-running resumes), summary.json/.csv, fits.json and\n'
+          f'{figure}.png/.pdf to --output_dir.\n')

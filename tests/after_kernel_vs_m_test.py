@@ -4,8 +4,11 @@ import dataclasses
 import tempfile
 
 from absl.testing import absltest
+import numpy as np
 
+from afterkernel import errors
 from afterkernel.studies import after_kernel_vs_m
+from afterkernel.studies import store as store_lib
 
 # Small enough that a whole study runs in a few seconds on 2 loaded cores.
 _SMALL = dict(width=16, num_test=60, num_runs=1, batch_size=16,
@@ -49,6 +52,34 @@ class StudyTest(absltest.TestCase):
     self.assertEqual(after_kernel_vs_m._needed_examples(subset, 200, 50), 200)
     self.assertEqual(after_kernel_vs_m._fit_indices(subset, 200, 50),
                      slice(0, 50))
+
+
+  def test_early_stopping_records_the_argmin_of_the_validation_curve(self):
+    config = dataclasses.replace(
+        after_kernel_vs_m.PRESETS['tiny'], **dict(
+            _SMALL, train_sizes=(0, 40), fit_sizes=(10, 20, 40),
+            reference_fit_size=20, epochs=4, fit_steps=15,
+            after_kernel_at='early_stopping', num_validation=50))
+    directory = tempfile.mkdtemp()
+    after_kernel_vs_m.run(config, directory, log=lambda m: None)
+    records = [r for r in store_lib.ResultStore(directory).records()
+               if r['point']['train_subset'] == 40]
+    self.assertLen(records, 3)
+    for record in records:
+      curve = record['early_stopping']
+      self.assertEqual(record['metrics']['stop_step'],
+                       curve['steps'][int(np.argmin(
+                           curve['validation_errors']))])
+      self.assertEqual(curve['steps'][-1], record['metrics']['train_steps'])
+    with self.assertRaisesRegex(errors.AfterKernelError, 'after_kernel_at'):
+      dataclasses.replace(config, after_kernel_at='best').validate()
+
+  def test_paper_preset_takes_the_kernel_at_early_stopping(self):
+    config = after_kernel_vs_m.preset('paper')
+    config.validate()
+    self.assertEqual(config.after_kernel_at, 'early_stopping')
+    self.assertEqual(after_kernel_vs_m.preset('tiny').after_kernel_at,
+                     'fixed_epochs')
 
 
 if __name__ == '__main__':

@@ -168,5 +168,66 @@ class StudyTest(absltest.TestCase):
     self.assertEqual(units, [])
 
 
+class WidthAndAblationTest(absltest.TestCase):
+
+  def test_width_grid_records_one_point_per_width_at_fixed_n(self):
+    directory = tempfile.mkdtemp()
+    config = _data_scaling_config(sample_sizes=(40,), widths=(8, 32))
+    summary = data_scaling.run(config, directory, log=lambda m: None)
+    store = store_lib.ResultStore(directory)
+    points = sorted((r['point']['train_subset'], r['point']['width'],
+                     r['metrics']['num_parameters']) for r in store.records())
+    self.assertEqual([p[:2] for p in points], [(40, 8), (40, 32)])
+    # The width was applied: the wider net has more parameters (FC 64-w-w-1).
+    for width, (_, _, count) in zip((8, 32), points):
+      self.assertEqual(count, 64 * width + width + width * width + width +
+                       width + 1)
+    self.assertEqual(summary['widths'], [8, 32])
+    self.assertEqual(summary['fits'], {})
+    text = data_scaling.format_summary(summary)
+    self.assertIn('width', text.splitlines()[0])
+    self.assertTrue(os.path.exists(os.path.join(directory,
+                                                'data_scaling.png')))
+    with self.assertRaisesRegex(errors.AfterKernelError, 'widths'):
+      _data_scaling_config(sample_sizes=(40,), widths=(8, 8)).validate()
+
+  def test_no_early_stopping_reports_the_last_step(self):
+    config = _data_scaling_config()
+    directory = tempfile.mkdtemp()
+    data_scaling.run(config, directory, log=lambda m: None)
+    records = store_lib.ResultStore(directory).records()
+    late = data_scaling.summarize(
+        dataclasses.replace(config, early_stopping=False), records)
+    self.assertEqual(late['error_metrics']['network'],
+                     'network_final_test_error')
+    curve = scaling_fits.values_by_run(records, 'network_final_test_error',
+                                       [20, 40, 80], 'train_subset', 1)
+    self.assertTrue(np.all(curve >= scaling_fits.values_by_run(
+        records, 'network_test_error', [20, 40, 80], 'train_subset', 1)))
+    # The summary only: the fingerprint (so the records) is shared.
+    self.assertEqual(config.fingerprint(), dataclasses.replace(
+        config, early_stopping=False).fingerprint())
+
+  def test_a_myrtle_net_has_no_infinite_kernel(self):
+    config = _data_scaling_config(architecture='myrtle5', width=4,
+                                  max_steps=10)
+    summary = data_scaling.run(config, tempfile.mkdtemp(),
+                               log=lambda m: None)
+    metrics = summary['entries'][0]['metrics']
+    self.assertIn('init_ntk_test_error', metrics)
+    self.assertIn('network_test_error', metrics)
+    self.assertNotIn('infinite_ntk_test_error', metrics)
+    self.assertIsNone(summary['fits']['infinite_ntk'])
+
+  def test_ablation_presets_change_one_thing_each(self):
+    cpu = data_scaling.PRESETS['cpu']
+    for name, change in data_scaling.ABLATIONS.items():
+      config = data_scaling.preset(name)
+      config.validate()
+      changed = {f for f in change
+                 if getattr(config, f) != getattr(cpu, f)}
+      self.assertEqual(changed, set(change), name)
+
+
 if __name__ == '__main__':
   absltest.main()

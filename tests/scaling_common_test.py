@@ -12,6 +12,8 @@ from afterkernel.kernels import features
 from afterkernel.studies import after_kernel_vs_m
 from afterkernel.studies import data_scaling
 from afterkernel.studies import kernel_dynamics
+from afterkernel.studies import runner
+from afterkernel.studies import store as store_lib
 from afterkernel.studies import scaling_common as common
 
 # Small enough that a whole study runs in a few seconds on 2 loaded cores.
@@ -78,6 +80,35 @@ class ConfigTest(absltest.TestCase):
     config = kernel_dynamics.KernelDynamicsConfig(train_steps=50,
                                                   num_snapshots=4)
     self.assertEqual(config.snapshot_steps()[0], 0)
+
+
+class RunTaskTest(absltest.TestCase):
+
+  def test_new_fields_at_their_defaults_keep_the_old_fingerprint(self):
+    config = after_kernel_vs_m.PRESETS['tiny']
+    added = set(common.CommonConfig.ADDED_FIELDS)
+    old = {k: v for k, v in config.to_dict().items() if k not in added}
+    self.assertEqual(config.fingerprint(), store_lib.config_fingerprint(
+        old, tuple(config.FINGERPRINT_IGNORES)))
+    self.assertNotEqual(config.fingerprint(), dataclasses.replace(
+        config, after_kernel_at='early_stopping').fingerprint())
+
+  def test_standardized_run_uses_its_training_rows_only(self):
+    config = _data_scaling_config(standardize_run_inputs=True)
+    base = common.load_base_task(config, 80)
+    unit = runner.WorkUnit(run=1, points=(80,))
+    seed, task = common.seeded_run_task(config, unit, base, 80)
+    _, plain = common.seeded_run_task(
+        dataclasses.replace(config, standardize_run_inputs=False), unit, base,
+        80)
+    self.assertEqual(seed, config.seed + 1)
+    x = np.asarray(plain.x_train, np.float64)
+    mean = x.mean(axis=0)
+    scale = np.sqrt(np.mean((x - mean)**2))
+    np.testing.assert_allclose(task.x_train, (x - mean) / scale, atol=1e-5)
+    np.testing.assert_allclose(task.x_test, (plain.x_test - mean) / scale,
+                               atol=1e-5)
+    np.testing.assert_array_equal(task.y_train, plain.y_train)
 
 
 class NetworkTest(absltest.TestCase):

@@ -7,13 +7,24 @@ fit on n examples -- the first n of the run's permuted training set
 n examples disjoint from the m ('fresh'). Reported: K_m(n_ref) against m,
 and the n-scaling curve (with its fitted beta, `scaling_fits`) of K_m for
 several m. m = 0 is the NTK at initialization.
+
+Where K_m is taken (`after_kernel_at`): after `epochs` epochs
+('fixed_epochs', the default), or at the optimal early-stopping point of the
+network trained on m examples ('early_stopping', App. A.4 of the paper):
+the network is evaluated at steps growing by `eval_growth` (and at step 0)
+up to `epochs` epochs on a held-out validation set, and K_m is the empirical
+NTK of the weights of least validation error. The validation set is the
+`num_validation` training-pool examples that follow every example the run
+uses for training or fitting: disjoint from the m, the n and the test set,
+because K_m is then scored on the test set and choosing its checkpoint there
+would leak the test labels into the kernel.
 """
 
 import dataclasses
 import functools
-import math
 import time
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 
@@ -25,11 +36,14 @@ from afterkernel import training
 from afterkernel.studies import runner
 from afterkernel.studies import scaling_common as common
 from afterkernel.studies import scaling_fits
+from afterkernel.studies import scaling_networks
 from afterkernel.studies import store as store_lib
 
 STUDY = common.AFTER_KERNEL_VS_M
 # Where kernel examples come from in the after-kernel study (see module doc).
 FIT_EXAMPLES = ('subset', 'fresh')
+# Where the after kernel K_m is taken (see the module docstring).
+AFTER_KERNEL_AT = ('fixed_epochs', 'early_stopping')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +62,8 @@ class AfterKernelVsMConfig(common.CommonConfig):
       (one run only, as in DataScalingConfig).
     zero_errors: rule for zero test errors in the fits, one of
       `scaling_fits.ZERO_ERROR_RULES` (see there).
+    after_kernel_at: one of `AFTER_KERNEL_AT` (see the module docstring).
+    num_validation: held-out validation examples of 'early_stopping'.
   """
   train_sizes: tuple = (0, 100, 400, 1600)
   fit_sizes: tuple = (100, 200, 500, 1000)
@@ -58,10 +74,15 @@ class AfterKernelVsMConfig(common.CommonConfig):
   fit_steps: int = 2000
   num_bootstrap: int = common.DEFAULT_NUM_BOOTSTRAP
   zero_errors: str = scaling_fits.DEFAULT_ZERO_ERRORS
+  after_kernel_at: str = 'fixed_epochs'
+  num_validation: int = 1000
 
   def validate(self) -> None:
     """Raises AfterKernelError naming the first bad field."""
     self._validate_common()
+    errors.require_choice(self.after_kernel_at, AFTER_KERNEL_AT,
+                          'after_kernel_at')
+    runner.require_positive_int_fields(self, ('num_validation',))
     common.check_sizes(self.train_sizes, 'train_sizes', allow_zero=True)
     common.check_sizes(self.fit_sizes, 'fit_sizes')
     errors.require(self.reference_fit_size in self.fit_sizes,
@@ -89,6 +110,15 @@ PRESETS = {
                                 reference_fit_size=500, epochs=10,
                                 fit_steps=3000,
                                 **dict(common.CPU, num_runs=2)),
+    # App. A.4: K_m at the optimal early-stopping point (validation on 500
+    # held-out training examples) in the paper's Myrtle / CIFAR setting.
+    'paper': AfterKernelVsMConfig(train_sizes=(0, 200, 800),
+                                  fit_sizes=(100, 200, 400),
+                                  reference_fit_size=200, epochs=60,
+                                  fit_steps=2000,
+                                  after_kernel_at='early_stopping',
+                                  num_validation=500,
+                                  **dict(common.MYRTLE, num_runs=1)),
 }
 
 
@@ -97,29 +127,82 @@ def _fit_indices(config: AfterKernelVsMConfig, m: int, n: int) -> slice:
   return slice(0, n) if config.fit_examples == 'subset' else slice(m, m + n)
 
 
+def _validation_size(config: AfterKernelVsMConfig) -> int:
+  """Held-out validation examples a run needs (0 without early stopping)."""
+  return (config.num_validation
+          if config.after_kernel_at == 'early_stopping' else 0)
+
+
 def _needed_examples(config: AfterKernelVsMConfig, m: int, n: int) -> int:
   return max(m, n) if config.fit_examples == 'subset' else m + n
 
 
+def train_for_after_kernel(config: AfterKernelVsMConfig, model,
+                           x_train: np.ndarray, y_train: np.ndarray,
+                           x_test: np.ndarray, y_test: np.ndarray, seed: int,
+                           validation: Optional[Tuple[np.ndarray, np.ndarray]]
+                           = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+  """Trains `model` on (x_train, y_train) and leaves it where K_m is taken.
+
+  `epochs` epochs of the studies' recipe; with `validation` (x, y), the
+  network is evaluated at step 0 and at steps growing by `eval_growth`, and
+  `model` is left with the weights of least validation error (the optimal
+  early-stopping point); without, with its weights after the last step.
+
+  Returns:
+    (metrics, early_stopping): the network's test error / MSE where K_m is
+    taken, 'train_steps' and, with validation, 'stop_step', 'stop_epoch',
+    'validation_error' and 'network_final_test_error'; early_stopping is
+    {'steps', 'validation_errors'} (the recorded validation curve) or {}.
+  """
+  m = len(y_train)
+  steps = scaling_networks.epoch_steps(config, m, config.epochs)
+  metrics, curve = {'train_steps': steps}, {}
+  if steps == 0:
+    return metrics, curve
+  if validation is None:
+    evaluator = training.NetworkEvaluator(x_test, y_test)
+    common.train_network(config, model, x_train, y_train, steps, seed,
+                         [steps], evaluator)
+    metrics['network_test_error'] = evaluator.curve[-1][1]
+    metrics['network_test_mse'] = evaluator.curve[-1][2]
+    return metrics, curve
+  checkpoint = scaling_networks.EarlyStoppingCheckpoint(
+      validation[0], validation[1], x_test, y_test)
+  marks = [0] + [int(t) for t in kernel_fit.eval_steps(steps,
+                                                       config.eval_growth)]
+  common.train_network(config, model, x_train, y_train, steps, seed, marks,
+                       checkpoint)
+  model.set_weights(checkpoint.best_weights)
+  steps_seen, validation_errors = checkpoint.curve()
+  metrics['network_test_error'], metrics['network_test_mse'] = (
+      checkpoint.test_at_best())
+  metrics['network_final_test_error'] = checkpoint.test.curve[-1][1]
+  metrics['stop_step'] = checkpoint.best_step
+  metrics['stop_epoch'] = (checkpoint.best_step *
+                           scaling_networks.batch_size_for(config, m) / m)
+  metrics['validation_error'] = min(validation_errors)
+  curve = {'steps': steps_seen, 'validation_errors': validation_errors}
+  return metrics, curve
+
+
 def _after_kernel_run(config: AfterKernelVsMConfig, task: data.BinaryTask,
                       m: int, fit_sizes: Sequence[int], run: int, seed: int,
-                      log: Callable[[str], None]) -> List[Dict[str, Any]]:
+                      log: Callable[[str], None],
+                      needed: int) -> List[Dict[str, Any]]:
   """Trains on the first m examples; fits K_m on each n; one record per n."""
   y_all = common.plus_minus(task.y_train)
   x_test, y_test = task.x_test, common.plus_minus(task.y_test)
   model = common.build_network(config, task.x_train.shape[1:], seed)
-  network_metrics, timings = {}, {}
-  steps = (int(math.ceil(config.epochs * m / min(config.batch_size, m)))
-           if m > 0 else 0)
+  validation = None
+  if config.after_kernel_at == 'early_stopping':
+    rows = slice(needed, needed + config.num_validation)
+    validation = (task.x_train[rows], y_all[rows])
   start = time.time()
-  if steps > 0:
-    evaluator = training.NetworkEvaluator(x_test, y_test)
-    common.train_network(config, model, task.x_train[:m], y_all[:m], steps,
-                         seed, [steps], evaluator)
-    network_metrics['network_test_error'] = evaluator.curve[-1][1]
-    network_metrics['network_test_mse'] = evaluator.curve[-1][2]
-  timings['network_train_seconds'] = time.time() - start
-  network_metrics['train_steps'] = steps
+  network_metrics, curve = train_for_after_kernel(
+      config, model, task.x_train[:m], y_all[:m], x_test, y_test, seed,
+      validation)
+  timings = {'network_train_seconds': time.time() - start}
   kernel = kernel_fit.EmpiricalNTK(model, config.feature_batch_size)
   largest = _fit_indices(config, m, max(fit_sizes))
   start = time.time()
@@ -143,6 +226,8 @@ def _after_kernel_run(config: AfterKernelVsMConfig, task: data.BinaryTask,
     timings_n = dict(timings, fit_seconds=time.time() - start)
     records.append(common.record(STUDY, config, point, run, seed, metrics,
                                  timings_n, info))
+    if curve:
+      records[-1]['early_stopping'] = curve
   return records
 
 
@@ -266,11 +351,11 @@ def _run_unit(config: AfterKernelVsMConfig, context: None,
               base: data.BinaryTask, needed: int) -> List[Dict[str, Any]]:
   """One m of one run: its network, its K_m and every fit size n."""
   del context
-  seed = config.seed + unit.run
-  task = common.run_task(base, seed, needed, config.num_test)
+  seed, task = common.seeded_run_task(config, unit, base,
+                                      needed + _validation_size(config))
   m = unit.points[0][0]
   return _after_kernel_run(config, task, m, [n for _, n in unit.points],
-                           unit.run, seed, log)
+                           unit.run, seed, log, needed)
 
 
 def run(config: AfterKernelVsMConfig, output_dir: str,
@@ -280,23 +365,21 @@ def run(config: AfterKernelVsMConfig, output_dir: str,
 
   Run r (seed config.seed + r) permutes the data, trains a fresh network on
   its first m examples for `epochs` epochs (none for m = 0), takes its after
-  kernel K_m (`kernel_fit.EmpiricalNTK`) and fits it on every n of
+  kernel K_m (`kernel_fit.EmpiricalNTK`) after the last step or at the
+  optimal early-stopping point (`after_kernel_at`) and fits it on every n of
   `fit_sizes` (rows per `fit_examples`). (m, n) pairs needing more examples
   than the data has are left out (logged). One `runner.WorkUnit` per (run,
-  m); an m with a missing record is measured again for every n.
-
-  Returns:
-    `summarize`; also summary.json / .csv, fits.json and
-    after_kernel_vs_m.{png,pdf} in `output_dir`.
-
-  Raises:
-    AfterKernelError: bad configuration, data or output folder.
+  m); an m with a missing record is measured again for every n. The
+  summary it returns (`summarize`) is also written with the figure by
+  `common.write_outputs`; a bad configuration, data or output folder raises
+  AfterKernelError.
   """
   config.validate()
-  base = common.load_base_task(config, max(
+  held_out = _validation_size(config)
+  base = common.load_base_task(config, held_out + max(
       _needed_examples(config, m, n) for m in config.train_sizes
       for n in config.fit_sizes))
-  available = len(base.y_train)
+  available = len(base.y_train) - held_out
   plan = {}
   for m in config.train_sizes:
     fit_sizes = [n for n in config.fit_sizes

@@ -160,8 +160,7 @@ def _run_unit(config: KernelDynamicsConfig, context: None,
               base: data.BinaryTask) -> List[Dict[str, Any]]:
   """One run: one training trajectory, a record per snapshot step."""
   del context
-  seed = config.seed + unit.run
-  task = common.run_task(base, seed, config.num_train, config.num_test)
+  seed, task = common.seeded_run_task(config, unit, base, config.num_train)
   return _dynamics_run(config, task, list(unit.points), unit.run, seed, log)
 
 
@@ -176,8 +175,7 @@ def run(config: KernelDynamicsConfig, output_dir: str,
   training set and tested. A run with a missing record is measured whole.
 
   Returns:
-    `summarize`; also summary.json / .csv, fits.json and
-    kernel_dynamics.{png,pdf} in `output_dir`.
+    `summarize` (written with the figure by `common.write_outputs`).
 
   Raises:
     AfterKernelError: bad configuration, data or output folder.

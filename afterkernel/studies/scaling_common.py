@@ -37,11 +37,10 @@ from afterkernel import data
 from afterkernel import errors
 from afterkernel import infinite_ntk
 from afterkernel import kernel_fit
-from afterkernel import models
 from afterkernel import plots
-from afterkernel import training
 from afterkernel.studies import fields
 from afterkernel.studies import runner
+from afterkernel.studies import scaling_networks
 from afterkernel.studies import store as store_lib
 
 VERSION = '0.1.0'
@@ -64,10 +63,14 @@ DATASETS = tuple(data.DATASETS)
 # Fields that may grow between invocations on one output_dir (more sizes,
 # more runs) without invalidating the records already there.
 _GROWABLE_FIELDS = ('data_dir', 'num_runs', 'sample_sizes', 'train_sizes',
-                    'fit_sizes', 'curve_train_sizes', 'reference_fit_size')
+                    'widths', 'fit_sizes', 'curve_train_sizes',
+                    'reference_fit_size')
 # Fields used only when records are summarized and fit (they never change a
 # record, so re-running with another value re-summarizes the same records).
-_SUMMARY_FIELDS = ('num_bootstrap', 'zero_errors')
+_SUMMARY_FIELDS = ('num_bootstrap', 'zero_errors', 'early_stopping')
+# The studies' network builder and training recipe (`scaling_networks`).
+build_network = scaling_networks.build_network
+train_network = scaling_networks.train_network
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +92,21 @@ class CommonConfig(runner.StudyConfig, fields.TaskSourceFields):
     batch_size: minibatch size of both.
     kernel_method: one of `kernel_fit.FIT_METHODS` (sgd | ridge | svm).
     eval_growth: SGD predictors are evaluated at steps growing by this factor.
+    early_stopping: report SGD predictors' errors at optimal early stopping
+      (best test error over the evaluated steps); False = at the last step
+      (the "no early stopping" ablation of Fig 3; the records hold both, so
+      this only changes the summary).
+    full_batch: every SGD step of the network and of kernel SGD uses the
+      whole training set (GD; the full-batch ablation of Fig 3).
+    architecture: one of `scaling_networks.ARCHITECTURES`: the FC family
+      (the only one with an infinite NTK here) or a Myrtle CNN whose
+      convolutions have `width` channels (64 = the paper's k = 1).
+    standardize_run_inputs: centre every input feature and divide by one
+      global std (`data.standardize`), with the statistics of the run's
+      training rows (all it trains, fits or validates on; never the test
+      set).
+    zero_output_at_init: train f = g_theta - g_theta0 (output exactly 0 at
+      init, `scaling_networks.zero_output_at_init`; Table 1 of the paper).
     feature_batch_size: examples per gradient-feature block.
     num_runs: runs (seed, seed + 1, ...): data subset and initialization.
     seed: first seed.
@@ -104,17 +122,29 @@ class CommonConfig(runner.StudyConfig, fields.TaskSourceFields):
   batch_size: int = 64
   kernel_method: str = 'sgd'
   eval_growth: float = DEFAULT_EVAL_GROWTH
+  early_stopping: bool = True
+  full_batch: bool = False
+  architecture: str = scaling_networks.FULLY_CONNECTED
+  zero_output_at_init: bool = False
+  standardize_run_inputs: bool = False
   feature_batch_size: int = 256
   num_runs: int = 3
   seed: int = 0
   # The fingerprint (`runner.StudyConfig`) leaves these out.
   FINGERPRINT_IGNORES: ClassVar[Tuple[str, ...]] = (_GROWABLE_FIELDS +
                                                      _SUMMARY_FIELDS)
+  # Added in issue 16: at their defaults, folders written before still
+  # resume (`runner.StudyConfig.fingerprint`).
+  ADDED_FIELDS: ClassVar[Tuple[str, ...]] = (
+      'full_batch', 'architecture', 'zero_output_at_init',
+      'standardize_run_inputs', 'after_kernel_at', 'num_validation')
 
   def _validate_common(self) -> None:
     errors.require_choice(self.dataset, DATASETS, 'dataset')
     errors.require_choice(self.kernel_method, kernel_fit.FIT_METHODS,
                           'kernel_method')
+    errors.require_choice(self.architecture, scaling_networks.ARCHITECTURES,
+                          'architecture')
     for name in ('num_test', 'width', 'depth', 'batch_size', 'num_runs',
                  'feature_batch_size'):
       value = getattr(self, name)
@@ -153,6 +183,13 @@ TINY = dict(dataset='digits', num_test=200, width=64, depth=2,
             feature_batch_size=128)
 CPU = dict(dataset='mnist', num_test=2000, width=512, depth=2,
            learning_rate=1.0, batch_size=64, num_runs=3)
+# The paper's main setting shrunk to 2 cores: a Myrtle-5 CNN of 16 channels
+# (k = 1/4) on CIFAR-10 classes 0-4 vs 5-9 ('cifar2'; CIFAR-5m is not
+# obtainable offline, its local-file loader stays for users who have it),
+# tested on the exact first 1000 official test records.
+MYRTLE = dict(dataset='cifar2', plus_class=1, minus_class=0, num_test=1000,
+              architecture='myrtle5', width=16, learning_rate=0.03,
+              batch_size=32, num_runs=2, standardize_run_inputs=True)
 
 
 
@@ -233,15 +270,6 @@ def plus_minus(labels: np.ndarray) -> np.ndarray:
   return data.signed_labels(labels).astype(np.float32)
 
 
-def build_network(config: CommonConfig, input_shape: Sequence[int],
-                  seed: int) -> keras.Model:
-  """The FC ReLU network of `config` in the NTK parameterization, seeded."""
-  return models.build('ntk_fully_connected', tuple(input_shape),
-                      width=config.width, depth=config.depth,
-                      weight_std=config.weight_std, bias_std=config.bias_std,
-                      seed=seed)
-
-
 def infinite_kernel(config: CommonConfig) -> kernel_fit.FunctionKernel:
   """The infinite-width NTK of exactly the network family of `config`."""
   return kernel_fit.FunctionKernel(functools.partial(
@@ -249,34 +277,6 @@ def infinite_kernel(config: CommonConfig) -> kernel_fit.FunctionKernel:
       weight_std=config.weight_std, bias_std=config.bias_std))
 
 
-
-
-def train_network(config: CommonConfig, model: keras.Model,
-                  images: np.ndarray, targets: np.ndarray, steps: int,
-                  seed: int, snapshots: Sequence[int] = (),
-                  on_snapshot: Optional[Callable[[int, keras.Model], None]]
-                  = None) -> None:
-  """The studies' recipe: `steps` SGD-with-momentum steps on 0.5 (f - y)^2.
-
-  `training.fit` with the 'dataset' batch order (a fresh seeded permutation
-  each epoch); `on_snapshot(step, model)` runs after the listed steps (0 =
-  before training, also when steps == 0).
-
-  Args:
-    config: learning rate, momentum and batch size.
-    model: a Keras model with one output per example.
-    images: (n, ...) float32 inputs.
-    targets: (n,) float32 targets in {-1, +1}.
-    steps: optimizer steps (>= 0).
-    seed: shuffling seed.
-    snapshots: steps after which `on_snapshot` is called.
-    on_snapshot: the snapshot callback.
-  """
-  training.compile_model(model, config.learning_rate, config.momentum,
-                         loss='half_mse')
-  training.fit(model, images, np.asarray(targets, np.float32)[:, None],
-               batch_size=config.batch_size, seed=seed, steps=steps,
-               snapshots=snapshots, on_snapshot=on_snapshot)
 
 
 def fit_kernel_grams(config: CommonConfig, train_gram: np.ndarray,
@@ -303,11 +303,30 @@ def fit_kernel_grams(config: CommonConfig, train_gram: np.ndarray,
     return kernel_fit.fit(
         'sgd', train_gram, y_train, cross_gram, y_test,
         learning_rate=config.learning_rate,
-        batch_size=min(config.batch_size, len(y_train)),
+        batch_size=scaling_networks.batch_size_for(config, len(y_train)),
         momentum=config.momentum, max_steps=max_steps,
         eval_growth=config.eval_growth, seed=seed)
   return kernel_fit.fit(config.kernel_method, train_gram, y_train,
                         cross_gram, y_test)
+
+
+def error_metric(config: CommonConfig, predictor: str) -> str:
+  """The record metric of `predictor`'s test error the summary reports:
+  at optimal early stopping, or at the last step without early stopping."""
+  return (f'{predictor}_test_error' if config.early_stopping else
+          f'{predictor}_final_test_error')
+
+
+def seeded_run_task(config: CommonConfig, unit: runner.WorkUnit,
+                    base: data.BinaryTask, num_train: int
+                    ) -> Tuple[int, data.BinaryTask]:
+  """(seed, task) of `unit`'s run: seed + run, its permutation of `base`
+  cut to num_train (standardized on those rows with standardize_run_inputs)."""
+  seed = config.seed + unit.run
+  task = run_task(base, seed, num_train, config.num_test)
+  if config.standardize_run_inputs:
+    task = data.standardize(task)
+  return seed, task
 
 
 def fit_metrics(result, prefix: str) -> Dict[str, Any]:
@@ -441,7 +460,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
 def title(config: CommonConfig, what: str) -> str:
   task = (config.dataset if config.dataset == 'synthetic' else
           f'{config.dataset} {config.plus_class}-vs-{config.minus_class}')
-  return (f'{what}: FC {config.depth}x{config.width} (NTK param.) on {task}'
+  net = (f'FC {config.depth}x{config.width}'
+         if scaling_networks.has_infinite_kernel(config) else
+         f'{config.architecture} of {config.width} channels')
+  if config.zero_output_at_init:
+    net += ', f(theta0) = 0'
+  return (f'{what}: {net} (NTK param.) on {task}'
           f'\nkernels fit by {config.kernel_method}; {plots.LOG_BAR_NOTE}')
 
 

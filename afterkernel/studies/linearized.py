@@ -54,6 +54,7 @@ from afterkernel import linearize
 from afterkernel.data import multiclass
 from afterkernel.data import sources
 from afterkernel.studies import linearized_figures
+from afterkernel.studies import fields
 from afterkernel.studies import runner
 from afterkernel.studies import store
 from afterkernel.studies import summary as summary_lib
@@ -86,7 +87,7 @@ ACCURACY_METRICS = ('nn_train_accuracy', 'nn_test_accuracy',
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyConfig(runner.StudyConfig):
+class StudyConfig(runner.StudyConfig, fields.TaskSourceFields):
   """Everything that defines a network-vs-linearization study.
 
   Attributes (the help of their flags in linearized_vs_network):
@@ -132,11 +133,7 @@ class StudyConfig(runner.StudyConfig):
   # Added in 0.2.0; at their defaults, folders of 0.1.0 still resume.
   ADDED_FIELDS = ('cifar_test_source', 'lr_decay', 'effective_rank_kernel',
                   'trajectory_every', 'trajectory_probe_size')
-  dataset: str = 'digits'
   task: str = 'multiclass'
-  plus_class: int = 8
-  minus_class: int = 3
-  data_dir: Optional[str] = None
   cifar_test_source: str = sources.DEFAULT_CIFAR_TEST_SOURCE
   num_train: Optional[int] = None
   num_test: Optional[int] = None

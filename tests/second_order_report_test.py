@@ -38,14 +38,6 @@ def _records(num_runs=2):
   return records
 
 
-def _tempdir(test: absltest.TestCase) -> str:
-  """A folder removed after `test` (create_tempdir needs absl's parsed
-  flags, which pytest does not provide)."""
-  path = tempfile.mkdtemp(prefix='afterkernel_test_')
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return path
-
-
 class TableTest(absltest.TestCase):
 
   def test_sizes_of_is_the_sorted_distinct_subsets(self):
@@ -113,7 +105,9 @@ class ScalingTest(absltest.TestCase):
     records = _records()
     fits = report.fit_scaling(records, ['network', 'h_full'], _SIZES, 2,
                               1000, 'exclude', 0)
-    directory = _tempdir(self)
+    # tempfile: create_tempdir needs absl's parsed flags (not under pytest).
+    directory = tempfile.mkdtemp(prefix='afterkernel_test_')
+    self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
     with mock.patch.object(plots, 'save', wraps=plots.save) as save:
       paths = report.plot_scaling(records, fits, _SIZES, 2, directory, 't')
     self.assertEqual(sorted(os.path.basename(p) for p in paths),

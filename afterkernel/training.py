@@ -33,6 +33,7 @@ from afterkernel import errors
 # Keras' own defaults, which the paper used.
 DEFAULT_LEARNING_RATE = 0.01
 DEFAULT_BATCH_SIZE = 32
+_Schedule = keras.optimizers.schedules.LearningRateSchedule
 # Augmentation of the paper: rotations up to 15 degrees, 1-pixel shifts.
 AUGMENT_ROTATION_DEGREES = 15.0
 AUGMENT_SHIFT_PIXELS = 1
@@ -102,9 +103,7 @@ def loss_function(loss: Union[str, Callable]) -> Callable:
 
 
 def compile_model(model: keras.Model,
-                  learning_rate: Optional[Union[
-                      float,
-                      keras.optimizers.schedules.LearningRateSchedule]] = None,
+                  learning_rate: Optional[Union[float, _Schedule]] = None,
                   momentum: float = 0.0,
                   loss: Union[str, Callable] = 'bce',
                   weight_decay: Optional[float] = None) -> None:
@@ -123,8 +122,7 @@ def compile_model(model: keras.Model,
     weight_decay: decoupled weight decay of Keras' SGD; None = none.
   """
   rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
-  schedule = isinstance(rate,
-                        keras.optimizers.schedules.LearningRateSchedule)
+  schedule = isinstance(rate, _Schedule)
   errors.require(schedule or (rate > 0 and math.isfinite(rate)),
                  f'learning_rate must be positive, got {rate!r}')
   with model.distribute_strategy.scope():

@@ -190,9 +190,10 @@ class KernelProbe:
     """Gradient features, sharded across the strategy's replicas."""
     if self._gradient_fn is not None:
       return self._gradient_fn(model, images)
-    return distribute.sharded_gradient_features(
-        model, images, self.strategy, self.spec.feature_batch_size,
-        method or self.spec.feature_method)
+    return features.gradient_features(
+        model, images, self.spec.feature_batch_size,
+        method or self.spec.feature_method, strategy=self.strategy,
+        log=self.log)
 
   def _conjugate_features(self, model, images):
     if self._conjugate_fn is not None:

@@ -144,6 +144,11 @@ class KernelProbeTest(absltest.TestCase):
     self.assertBetween(got['svm_error'], 0.0, 1.0)
     separable = probe.KernelProbe(spec, task).measure(model)['metrics']
     self.assertEqual(separable['svm_separable'], 1.0)
+    # Stopped before proving either (1 iteration): unknown, not "separable".
+    capped = probe.ProbeSpec(metrics=('svm_error',), svm_max_iterations=1)
+    unknown = probe.KernelProbe(capped, task).measure(model)['metrics']
+    self.assertEqual(unknown['svm_converged'], 0.0)
+    self.assertIsNone(unknown['svm_separable'])
 
 
 class AfterKernelNamesTest(absltest.TestCase):

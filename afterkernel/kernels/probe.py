@@ -266,8 +266,13 @@ class KernelProbe:
     metrics['svm_margin'] = solution.margin
     metrics['svm_iterations'] = solution.iterations
     metrics['svm_converged'] = float(solution.converged)
-    metrics['svm_separable'] = float(
-        getattr(solution, 'stop_reason', None) != margin.STOP_NOT_SEPARABLE)
+    # 1: a classifier with a positive margin was found (separable); 0: the
+    # solver certified 0 in the hull of the y_i phi_i; None: an unconverged
+    # solve that proved neither.
+    if getattr(solution, 'stop_reason', None) == margin.STOP_NOT_SEPARABLE:
+      metrics['svm_separable'] = 0.0
+    else:
+      metrics['svm_separable'] = 1.0 if solution.margin > 0 else None
     metrics['svm_relative_gap'] = (
         (solution.margin_upper_bound - solution.margin) /
         solution.margin_upper_bound

@@ -87,7 +87,8 @@ METRICS = dict({name: probe_lib.VOCABULARY[name] for name in (
     'conjugate_svm_error': 'hard-margin SVM test error of the conjugate '
                            'projection (penultimate-layer features)',
     'conjugate_svm_margin': 'normalized margin of the conjugate SVM',
-    'svm_separable': '0 if the SVM solver certified the data non-separable',
+    'svm_separable': ('1 if the SVM found a positive margin, 0 if it certified '
+                      'the data non-separable, empty if it proved neither'),
     'conjugate_svm_separable': 'the same for the conjugate SVM',
     'nn_error': 'test error of the network itself',
     'nn_train_loss': 'training BCE of the network',

@@ -9,7 +9,9 @@ its table (`study_main`). A sweep binary: the paper's sweep + flags -> a
 
 import dataclasses
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from absl import flags as absl_flags
@@ -193,8 +195,13 @@ def main_status(body: Callable[[], Optional[int]],
   `folder` (the binary's --output_dir / --store_dir) and that the same
   command resumes; status 130.
   """
+  store_lib.INTERRUPT.clear()
+  previous = _catch_ctrl_c()
   try:
-    return body() or 0
+    status = body() or 0
+    if not store_lib.INTERRUPT.is_set():
+      return status
+    raise KeyboardInterrupt  # Swallowed somewhere: still an interrupted run.
   except errors.AfterKernelError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -206,6 +213,25 @@ def main_status(body: Callable[[], Optional[int]],
     print(f'interrupted: {saved}the same command resumes from there',
           file=sys.stderr)
     return INTERRUPTED_STATUS
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt(signum, frame) -> None:
+  """SIGINT: remember it (the store stops at the next record if the
+  KeyboardInterrupt gets lost) and raise it as Python does."""
+  del signum, frame
+  store_lib.INTERRUPT.set()
+  raise KeyboardInterrupt
+
+
+def _catch_ctrl_c():
+  """Installs `_interrupt` for SIGINT; returns the previous handler (None
+  off the main thread, where handlers cannot be set)."""
+  if threading.current_thread() is not threading.main_thread():
+    return None
+  return signal.signal(signal.SIGINT, _interrupt)
 
 
 def define_sweep_flags(paper: sweeps.Sweep, sweep_fields: Sequence[str] = (),

@@ -3,6 +3,8 @@
 import contextlib
 import dataclasses
 import io
+import signal
+import tempfile
 from typing import Tuple
 
 from absl import flags as absl_flags
@@ -11,6 +13,7 @@ from absl.testing import absltest
 from afterkernel import errors
 from afterkernel.studies import runner
 from afterkernel.studies import after_kernel
+from afterkernel.studies import store
 from afterkernel.studies import sweeps
 from binaries import flags
 from binaries import mains
@@ -73,6 +76,49 @@ class StudyMainTest(absltest.TestCase):
       self.assertEqual((out, calls), ('', []))
       self.assertLen(err.strip().splitlines(), 1)
       self.assertStartsWith(err, 'error: ')
+
+
+class LostCtrlCTest(absltest.TestCase):
+  """A Ctrl-C whose KeyboardInterrupt a library swallowed still stops the run
+  at the next record (status 130, the record kept)."""
+
+  def test_store_stops_at_the_next_record(self):
+    folder = tempfile.mkdtemp()
+    written = []
+
+    def body():
+      try:
+        signal.raise_signal(signal.SIGINT)  # The handler raises ...
+      except KeyboardInterrupt:
+        pass  # ... and something swallows it.
+      result_store = store.ResultStore(folder)
+      for index in range(3):
+        result_store.put({'key': f'r{index}'})
+        written.append(index)
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+      status = mains.main_status(body)
+    self.assertEqual(status, mains.INTERRUPTED_STATUS)
+    self.assertEqual(written, [])  # Stopped right after the first record,
+    self.assertEqual(store.ResultStore(folder).keys(), ['r0'])  # kept.
+    self.assertIn('interrupted:', stderr.getvalue())
+    # The previous SIGINT handler is back, and the next run starts clean.
+    self.assertIs(signal.getsignal(signal.SIGINT),
+                  signal.default_int_handler)
+    self.assertEqual(mains.main_status(lambda: 0), 0)
+
+  def test_body_finishing_after_a_lost_interrupt_is_interrupted(self):
+
+    def body():
+      try:
+        signal.raise_signal(signal.SIGINT)
+      except KeyboardInterrupt:
+        pass
+      return 0
+
+    with contextlib.redirect_stderr(io.StringIO()):
+      self.assertEqual(mains.main_status(body), mains.INTERRUPTED_STATUS)
 
 
 class ScalingClassesTest(absltest.TestCase):

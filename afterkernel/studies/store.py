@@ -38,6 +38,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
@@ -227,6 +228,13 @@ def _holds_results(output_dir: str) -> bool:
   return bool(ResultStore(output_dir).keys())
 
 
+# Set by the binaries' Ctrl-C handler (`binaries.mains.main_status`). A
+# KeyboardInterrupt can be lost when the signal lands while a library runs
+# code that guards against exceptions; the store then stops the run at the
+# next record it writes, so Ctrl-C always ends a run at a record boundary.
+INTERRUPT = threading.Event()
+
+
 class ResultStore:
   """A directory of records, one atomically written JSON file each.
 
@@ -263,6 +271,8 @@ class ResultStore:
     errors.require('key' in record, 'a record needs a "key" field')
     path = self.path(record['key'])
     atomic_write_text(path, to_json(record, indent=1, sort_keys=True) + '\n')
+    if INTERRUPT.is_set():
+      raise KeyboardInterrupt  # The record is safe; stop the run here.
     return path
 
   def get(self, key: str) -> Dict[str, Any]:

@@ -96,6 +96,7 @@ class LostCtrlCTest(absltest.TestCase):
         result_store.put({'key': f'r{index}'})
         written.append(index)
 
+    before = signal.getsignal(signal.SIGINT)
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
       status = mains.main_status(body)
@@ -104,8 +105,7 @@ class LostCtrlCTest(absltest.TestCase):
     self.assertEqual(store.ResultStore(folder).keys(), ['r0'])  # kept.
     self.assertIn('interrupted:', stderr.getvalue())
     # The previous SIGINT handler is back, and the next run starts clean.
-    self.assertIs(signal.getsignal(signal.SIGINT),
-                  signal.default_int_handler)
+    self.assertIs(signal.getsignal(signal.SIGINT), before)
     self.assertEqual(mains.main_status(lambda: 0), 0)
 
   def test_body_finishing_after_a_lost_interrupt_is_interrupted(self):

@@ -1,6 +1,6 @@
 """Tests for afterkernel.kernel_fit: the SVM fit, the dispatcher, kernel sources.
 
-The fits' own tests are sgd_test, ridge_test and kernel_fit_results_test.
+The fits' own tests are sgd_test, ridge_test and results_test.
 """
 
 import functools

@@ -25,30 +25,32 @@ def _conv_params(k, c_in, c_out):
   return (k * k * c_in + 1) * c_out
 
 
+def _vgg_params(c_in, width, side):
+  """Two blocks of two 3x3 convs (width, then 2 width channels), pooled to
+  side x side, then Dense(1)."""
+  return (_conv_params(3, c_in, width) + _conv_params(3, width, width) +
+          _conv_params(3, width, 2 * width) +
+          _conv_params(3, 2 * width, 2 * width) + side * side * 2 * width + 1)
+
+
 class ParameterCountTest(parameterized.TestCase):
 
   def test_vgg_mnist(self):
     # 26 -> 26 channels, pool, 52 -> 52, pool: 28 -> 14 -> 7 spatial.
-    expected = (_conv_params(3, 1, 26) + _conv_params(3, 26, 26) +
-                _conv_params(3, 26, 52) + _conv_params(3, 52, 52) +
-                7 * 7 * 52 + 1)
+    expected = _vgg_params(1, 26, 7)
     self.assertEqual(expected, 45527)
     self.assertEqual(
         models.count_parameters(models.build_model('vgg', (28, 28, 1))),
         expected)
 
   def test_vgg_cifar(self):
-    expected = (_conv_params(3, 3, 26) + _conv_params(3, 26, 26) +
-                _conv_params(3, 26, 52) + _conv_params(3, 52, 52) +
-                8 * 8 * 52 + 1)
+    expected = _vgg_params(3, 26, 8)
     self.assertEqual(
         models.count_parameters(models.build_model('vgg', (32, 32, 3))),
         expected)
 
   def test_mega_vgg_mnist(self):
-    expected = (_conv_params(3, 1, 119) + _conv_params(3, 119, 119) +
-                _conv_params(3, 119, 238) + _conv_params(3, 238, 238) +
-                7 * 7 * 238 + 1)
+    expected = _vgg_params(1, 119, 7)
     self.assertEqual(expected, 905591)
     self.assertEqual(
         models.count_parameters(models.build_model('mega_vgg', (28, 28, 1))),

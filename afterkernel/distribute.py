@@ -12,16 +12,16 @@ Which strategy (`STRATEGIES`, the `--distribution_strategy` flag):
     TPU_NAME environment variable (a TPU node) or, if unset, the TPU attached
     to this VM (a TPU VM).
   * 'multi_worker': `tf.distribute.MultiWorkerMirroredStrategy` over the
-    machines listed in the TF_CONFIG environment variable (every worker runs
-    the same command and gets all features); without TF_CONFIG, one local
-    worker. Gradient features only: Keras 3's `fit` fails under this
-    strategy (keras-team/keras#20585), so it cannot train. Hence only
-    run_after_kernel with max_num_epochs=0 takes it: the workers split the
-    feature blocks, and then EVERY worker repeats the Gram products, the
-    SVM and the other metrics on all the features (not split). The studies
-    and sweeps refuse it in one line (`scope`, `scoped_executor`): every
-    worker would repeat the same runs; across machines use the Ray
-    executor (one run per task), with 'mirrored' inside each machine.
+    machines listed in the TF_CONFIG environment variable; without
+    TF_CONFIG, one local worker. Library calls only: `features`'
+    gradient features and `kernels.empirical`'s Grams take it as
+    `strategy=` (every worker runs the same program, the workers split the
+    feature blocks and every worker gets all rows). Every binary, study and
+    sweep refuses it in one line (`MULTI_WORKER_REFUSAL`): Keras 3's `fit`
+    fails under it (keras-team/keras#20585), and after the features every
+    worker would repeat the same Gram products and SVM solve (a solver does
+    not split across machines). Across machines use the Ray executor (one
+    run per task), with 'mirrored' inside each machine.
 
 Every binary has --distribution_strategy: run_after_kernel and the sweeps
 through their ExperimentConfig field (the network is built in the
@@ -79,11 +79,10 @@ FLAG_HELP = (
     'Grams (every study and sweep): default = one device (the first GPU if '
     'any, else the CPU); mirrored = all local GPUs (or logical CPUs): each '
     'minibatch and each block of examples is split across them; tpu = the '
-    'TPU of this TPU VM or TPU_NAME; multi_worker = the workers in '
-    'TF_CONFIG: run_after_kernel with --max_num_epochs=0 only (features '
-    'split across workers, Grams and SVM repeated on each), refused by the '
-    'studies and sweeps (use --executor=ray across machines). Gram products '
-    'and solvers run on the host.')
+    'TPU of this TPU VM or TPU_NAME; multi_worker (TF_CONFIG) is for '
+    'library feature calls only and refused by every binary (use '
+    '--executor=ray across machines). Gram products and solvers run on the '
+    'host.')
 # One strategy object per name and process: a TPU system and multi-worker
 # collectives may be initialized only once per process.
 _MADE: Dict[str, tf.distribute.Strategy] = {}
@@ -197,13 +196,14 @@ def sharded_gradient_features(
                                     strategy=strategy)
 
 
-# What `scope` refuses for a study or sweep (one line): every worker would run
-# the same training runs, Grams and solver.
+# What every binary, study and sweep says to 'multi_worker' (one line).
 MULTI_WORKER_REFUSAL = (
-    'distribution_strategy=multi_worker is not supported by the studies and '
-    'sweeps: Keras cannot train under it (keras-team/keras#20585) and every '
-    'worker would repeat the same runs, Grams and solver; spread runs over '
-    'machines with --executor=ray (and use mirrored on each machine)')
+    'distribution_strategy=multi_worker is not supported by the binaries, '
+    'studies and sweeps: Keras cannot train under it (keras-team/keras#20585) '
+    'and every worker would repeat the same runs, Grams and SVM solve; spread '
+    'runs over machines with --executor=ray (and use mirrored on each '
+    'machine); library calls (features.gradient_features, '
+    'kernels.empirical) take the strategy directly')
 
 
 @contextlib.contextmanager

@@ -137,12 +137,15 @@ class SingleProcessTest(absltest.TestCase):
     mirrored.validate()
     self.assertEqual(mirrored.fingerprint(), _TINY.fingerprint())
 
-  def test_multi_worker_config_refuses_training(self):
+  def test_multi_worker_config_is_refused_in_one_line(self):
+    # Also without training: every worker would repeat the Gram and the SVM.
     config = dataclasses.replace(_TINY, distribution_strategy='multi_worker')
-    with self.assertRaisesRegex(errors.AfterKernelError,
-                                'multi_worker cannot train'):
-      config.validate()
-    dataclasses.replace(config, max_num_epochs=0).validate()
+    for epochs in (0, 1):
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  'multi_worker is not supported by the '
+                                  'binaries.*--executor=ray') as cm:
+        dataclasses.replace(config, max_num_epochs=epochs).validate()
+      self.assertNotIn('\n', str(cm.exception))
 
   def test_default_strategy_is_one_device_and_exact(self):
     strategy = distribute.make_strategy('default')
@@ -185,7 +188,7 @@ class SingleProcessTest(absltest.TestCase):
                      lambda unit: [unit], 'multi_worker')(0))):
       with self.assertRaisesRegex(errors.AfterKernelError,
                                   'multi_worker is not supported by the '
-                                  'studies.*--executor=ray') as cm:
+                                  'binaries, studies.*--executor=ray') as cm:
         make()
       self.assertNotIn('\n', str(cm.exception))
     self.assertIs(distribute.scoped_executor(runner.local_executor),
@@ -223,11 +226,19 @@ class SingleProcessTest(absltest.TestCase):
                         r'\(.*\); run on a TPU VM or set TPU_NAME')
 
   @absltest.skipIf(_IN_CHILD, 'a binary run, not a two-device test')
+  def test_run_after_kernel_refuses_multi_worker_and_writes_nothing(self):
+    self._check_refused(['binaries.run_after_kernel',
+                         '--distribution_strategy=multi_worker',
+                         '--max_num_epochs=0'],
+                        r'^error: distribution_strategy=multi_worker is not '
+                        r'supported by the binaries, studies and sweeps: .*')
+
+  @absltest.skipIf(_IN_CHILD, 'a binary run, not a two-device test')
   def test_study_binary_refuses_multi_worker_and_writes_nothing(self):
     self._check_refused(['binaries.kernel_dynamics',
                          '--distribution_strategy=multi_worker'],
                         r'^error: distribution_strategy=multi_worker is not '
-                        r'supported by the studies and sweeps: .*'
+                        r'supported by the binaries, studies and sweeps: .*'
                         r'--executor=ray')
 
   def _check_refused(self, command, error_pattern):
@@ -481,19 +492,20 @@ class WorkerTest(absltest.TestCase):
     self.assertLess(_relative_error(
         distribute.sharded_gradient_features(mirrored, images, strategy, 4),
         features.gradient_features(single, images, 4)), _RTOL)
-    # The runner (no training: Keras 3 cannot fit under this strategy).
-    metrics = {}
-    for name in ('default', 'multi_worker'):
-      directory = os.path.join(tempfile.mkdtemp(), name)
-      config = dataclasses.replace(_TINY, distribution_strategy=name,
-                                   max_num_epochs=0)
-      after_kernel.run_experiment(config, directory, log=_quiet)
-      metrics[name] = store.ResultStore(directory).records()[0]['metrics']
-    for name in ('ntk_trans_inv', 'ntk_kalignment', 'ntk_eff_rank',
-                 'ntk_margin'):
-      self.assertAlmostEqual(metrics['multi_worker'][name],
-                             metrics['default'][name], delta=1e-4, msg=name)
-
+    # The Grams behind every kernel metric: the factored (structured) path
+    # and the train x test cross-Gram, as library calls under the strategy
+    # (the binaries refuse multi_worker; see distribute.MULTI_WORKER_REFUSAL).
+    test_images, _ = _toy_task(7)
+    for method in ('structured', 'per_layer'):
+      self.assertLess(_relative_error(
+          empirical.model_gram(mirrored, images, test_images, batch_size=4,
+                               method=method, strategy=strategy),
+          empirical.model_gram(single, images, test_images, batch_size=4,
+                               method=method)), _RTOL, msg=method)
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'multi_worker is not supported'):
+      dataclasses.replace(_TINY, distribution_strategy='multi_worker',
+                          max_num_epochs=0).validate()
 
 if __name__ == '__main__':
   absltest.main()

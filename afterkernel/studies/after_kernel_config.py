@@ -97,8 +97,8 @@ class ExperimentConfig:
       held).
     distribution_strategy: default: one device (the first GPU if any, else
       the CPU); mirrored: all local GPUs (or logical CPUs); tpu: the TPU of
-      this TPU VM or TPU_NAME; multi_worker: the workers in TF_CONFIG, each
-      running this command (features only: needs max_num_epochs=0).
+      this TPU VM or TPU_NAME; multi_worker is refused (see
+      `distribute.MULTI_WORKER_REFUSAL`).
       Training and gradient features are split across the replicas.
     measure_ntk: measure the FNTK at initialization too; False measures
       only the after kernel (half the kernel work, e.g. for mega-VGG).
@@ -195,12 +195,8 @@ class ExperimentConfig:
     errors.require(self.training_loss_target is None or
                    self.max_num_epochs > 0,
                    'training_loss_target needs max_num_epochs > 0 as the cap')
-    errors.require(self.distribution_strategy != 'multi_worker' or
-                   self.max_num_epochs == 0,
-                   'distribution_strategy=multi_worker cannot train: Keras '
-                   "3's fit fails under MultiWorkerMirroredStrategy "
-                   '(keras-team/keras#20585); use mirrored on one machine, '
-                   'or max_num_epochs=0 for the FNTK alone')
+    errors.require(self.distribution_strategy != 'multi_worker',
+                   distribute.MULTI_WORKER_REFUSAL)
     errors.require(self.svm_tolerance >= 0,
                    f'svm_tolerance must be >= 0, got {self.svm_tolerance}')
     errors.require(self.seed >= 0, f'seed must be >= 0, got {self.seed}')

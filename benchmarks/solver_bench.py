@@ -13,7 +13,15 @@ problems are its leading blocks. On each, in one run:
     working-set variant ('working_set', the 0.1.0 default), each with
     their default iteration budget and a wall-clock cap;
   * libsvm: scikit-learn's SVC(kernel='precomputed') ('sklearn'; with a
-    bias, C = 1e6 for unit-scale features), the baseline.
+    bias, C = 1e6 for unit-scale features), the baseline;
+  * on request ('--solvers'): 'interior_point' (Mehrotra on the simplex
+    problem) and 'exact_cd' (the default's coordinate descent alone, with
+    its full 10^7-step budget and no switch to the interior point: the
+    'exact' of versions before the switch).
+
+Any other cached Gram (float32 .npy, n x n, with a labels .npy) is run with
+--gram_file / --labels_file instead of the MNIST one (e.g. the CIFAR-10
+Grams of BENCHMARKS.md, "Hard Grams"); --max_seconds caps every solver.
 
 Times are of the whole `max_margin_from_gram` call (input checks included),
 wall clock and process CPU; 'solve' is the solver alone (wall). Gap = (upper - margin) / upper of the returned
@@ -21,9 +29,13 @@ coefficients (none for libsvm, which has no certificate).
 
   python -m benchmarks.solver_bench --sizes=2000,4000,11982 \\
       --data_dir=/path/to/data --cache_dir=/tmp/afterkernel_solver_bench
+  python -m benchmarks.solver_bench --isolate --repeats=1 --sizes=10000 \\
+      --gram_file=/tmp/cifar_gram.npy --labels_file=/tmp/cifar_labels.npy \\
+      --solvers=exact,interior_point,exact_cd,sklearn
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -36,6 +48,7 @@ from absl import flags
 import numpy as np
 
 from afterkernel import margin
+from afterkernel.margin import exact
 from benchmarks import common
 
 SOLVERS = ('exact', 'sklearn', 'working_set', 'jst1')
@@ -47,6 +60,8 @@ LABELS_FILE = 'fc_fntk_mnist38_labels.npy'
 DEFAULT_CACHE_DIR = '/tmp/afterkernel_solver_bench'
 # Raw results of `--isolate` children, one JSON line each, in cache_dir.
 RAW_FILE = 'isolated_results.jsonl'
+# Benchmark-only name: coordinate descent without the interior-point switch.
+CD_ONLY = 'exact_cd'
 
 
 def cached_gram(cache_dir: str, data_dir: Optional[str],
@@ -89,40 +104,66 @@ def solve(gram: np.ndarray, labels: np.ndarray, solver: str,
   return _solve(gram, labels, solver, jst_max_seconds)[:4]
 
 
-def _solve(gram, labels, solver, jst_max_seconds):
+def _solve(gram, labels, solver, jst_max_seconds, max_seconds=None):
   """`solve` + the RSS the call needed on top of what was held (MiB)."""
-  options = {}
+  options = {'max_seconds': max_seconds}
   if solver in ('working_set', 'jst1'):
-    options['max_seconds'] = jst_max_seconds
+    options['max_seconds'] = min(jst_max_seconds, max_seconds or math.inf)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', margin.UnconvergedWarning)
     cpu = time.process_time()
     seconds, peak, delta, _, result = common.time_call(
-        lambda: margin.max_margin_from_gram(gram, labels, solver=solver,
-                                            **options))
+        lambda: _call(gram, labels, solver, options))
     cpu = time.process_time() - cpu
   return seconds, cpu, peak, result, delta
+
+
+def _call(gram, labels, solver, options):
+  """One solve; CD_ONLY is 'exact' with the switch budget out of reach."""
+  if solver != CD_ONLY:
+    return margin.max_margin_from_gram(gram, labels, solver=solver,
+                                       **options)
+  saved = margin.api.SWITCH_STEPS_PER_EXAMPLE
+  margin.api.SWITCH_STEPS_PER_EXAMPLE = exact.DEFAULT_MAX_ITERATIONS
+  try:
+    return margin.max_margin_from_gram(gram, labels, solver='exact',
+                                       **options)
+  finally:
+    margin.api.SWITCH_STEPS_PER_EXAMPLE = saved
 
 
 # Marks the child's one line of results on its stdout.
 CHILD_PREFIX = 'SOLVER_BENCH_RESULT '
 
 
+def gram_paths(cache_dir: str, gram_file: Optional[str] = None,
+               labels_file: Optional[str] = None) -> tuple:
+  """(Gram .npy, labels .npy): the given files, else the cached MNIST ones."""
+  if gram_file:
+    return gram_file, labels_file
+  return os.path.join(cache_dir, GRAM_FILE), os.path.join(cache_dir,
+                                                          LABELS_FILE)
+
+
 def child_solve(solver: str, n: int, cache_dir: str,
-                jst_max_seconds: float) -> dict:
+                jst_max_seconds: float, gram_file: Optional[str] = None,
+                labels_file: Optional[str] = None,
+                max_seconds: Optional[float] = None) -> dict:
   """One solve in this (fresh) process on the cached Gram's n x n block.
 
   Returns wall/CPU seconds, the RSS the solve needed beyond the Gram
   ('delta_rss_mib', the kernel's high-water mark reset before the call) and
   the process's peak RSS while solving (Gram and libraries included).
   """
-  gram = np.load(os.path.join(cache_dir, GRAM_FILE), mmap_mode='r')
-  labels = np.load(os.path.join(cache_dir, LABELS_FILE))
+  gram_path, labels_path = gram_paths(cache_dir, gram_file, labels_file)
+  gram = np.load(gram_path, mmap_mode='r')
+  labels = np.load(labels_path)
   block, y = np.ascontiguousarray(gram[:n, :n]), labels[:n]
   with warnings.catch_warnings():  # compiled code loaded outside the timing
     warnings.simplefilter('ignore')
     margin.max_margin_from_gram(block[:50, :50], y[:50], max_iterations=10)
-  seconds, cpu, _, result, delta = _solve(block, y, solver, jst_max_seconds)
+  seconds, cpu, _, result, delta = _solve(block, y, solver, jst_max_seconds,
+                                          max_seconds)
   upper = result.margin_upper_bound
   return {'seconds': seconds, 'cpu_seconds': cpu,
           'solve_seconds': result.seconds, 'iterations': result.iterations,
@@ -138,12 +179,18 @@ def child_solve(solver: str, n: int, cache_dir: str,
 
 
 def isolated_solve(solver: str, n: int, cache_dir: str,
-                   jst_max_seconds: float) -> dict:
+                   jst_max_seconds: float, gram_file: Optional[str] = None,
+                   labels_file: Optional[str] = None,
+                   max_seconds: Optional[float] = None) -> dict:
   """`child_solve` in a fresh Python process (its own peak memory)."""
+  extra = [f'--gram_file={gram_file}', f'--labels_file={labels_file}'
+          ] if gram_file else []
+  if max_seconds is not None:
+    extra.append(f'--max_seconds={max_seconds}')
   out = subprocess.run(
       [sys.executable, '-m', 'benchmarks.solver_bench',
        f'--child={solver}:{n}', f'--cache_dir={cache_dir}',
-       f'--jst_max_seconds={jst_max_seconds}'],
+       f'--jst_max_seconds={jst_max_seconds}', *extra],
       capture_output=True, text=True, check=True)
   line = [l for l in out.stdout.splitlines() if l.startswith(CHILD_PREFIX)]
   return json.loads(line[-1][len(CHILD_PREFIX):])
@@ -155,21 +202,28 @@ def run_isolated(sizes: Sequence[int] = FULL_SIZES,
                  cache_dir: str = DEFAULT_CACHE_DIR,
                  repeats: int = common.DEFAULT_REPEATS,
                  jst_max_seconds: float = JST_MAX_SECONDS,
-                 log: Optional[Callable[[str], None]] = None
-                 ) -> common.Report:
+                 log: Optional[Callable[[str], None]] = None,
+                 gram_file: Optional[str] = None,
+                 labels_file: Optional[str] = None,
+                 max_seconds: Optional[float] = None) -> common.Report:
   """Every (n, solver) in its own process, interleaved, `repeats` rounds.
 
   Round r runs every size and solver before round r + 1 starts, so load
   changes on a shared machine hit all of them; medians are reported.
+  `gram_file` / `labels_file`: another cached Gram than the MNIST one.
   """
-  _, labels, source = cached_gram(cache_dir, data_dir, log)
+  if gram_file:
+    labels, source = np.load(labels_file), gram_file
+  else:
+    _, labels, source = cached_gram(cache_dir, data_dir, log)
   sizes = [min(n, len(labels)) for n in sizes]
   runs = {(n, s): [] for n in sizes for s in solvers}
   for repeat in range(repeats):
     for n in sizes:
       for solver in solvers:
-        runs[n, solver].append(isolated_solve(solver, n, cache_dir,
-                                              jst_max_seconds))
+        runs[n, solver].append(isolated_solve(
+            solver, n, cache_dir, jst_max_seconds, gram_file, labels_file,
+            max_seconds))
         if log:
           log(f'  round {repeat}: n={n} {solver}: '
               f'{runs[n, solver][-1]["seconds"]:.3f} s')
@@ -178,7 +232,8 @@ def run_isolated(sizes: Sequence[int] = FULL_SIZES,
   for n in sizes:
     for solver in solvers:
       last = runs[n, solver][-1]
-      rows.append([n, solver, median(n, solver, 'seconds'),
+      rows.append([n, last.get('result_solver', solver),
+                   median(n, solver, 'seconds'),
                    median(n, solver, 'cpu_seconds'),
                    median(n, solver, 'solve_seconds'), last['iterations'],
                    last['margin'], last['gap'], last['stop_reason'],
@@ -279,6 +334,13 @@ def _define_flags() -> dict:
           'jst_max_seconds', JST_MAX_SECONDS, 'Wall-clock cap of JST.'),
       'child': flags.DEFINE_string('child', None,
                                    'Internal: solver:n of one child solve.'),
+      'gram_file': flags.DEFINE_string(
+          'gram_file', None, 'A cached n x n Gram (.npy) to run instead of '
+          'the MNIST one (needs --labels_file).'),
+      'labels_file': flags.DEFINE_string('labels_file', None,
+                                         'Labels (.npy) of --gram_file.'),
+      'max_seconds': flags.DEFINE_float(
+          'max_seconds', None, 'Wall-clock cap of every solver.'),
   }
 
 
@@ -287,7 +349,10 @@ def main(argv, defined):
   if defined['child'].value:
     solver, n = defined['child'].value.split(':')
     result = child_solve(solver, int(n), defined['cache_dir'].value,
-                         defined['jst_max_seconds'].value)
+                         defined['jst_max_seconds'].value,
+                         defined['gram_file'].value,
+                         defined['labels_file'].value,
+                         defined['max_seconds'].value)
     # Every child's raw result is also appended next to the cached Gram, so
     # an interrupted run keeps what it measured.
     with open(os.path.join(defined['cache_dir'].value, RAW_FILE), 'a',
@@ -300,7 +365,10 @@ def main(argv, defined):
                        defined['solvers'].value,
                        defined['data_dir'].value or common.default_data_dir(),
                        defined['cache_dir'].value, defined['repeats'].value,
-                       defined['jst_max_seconds'].value, log=print).text())
+                       defined['jst_max_seconds'].value, log=print,
+                       gram_file=defined['gram_file'].value,
+                       labels_file=defined['labels_file'].value,
+                       max_seconds=defined['max_seconds'].value).text())
     return
   report = run([int(n) for n in defined['sizes'].value],
                defined['solvers'].value,

@@ -18,22 +18,35 @@ from afterkernel.margin import certificate
 from afterkernel.margin import checks
 from afterkernel.margin import device as device_lib
 from afterkernel.margin import exact
+from afterkernel.margin import interior
 from afterkernel.margin import jst
 from afterkernel.margin import libsvm
 
-# 'exact': greedy dual coordinate descent (exact.py); 'working_set', 'dual',
-# 'stochastic', 'primal': Ji-Srebro-Telgarsky Alg. 1 and variants (jst.py);
-# 'jst1' / 'jst2': the original script's names of Alg. 1 and its stochastic
-# variant (= 'dual' / 'stochastic'); 'sklearn': libsvm with a bias, the
-# baseline (libsvm.py).
+# 'exact': greedy dual coordinate descent (exact.py), finished by the
+# interior-point method on problems it does not certify quickly;
+# 'interior_point': Mehrotra's method on the simplex problem (interior.py);
+# 'working_set', 'dual', 'stochastic', 'primal': Ji-Srebro-Telgarsky Alg. 1
+# and variants (jst.py); 'jst1' / 'jst2': the original script's names of
+# Alg. 1 and its stochastic variant (= 'dual' / 'stochastic'); 'sklearn':
+# libsvm with a bias, the baseline (libsvm.py).
 SOLVERS = ('exact', 'working_set', 'dual', 'primal', 'stochastic', 'jst1',
-           'jst2', 'sklearn')
+           'jst2', 'sklearn', interior.SOLVER)
 # Certified to a 1e-4 gap at full MNIST scale faster than libsvm
 # (BENCHMARKS.md, "Max-margin solvers").
 DEFAULT_SOLVER = 'exact'
 # The original script's solver names.
 SOLVER_ALIASES = {'jst1': 'dual', 'jst2': 'stochastic'}
 GRAM_SOLVERS = tuple(name for name in SOLVERS if name != 'primal')
+
+
+# 'exact' runs coordinate descent for at most this many steps per example
+# (and at least MIN_SWITCH_STEPS) before switching to the interior point
+# (BENCHMARKS.md, "Hard Grams"): MNIST Grams certify within ~3-10 per
+# example, the hard CIFAR-10 Grams not within 1000.
+SWITCH_STEPS_PER_EXAMPLE = 50
+MIN_SWITCH_STEPS = 100_000
+# The solver name of an 'exact' result finished by the interior point.
+SWITCHED_SOLVER = 'exact+interior_point'
 
 
 class UnconvergedWarning(RuntimeWarning):
@@ -47,6 +60,8 @@ def default_max_iterations(solver: str) -> int:
     return exact.DEFAULT_MAX_ITERATIONS
   if solver == 'stochastic':
     return jst.DEFAULT_STOCHASTIC_MAX_ITERATIONS
+  if solver == interior.SOLVER:
+    return interior.DEFAULT_MAX_ITERATIONS
   return jst.DEFAULT_MAX_ITERATIONS
 
 
@@ -158,10 +173,12 @@ def max_margin_from_gram(
   if solver == 'exact':
     # K is symmetric: a Fortran-ordered K's transpose is C-ordered and equal.
     rows = gram if gram.flags.c_contiguous else gram.T
-    result = exact.solve_exact(
-        rows, labels, scale, tolerance, max_iterations, check_every,
-        max_seconds, log,
-        matvec=device_lib.gram_matvec(rows, device, None))
+    result = _solve_exact(rows, labels, scale, tolerance, max_iterations,
+                          check_every, max_seconds, log,
+                          device_lib.gram_matvec(rows, device, None))
+  elif solver == interior.SOLVER:
+    result = interior.solve_interior_point(gram, labels, scale, tolerance,
+                                           max_iterations, max_seconds, log)
   elif solver == 'sklearn':
     result = libsvm.solve_sklearn(gram, labels, scale, max_iterations)
   elif solver == 'working_set':
@@ -174,6 +191,61 @@ def max_margin_from_gram(
                              log, device_lib.gram_matvec(gram, device, None))
   _warn_if_unconverged(result)
   return result
+
+
+def switch_steps(n: int) -> int:
+  """Coordinate steps after which 'exact' switches to the interior point."""
+  return max(SWITCH_STEPS_PER_EXAMPLE * n, MIN_SWITCH_STEPS)
+
+
+def _solve_exact(gram, labels, scale, tolerance, max_iterations, check_every,
+                 max_seconds, log, matvec) -> certificate.MarginResult:
+  """'exact': coordinate descent, finished by the interior point if slow.
+
+  Coordinate descent runs first, with at most `switch_steps(n)` steps; when
+  it has not stopped by then (certified, or not separable) and the budget
+  allows more, the interior-point method (dense Cholesky, needs
+  `interior.dense_gib(n)` GiB) solves the problem from scratch; the result
+  with the smaller certified gap is returned, named 'exact+interior_point'
+  when it is the interior point's. Runs that stop within the switch budget
+  are those of coordinate descent alone, bit for bit.
+  """
+  n = len(labels)
+  switch = switch_steps(n)
+  fits = interior.dense_gib(n) <= interior.DEFAULT_MAX_DENSE_GIB
+  first = exact.solve_exact(
+      gram, labels, scale, tolerance,
+      min(max_iterations, switch) if fits else max_iterations, check_every,
+      max_seconds, log, matvec=matvec)
+  if not (fits and max_iterations > switch and
+          first.stop_reason == certificate.STOP_MAX_ITERATIONS):
+    return first
+  if log is not None:
+    log(f'    switching to interior point: coordinate descent not certified '
+        f'after {first.iterations} steps ({switch // n} per example; margin '
+        f'{first.margin:.6g}, upper bound {first.margin_upper_bound:.6g}); '
+        f'dense Cholesky of {n} x {n} ({interior.dense_gib(n):.1f} GiB)')
+  remaining = None if max_seconds is None else max(
+      max_seconds - first.seconds, 0.0)
+  second = interior.solve_interior_point(
+      gram, labels, scale, tolerance, interior.DEFAULT_MAX_ITERATIONS,
+      remaining, log, solver=SWITCHED_SOLVER)
+  if second.stop_reason not in (certificate.STOP_TOLERANCE,
+                                certificate.STOP_NOT_SEPARABLE) and (
+                                    _relative_gap(first) <=
+                                    _relative_gap(second)):
+    return first
+  second.iterations += first.iterations
+  second.history = first.history + [
+      (step + first.iterations, lower, upper)
+      for step, lower, upper in second.history]
+  second.seconds += first.seconds
+  return second
+
+
+def _relative_gap(result: certificate.MarginResult) -> float:
+  upper = result.margin_upper_bound
+  return (upper - result.margin) / upper if upper > 0 else math.inf
 
 
 def _solve_jst_gram(gram, labels, scale, solver, tolerance, max_iterations,
@@ -216,8 +288,10 @@ def max_margin_from_features(
   P <= n, Algorithm 1 in the primal ('primal', O(nP) per iteration); for
   P > n the Gram Phi Phi^T (float64, formed once) and `DEFAULT_SOLVER` on
   it, since every solver then touches n^2 < nP numbers per pass. An
-  explicit 'primal' forces the primal recursion; any other name of
-  `SOLVERS` goes through the Gram.
+  explicit 'primal' forces the primal recursion; 'interior_point' with
+  P < n solves its Newton systems on the P x P side (Woodbury, n P^2 per
+  step, no n x n matrix); any other name of `SOLVERS` goes through the
+  Gram.
 
   Args:
     features: (n, P) feature matrix phi(x_i), one row per training example.
@@ -257,6 +331,9 @@ def max_margin_from_features(
     features = features.astype(np.float64, copy=False)
     errors.require(np.any(features), 'features are all zero, so no margin '
                    'exists')
+    if solver == interior.SOLVER and width < n:
+      return _solve_interior_features(features, labels, max_iterations,
+                                      tolerance, max_seconds, log)
     result = max_margin_from_gram(
         features @ features.T, labels, solver=solver,
         max_iterations=max_iterations, tolerance=tolerance,
@@ -279,6 +356,21 @@ def max_margin_from_features(
   z = features * (labels / scale)[:, None]  # rows z_i = y_i phi_i / s
   result = jst.solve_primal(z, labels, scale, tolerance, max_iterations,
                             check_every, max_seconds, log)
+  _warn_if_unconverged(result)
+  return result
+
+
+def _solve_interior_features(features, labels, max_iterations, tolerance,
+                             max_seconds, log) -> certificate.MarginResult:
+  """'interior_point' on features with P < n: Woodbury on P x P systems."""
+  if max_iterations is None:
+    max_iterations = interior.DEFAULT_MAX_ITERATIONS
+  checks.require_iteration_args(max_iterations, tolerance, 1, max_seconds)
+  scale = float(np.mean(np.linalg.norm(features, axis=1)))
+  result = interior.solve_interior_point(
+      None, labels, scale, tolerance, max_iterations, max_seconds, log,
+      features=features)
+  result.weights = features.T @ result.dual_coef
   _warn_if_unconverged(result)
   return result
 

@@ -39,6 +39,8 @@ STOP_MAX_ITERATIONS = 'max_iterations'
 STOP_MAX_SECONDS = 'max_seconds'
 STOP_NOT_SEPARABLE = 'not_separable'
 STOP_LIBSVM = 'libsvm'
+# No step makes progress in float64 ('exact', 'interior_point').
+STOP_STALLED = 'stalled'
 
 @dataclasses.dataclass
 class MarginResult:

@@ -67,7 +67,7 @@ COMPACT_FRACTION = 0.25
 # Shrinking starts after this many steps per example (before, gradients are
 # still far from their final signs).
 SHRINK_AFTER_STEPS_PER_EXAMPLE = 0.1
-STOP_STALLED = 'stalled'
+STOP_STALLED = certificate.STOP_STALLED
 
 
 class _Compiled:

@@ -1,0 +1,185 @@
+"""Tests for afterkernel.margin.interior: the interior-point solver.
+
+Checked against the certified float64 reference of margin_fixture (scipy
+SLSQP on the simplex QP, polished on its support) and against 'exact'; its
+certificate is recomputed from `dual_coef` alone. A barely separable,
+ill-conditioned problem shows what it is for: coordinate descent does not
+certify it within the switch budget, the interior point and the default
+('exact', which then switches) do.
+"""
+
+import time
+import warnings
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+
+from afterkernel import errors
+from afterkernel import margin
+from afterkernel.margin import api
+from afterkernel.margin import interior
+from margin_fixture import certified_optimum as _certified_optimum
+from margin_fixture import recomputed_bounds as _recomputed_bounds
+from margin_fixture import separable as _separable
+
+
+def _barely_separable(n, dims, seed, epsilon):
+  """Pairs of near-duplicate points with opposite labels, margin ~ epsilon.
+
+  Every point lies within epsilon of the hyperplane x_0 = 0 that separates
+  the classes, and minus point i is nearly the mirror image -x of plus
+  point i, so z_plus + z_minus nearly cancel: the margin is tiny and Q is
+  badly conditioned.
+  """
+  rng = np.random.default_rng(seed)
+  features = rng.normal(size=(n, dims))
+  features[:, 0] = np.abs(features[:, 0]) * epsilon * rng.uniform(1, 2, n)
+  half = n // 2
+  features[half:] *= -1
+  features[half:, 1:] = (-features[:half, 1:] +
+                         1e-2 * rng.normal(size=(n - half, dims - 1)))
+  labels = np.where(np.arange(n) < half, 1.0, 0.0)
+  return features, labels
+
+
+def _xor(n, seed):
+  """XOR labels on 2-D points plus a constant feature: not separable."""
+  points = np.random.default_rng(seed).normal(size=(n, 2))
+  labels = (points[:, 0] * points[:, 1] > 0).astype(np.float64)
+  return np.c_[points, np.ones(n)], labels
+
+
+class InteriorPointTest(parameterized.TestCase):
+
+  def assert_certified(self, result, gram, labels, optimum, slack=1e-9):
+    """Converged, bounds from dual_coef alone, bracketing the optimum.
+
+    `slack`: the reference optimum's own relative uncertainty.
+    """
+    self.assertTrue(result.converged)
+    self.assertEqual(result.stop_reason, 'tolerance')
+    lower, upper, _ = _recomputed_bounds(gram, labels, result.dual_coef)
+    np.testing.assert_allclose([lower, upper],
+                               [result.margin, result.margin_upper_bound],
+                               rtol=1e-6)
+    self.assertLessEqual((upper - lower) / upper, margin.DEFAULT_TOLERANCE)
+    self.assertLessEqual(lower, optimum * (1 + slack))
+    self.assertGreaterEqual(upper, optimum * (1 - slack))
+
+  @parameterized.named_parameters(
+      ('wide', 40, 100, 0), ('narrow', 60, 10, 1), ('square', 50, 50, 2))
+  def test_matches_the_reference_and_exact(self, n, dims, seed):
+    features, labels, _, _ = _separable(n, dims, seed)
+    gram = features @ features.T
+    optimum, reference_gap = _certified_optimum(gram, labels)
+    self.assertLess(reference_gap, 1e-10)
+    result = margin.max_margin_from_gram(gram, labels,
+                                         solver='interior_point')
+    self.assertEqual(result.solver, 'interior_point')
+    self.assert_certified(result, gram, labels, optimum)
+    # The library's own certificate agrees with the written-out one.
+    lower, upper, _ = margin.certificate(gram, labels, result.dual_coef)
+    np.testing.assert_allclose([lower, upper],
+                               [result.margin, result.margin_upper_bound],
+                               rtol=1e-12)
+    exact = margin.max_margin_from_gram(gram, labels)
+    np.testing.assert_allclose(result.margin, exact.margin, rtol=2e-4)
+
+  def test_features_route_equals_the_gram_route(self):
+    features, labels, _, _ = _separable(120, 15, seed=3)
+    gram = features @ features.T
+    by_gram = margin.max_margin_from_gram(gram, labels,
+                                          solver='interior_point')
+    by_features = margin.max_margin_from_features(
+        features, labels, solver='interior_point')
+    self.assertEqual(by_features.solver, 'interior_point')
+    self.assertTrue(by_features.converged)
+    np.testing.assert_allclose(by_features.margin, by_gram.margin, rtol=1e-6)
+    np.testing.assert_allclose(by_features.dual_coef, by_gram.dual_coef,
+                               rtol=1e-4, atol=1e-8 * by_gram.dual_coef.max())
+    # Primal weights in feature units: f = features @ weights.
+    np.testing.assert_allclose(features @ by_features.weights,
+                               gram @ by_features.dual_coef, rtol=1e-9)
+
+  def test_barely_separable_needs_the_interior_point(self):
+    features, labels = _barely_separable(30, 8, seed=0, epsilon=1e-3)
+    gram = features @ features.T
+    optimum, reference_gap = _certified_optimum(gram, labels)
+    self.assertLess(reference_gap, 1e-6)
+    self.assertLess(optimum, 2e-3)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', margin.UnconvergedWarning)
+      # Coordinate descent within the switch budget: not certified.
+      plain = margin.max_margin_from_gram(
+          gram, labels, max_iterations=api.switch_steps(len(labels)))
+    self.assertEqual(plain.solver, 'exact')
+    self.assertFalse(plain.converged)
+    self.assertEqual(plain.stop_reason, 'max_iterations')
+    result = margin.max_margin_from_gram(gram, labels,
+                                         solver='interior_point')
+    self.assert_certified(result, gram, labels, optimum, reference_gap)
+    self.assertLess(result.iterations, 60)
+    lines = []
+    default = margin.max_margin_from_gram(gram, labels, log=lines.append)
+    self.assertEqual(default.solver, 'exact+interior_point')
+    self.assert_certified(default, gram, labels, optimum, reference_gap)
+    self.assertTrue(any('switching to interior point' in line
+                        for line in lines))
+    # Coordinate steps and Newton steps both counted; history continues.
+    self.assertGreater(default.iterations, api.switch_steps(len(labels)))
+    steps = [entry[0] for entry in default.history]
+    self.assertEqual(steps, sorted(steps))
+
+  def test_exact_results_unchanged_below_the_switch(self):
+    # A problem coordinate descent certifies quickly: bit-identical to a
+    # run whose budget stops before the switch could happen.
+    features, labels, _, _ = _separable(80, 30, seed=5)
+    gram = features @ features.T
+    default = margin.max_margin_from_gram(gram, labels)
+    capped = margin.max_margin_from_gram(
+        gram, labels, max_iterations=api.switch_steps(len(labels)))
+    self.assertEqual(default.solver, 'exact')
+    np.testing.assert_array_equal(default.dual_coef, capped.dual_coef)
+    self.assertEqual(default.iterations, capped.iterations)
+
+  @parameterized.named_parameters(('gram', False), ('features', True))
+  def test_not_separable_quickly(self, use_features):
+    features, labels = _xor(300, seed=0)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', margin.UnconvergedWarning)
+      if use_features:
+        result = margin.max_margin_from_features(features, labels,
+                                                 solver='interior_point')
+      else:
+        result = margin.max_margin_from_gram(features @ features.T, labels,
+                                             solver='interior_point')
+    self.assertLess(time.perf_counter() - start, 5.0)
+    self.assertEqual(result.stop_reason, 'not_separable')
+    self.assertFalse(result.converged)
+    self.assertLess(result.iterations, 30)
+    # The evidence: a simplex point p with ||Z^T p|| that small.
+    gram = features @ features.T
+    _, upper, coef = _recomputed_bounds(gram, labels, result.dual_coef)
+    self.assertGreaterEqual(coef.min(), 0.0)
+    self.assertLessEqual(upper, margin.NOT_SEPARABLE_MARGIN)
+
+  def test_memory_limit_names_n_and_gib(self):
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                r'30000 examples needs 13\.4 GiB'):
+      interior.require_dense_memory(30_000, interior.DEFAULT_MAX_DENSE_GIB)
+    features, labels, _, _ = _separable(40, 10, seed=0)
+    with self.assertRaisesRegex(errors.AfterKernelError, '40 examples'):
+      interior.solve_interior_point(
+          features @ features.T, np.where(labels > 0, 1.0, -1.0), 1.0,
+          1e-4, 10, None, None, max_dense_gib=1e-6)
+
+  def test_unknown_solver_lists_interior_point(self):
+    with self.assertRaisesRegex(errors.AfterKernelError, 'interior_point'):
+      margin.max_margin_from_gram(np.eye(4), np.array([0, 1, 0, 1]),
+                                  solver='newton')
+
+
+if __name__ == '__main__':
+  absltest.main()

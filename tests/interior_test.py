@@ -9,6 +9,7 @@ certify it within the switch budget, the interior point and the default
 """
 
 import time
+import tracemalloc
 import warnings
 
 from absl.testing import absltest
@@ -164,6 +165,22 @@ class InteriorPointTest(parameterized.TestCase):
     _, upper, coef = _recomputed_bounds(gram, labels, result.dual_coef)
     self.assertGreaterEqual(coef.min(), 0.0)
     self.assertLessEqual(upper, margin.NOT_SEPARABLE_MARGIN)
+
+  def test_holds_two_dense_matrices_at_most(self):
+    # Q and the factor (Fortran-ordered, factored in place): the
+    # `dense_gib` the memory limit is about, and no third n x n array.
+    features, labels, _, _ = _separable(400, 50, seed=10)
+    gram = features @ features.T
+    tracemalloc.start()
+    try:
+      result = margin.max_margin_from_gram(gram, labels,
+                                           solver='interior_point')
+      _, peak = tracemalloc.get_traced_memory()
+    finally:
+      tracemalloc.stop()
+    self.assertTrue(result.converged)
+    self.assertLess(peak, 2.2 * gram.nbytes)
+    self.assertEqual(interior.dense_gib(400), 2 * gram.nbytes / 2**30)
 
   def test_memory_limit_names_n_and_gib(self):
     with self.assertRaisesRegex(errors.AfterKernelError,

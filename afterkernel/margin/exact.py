@@ -32,6 +32,21 @@ a grows without limit, and upper(a) -> 0. The run stops with stop_reason
 'not_separable' as soon as upper(a) <= NOT_SEPARABLE_MARGIN (a simplex
 point p = a / sum(a) with ||Z^T p|| that small is the evidence;
 `dual_coef` is proportional to it).
+
+When coordinate descent is too slow: its number of steps grows with the
+conditioning of Q and with 1 / margin. On barely separable Grams (CIFAR-10
+cats vs dogs, VGG-like FNTK, gamma* ~ 1e-3) it does not certify in 10^7
+steps, and on low-rank non-separable ones (conjugate kernels) it needs
+10^6-10^8. The solver 'exact' of `api.max_margin_from_gram` therefore runs
+this coordinate descent for at most `api.switch_steps(n)` = max(50 n,
+100,000) steps; if it has neither certified the gap nor found the data not
+separable by then (and the caller's budget is larger, and two float64 n x n
+matrices fit `interior.DEFAULT_MAX_DENSE_GIB`), it logs 'switching to
+interior point: ...' and solves the problem with `interior` (Mehrotra's
+method, 15-25 Newton steps, each a dense Cholesky); such results carry the
+solver name 'exact+interior_point'. Problems certified within the switch
+budget (every MNIST Gram measured: 3-10 steps per example) are solved by
+this module alone, bit for bit as before (BENCHMARKS.md, "Hard Grams").
 """
 
 import functools

@@ -88,7 +88,10 @@ class _DenseSystem:
     self.q = np.multiply(gram, inv_scale_sq, dtype=np.float64)
     self.q *= signs[:, None]
     self.q *= signs[None, :]
-    self.work = np.empty_like(self.q)
+    if not self.q.flags.f_contiguous:
+      self.q = self.q.T  # Q is symmetric: the same matrix, Fortran-ordered
+    # Fortran order lets LAPACK factor in place (no third n x n array).
+    self.work = np.empty_like(self.q, order='F')
 
   def matvec(self, vector: np.ndarray) -> np.ndarray:
     return self.q @ vector
@@ -117,9 +120,12 @@ class _FeatureSystem:
     """(D + Z Z^T)^-1 v = D^-1 v - D^-1 Z C^-1 Z^T D^-1 v, C = I + Z^T D^-1 Z."""
     inverse = 1.0 / diagonal
     scaled = self.z * inverse[:, None]
-    inner = self.z.T @ scaled
+    # C's upper triangle by one rank-n update (syrk: half a product's flops);
+    # (Z D^-1/2)^T is Fortran-ordered as it is, so BLAS copies nothing.
+    root = self.z * np.sqrt(inverse)[:, None]
+    inner = scipy.linalg.blas.dsyrk(1.0, root.T)
     inner.flat[::inner.shape[0] + 1] += 1.0
-    factor = scipy.linalg.cho_factor(inner, lower=True, overwrite_a=True,
+    factor = scipy.linalg.cho_factor(inner, lower=False, overwrite_a=True,
                                      check_finite=False)
 
     def solve(v):
@@ -158,6 +164,17 @@ def _newton(solve, r: np.ndarray, r_sum: float, solve_ones: np.ndarray,
   base = solve(r)
   dnu = (r_sum - base.sum()) / ones_inv_ones
   return base + dnu * solve_ones, dnu
+
+
+def _log_progress(log, last_log: float, now: float, iteration: int,
+                  best: tuple, gap: float, tolerance: float, eta) -> float:
+  """Logs the best bounds if LOG_EVERY_SECONDS passed; the last log time."""
+  if log is None or now - last_log < certificate.LOG_EVERY_SECONDS:
+    return last_log
+  log(f'    interior point step {iteration}: margin {best[0]:.6g}, upper '
+      f'bound {best[1]:.6g}, relative gap {gap:.2e} (target '
+      f'{tolerance:.0e}){eta.text(gap)}')
+  return now
 
 
 def _max_step(x: np.ndarray, dx: np.ndarray) -> float:
@@ -228,11 +245,8 @@ def run_interior_point(system, n: int, tolerance: float, max_iterations: int,
     gap = _gap(*best[:2])
     history.append((iteration, best[0], best[1]))
     now = time.perf_counter()
-    if log is not None and now - last_log >= certificate.LOG_EVERY_SECONDS:
-      last_log = now
-      log(f'    interior point step {iteration}: margin {best[0]:.6g}, upper '
-          f'bound {best[1]:.6g}, relative gap {gap:.2e} (target '
-          f'{tolerance:.0e}){eta.text(gap)}')
+    last_log = _log_progress(log, last_log, now, iteration, best, gap,
+                             tolerance, eta)
     if gap <= tolerance:
       reason = certificate.STOP_TOLERANCE
       break

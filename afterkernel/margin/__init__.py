@@ -18,12 +18,12 @@ Solvers (`SOLVERS`; `max_margin_from_gram(..., solver=NAME)`):
     min_{a >= 0} 1/2 a^T Q a - 1^T a (SMO-like, one Gram row per step,
     compiled with numba), to a certified relative gap (default 1e-4);
     stops early with stop_reason 'not_separable' when the data are not
-    separable. When it has not stopped after max(50 n, 100,000) steps
+    separable. When it has not stopped after max(200 n, 100,000) steps
     (barely separable or low-rank Grams), it switches to 'interior_point'
     (result solver 'exact+interior_point'). Pick it unless you need one of
     the others.
   'interior_point' (interior.py): Mehrotra's primal-dual method on
-    min_{p in simplex} p^T Q p, 15-25 Newton steps of one dense Cholesky
+    min_{p in simplex} p^T Q p, 12-20 Newton steps of one dense Cholesky
     each whatever the conditioning (two float64 n x n matrices in memory);
     on features with P < n (`max_margin_from_features`) Woodbury on P x P
     systems instead.

@@ -38,12 +38,12 @@ conditioning of Q and with 1 / margin. On barely separable Grams (CIFAR-10
 cats vs dogs, VGG-like FNTK, gamma* ~ 1e-3) it does not certify in 10^7
 steps, and on low-rank non-separable ones (conjugate kernels) it needs
 10^6-10^8. The solver 'exact' of `api.max_margin_from_gram` therefore runs
-this coordinate descent for at most `api.switch_steps(n)` = max(50 n,
+this coordinate descent for at most `api.switch_steps(n)` = max(200 n,
 100,000) steps; if it has neither certified the gap nor found the data not
 separable by then (and the caller's budget is larger, and two float64 n x n
 matrices fit `interior.DEFAULT_MAX_DENSE_GIB`), it logs 'switching to
 interior point: ...' and solves the problem with `interior` (Mehrotra's
-method, 15-25 Newton steps, each a dense Cholesky); such results carry the
+method, 12-20 Newton steps, each a dense Cholesky); such results carry the
 solver name 'exact+interior_point'. Problems certified within the switch
 budget (every MNIST Gram measured: 3-10 steps per example) are solved by
 this module alone, bit for bit as before (BENCHMARKS.md, "Hard Grams").

@@ -4,7 +4,7 @@ Coordinate descent ('exact') needs more steps the smaller and the worse
 conditioned the margin is; on barely separable Grams (CIFAR-10 cats vs dogs,
 VGG-like FNTK: gamma* ~ 1e-3, n = 10^4) it does not certify in 10^7 steps.
 A primal-dual interior-point method takes a number of Newton steps that
-hardly depends on the conditioning (20-60 here), each a dense Cholesky
+hardly depends on the conditioning (10-17 here), each a dense Cholesky
 factorization. It solves the bounded, always feasible simplex form
 
   min_p  1/2 p^T Q p   s.t.  p >= 0,  1^T p = 1,   Q = diag(y) K diag(y) / s^2,
@@ -49,7 +49,7 @@ from afterkernel import progress
 from afterkernel.margin import certificate
 
 SOLVER = 'interior_point'
-# Newton steps; Mehrotra needs 20-60 on the hard Grams of BENCHMARKS.md.
+# Newton steps; Mehrotra needed 10-17 on the Grams of BENCHMARKS.md, sec. 9.
 DEFAULT_MAX_ITERATIONS = 200
 # The two float64 n x n arrays of the Gram route may use at most this much
 # (n ~ 27,000 at 10 GiB). Above it, `require_dense_memory` raises.

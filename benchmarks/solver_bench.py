@@ -132,6 +132,15 @@ def _call(gram, labels, solver, options):
     margin.api.SWITCH_STEPS_PER_EXAMPLE = saved
 
 
+def _gap(result) -> Optional[float]:
+  """(upper - margin) / upper; None without a positive finite upper bound
+  (libsvm; not separable with ||Z^T p|| = 0)."""
+  upper = result.margin_upper_bound
+  if not (np.isfinite(upper) and upper > 0):
+    return None
+  return float((upper - result.margin) / upper)
+
+
 # Marks the child's one line of results on its stdout.
 CHILD_PREFIX = 'SOLVER_BENCH_RESULT '
 
@@ -164,12 +173,10 @@ def child_solve(solver: str, n: int, cache_dir: str,
     margin.max_margin_from_gram(block[:50, :50], y[:50], max_iterations=10)
   seconds, cpu, _, result, delta = _solve(block, y, solver, jst_max_seconds,
                                           max_seconds)
-  upper = result.margin_upper_bound
   return {'seconds': seconds, 'cpu_seconds': cpu,
           'solve_seconds': result.seconds, 'iterations': result.iterations,
           'margin': result.margin, 'stop_reason': result.stop_reason,
-          'gap': (upper - result.margin) / upper if np.isfinite(upper)
-                 else None,
+          'result_solver': result.solver, 'gap': _gap(result),
           'support': int(np.count_nonzero(result.dual_coef)),
           'delta_rss_mib': delta, 'gram_mib': block.nbytes / 2**20,
           # VmHWM since the reset before the solve: the process's peak
@@ -285,9 +292,7 @@ def run(sizes: Sequence[int] = FULL_SIZES,
       timed[solver] = solve(block, y, solver)
     baseline = timed['sklearn'][1] if 'sklearn' in timed else None
     for solver, (seconds, cpu, peak, result) in timed.items():
-      gap = ((result.margin_upper_bound - result.margin) /
-             result.margin_upper_bound
-             if np.isfinite(result.margin_upper_bound) else None)
+      gap = _gap(result)
       rows.append([
           n, solver, seconds, cpu, result.seconds, result.iterations,
           result.margin, gap, result.stop_reason,

@@ -29,7 +29,7 @@ class ExperimentConfigTest(absltest.TestCase):
     fields = _TINY.to_dict()
     for name in ('num_runs', 'data_dir', 'feature_batch_size',
                  'feature_method', 'memory_budget_gb', 'distribution_strategy',
-                 'measure_ntk',
+                 'measure_ntk', 'svm_device',
                  'width'):  # Added after 0.1.0; unset keeps the 0.1.0 hash.
       fields.pop(name)
     expected = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
@@ -44,9 +44,16 @@ class ExperimentConfigTest(absltest.TestCase):
                              ('both 3', dict(plus_class=3)),
                              ('num_translations',
                               dict(num_translations=-1)),
-                             ('svm_tolerance', dict(svm_tolerance=-1.0))):
+                             ('svm_tolerance', dict(svm_tolerance=-1.0)),
+                             ('^svm_device: device must be one of auto, '
+                              'cpu, gpu', dict(svm_device='tpu'))):
       with self.assertRaisesRegex(errors.AfterKernelError, pattern):
         dataclasses.replace(_TINY, **changes).validate()
+
+  def test_svm_device_changes_no_result_hence_not_the_fingerprint(self):
+    on_tf = dataclasses.replace(_TINY, svm_device='/CPU:0')
+    on_tf.validate()
+    self.assertEqual(on_tf.fingerprint(), _TINY.fingerprint())
 
   def test_task_sizes_and_network(self):
     task = after_kernel_config.load_task(_TINY)

@@ -74,6 +74,15 @@ class DeviceTest(parameterized.TestCase):
         device.resolve_device('gpu')
     with self.assertRaisesRegex(errors.AfterKernelError, 'device must be'):
       device.resolve_device('tpu')
+    # A named device TensorFlow does not see is refused, not silently
+    # replaced (soft placement would run the products elsewhere).
+    for name in ('/CPU:7', '/GPU:3', '/device:TPU:0'):
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  'is not visible to TensorFlow.*CPU:0'):
+        device.resolve_device(name)
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'is not a TensorFlow device name'):
+      device.resolve_device('/GPU:x')
 
 
 if __name__ == '__main__':

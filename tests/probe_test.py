@@ -5,6 +5,7 @@ Grams and numpy formulas) on a tiny fully connected net and digits.
 """
 
 import dataclasses
+from unittest import mock
 
 from absl.testing import absltest
 import keras
@@ -18,6 +19,7 @@ from afterkernel.kernels import probe
 from afterkernel import margin
 from afterkernel import models
 from afterkernel.studies import after_kernel
+from afterkernel.margin import device as margin_device
 
 _TASK = None
 
@@ -132,6 +134,23 @@ class KernelProbeTest(absltest.TestCase):
                            metrics.trace_effective_rank(phi @ phi.T), places=6)
 
 
+  def test_svm_device_reaches_the_solver_same_numbers(self):
+    # The TensorFlow product path ('/CPU:0', as a GPU would run it) against
+    # numpy's: the same certified solve to float64 rounding.
+    task, model = _task(), _model(3)
+    got = {}
+    for device in ('cpu', '/CPU:0'):
+      spec = probe.ProbeSpec(metrics=('svm_error', 'svm_margin'),
+                             svm_device=device)
+      with mock.patch.object(margin_device, 'gram_matvec',
+                             wraps=margin_device.gram_matvec) as matvec:
+        got[device] = probe.KernelProbe(spec, task).measure(model)['metrics']
+      self.assertEqual({c.args[1] for c in matvec.call_args_list},
+                       {'cpu' if device == 'cpu' else device})
+    self.assertEqual(got['cpu']['svm_error'], got['/CPU:0']['svm_error'])
+    self.assertAlmostEqual(got['cpu']['svm_margin'],
+                           got['/CPU:0']['svm_margin'], places=8)
+
   def test_non_separable_kernel_is_recorded_as_such(self):
     task, model = _task(), _model(3)
     # Identical features for every example: 0 is in the hull of y_i phi_i.
@@ -180,6 +199,10 @@ class AfterKernelNamesTest(absltest.TestCase):
     with_svm = after_kernel.probe_spec(
         dataclasses.replace(config, train_linear_model=True))
     self.assertIn('svm_error', with_svm.metrics)
+    self.assertEqual(with_svm.svm_device, 'auto')
+    on_tf = after_kernel.probe_spec(
+        dataclasses.replace(config, svm_device='/CPU:0'))
+    self.assertEqual(on_tf.svm_device, '/CPU:0')
 
 
 class SpectralMetricsTest(absltest.TestCase):

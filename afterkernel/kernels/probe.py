@@ -47,6 +47,7 @@ from afterkernel.kernels import invariance
 from afterkernel import kernels
 from afterkernel.kernels import metrics as metric_lib
 from afterkernel import margin
+from afterkernel.margin import device as margin_device
 from afterkernel import training
 
 # Metric name -> meaning (plots and tables label with these).
@@ -110,6 +111,10 @@ class ProbeSpec:
     svm_solver, svm_tolerance, svm_max_iterations, svm_max_seconds: the
       hard-margin SVM (`margin.max_margin_from_gram`; 'primal' solves on
       the features).
+    svm_device: where the solver's full Gram products run
+      (`margin.device.DEVICES`: auto = the GPU when TensorFlow sees one,
+      cpu, gpu, or a TensorFlow device name); same results to float64
+      rounding. Unused by 'primal' and 'sklearn'.
     use_conjugate_kernel: the SVM, invariances, effective ranks and train
       Gram metrics use the conjugate projection instead of the gradient
       kernel ('kalignment' compares the two either way).
@@ -130,6 +135,7 @@ class ProbeSpec:
   svm_tolerance: float = margin.DEFAULT_TOLERANCE
   svm_max_iterations: Optional[int] = None
   svm_max_seconds: Optional[float] = None
+  svm_device: str = margin_device.DEFAULT_DEVICE
   use_conjugate_kernel: bool = False
   feature_batch_size: int = features.DEFAULT_BATCH_SIZE
   feature_method: str = features.DEFAULT_FEATURE_METHOD
@@ -259,7 +265,7 @@ class KernelProbe:
                f'{len(train_gram)}x{len(train_gram)} Gram')
       solution = margin.max_margin_from_gram(
           train_gram, task.y_train, solver=spec.svm_solver, seed=self.seed,
-          **solver_kwargs)
+          device=spec.svm_device, **solver_kwargs)
       decisions = margin.decision_function(solution, cross_gram)
     timings['svm_seconds'] = time.time() - start
     metrics['svm_error'] = training.sign_error(decisions, task.y_test)

@@ -65,7 +65,25 @@ def resolve_device(device: str) -> str:
                    "device='gpu' but TensorFlow sees no GPU; use 'auto' or "
                    "'cpu'")
     return '/GPU:0'
+  _require_visible(device)
   return device
+
+
+def _require_visible(name: str) -> None:
+  """One error unless TensorFlow sees the device `name` (TensorFlow would
+  otherwise place the products elsewhere without a word)."""
+  tf = _tensorflow()
+  try:
+    spec = tf.DeviceSpec.from_string(name)
+  except ValueError as e:
+    raise errors.AfterKernelError(
+        f'device {name!r} is not a TensorFlow device name: {e}') from None
+  visible = tf.config.list_logical_devices(spec.device_type or 'CPU')
+  indices = {tf.DeviceSpec.from_string(d.name).device_index for d in visible}
+  errors.require(
+      spec.device_type is not None and (spec.device_index or 0) in indices,
+      f'device {name!r} is not visible to TensorFlow (visible: '
+      f'{", ".join(d.name for d in tf.config.list_logical_devices()) or "none"})')
 
 
 def gram_matvec(gram: np.ndarray, device: str,

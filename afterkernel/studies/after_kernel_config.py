@@ -18,6 +18,7 @@ from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel.kernels import invariance
 from afterkernel import margin
+from afterkernel.margin import device as margin_device
 from afterkernel import models
 from afterkernel.studies import store
 from afterkernel import training
@@ -77,6 +78,9 @@ class ExperimentConfig:
       below this.
     svm_max_seconds: optional wall-clock cap on the solver (results then
       depend on speed).
+    svm_device: where the solver's full Gram products run: auto (the GPU
+      when TensorFlow sees one, else the CPU), cpu, gpu, or a TensorFlow
+      device name such as /GPU:1. Same results to float64 rounding.
     num_translations: test images for translation invariance (0: skip).
     num_zooms: test images for zoom invariance.
     num_swaps: test images for quadrant-swap invariance.
@@ -130,6 +134,7 @@ class ExperimentConfig:
   svm_max_iterations: Optional[int] = None
   svm_tolerance: float = margin.DEFAULT_TOLERANCE
   svm_max_seconds: Optional[float] = None
+  svm_device: str = margin_device.DEFAULT_DEVICE
   num_translations: int = 100
   num_zooms: int = 100
   num_swaps: int = 100
@@ -197,6 +202,10 @@ class ExperimentConfig:
                    'training_loss_target needs max_num_epochs > 0 as the cap')
     errors.require(self.distribution_strategy != 'multi_worker',
                    distribute.MULTI_WORKER_REFUSAL)
+    try:
+      margin_device.resolve_device(self.svm_device)
+    except errors.AfterKernelError as e:
+      raise errors.AfterKernelError(f'svm_device: {e}') from None
     errors.require(self.svm_tolerance >= 0,
                    f'svm_tolerance must be >= 0, got {self.svm_tolerance}')
     errors.require(self.seed >= 0, f'seed must be >= 0, got {self.seed}')
@@ -210,10 +219,11 @@ class ExperimentConfig:
     Leaves out num_runs (more runs extend an experiment), data_dir (where
     the same data lives) and the fields that change only speed or memory
     (distribution_strategy: the same features and SGD on other devices,
-    though training is not bit-identical; each run record names it).
+    though training is not bit-identical; each run record names it;
+    svm_device: the same solve to float64 rounding).
     """
     ignored = ['num_runs', 'data_dir', 'feature_batch_size', 'feature_method',
-               'memory_budget_gb', 'distribution_strategy']
+               'memory_budget_gb', 'distribution_strategy', 'svm_device']
     if self.measure_ntk:
       # Added later: the default leaves earlier fingerprints unchanged.
       ignored.append('measure_ntk')

@@ -59,15 +59,18 @@ class MarginResult:
     iterations: number of updates performed: w_t -> w_{t+1} for the JST
       solvers ('working_set': summed over the full problem and all
       working-set rounds, each of which may use up to max_iterations);
-      coordinate updates for 'exact'; libsvm's iterations for 'sklearn'.
+      coordinate updates for 'exact'; Newton steps for 'interior_point';
+      both summed for 'exact+interior_point'; libsvm's iterations for
+      'sklearn'.
     converged: True iff the relative gap (upper - margin) / upper met the
       tolerance ('sklearn': iff libsvm met its own stopping rule).
-    stop_reason: 'tolerance', 'max_iterations', 'max_seconds',
+    stop_reason: 'tolerance', 'max_iterations', 'max_seconds', 'stalled',
       'not_separable' (a simplex point p with ||Z^T p|| <=
       NOT_SEPARABLE_MARGIN was found: `dual_coef` is proportional to it) or
       'libsvm' ('sklearn').
     history: [(iteration, best margin, best upper bound)] at each check.
-    solver: the solver name, one of `SOLVERS`.
+    solver: the solver name, one of `SOLVERS`, or 'exact+interior_point'
+      when 'exact' switched to the interior point (`api.switch_steps`).
     seconds: wall-clock time of the solve.
     weights: 'primal' only: (P,) w in the ORIGINAL feature units, so that
       f(x) = features(x) @ weights; None for Gram-based solvers.

@@ -11,6 +11,7 @@ certify it within the switch budget, the interior point and the default
 import time
 import tracemalloc
 import warnings
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -131,6 +132,19 @@ class InteriorPointTest(parameterized.TestCase):
     self.assertGreater(default.iterations, api.switch_steps(len(labels)))
     steps = [entry[0] for entry in default.history]
     self.assertEqual(steps, sorted(steps))
+
+  def test_no_switch_when_the_dense_matrices_do_not_fit(self):
+    features, labels = _barely_separable(30, 8, seed=0, epsilon=1e-3)
+    budget = 2 * api.switch_steps(len(labels))
+    with mock.patch.object(interior, 'DEFAULT_MAX_DENSE_GIB', 0.0):
+      with warnings.catch_warnings():
+        warnings.simplefilter('ignore', margin.UnconvergedWarning)
+        result = margin.max_margin_from_gram(features @ features.T, labels,
+                                             max_iterations=budget)
+    # Coordinate descent keeps the whole budget instead.
+    self.assertEqual(result.solver, 'exact')
+    self.assertEqual(result.stop_reason, 'max_iterations')
+    self.assertEqual(result.iterations, budget)
 
   def test_exact_results_unchanged_below_the_switch(self):
     # A problem coordinate descent certifies quickly: bit-identical to a

@@ -18,6 +18,7 @@ from afterkernel.kernels import metrics
 from afterkernel.kernels import probe
 from afterkernel import margin
 from afterkernel import models
+from afterkernel import training
 from afterkernel.studies import after_kernel
 from afterkernel.margin import device as margin_device
 
@@ -150,6 +151,41 @@ class KernelProbeTest(absltest.TestCase):
     self.assertEqual(got['cpu']['svm_error'], got['/CPU:0']['svm_error'])
     self.assertAlmostEqual(got['cpu']['svm_margin'],
                            got['/CPU:0']['svm_margin'], places=8)
+
+  def test_narrow_conjugate_features_go_to_the_interior_point(self):
+    # Width 30 < 40 training examples: the default solver gets the features
+    # (interior point, P x P systems); same certified margin as the exact
+    # solver on the conjugate Gram (separable here), and the same test error.
+    task = _task()
+    keras.utils.set_random_seed(4)
+    model = models.build_fully_connected((8, 8, 1), width=30, num_layers=1)
+    spec = probe.ProbeSpec(metrics=('svm_error', 'svm_margin'),
+                           use_conjugate_kernel=True)
+    with mock.patch.object(margin, 'max_margin_from_features',
+                           wraps=margin.max_margin_from_features) as routed:
+      got = probe.KernelProbe(spec, task).measure(model)['metrics']
+    self.assertEqual(routed.call_args.kwargs['solver'], 'interior_point')
+    self.assertEqual(got['svm_interior_point'], 1.0)
+    conjugate = features.conjugate_features(model, task.x_train)
+    by_gram = margin.max_margin_from_gram(
+        conjugate.astype(np.float64) @ conjugate.T.astype(np.float64),
+        task.y_train, solver='exact')
+    self.assertEqual(got['svm_converged'], 1.0)
+    self.assertTrue(by_gram.converged)
+    self.assertAlmostEqual(got['svm_margin'], by_gram.margin,
+                           delta=2e-4 * by_gram.margin_upper_bound)
+    cross = (features.conjugate_features(model, task.x_test).astype(
+        np.float64) @ conjugate.T.astype(np.float64))
+    self.assertEqual(got['svm_error'], training.sign_error(
+        margin.decision_function(by_gram, cross), task.y_test))
+    # Another solver, or the gradient kernel, keeps the Gram route.
+    for changes in (dict(svm_solver='working_set'),
+                    dict(use_conjugate_kernel=False)):
+      with mock.patch.object(margin, 'max_margin_from_features') as routed:
+        other = probe.KernelProbe(dataclasses.replace(spec, **changes),
+                                  task).measure(model)['metrics']
+      routed.assert_not_called()
+      self.assertEqual(other['svm_interior_point'], 0.0)
 
   def test_non_separable_kernel_is_recorded_as_such(self):
     task, model = _task(), _model(3)

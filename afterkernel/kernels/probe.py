@@ -71,7 +71,7 @@ METRICS = tuple(VOCABULARY)
 # separable: the error is then that of a non-separable fit).
 SVM_METRICS = ('svm_error', 'svm_margin')
 SVM_DIAGNOSTICS = ('svm_iterations', 'svm_converged', 'svm_relative_gap',
-                   'svm_separable')
+                   'svm_separable', 'svm_interior_point')
 INVARIANCE_METRICS = {'translation': 'trans_inv', 'rotation': 'rotation_inv',
                       'zoom': 'zoom_inv', 'swap': 'swap_inv'}
 # Names of 0.1.0 that mean a metric of the vocabulary (accepted in requests).
@@ -235,6 +235,15 @@ class KernelProbe:
     timings['features_and_gram_seconds'] = time.time() - start
     return train_gram, cross_gram
 
+  def _narrow_conjugate(self, feature_fn) -> bool:
+    """Whether the default solver gets the conjugate projection's features
+    instead of its Gram: fewer features than training examples."""
+    if not (self.spec.use_conjugate_kernel and
+            self.spec.svm_solver == margin.DEFAULT_SOLVER):
+      return False
+    width = feature_fn(self.task.x_train[:1]).shape[1]
+    return width < len(self.task.y_train)
+
   def _svm(self, model, feature_fn, prefix, metrics, timings):
     """The SVM metrics; returns the training Gram (None for 'primal')."""
     spec, task = self.spec, self.task
@@ -244,18 +253,26 @@ class KernelProbe:
                          tolerance=spec.svm_tolerance,
                          max_seconds=spec.svm_max_seconds, log=self.log)
     train_gram = None
-    if spec.svm_solver == 'primal':
+    if spec.svm_solver == 'primal' or self._narrow_conjugate(feature_fn):
       start = time.time()
       train_features = feature_fn(task.x_train)
       test_features = feature_fn(task.x_test)
       timings['features_seconds'] = time.time() - start
       start = time.time()
-      self.log(f'  {prefix}max-margin SVM (primal) on '
+      if spec.svm_solver == 'primal':
+        solver = None
+        if solver_kwargs['max_iterations'] is None:
+          solver_kwargs['max_iterations'] = margin.DEFAULT_MAX_ITERATIONS
+      else:
+        # The conjugate projection has far fewer features than examples
+        # (94 or 3,328 against ~10^4): the interior point solves the same
+        # problem on P x P systems, to the same certificate, ~10-30x faster
+        # than the default on the n x n Gram (BENCHMARKS.md, section 9).
+        solver = margin.INTERIOR_POINT
+      self.log(f'  {prefix}max-margin SVM ({solver or "primal"}) on '
                f'{train_features.shape} features')
-      if solver_kwargs['max_iterations'] is None:
-        solver_kwargs['max_iterations'] = margin.DEFAULT_MAX_ITERATIONS
       solution = margin.max_margin_from_features(
-          train_features, task.y_train, **solver_kwargs)
+          train_features, task.y_train, solver=solver, **solver_kwargs)
       decisions = test_features.astype(np.float64) @ solution.weights
     else:
       train_gram, cross_gram = self._train_and_cross_gram(model, feature_fn,
@@ -272,6 +289,10 @@ class KernelProbe:
     metrics['svm_margin'] = solution.margin
     metrics['svm_iterations'] = solution.iterations
     metrics['svm_converged'] = float(solution.converged)
+    # 1 when the interior point gave the answer ('interior_point', or
+    # 'exact' switched to it after coordinate descent's budget).
+    metrics['svm_interior_point'] = float('interior_point' in
+                                          solution.solver)
     # 1: a classifier with a positive margin was found (separable); 0: the
     # solver certified 0 in the hull of the y_i phi_i; None: an unconverged
     # solve that proved neither.

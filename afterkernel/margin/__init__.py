@@ -66,6 +66,7 @@ from afterkernel.margin.certificate import STOP_MAX_SECONDS
 from afterkernel.margin.certificate import STOP_NOT_SEPARABLE
 from afterkernel.margin.certificate import STOP_TOLERANCE
 from afterkernel.margin.exact import STOP_STALLED
+from afterkernel.margin.interior import SOLVER as INTERIOR_POINT
 # The JST solvers' constants, under their 0.1.0 names.
 from afterkernel.margin.jst import DEFAULT_CHECK_EVERY
 from afterkernel.margin.jst import DEFAULT_MAX_ITERATIONS

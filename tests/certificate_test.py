@@ -6,6 +6,7 @@ written out in float64 numpy (margin_fixture.recomputed_bounds), and
 form.
 """
 
+import importlib
 import math
 
 from absl.testing import absltest
@@ -17,6 +18,9 @@ from afterkernel import margin
 
 from margin_fixture import recomputed_bounds as _recomputed_bounds
 from margin_fixture import separable as _separable
+
+# The module (the package exports its function `certificate` by that name).
+certificate_lib = importlib.import_module('afterkernel.margin.certificate')
 
 
 class CertificateTest(parameterized.TestCase):
@@ -51,6 +55,16 @@ class CertificateTest(parameterized.TestCase):
     with self.assertRaisesRegex(errors.AfterKernelError, 'negative entries'):
       margin.certificate(gram, labels, -result.dual_coef)
 
+
+
+class RelativeGapTest(absltest.TestCase):
+
+  def test_gap_and_the_uncertified_cases(self):
+    self.assertAlmostEqual(certificate_lib.relative_gap(0.9, 1.2), 0.25)
+    self.assertEqual(certificate_lib.relative_gap(-0.5, 2.0), 1.25)
+    for lower, upper in ((0.1, 0.0), (-math.inf, 1.0), (0.1, math.inf),
+                         (0.1, -1.0)):
+      self.assertEqual(certificate_lib.relative_gap(lower, upper), math.inf)
 
 
 class ClosedFormTest(absltest.TestCase):

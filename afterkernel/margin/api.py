@@ -239,8 +239,7 @@ def _solve_exact(gram, labels, scale, tolerance, max_iterations, check_every,
       solver=SWITCHED_SOLVER)
   if second.stop_reason not in (certificate.STOP_TOLERANCE,
                                 certificate.STOP_NOT_SEPARABLE) and (
-                                    _relative_gap(first) <=
-                                    _relative_gap(second)):
+                                    _gap_of(first) <= _gap_of(second)):
     return first
   second.iterations += first.iterations
   second.history = first.history + [
@@ -250,9 +249,8 @@ def _solve_exact(gram, labels, scale, tolerance, max_iterations, check_every,
   return second
 
 
-def _relative_gap(result: certificate.MarginResult) -> float:
-  upper = result.margin_upper_bound
-  return (upper - result.margin) / upper if upper > 0 else math.inf
+def _gap_of(result: certificate.MarginResult) -> float:
+  return certificate.relative_gap(result.margin, result.margin_upper_bound)
 
 
 def _solve_jst_gram(gram, labels, scale, solver, tolerance, max_iterations,

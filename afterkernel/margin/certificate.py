@@ -190,6 +190,14 @@ class Progress:
         weights=weights)
 
 
+def relative_gap(lower: float, upper: float) -> float:
+  """(upper - lower) / upper of two bounds; inf without a finite positive
+  upper bound or any lower bound (nothing certified)."""
+  if not (upper > 0 and math.isfinite(upper) and lower > -math.inf):
+    return math.inf
+  return (upper - lower) / upper
+
+
 def bounds(gram_y_coef: np.ndarray, coef: np.ndarray) -> tuple:
   """(lower, upper) of the module docstring from a >= 0 and Q a.
 

@@ -143,19 +143,14 @@ def _support_bounds(system, p: np.ndarray, slack: np.ndarray) -> tuple:
   return (*certificate.bounds(system.matvec(support), support), support)
 
 
-def _gap(lower: float, upper: float) -> float:
-  if not (upper > 0 and math.isfinite(upper) and lower > -math.inf):
-    return math.inf
-  return (upper - lower) / upper
-
-
 def _better(candidate: tuple, best: Optional[tuple]) -> bool:
   """Whether (lower, upper, ...) certifies more than `best` does."""
   if best is None:
     return True
   if candidate[1] <= certificate.NOT_SEPARABLE_MARGIN:
     return candidate[1] < best[1]
-  return _gap(*candidate[:2]) < _gap(*best[:2])
+  return certificate.relative_gap(*candidate[:2]) < certificate.relative_gap(
+      *best[:2])
 
 
 def _newton(solve, r: np.ndarray, r_sum: float, solve_ones: np.ndarray,
@@ -242,7 +237,7 @@ def run_interior_point(system, n: int, tolerance: float, max_iterations: int,
     for candidate in candidates:
       if _better(candidate, best):
         best = candidate
-    gap = _gap(*best[:2])
+    gap = certificate.relative_gap(*best[:2])
     history.append((iteration, best[0], best[1]))
     now = time.perf_counter()
     last_log = _log_progress(log, last_log, now, iteration, best, gap,

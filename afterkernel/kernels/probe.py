@@ -291,8 +291,8 @@ class KernelProbe:
     metrics['svm_converged'] = float(solution.converged)
     # 1 when the interior point gave the answer ('interior_point', or
     # 'exact' switched to it after coordinate descent's budget).
-    metrics['svm_interior_point'] = float('interior_point' in
-                                          solution.solver)
+    metrics['svm_interior_point'] = float(
+        solution.solver in (margin.INTERIOR_POINT, margin.SWITCHED_SOLVER))
     # 1: a classifier with a positive margin was found (separable); 0: the
     # solver certified 0 in the hull of the y_i phi_i; None: an unconverged
     # solve that proved neither.

@@ -53,6 +53,7 @@ from afterkernel.margin.api import max_margin_from_gram
 from afterkernel.margin.api import predict_labels
 from afterkernel.margin.api import SOLVER_ALIASES
 from afterkernel.margin.api import SOLVERS
+from afterkernel.margin.api import SWITCHED_SOLVER
 from afterkernel.margin.api import test_error
 from afterkernel.margin.api import UnconvergedWarning
 from afterkernel.margin.certificate import certificate

@@ -78,10 +78,11 @@ def _require_visible(name: str) -> None:
   except ValueError as e:
     raise errors.AfterKernelError(
         f'device {name!r} is not a TensorFlow device name: {e}') from None
-  visible = tf.config.list_logical_devices(spec.device_type or 'CPU')
+  visible = (tf.config.list_logical_devices(spec.device_type)
+             if spec.device_type else [])
   indices = {tf.DeviceSpec.from_string(d.name).device_index for d in visible}
   errors.require(
-      spec.device_type is not None and (spec.device_index or 0) in indices,
+      (spec.device_index or 0) in indices,
       f'device {name!r} is not visible to TensorFlow (visible: '
       f'{", ".join(d.name for d in tf.config.list_logical_devices()) or "none"})')
 

@@ -49,6 +49,11 @@ What is distributed:
     Keras draws the shuffled minibatch order differently, and a minibatch
     that does not split evenly (the last of an epoch) averages the
     replicas' mean losses, weighting its examples unequally.
+  * the linearized and quadratic models (`linearize`, `taylor`) and the NAD
+    derivatives (`kernels.anisotropy`) of a mirrored network: they
+    differentiate with respect to the weights read as tensors
+    (`variables_as_tensors`), so they train with the strategy inside `fit`
+    and are evaluated on one device when called directly.
 Not distributed: the Gram products (numpy on the host), the max-margin
 solver and other solvers (kernel regression, eigendecompositions), the
 conjugate (penultimate-layer) features and the networks' forward passes
@@ -61,7 +66,7 @@ compiles them in their own strategy's scope.
 
 import contextlib
 import os
-from typing import Callable, Dict, Iterable, Iterator
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence
 
 import keras
 import numpy as np
@@ -233,6 +238,32 @@ def scope(name: str = DEFAULT_STRATEGY) -> Iterator[tf.distribute.Strategy]:
     return
   with strategy.scope():
     yield strategy
+
+
+@contextlib.contextmanager
+def variables_as_tensors(variables: Sequence[keras.Variable]
+                         ) -> Iterator[List[tf.Tensor]]:
+  """Inside the block, Keras layers read `variables` as the yielded tensors.
+
+  Differentiating with respect to a tf.Variable (`tape.jacobian`, a
+  `ForwardAccumulator` on it) needs the variable's handle, which a mirrored
+  or TPU variable hides outside a replica context: a model called directly,
+  or built by Keras `fit`, inside `scope('mirrored')`. Tensors have no such
+  limit, so each variable is read once (its value on this replica, or the
+  primary copy across replicas: what the layer itself would read), a
+  `keras.StatelessScope` maps the variable to that tensor, and callers
+  differentiate with respect to the tensors. Same values and ops as reading
+  the variables, with or without a strategy.
+
+  Args:
+    variables: Keras variables (e.g. a model's `trainable_variables`).
+
+  Yields:
+    One tensor per variable, in order.
+  """
+  values = [tf.convert_to_tensor(v.value) for v in variables]
+  with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+    yield values
 
 
 class ScopedWork:

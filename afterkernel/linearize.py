@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from afterkernel import distribute
 from afterkernel import errors
 
 
@@ -141,10 +142,12 @@ class LinearizedModel(TaylorModel):
 
   def call(self, inputs, training=None):
     del training  # The network runs in inference mode at theta_0.
-    primals = [v.value for v in self._base_variables]
     tangents = [keras.ops.convert_to_tensor(d) for d in self.deltas]
-    with tf.autodiff.ForwardAccumulator(primals, tangents) as accumulator:
-      outputs = self.network(inputs, training=False)
+    # theta_0 read as tensors: forward mode on the variables themselves
+    # fails for mirrored variables outside a replica context.
+    with distribute.variables_as_tensors(self._base_variables) as primals:
+      with tf.autodiff.ForwardAccumulator(primals, tangents) as accumulator:
+        outputs = self.network(inputs, training=False)
     jvp = accumulator.jvp(outputs,
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
     if self.unbiased:

@@ -74,6 +74,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from afterkernel import distribute
 from afterkernel import errors
 from afterkernel import linearize
 
@@ -125,21 +126,19 @@ class QuadraticModel(linearize.TaylorModel):
 
   def _terms(self, inputs):
     """(f(theta_0, x), J delta, delta^T H delta) as tensors."""
-    primals = [tf.convert_to_tensor(v.value) for v in self._base_variables]
     tangents = [tf.convert_to_tensor(d.value) for d in self.deltas]
-    # The network reads theta_0 as *tensors* (a StatelessScope maps each
-    # variable to its value): forward accumulators nested on the same
-    # tf.Variables fail ("variable without handle data"), on tensors they
-    # nest as documented.
-    with tf.autodiff.ForwardAccumulator(primals, tangents) as outer:
-      with tf.autodiff.ForwardAccumulator(primals, tangents) as inner:
-        with keras.StatelessScope(
-            state_mapping=list(zip(self._base_variables, primals))):
+    # The network reads theta_0 as *tensors*: forward accumulators nested on
+    # the same tf.Variables fail ("variable without handle data"), on
+    # tensors they nest as documented (and mirrored variables work outside
+    # a replica context).
+    with distribute.variables_as_tensors(self._base_variables) as primals:
+      with tf.autodiff.ForwardAccumulator(primals, tangents) as outer:
+        with tf.autodiff.ForwardAccumulator(primals, tangents) as inner:
           outputs = self.network(inputs, training=False)
-      first = inner.jvp(outputs,
-                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    second = outer.jvp(first,
-                       unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        first = inner.jvp(outputs,
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      second = outer.jvp(first,
+                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return tf.stop_gradient(outputs), first, second
 
   def terms(self, inputs):

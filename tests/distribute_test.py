@@ -9,6 +9,7 @@ all of its tests ran and passed. Likewise the slow multi-worker test starts
 two worker processes on localhost (`_CHILD_ENV=worker`, `WorkerTest`).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,15 +30,25 @@ from afterkernel import distribute
 from afterkernel import errors
 from afterkernel.studies import after_kernel
 from afterkernel.kernels import _blocks
+from afterkernel.kernels import anisotropy
 from afterkernel.kernels import empirical
 from afterkernel.kernels import features
 from afterkernel import kernels
+from afterkernel import linearize
 from afterkernel import models
+from afterkernel.studies import after_kernel_vs_m
 from afterkernel.studies import data_scaling
+from afterkernel.studies import eigentasks
 from afterkernel.studies import kernel_dynamics
+from afterkernel.studies import kernel_rotation
+from afterkernel.studies import linearized
+from afterkernel.studies import nads
+from afterkernel.studies import nonlinear_advantage
 from afterkernel.studies import runner
+from afterkernel.studies import second_order
 from afterkernel.studies import store
 from afterkernel.studies import sweeps
+from afterkernel import taylor
 from afterkernel import training
 
 _CHILD_ENV = 'AFTERKERNEL_DISTRIBUTE_TEST_CHILD'
@@ -293,6 +304,28 @@ class TwoCpuTest(parameterized.TestCase):
       self.assertIsInstance(b.value, tf.distribute.DistributedValues)
       np.testing.assert_array_equal(a.numpy(), b.numpy())
 
+  def test_expansions_and_mixed_derivative_of_mirrored_network(self):
+    # Forward mode and Jacobians over mirrored variables, called outside a
+    # replica context (directly in the scope): the same numbers as one
+    # device (`distribute.variables_as_tensors`).
+    single, mirrored = self._models('fully_connected')
+    x, _ = _toy_task(6)
+    outputs = {}
+    for name, network in (('single', single), ('mirrored', mirrored)):
+      rng = np.random.default_rng(1)
+      with (self.strategy.scope() if name == 'mirrored' else
+            contextlib.nullcontext()):
+        linear = linearize.linearize(network)
+        quadratic = taylor.taylor_expand(network)
+        for delta in linear.deltas + quadratic.deltas:
+          delta.assign(0.1 * rng.standard_normal(delta.shape))
+        outputs[name] = (np.array(linear(x)), np.array(quadratic(x)),
+                         anisotropy.mixed_derivative(network, x))
+    for got, want in zip(outputs['mirrored'], outputs['single']):
+      self.assertLess(_relative_error(got, want), _RTOL)
+    # The deltas count: f_lin(x) is not f(theta_0, x).
+    self.assertGreater(np.abs(outputs['single'][0] - single(x)).max(), 1e-3)
+
   @parameterized.parameters(
       # 13 = 2 x 4 + 5: the last block is ragged and split 3 / 2.
       ('vgg', 'auto', 13),
@@ -425,20 +458,55 @@ class TwoCpuTest(parameterized.TestCase):
 @absltest.skipUnless(_MODE == 'two_cpu_studies', 'runs in a child process '
                      'started by test_studies_on_two_logical_cpu_devices')
 class TwoCpuStudyTest(absltest.TestCase):
-  """Every study that computes kernels: the same Grams on two replicas."""
+  """Every study: the same Grams and records on two replicas.
 
-  def _check(self, run_with):
+  Studies that train use full-batch steps (batch = all examples): training
+  is then the same SGD on both (see test_full_batch_steps_equal_one_device),
+  and so are the kernels and every metric.
+  """
+
+  def _check(self, run_with, method='structured'):
     """run_with(strategy name) runs a study; its Grams must not depend on
-    the strategy, and on two replicas come from the sharded fast path."""
+    the strategy, and on two replicas come from the sharded `method` path
+    (method=None: the study computes no Gram through `kernels.empirical`)."""
     single, _, methods = _recorded(lambda: run_with('default'))
     self.assertEqual(methods, [])
     mirrored, _, methods = _recorded(lambda: run_with('mirrored'))
-    self.assertIn('structured', methods)
+    if method is None:
+      self.assertEqual((single, mirrored, methods), ([], [], []))
+      return
+    self.assertIn(method, methods)
     self.assertNotEmpty(single)
     self.assertLen(mirrored, len(single))
     for got, want in zip(mirrored, single):
       self.assertEqual(got.shape, want.shape)
       self.assertLess(_relative_error(got, want), _RTOL)
+
+  def _check_study(self, run, config, method='structured'):
+    """`run(config, output_dir, log=, executor=)` under both strategies:
+    the same Grams (`_check`) and the same metrics in every record."""
+    directories = {}
+
+    def run_with(name):
+      directories[name] = tempfile.mkdtemp()
+      return run(config, directories[name], log=_quiet,
+                 executor=distribute.scoped_executor(runner.local_executor,
+                                                     name))
+
+    self._check(run_with, method)
+    single, mirrored = (
+        {r['key']: r['metrics']
+         for r in store.ResultStore(directories[name]).records()}
+        for name in ('default', 'mirrored'))
+    self.assertNotEmpty(single)
+    self.assertEqual(sorted(mirrored), sorted(single))
+    for key, metrics in single.items():
+      self.assertEqual(sorted(mirrored[key]), sorted(metrics), key)
+      for name, value in metrics.items():
+        if isinstance(value, (int, float)) and np.isfinite(value):
+          self.assertAlmostEqual(mirrored[key][name], value,
+                                 delta=1e-4 * max(1.0, abs(value)),
+                                 msg=f'{key} {name}')
 
   def test_run_after_kernel_probe(self):
     self._check(lambda name: after_kernel.run_experiment(
@@ -457,22 +525,56 @@ class TwoCpuStudyTest(absltest.TestCase):
     self._check(run_with)
 
   def test_scaling_studies(self):
-    # Full-batch steps (batch = all examples): training is the same SGD on
-    # both (see test_full_batch_steps_equal_one_device), so are the kernels.
-    configs = (
-        (kernel_dynamics, dataclasses.replace(
-            kernel_dynamics.PRESETS['tiny'], num_runs=1, num_train=40,
-            num_test=20, train_steps=2, num_snapshots=2, fit_steps=5,
-            batch_size=40)),
-        (data_scaling, dataclasses.replace(
-            data_scaling.PRESETS['tiny'], num_runs=1, sample_sizes=(10, 20, 40),
-            num_test=20, max_steps=2, num_bootstrap=5, batch_size=40)))
-    for study, config in configs:
-      with self.subTest(study=study.__name__):
-        self._check(lambda name, study=study, config=config: study.run(
-            config, tempfile.mkdtemp(), log=_quiet,
-            executor=distribute.scoped_executor(runner.local_executor,
-                                                name)))
+    self._check_study(kernel_dynamics.run, dataclasses.replace(
+        kernel_dynamics.PRESETS['tiny'], num_runs=1, num_train=40,
+        num_test=20, train_steps=2, num_snapshots=2, fit_steps=5,
+        batch_size=40))
+    self._check_study(data_scaling.run, dataclasses.replace(
+        data_scaling.PRESETS['tiny'], num_runs=1, sample_sizes=(10, 20, 40),
+        num_test=20, max_steps=2, num_bootstrap=5, batch_size=40))
+
+  def test_after_kernel_vs_m(self):
+    self._check_study(after_kernel_vs_m.run, dataclasses.replace(
+        after_kernel_vs_m.PRESETS['tiny'], num_test=20, width=8, num_runs=1,
+        train_sizes=(0, 20), fit_sizes=(10, 20), reference_fit_size=20,
+        epochs=1, fit_steps=5, num_bootstrap=5, num_validation=20,
+        full_batch=True, feature_batch_size=16))
+
+  def test_eigenfunction_tasks_and_kernel_rotation(self):
+    # Both train the network's linearization too (forward mode over the
+    # mirrored theta_0: `distribute.variables_as_tensors`).
+    self._check_study(eigentasks.run_study, dataclasses.replace(
+        eigentasks.PRESETS['tiny'], num_train=30, num_test=10, width=8,
+        eigen_indices=(1,), epochs=1, batch_size=30))
+    self._check_study(kernel_rotation.run_study, dataclasses.replace(
+        kernel_rotation.PRESETS['tiny'], num_train=40, num_test=20, width=8,
+        num_kernel_examples=30, checkpoint_epochs=(0, 1),
+        num_eigenfunctions=3, energy_ks=(1, 3, 10, 30), batch_size=40))
+
+  def test_linearized_vs_network(self):
+    # A convolutional net: Grams (effective ranks) from sharded full
+    # gradient rows, not the Dense-layer factors.
+    self._check_study(linearized.run_study, linearized.StudyConfig(
+        dataset='digits', num_train=20, num_test=20, architecture='myrtle5',
+        width_multipliers=(0.0625,), epochs=1, batch_size=20,
+        rank_sample_size=10), method='vectorized')
+
+  def test_studies_without_gram_matrices(self):
+    # NADs (mixed derivatives), second-order and nonlinear-advantage models:
+    # no empirical Gram, but Jacobians and forward-mode products over
+    # mirrored variables; the same numbers on two replicas.
+    for run, config in (
+        (nads.run_study, dataclasses.replace(
+            nads.PRESETS['tiny'], num_train=40, num_test=20, epochs=1,
+            batch_size=40, num_nad_samples=32, nad_indices=(1,))),
+        (second_order.run_study, dataclasses.replace(
+            second_order.PRESETS['tiny'], num_train=40, num_test=20, width=8,
+            epochs=1, batch_size=40, expansion_epochs=1)),
+        (nonlinear_advantage.run_study, dataclasses.replace(
+            nonlinear_advantage.PRESETS['tiny'], train_set_sizes=(20,),
+            num_train=20, num_test=20, width=8, epochs=1, batch_size=20))):
+      with self.subTest(study=type(config).__name__):
+        self._check_study(run, config, method=None)
 
 
 @absltest.skipUnless(_MODE == 'worker', 'runs in two worker processes, '

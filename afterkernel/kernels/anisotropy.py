@@ -48,6 +48,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from afterkernel import distribute
 from afterkernel import errors
 from afterkernel.kernels import grams
 from afterkernel.kernels import metrics as metric_lib
@@ -100,12 +101,14 @@ def _jacobian_blocks(model: keras.Model, inputs: np.ndarray,
   blocks = [np.zeros((dim, int(np.prod(v.shape))), np.float64)
             for v in variables]
   total = float(len(inputs))
-  # The tf.Variables behind the Keras variables (tape.jacobian needs them).
-  sources = [getattr(v, 'value', v) for v in variables]
   for start in range(0, len(inputs), batch_size):
     batch = tf.convert_to_tensor(inputs[start:start + batch_size],
                                  dtype=model.trainable_variables[0].dtype)
-    with tf.GradientTape(persistent=True) as outer:
+    # Jacobians with respect to the variables' values as tensors (works for
+    # mirrored variables outside a replica context too).
+    with distribute.variables_as_tensors(variables) as sources, \
+        tf.GradientTape(persistent=True) as outer:
+      outer.watch(sources)
       mean_gradient = _mean_input_gradient(model, batch, total)
       chunks = [mean_gradient[a:a + dim_chunk]
                 for a in range(0, dim, dim_chunk)]
@@ -211,13 +214,14 @@ def mixed_derivative_times(model: keras.Model, inputs: np.ndarray,
                  f'{_input_dim(model)}')
   x = tf.convert_to_tensor(inputs, dtype=dtype)
   tangent = tf.convert_to_tensor(np.broadcast_to(u, inputs.shape), dtype=dtype)
-  with tf.GradientTape() as tape:
+  with distribute.variables_as_tensors(model.trainable_variables) as theta, \
+      tf.GradientTape() as tape:
+    tape.watch(theta)
     with tf.autodiff.ForwardAccumulator(x, tangent) as accumulator:
       outputs = model(x, training=False)
     directional = accumulator.jvp(outputs)
     value = tf.reduce_sum(directional) / len(inputs)
-  gradients = tape.gradient(value, [v.value for v in
-                                   model.trainable_variables],
+  gradients = tape.gradient(value, theta,
                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
   return np.concatenate([np.reshape(g.numpy(), -1) for g in gradients]
                         ).astype(np.float64)

@@ -61,7 +61,30 @@ class SummarizeResultsTest(absltest.TestCase):
     self.assertIn(f'{mean:.4f}', process.stdout.split('paired')[1])
     process = _run(f'--store_dir={directory}', '--paired=0,3,10')
     self.assertEqual(process.returncode, 2)
-    self.assertIn('--paired takes two epochs', process.stderr)
+    self.assertIn('--paired takes two epoch values', process.stderr)
+
+  def test_paired_by_learning_rate_and_bad_field(self):
+    directory = tempfile.mkdtemp()
+    records = store_fixture.write_fixture_store(directory)
+    process = _run(f'--store_dir={directory}', '--paired_by=learning_rate',
+                   '--paired=0.01,0.1', '--metrics=svm_error')
+    self.assertEqual(process.returncode, 0, process.stderr)
+    self.assertIn('paired differences (learning_rate 0.1 - learning_rate '
+                  '0.01', process.stdout)
+    paired = summary.paired_differences(records, 0.01, 0.1, 'learning_rate')
+    # The learning-rate family only: tasks x nets x augmentation off/on.
+    self.assertLen(paired, 8)
+    self.assertEqual({e['family'] for e in paired}, {'learning_rate'})
+    tables = process.stdout.split('paired differences')[1]
+    for entry in paired:
+      self.assertIn(f"{entry['metrics']['svm_error']['mean']:.4f}", tables)
+    process = _run(f'--store_dir={directory}', '--paired_by=svm_error',
+                   '--paired=0,1')
+    self.assertEqual(process.returncode, 2)
+    self.assertIn('--paired_by must be one of', process.stderr)
+    self.assertNotIn('Traceback', process.stderr)
+    self.assertLen([l for l in process.stderr.splitlines()
+                    if l.startswith('error:')], 1)
 
 
 if __name__ == '__main__':

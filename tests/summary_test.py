@@ -204,6 +204,50 @@ class PairedDifferencesTest(absltest.TestCase):
     with self.assertRaisesRegex(errors.AfterKernelError, 'two records'):
       summary_lib.paired_differences(twice, 0, 3)
 
+  def test_pairs_by_learning_rate_and_by_augmentation(self):
+    # Two learning rates (the same run = the same seed) and augmentation
+    # off/on; records of other epochs and families never join a pair.
+    records = []
+    for run in range(3):
+      for rate, augment, error in ((0.01, False, 0.02 + 0.001 * run),
+                                   (0.1, False, 0.015 + 0.003 * run),
+                                   (0.01, True, 0.018 - 0.002 * run)):
+        records.append({
+            'family': 'learning_rate', 'run': run,
+            'point': {'family': 'learning_rate', 'task': 't', 'epoch': None,
+                      'learning_rate': rate, 'use_augmentation': augment},
+            'metrics': {'svm_error': error}})
+      for epoch in (0, 3):
+        records.append(_record('vgg', epoch, run, {'svm_error': 0.5}))
+    by_rate = summary_lib.paired_differences(records, 0.01, 0.1,
+                                             'learning_rate')
+    self.assertLen(by_rate, 1)
+    self.assertEqual(by_rate[0]['runs'], [0, 1, 2])
+    self.assertNotIn('learning_rate', by_rate[0]['point'])
+    self.assertFalse(by_rate[0]['point']['use_augmentation'])
+    self.assertAlmostEqual(by_rate[0]['metrics']['svm_error']['mean'],
+                           np.mean([-0.005 + 0.002 * r for r in range(3)]))
+    by_augment = summary_lib.paired_differences(records, False, True,
+                                                'use_augmentation')
+    self.assertLen(by_augment, 1)
+    self.assertEqual(by_augment[0]['point']['learning_rate'], 0.01)
+    self.assertAlmostEqual(by_augment[0]['metrics']['svm_error']['mean'],
+                           np.mean([-0.002 - 0.003 * r for r in range(3)]))
+    self.assertIn('(learning_rate 0.1 - learning_rate 0.01', summary_lib.
+                  format_paired(by_rate, 0.01, 0.1, field='learning_rate'))
+    # True == 1 and False == 0 in Python: no mixing of the two kinds.
+    with self.assertRaisesRegex(errors.AfterKernelError, 'of one kind'):
+      summary_lib.paired_differences(records, 0, True, 'use_augmentation')
+    with self.assertRaisesRegex(errors.AfterKernelError, 'point fields'):
+      summary_lib.paired_differences(records, 0, 1, 'svm_error')
+
+  def test_parse_point_value(self):
+    for text, value in (('3', 3), ('0.003', 0.003), ('1e-3', 0.001),
+                        ('true', True), ('False', False), ('vgg', 'vgg')):
+      parsed = summary_lib.parse_point_value(text)
+      self.assertEqual(parsed, value)
+      self.assertIs(type(parsed), type(value))
+
   def test_every_measured_metric_is_printed(self):
     records = [_record('vgg', 0, run, {'svm_error': 0.1 * run,
                                        'zoom_inv': 0.5, 'eff_rank': 3.0,

@@ -305,7 +305,23 @@ def format_summary_blocks(entries: Sequence[Mapping[str, Any]],
 # Paired differences between two checkpoints of the same runs.
 
 # Point fields that a pair must share besides the compared field.
-_PAIR_SHARED = tuple(f for f in POINT_FIELDS if f != 'epoch')
+# Point fields whose values `paired_differences` can compare (every point
+# field but the family: epochs, learning rates, augmentation on/off, ...).
+PAIRABLE_FIELDS = tuple(f for f in POINT_FIELDS if f != 'family')
+
+
+def parse_point_value(text: str) -> Any:
+  """A point field's value from its command-line spelling: 'true'/'false'
+  -> bool, then int, then float, else the string itself."""
+  lowered = text.strip().lower()
+  if lowered in ('true', 'false'):
+    return lowered == 'true'
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return text.strip()
 
 
 def paired_differences(records: Iterable[Mapping[str, Any]], before: Any,
@@ -314,8 +330,9 @@ def paired_differences(records: Iterable[Mapping[str, Any]], before: Any,
   """Mean and 95% CI of the per-run difference `after - before` of each metric.
 
   Records are paired when they share family, every point field but `field`
-  (task, architecture, augmentation, ...) and the run index (hence the seed
-  and the training trajectory); one pair per run. The differences of a
+  (task, architecture, augmentation, ...) and the run index (hence the seed:
+  for epochs the same training trajectory, for other fields such as the
+  learning rate the same initialization and data order); one pair per run. The differences of a
   metric over the pairs are summarized by `metric_summary` (Student t), so
   the interval accounts for the runs' correlation between the checkpoints,
   which two separate per-point intervals ignore.
@@ -324,7 +341,9 @@ def paired_differences(records: Iterable[Mapping[str, Any]], before: Any,
     records: store records.
     before: value of point[field] subtracted (e.g. epoch 0).
     after: value of point[field] it is subtracted from (e.g. epoch 3).
-    field: the point field that tells the two checkpoints apart.
+    field: the point field that tells the two sides apart, one of
+      `PAIRABLE_FIELDS` (booleans such as use_augmentation pair only with
+      booleans).
 
   Returns:
     One entry per group with at least one pair, sorted like `summarize`:
@@ -333,20 +352,27 @@ def paired_differences(records: Iterable[Mapping[str, Any]], before: Any,
     for every metric numeric in both records of every pair.
 
   Raises:
-    AfterKernelError: `before` equals `after`, or two records of one group
-      claim the same run and checkpoint.
+    AfterKernelError: an unknown field, `before` equals `after` (or one is
+      a boolean and the other not), or two records of one group claim the
+      same run and value.
   """
-  errors.require(before != after,
-                 f'paired differences need two different {field} values; '
-                 f'got {before!r} twice')
+  errors.require(field in PAIRABLE_FIELDS,
+                 f'paired differences compare one of the point fields '
+                 f'{", ".join(PAIRABLE_FIELDS)}; got {field!r}')
+  errors.require(isinstance(before, bool) == isinstance(after, bool) and
+                 before != after,
+                 f'paired differences need two different {field} values of '
+                 f'one kind; got {before!r} and {after!r}')
   groups = collections.OrderedDict()
   for record in records:
     point = record.get('point', {})
     value = point.get(field)
-    if value not in (before, after) or isinstance(value, bool):
+    # True == 1 in Python: booleans pair only with booleans.
+    if (isinstance(value, bool) != isinstance(before, bool) or
+        value not in (before, after)):
       continue
     key = (str(record.get('family', '')),
-           repr(tuple(point.get(f) for f in _PAIR_SHARED if f != field)))
+           repr(tuple(point.get(f) for f in POINT_FIELDS if f != field)))
     runs = groups.setdefault(key, {}).setdefault(record.get('run'), {})
     side = 'before' if value == before else 'after'
     errors.require(side not in runs,

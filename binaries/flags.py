@@ -70,7 +70,7 @@ CHOICES = {
     'nn_architecture': tuple(models.ARCHITECTURES),
     'architectures': tuple(models.ARCHITECTURES),
     'svm_solver': tuple(margin.SOLVERS),
-    'feature_method': tuple(features.FEATURE_METHODS),
+    'feature_method': tuple(features.METHODS),
     'distribution_strategy': tuple(distribute.STRATEGIES),
     'task': tuple(linearized.TASKS),
     'parameterization': tuple(architectures.PARAMETERIZATIONS),

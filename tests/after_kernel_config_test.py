@@ -46,7 +46,9 @@ class ExperimentConfigTest(absltest.TestCase):
                               dict(num_translations=-1)),
                              ('svm_tolerance', dict(svm_tolerance=-1.0)),
                              ('^svm_device: device must be one of auto, '
-                              'cpu, gpu', dict(svm_device='tpu'))):
+                              'cpu, gpu', dict(svm_device='tpu')),
+                             ('feature_method.*structured',
+                              dict(feature_method='fast'))):
       with self.assertRaisesRegex(errors.AfterKernelError, pattern):
         dataclasses.replace(_TINY, **changes).validate()
 
@@ -54,6 +56,11 @@ class ExperimentConfigTest(absltest.TestCase):
     on_tf = dataclasses.replace(_TINY, svm_device='/CPU:0')
     on_tf.validate()
     self.assertEqual(on_tf.fingerprint(), _TINY.fingerprint())
+    # The Gram path too (same Gram to float32 rounding): 'structured' pins
+    # the factored Dense Grams, the feature rows stay 'auto'.
+    pinned = dataclasses.replace(_TINY, feature_method='structured')
+    pinned.validate()
+    self.assertEqual(pinned.fingerprint(), _TINY.fingerprint())
 
   def test_task_sizes_and_network(self):
     task = after_kernel_config.load_task(_TINY)

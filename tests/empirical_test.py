@@ -1,5 +1,7 @@
 """Tests for afterkernel.kernels.empirical: model -> Gram in every form."""
 
+from unittest import mock
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import keras
@@ -14,6 +16,7 @@ from afterkernel.kernels import empirical
 from afterkernel.kernels import features
 from afterkernel.kernels import grams
 from afterkernel.kernels import jacobians
+from afterkernel.kernels import per_layer
 
 
 def _model(num_outputs, chain=True, seed=3):
@@ -33,6 +36,11 @@ def _model(num_outputs, chain=True, seed=3):
 
 def _images(n, seed):
   return np.random.default_rng(seed).random((n, 5, 5, 1)).astype(np.float32)
+
+
+def _images_of(model, n, seed):
+  shape = tuple(model.inputs[0].shape[1:])
+  return np.random.default_rng(seed).random((n,) + shape).astype(np.float32)
 
 
 def _reference_trace(model, a, b):
@@ -97,6 +105,43 @@ class ModelGramTest(parameterized.TestCase):
       empirical.model_gram(model, _images(2, 0), kind='diag')
     with self.assertRaisesRegex(errors.AfterKernelError, 'unknown feature'):
       empirical.model_gram(model, _images(2, 0), method='magic')
+
+
+class GramPathRuleTest(absltest.TestCase):
+  """'auto' Grams: Dense factors where they save work, else feature rows."""
+
+  def test_fully_connected_factored_vgg_rows_same_gram(self):
+    fully_connected = models.build_model('fully_connected', (8, 8, 1),
+                                         num_parameters=3000)
+    vgg = models.build_model('vgg', (8, 8, 1))
+    self.assertTrue(features.structured_pays(fully_connected))
+    # The VGG-like net's one Dense layer is the output: d_in + 2 factor
+    # numbers for its d_in + 1 weights, no saving.
+    self.assertFalse(features.structured_pays(vgg))
+    self.assertGreater(per_layer.factored_size(vgg),
+                       0.9 * features.count_parameters(vgg))
+    self.assertFalse(features.structured_pays(_model(1, chain=False)))
+    x_train, x_test = _images_of(vgg, 10, 1), _images_of(vgg, 4, 2)
+    for model, factored in ((fully_connected, True), (vgg, False)):
+      calls = []
+      original = features.structured_features
+
+      def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+      with mock.patch.object(features, 'structured_features', spy):
+        auto = empirical.model_train_and_cross_gram(model, x_train, x_test)
+        auto_gram = empirical.model_gram(model, x_test, x_train)
+      self.assertEqual(bool(calls), factored, model.name)
+      pinned = empirical.model_train_and_cross_gram(model, x_train, x_test,
+                                                    method='structured')
+      for got, want in zip((*auto, auto_gram), (*pinned, pinned[1])):
+        np.testing.assert_allclose(got, want, rtol=1e-5,
+                                   atol=1e-6 * np.abs(want).max())
+    # EmpiricalNTK follows the same rule.
+    self.assertTrue(empirical.EmpiricalNTK(fully_connected).structured)
+    self.assertFalse(empirical.EmpiricalNTK(vgg).structured)
 
 
 class EmpiricalNtkFnTest(absltest.TestCase):

@@ -41,6 +41,22 @@ class PerLayerTest(parameterized.TestCase):
         features.gradient_features(model, images, method='per_layer'),
         _reference_features(model, images), rtol=1e-4, atol=1e-6)
 
+  def test_factored_size_counts_dense_factors_on_rank2_inputs_only(self):
+    # Dense on (h, w, c) maps: materialized (its parameter count); Dense
+    # after Flatten: its factors (d_in + bias) + d_out; Conv2D: parameters.
+    model = keras.Sequential([
+        keras.Input((3, 2, 4)), keras.layers.Conv2D(3, 2, padding='same'),
+        keras.layers.Dense(5), keras.layers.Flatten(),
+        keras.layers.Dense(7, use_bias=False), keras.layers.Dense(1)])
+    conv = 2 * 2 * 4 * 3 + 3
+    self.assertEqual(per_layer.factored_size(model),
+                     conv + (3 * 5 + 5) + (30 + 7) + (7 + 1 + 1))
+    branch_input = keras.Input((4,))
+    hidden = keras.layers.Dense(3)(branch_input)
+    branched = keras.Model(branch_input, keras.layers.Add()(
+        [hidden, keras.layers.Dense(3)(hidden)]))
+    self.assertIsNone(per_layer.factored_size(branched))
+
   def test_dense_on_rank4_inputs_sums_over_positions(self):
     # Dense on (h, w, c) feature maps shares its weights over positions:
     # per_layer sums the per-position outer products, structured keeps

@@ -35,9 +35,10 @@ DEFAULT_GRAM_METHOD = 'auto'
 
 
 def _concrete_gram_method(model: keras.Model, method: str) -> str:
-  """'auto' -> 'structured' for chain models, else the method itself."""
+  """'auto' -> 'structured' where it saves work (`features.structured_pays`),
+  else the method itself (feature rows)."""
   errors.require_choice(method, features.METHODS, 'feature method')
-  if method == 'auto' and features.supports_per_layer(model):
+  if method == 'auto' and features.structured_pays(model):
     return 'structured'
   return method
 
@@ -78,8 +79,9 @@ def model_gram(model: keras.Model,
     inputs_b: (m, ...) inputs (columns); None means `inputs_a`.
     kind: one of `grams.KERNEL_KINDS`.
     batch_size: examples per block.
-    method: one of `features.METHODS`; 'auto' is 'structured' for chain
-      models (sharded too).
+    method: one of `features.METHODS`; 'auto' is 'structured' where the
+      Dense factors save work (`features.structured_pays`; sharded too),
+      else feature rows.
     strategy: shard the gradient blocks over this strategy's replicas.
 
   Returns:
@@ -137,7 +139,7 @@ def _model_gram(model, inputs_a, inputs_b, kind, batch_size, method,
     if _concrete_gram_method(model, method) == 'structured':
       return _structured_full_gram(model, inputs_a, inputs_b, batch_size,
                                    strategy)
-    method = 'auto' if method == 'structured' else method
+    method = features.rows_method(method)
     jac_a = features.per_example_jacobians(model, inputs_a, batch_size, method,
                                            strategy=strategy)
     jac_b = (None if inputs_b is None else features.per_example_jacobians(
@@ -194,12 +196,13 @@ def model_train_and_cross_gram(
 ) -> Tuple[np.ndarray, np.ndarray]:
   """(K(x_train, x_train), K(x_test, x_train)) of a scalar-output model.
 
-  The training features are taken once and used for both Grams. 'auto' (or
-  'structured', or 'per_layer') on a chain model uses the
-  factored Dense features (sharded over `strategy` too), if the full
-  features would fit in
-  `memory_budget_gb` (or there is no budget); otherwise the full gradient
-  features are used, streamed under the budget (`grams.train_and_cross_gram`).
+  The training features are taken once and used for both Grams. 'structured',
+  or 'auto' where factors save work (`features.structured_pays`, e.g. the
+  fully connected net), uses the factored Dense features (sharded over
+  `strategy` too) -- for 'auto' only if the full features would fit in
+  `memory_budget_gb` (or there is no budget); otherwise feature rows
+  ('auto' for 'structured', e.g. per_layer for the VGG-like net) are
+  used, streamed under the budget (`grams.train_and_cross_gram`).
 
   Args:
     model: a Keras model with one scalar output.
@@ -228,7 +231,7 @@ def _train_and_cross_gram(model, x_train, x_test, batch_size, method,
   num_features = features.count_parameters(model)
   needed_gb = (len(x_train) + len(x_test)) * num_features * 4 / 2**30
   if method == 'structured' or (
-      method in ('auto', 'per_layer') and features.supports_per_layer(model) and
+      _concrete_gram_method(model, method) == 'structured' and
       (memory_budget_gb is None or needed_gb <= memory_budget_gb)):
     # Dense layers' Gram contributions from factors: same numbers, far less
     # work for fully connected nets.
@@ -239,7 +242,7 @@ def _train_and_cross_gram(model, x_train, x_test, batch_size, method,
                 features.structured_features(model, x_test, batch_size,
                                              strategy=strategy, log=log),
                 train))
-  method = 'auto' if method == 'structured' else method
+  method = features.rows_method(method)
   return grams.train_and_cross_gram(
       lambda x: features.gradient_features(model, x, batch_size, method,
                                            strategy=strategy, log=log),
@@ -267,11 +270,12 @@ class EmpiricalNTK:
   custom layers) are kept as they are with a copy of their weights, swapped
   in while a Gram is computed and restored afterwards.
 
-  Chain models of Dense/Conv2D layers use the factored Dense features and
+  Chain models whose Dense factors save work (`features.structured_pays`,
+  e.g. fully connected nets) use the factored Dense features and
   `grams.structured_gram` (n^2 (d_in + d_out) per Dense layer instead of
-  n^2 d_in d_out); others use full gradient features and `grams.gram`. Both
-  give the same Gram to float32 rounding (`model_gram` with method
-  'structured' or `method`).
+  n^2 d_in d_out); others use full gradient features (`method`) and
+  `grams.gram`. Both give the same Gram to float32 rounding (`model_gram`
+  with method 'structured' or `method`).
   """
 
   def __init__(self, model: keras.Model,
@@ -308,7 +312,7 @@ class EmpiricalNTK:
       # clone_model builds fresh weights: copy every value (trainable or
       # not).
       self._model.set_weights(model.get_weights())
-    self.structured = features.supports_per_layer(self._model)
+    self.structured = features.structured_pays(self._model)
 
   @contextlib.contextmanager
   def _frozen_model(self) -> Iterator[keras.Model]:

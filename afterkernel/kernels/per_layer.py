@@ -20,6 +20,8 @@ scalar model l = 0.
 """
 
 import contextlib
+import math
+from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -84,6 +86,37 @@ def chain_layers(model: keras.Model):
   if not chain or covered != {id(v) for v in model.trainable_variables}:
     return None
   return chain
+
+
+def factored_size(model: keras.Model) -> Optional[int]:
+  """Numbers per example a structured Gram multiplies pairwise, or None.
+
+  A Dense layer on rank-2 inputs enters the structured Gram as its two
+  factors, (d_in + 1 with a bias) + d_out numbers per example, where its
+  gradient row has (d_in + 1) d_out; every other layer's gradient is
+  materialized (its parameter count). Compared with the parameter count P
+  (the row length), this is the Gram's cost ratio of 'structured' vs
+  feature rows (`features.structured_pays`). None: not a chain model, or
+  a layer's output shape could not be inferred.
+  """
+  chain = chain_layers(model)
+  if chain is None:
+    return None
+  try:
+    shape = tuple(model.inputs[0].shape)
+    size = 0
+    for entry in chain:
+      layer = entry.layer
+      if entry.kind == 'dense' and len(shape) == 2:
+        d_in, d_out = (int(d) for d in layer.kernel.shape)
+        size += d_in + int(entry.use_bias) + d_out
+      else:
+        size += sum(math.prod(w.shape) for w in layer.trainable_weights)
+      shape = tuple(layer.compute_output_shape(shape))
+  except (AttributeError, IndexError, TypeError, ValueError,
+          NotImplementedError):
+    return None
+  return size
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int):

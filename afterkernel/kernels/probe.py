@@ -198,7 +198,8 @@ class KernelProbe:
       return self._gradient_fn(model, images)
     return features.gradient_features(
         model, images, self.spec.feature_batch_size,
-        method or self.spec.feature_method, strategy=self.strategy,
+        features.rows_method(method or self.spec.feature_method),
+        strategy=self.strategy,
         log=self.log)
 
   def _conjugate_features(self, model, images):

@@ -92,10 +92,12 @@ class ExperimentConfig:
     effective_rank_sample_size: training images for the effective rank of
       the Gram (0: skip).
     feature_batch_size: examples per gradient-feature block.
-    feature_method: gradient-feature algorithm: auto (vectorized when the
-      model has no per_layer path, per_layer for short jobs, else the faster
-      of the two as timed on the first block), per_layer, vectorized, or
-      loop (slow reference).
+    feature_method: gradient-feature algorithm: auto (feature rows:
+      per_layer for chains of Dense/Conv2D layers, else vectorized; Grams:
+      Dense layers kept factored where that saves work, e.g. the fully
+      connected net, else those rows), structured (Grams always factored;
+      rows as auto), per_layer, vectorized, or loop (slow reference). Same
+      numbers to float32 rounding.
     memory_budget_gb: GiB the gradient features may take; above it the Gram
       matrices are streamed (features recomputed block by block, never all
       held).
@@ -158,7 +160,7 @@ class ExperimentConfig:
     errors.require_choice(self.svm_solver, margin.SOLVERS, 'svm_solver')
     errors.require_choice(self.distribution_strategy, distribute.STRATEGIES,
                           'distribution_strategy')
-    errors.require_choice(self.feature_method, features.FEATURE_METHODS,
+    errors.require_choice(self.feature_method, features.METHODS,
                           'feature_method')
     errors.require(self.plus_class != self.minus_class,
                    f'plus_class and minus_class are both {self.plus_class}; '

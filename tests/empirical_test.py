@@ -168,8 +168,10 @@ class TrainAndCrossGramTest(absltest.TestCase):
     x_train, x_test = _images(12, 7), _images(5, 8)
     structured = empirical.model_train_and_cross_gram(model, x_train, x_test)
     width = features.count_parameters(model)
-    # A budget below all features: full features, streamed.
-    budget = 10 * width * 4 / 2**30
+    # A budget below all features and below the Dense factors (17 x 40
+    # numbers): full features, streamed.
+    budget = 3 * width * 4 / 2**30
+    self.assertLess(budget, 17 * features.factored_size(model) * 4 / 2**30)
     streamed = empirical.model_train_and_cross_gram(
         model, x_train, x_test, batch_size=4, memory_budget_gb=budget)
     phi_train = features.gradient_features(model, x_train, method='loop')
@@ -193,7 +195,8 @@ class TrainAndCrossGramTest(absltest.TestCase):
     for a, b in zip(got, inline):
       np.testing.assert_array_equal(a, b)
     width = features.count_parameters(model)
-    budget = 8 * width * 4 / 2**30
+    budget = 3 * width * 4 / 2**30  # Below the factors too: streamed.
+    self.assertLess(budget, 13 * features.factored_size(model) * 4 / 2**30)
     feature_fn = lambda x: features.gradient_features(model, x, 4, 'auto')
     inline = grams.train_and_cross_gram(feature_fn, width, x_train, x_test,
                                         memory_budget_gb=budget)
@@ -201,6 +204,35 @@ class TrainAndCrossGramTest(absltest.TestCase):
         model, x_train, x_test, 4, memory_budget_gb=budget)
     for a, b in zip(got, inline):
       np.testing.assert_array_equal(a, b)
+
+  def test_budget_counts_what_the_factored_path_holds(self):
+    # Rows of 17 examples do not fit, their Dense factors do: 'auto' keeps
+    # the factored path; 'structured' above the budget is one line.
+    model = _model(1)
+    x_train, x_test = _images(12, 7), _images(5, 8)
+    rows_gb = 17 * features.count_parameters(model) * 4 / 2**30
+    factors_gb = 17 * features.factored_size(model) * 4 / 2**30
+    calls = []
+    original = features.structured_features
+
+    def spy(*args, **kwargs):
+      calls.append(1)
+      return original(*args, **kwargs)
+
+    with mock.patch.object(features, 'structured_features', spy):
+      got = empirical.model_train_and_cross_gram(
+          model, x_train, x_test, memory_budget_gb=(rows_gb + factors_gb) / 2)
+    self.assertNotEmpty(calls)
+    for a, b in zip(got, empirical.model_train_and_cross_gram(
+        model, x_train, x_test)):
+      np.testing.assert_array_equal(a, b)
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                "^feature method 'structured' would hold .* "
+                                "above memory_budget_gb=.*use 'auto'") as cm:
+      empirical.model_train_and_cross_gram(model, x_train, x_test,
+                                           method='structured',
+                                           memory_budget_gb=factors_gb / 2)
+    self.assertNotIn('\n', str(cm.exception))
 
   def test_empirical_ntk_uses_the_same_grams(self):
     model = _model(1)

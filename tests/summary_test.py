@@ -240,6 +240,15 @@ class PairedDifferencesTest(absltest.TestCase):
       summary_lib.paired_differences(records, 0, True, 'use_augmentation')
     with self.assertRaisesRegex(errors.AfterKernelError, 'point fields'):
       summary_lib.paired_differences(records, 0, 1, 'svm_error')
+    # A value no record has (e.g. 0/1 for a boolean field) names the ones
+    # there are instead of printing an empty table.
+    with self.assertRaisesRegex(
+        errors.AfterKernelError,
+        r'no record has learning_rate = 0.3; .* present: 0.01, 0.1'):
+      summary_lib.paired_differences(records, 0.01, 0.3, 'learning_rate')
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'no record has use_augmentation = 0'):
+      summary_lib.paired_differences(records, 0, 1, 'use_augmentation')
 
   def test_parse_point_value(self):
     for text, value in (('3', 3), ('0.003', 0.003), ('1e-3', 0.001),

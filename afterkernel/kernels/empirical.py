@@ -30,7 +30,8 @@ from afterkernel import errors
 from afterkernel.kernels import features
 from afterkernel.kernels import grams
 
-# Grams of chain models default to Dense-layer factors, far less work.
+# Grams default to Dense-layer factors where they save work (fully connected
+# nets), else to feature rows (`features.structured_pays`).
 DEFAULT_GRAM_METHOD = 'auto'
 
 
@@ -199,10 +200,10 @@ def model_train_and_cross_gram(
   The training features are taken once and used for both Grams. 'structured',
   or 'auto' where factors save work (`features.structured_pays`, e.g. the
   fully connected net), uses the factored Dense features (sharded over
-  `strategy` too) -- for 'auto' only if the full features would fit in
-  `memory_budget_gb` (or there is no budget); otherwise feature rows
-  ('auto' for 'structured', e.g. per_layer for the VGG-like net) are
-  used, streamed under the budget (`grams.train_and_cross_gram`).
+  `strategy` too) if they fit in `memory_budget_gb` (or there is no
+  budget); otherwise 'auto' uses feature rows (e.g. per_layer for the
+  VGG-like net), streamed under the budget (`grams.train_and_cross_gram`),
+  and 'structured' is refused in one line.
 
   Args:
     model: a Keras model with one scalar output.
@@ -229,10 +230,21 @@ def _train_and_cross_gram(model, x_train, x_test, batch_size, method,
                           strategy, memory_budget_gb, log):
   """`model_train_and_cross_gram` on checked inputs."""
   num_features = features.count_parameters(model)
-  needed_gb = (len(x_train) + len(x_test)) * num_features * 4 / 2**30
-  if method == 'structured' or (
-      _concrete_gram_method(model, method) == 'structured' and
-      (memory_budget_gb is None or needed_gb <= memory_budget_gb)):
+  if _concrete_gram_method(model, method) == 'structured':
+    # What the factored path holds: Dense factors and the other layers'
+    # gradient rows of every train and test example.
+    held_gb = (len(x_train) + len(x_test)) * (
+        features.factored_size(model) or num_features) * 4 / 2**30
+    within_budget = memory_budget_gb is None or held_gb <= memory_budget_gb
+    if not within_budget and method == 'structured':
+      raise errors.AfterKernelError(
+          f"feature method 'structured' would hold {held_gb:.3g} GiB of "
+          f'Dense factors and layer gradients, above memory_budget_gb='
+          f"{memory_budget_gb:g}; use 'auto' to stream feature rows under "
+          'the budget')
+  else:
+    within_budget = False
+  if within_budget:
     # Dense layers' Gram contributions from factors: same numbers, far less
     # work for fully connected nets.
     train = features.structured_features(model, x_train, batch_size,
@@ -287,8 +299,9 @@ class EmpiricalNTK:
       model: a Keras model with one scalar output per example.
       batch_size: examples per feature-extraction block (memory vs speed;
         unrelated to the training batch size).
-      method: feature extraction method for non-chain models, one of
-        `features.FEATURE_METHODS`.
+      method: feature extraction method, one of `features.FEATURE_METHODS`;
+        'auto' takes the Dense factors where they save work
+        (`features.structured_pays`), else feature rows.
 
     Raises:
       AfterKernelError: bad batch_size or method.
@@ -329,7 +342,8 @@ class EmpiricalNTK:
 
   @property
   def _method(self) -> str:
-    return 'structured' if self.structured else self.method
+    return ('structured' if self.structured and self.method == 'auto'
+            else self.method)
 
   def gram(self, x_a: np.ndarray, x_b: Optional[np.ndarray] = None
           ) -> np.ndarray:

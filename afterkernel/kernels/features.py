@@ -101,6 +101,7 @@ DEFAULT_BATCH_SIZE = 256
 AUTOTUNE_REPEATS = _blocks.AUTOTUNE_REPEATS
 choose_fastest = _blocks.choose_fastest
 count_parameters = models.count_parameters
+factored_size = per_layer.factored_size
 
 
 def supports_per_layer(model: keras.Model) -> bool:
@@ -126,7 +127,7 @@ def structured_pays(model: keras.Model) -> bool:
   'auto' for Grams (`kernels.empirical`). Same Gram either way, to float32
   rounding.
   """
-  size = per_layer.factored_size(model)
+  size = factored_size(model)
   return size is not None and size <= STRUCTURED_MAX_FRACTION * max(
       1, count_parameters(model))
 

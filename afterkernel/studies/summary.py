@@ -307,7 +307,9 @@ def format_summary_blocks(entries: Sequence[Mapping[str, Any]],
 # Point fields that a pair must share besides the compared field.
 # Point fields whose values `paired_differences` can compare (every point
 # field but the family: epochs, learning rates, augmentation on/off, ...).
-PAIRABLE_FIELDS = tuple(f for f in POINT_FIELDS if f != 'family')
+# (Not the task fields: two tasks always differ in dataset or classes too.)
+PAIRABLE_FIELDS = tuple(f for f in POINT_FIELDS if f not in (
+    'family', 'task', 'dataset', 'plus_class', 'minus_class'))
 
 
 def parse_point_value(text: str) -> Any:
@@ -353,8 +355,8 @@ def paired_differences(records: Iterable[Mapping[str, Any]], before: Any,
 
   Raises:
     AfterKernelError: an unknown field, `before` equals `after` (or one is
-      a boolean and the other not), or two records of one group claim the
-      same run and value.
+      a boolean and the other not), a value no record has, or two records
+      of one group claim the same run and value.
   """
   errors.require(field in PAIRABLE_FIELDS,
                  f'paired differences compare one of the point fields '
@@ -364,6 +366,15 @@ def paired_differences(records: Iterable[Mapping[str, Any]], before: Any,
                  f'paired differences need two different {field} values of '
                  f'one kind; got {before!r} and {after!r}')
   groups = collections.OrderedDict()
+  records = list(records)
+  present = {point_value for point_value in (
+      r.get('point', {}).get(field) for r in records)
+             if isinstance(point_value, bool) == isinstance(before, bool)}
+  for wanted in (before, after):
+    errors.require(
+        not records or wanted in present,
+        f'no record has {field} = {wanted!r}; values of that kind present: '
+        f'{", ".join(repr(v) for v in sorted(present, key=repr)) or "none"}')
   for record in records:
     point = record.get('point', {})
     value = point.get(field)

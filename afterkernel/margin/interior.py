@@ -35,6 +35,13 @@ the criterion 'exact' uses.
 Memory: the Gram route holds Q and the factor as two float64 n x n arrays
 (16 n^2 bytes, 1.6 GB at n = 10^4); `require_dense_memory` refuses problems
 above `max_dense_gib` with an error naming n and the GiB needed.
+
+Device (`device.DEVICES`, default 'cpu'): on a TensorFlow device the same
+algorithm keeps Q (or Z), the factors and all products there, float64
+(`device.cholesky_solver`, `device.woodbury_solver`); the host then holds
+only n-vectors. A factorization holds Q, Q + D and the factor (three n x n
+arrays) on the device. Failed factorizations raise LinAlgError on both
+paths, so the regularization retry is the same.
 """
 
 import math

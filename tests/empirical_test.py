@@ -38,6 +38,20 @@ def _images(n, seed):
   return np.random.default_rng(seed).random((n, 5, 5, 1)).astype(np.float32)
 
 
+def _factored_calls(run):
+  """(one entry per `features.structured_features` call, run()'s result)."""
+  calls = []
+  original = features.structured_features
+
+  def spy(*args, **kwargs):
+    calls.append(1)
+    return original(*args, **kwargs)
+
+  with mock.patch.object(features, 'structured_features', spy):
+    result = run()
+  return calls, result
+
+
 def _images_of(model, n, seed):
   shape = tuple(model.inputs[0].shape[1:])
   return np.random.default_rng(seed).random((n,) + shape).astype(np.float32)
@@ -123,16 +137,9 @@ class GramPathRuleTest(absltest.TestCase):
     self.assertFalse(features.structured_pays(_model(1, chain=False)))
     x_train, x_test = _images_of(vgg, 10, 1), _images_of(vgg, 4, 2)
     for model, factored in ((fully_connected, True), (vgg, False)):
-      calls = []
-      original = features.structured_features
-
-      def spy(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-      with mock.patch.object(features, 'structured_features', spy):
-        auto = empirical.model_train_and_cross_gram(model, x_train, x_test)
-        auto_gram = empirical.model_gram(model, x_test, x_train)
+      calls, (auto, auto_gram) = _factored_calls(lambda m=model: (
+          empirical.model_train_and_cross_gram(m, x_train, x_test),
+          empirical.model_gram(m, x_test, x_train)))
       self.assertEqual(bool(calls), factored, model.name)
       pinned = empirical.model_train_and_cross_gram(model, x_train, x_test,
                                                     method='structured')
@@ -212,16 +219,8 @@ class TrainAndCrossGramTest(absltest.TestCase):
     x_train, x_test = _images(12, 7), _images(5, 8)
     rows_gb = 17 * features.count_parameters(model) * 4 / 2**30
     factors_gb = 17 * features.factored_size(model) * 4 / 2**30
-    calls = []
-    original = features.structured_features
-
-    def spy(*args, **kwargs):
-      calls.append(1)
-      return original(*args, **kwargs)
-
-    with mock.patch.object(features, 'structured_features', spy):
-      got = empirical.model_train_and_cross_gram(
-          model, x_train, x_test, memory_budget_gb=(rows_gb + factors_gb) / 2)
+    calls, got = _factored_calls(lambda: empirical.model_train_and_cross_gram(
+        model, x_train, x_test, memory_budget_gb=(rows_gb + factors_gb) / 2))
     self.assertNotEmpty(calls)
     for a, b in zip(got, empirical.model_train_and_cross_gram(
         model, x_train, x_test)):

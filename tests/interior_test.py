@@ -20,6 +20,7 @@ import numpy as np
 from afterkernel import errors
 from afterkernel import margin
 from afterkernel.margin import api
+from afterkernel.margin import device as device_lib
 from afterkernel.margin import interior
 from margin_fixture import certified_optimum as _certified_optimum
 from margin_fixture import recomputed_bounds as _recomputed_bounds
@@ -210,6 +211,121 @@ class InteriorPointTest(parameterized.TestCase):
     with self.assertRaisesRegex(errors.AfterKernelError, 'interior_point'):
       margin.max_margin_from_gram(np.eye(4), np.array([0, 1, 0, 1]),
                                   solver='newton')
+
+
+# TensorFlow's path against numpy's: both are float64 and differ only in
+# summation order and in the Cholesky routine (Eigen vs LAPACK), i.e. by
+# ~1e-16 relative per product; a Mehrotra run of <= 20 Newton steps on these
+# well-conditioned problems amplifies that to ~1e-12 at most (measured:
+# 2e-16 separable, 1e-12 the XOR dense case). 1e-9 leaves room for other
+# BLAS builds and still fails on any real difference (a wrong sign, scale
+# or diagonal changes the first digits).
+DEVICE_RTOL = 1e-9
+
+
+class DeviceTest(parameterized.TestCase):
+  """device='/CPU:0' runs the TensorFlow path (no GPU here): same results."""
+
+  def solve(self, features, labels, use_features, device):
+    signs = np.where(labels > 0, 1.0, -1.0)
+    gram = features @ features.T
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', margin.UnconvergedWarning)
+      return interior.solve_interior_point(
+          None if use_features else gram, signs,
+          float(np.mean(np.sqrt(np.diag(gram)))), margin.DEFAULT_TOLERANCE,
+          interior.DEFAULT_MAX_ITERATIONS, None, None,
+          features=features if use_features else None, device=device)
+
+  @parameterized.named_parameters(
+      ('gram_separable', False, True), ('features_separable', True, True),
+      ('gram_xor', False, False), ('features_xor', True, False))
+  def test_tensorflow_path_equals_numpy(self, use_features, separable):
+    if separable:
+      features, labels, _, _ = _separable(60, 10, seed=1)
+    else:
+      features, labels = _xor(120, seed=0)
+    wrapped = mock.patch.object(
+        device_lib, 'woodbury_solver' if use_features else 'cholesky_solver',
+        wraps=getattr(device_lib, 'woodbury_solver' if use_features else
+                      'cholesky_solver'))
+    host = self.solve(features, labels, use_features, 'cpu')
+    with wrapped as on_device_solver:
+      tf_run = self.solve(features, labels, use_features, '/CPU:0')
+    self.assertTrue(on_device_solver.called)
+    self.assertEqual(tf_run.stop_reason, host.stop_reason)
+    self.assertEqual(tf_run.stop_reason,
+                     'tolerance' if separable else 'not_separable')
+    self.assertEqual(tf_run.iterations, host.iterations)
+    np.testing.assert_allclose(
+        tf_run.dual_coef, host.dual_coef, rtol=0,
+        atol=DEVICE_RTOL * np.abs(host.dual_coef).max())
+    # Not separable, upper = sqrt(p^T Q p) ~ 1e-7 and margin = min_i (Q p)_i
+    # / upper come from sums of O(1) terms that cancel to ~1e-14 / 1e-7:
+    # relative rounding is amplified by up to 1e7 there. Their well-
+    # conditioned forms upper^2 = p^T Q p and margin * upper = min_i (Q p)_i
+    # are compared, relative to the O(1) scale of Q's entries (atol 1e-12).
+    for value in (lambda r: r.margin_upper_bound**2,
+                  lambda r: r.margin * r.margin_upper_bound):
+      np.testing.assert_allclose(value(tf_run), value(host), rtol=DEVICE_RTOL,
+                                 atol=DEVICE_RTOL * 1e-3)
+    if separable:
+      np.testing.assert_allclose(
+          [tf_run.margin, tf_run.margin_upper_bound],
+          [host.margin, host.margin_upper_bound], rtol=DEVICE_RTOL)
+    # The certificate, recomputed from dual_coef alone on the host (not
+    # separable: sqrt(a^T Q a) ~ 1e-7 is itself rounding-limited, so only
+    # the evidence bound is checked, as in test_not_separable_quickly).
+    gram = features @ features.T
+    for result in (host, tf_run):
+      lower, upper, _ = _recomputed_bounds(gram, labels, result.dual_coef)
+      if separable:
+        np.testing.assert_allclose([lower, upper], [
+            result.margin, result.margin_upper_bound], rtol=1e-6)
+      else:
+        self.assertLessEqual(upper, margin.NOT_SEPARABLE_MARGIN)
+
+  @parameterized.named_parameters(('cpu', 'cpu'), ('tensorflow', '/CPU:0'))
+  def test_regularization_retry_is_the_same(self, device):
+    # Q has eigenvalue -1e-9: 1e-12 and 1e-10 fail, 1e-8 factors.
+    gram = np.diag([1.0, 2.0, -1e-9])
+    system = interior._DenseSystem(gram, np.ones(3), 1.0, device)
+    solve, used = interior._factor(system, np.zeros(3),
+                                   interior.REGULARIZATION)
+    self.assertAlmostEqual(used / 1e-8, 1.0)
+    np.testing.assert_allclose(solve(np.ones(3)),
+                               1.0 / (np.diag(gram) + used), rtol=1e-12)
+    indefinite = interior._DenseSystem(-np.eye(3), np.ones(3), 1.0, device)
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'not positive definite'):
+      interior._factor(indefinite, np.zeros(3), interior.REGULARIZATION)
+
+  def test_exact_switch_runs_the_interior_point_on_the_device(self):
+    features, labels = _barely_separable(30, 8, seed=0, epsilon=1e-3)
+    gram = features @ features.T
+    host = margin.max_margin_from_gram(gram, labels, device='cpu')
+    with mock.patch.object(device_lib, 'cholesky_solver',
+                           wraps=device_lib.cholesky_solver) as solver:
+      tf_run = margin.max_margin_from_gram(gram, labels, device='/CPU:0')
+    self.assertTrue(solver.called)
+    self.assertEqual(tf_run.solver, 'exact+interior_point')
+    self.assertEqual(host.solver, 'exact+interior_point')
+    self.assertTrue(tf_run.converged)
+    np.testing.assert_allclose(tf_run.margin, host.margin, rtol=1e-6)
+    lower, upper, _ = _recomputed_bounds(gram, labels, tf_run.dual_coef)
+    np.testing.assert_allclose([lower, upper],
+                               [tf_run.margin, tf_run.margin_upper_bound],
+                               rtol=1e-6)
+
+  def test_invisible_device_is_one_error(self):
+    features, labels, _, _ = _separable(20, 5, seed=0)
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                "'/GPU:3' is not visible"):
+      margin.max_margin_from_gram(features @ features.T, labels,
+                                  solver='interior_point', device='/GPU:3')
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                "'/GPU:3' is not visible"):
+      self.solve(features, labels, True, '/GPU:3')
 
 
 if __name__ == '__main__':

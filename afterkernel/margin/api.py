@@ -118,8 +118,10 @@ def max_margin_from_gram(
       'auto' (default: a GPU if TensorFlow is loaded and sees one, else
       the CPU), 'cpu', 'gpu' or a TensorFlow device name. Used by 'exact'
       (its exact gradients and certificate checks; the coordinate steps stay
-      on the CPU) and by 'dual' / 'stochastic' (every product); 'sklearn'
-      and 'working_set' always run on the CPU.
+      on the CPU; after its switch, the interior point's), by
+      'interior_point' (Q, its Cholesky factors and every product) and by
+      'dual' / 'stochastic' (every product); 'sklearn' and 'working_set'
+      always run on the CPU.
 
   Returns:
     A `MarginResult`; `margin` is recomputed exactly for the returned
@@ -176,11 +178,11 @@ def max_margin_from_gram(
     # K is symmetric: a Fortran-ordered K's transpose is C-ordered and equal.
     rows = gram if gram.flags.c_contiguous else gram.T
     result = _solve_exact(rows, labels, scale, tolerance, max_iterations,
-                          check_every, max_seconds, log,
-                          device_lib.gram_matvec(rows, device, None))
+                          check_every, max_seconds, log, device)
   elif solver == interior.SOLVER:
     result = interior.solve_interior_point(gram, labels, scale, tolerance,
-                                           max_iterations, max_seconds, log)
+                                           max_iterations, max_seconds, log,
+                                           device=device)
   elif solver == 'sklearn':
     result = libsvm.solve_sklearn(gram, labels, scale, max_iterations)
   elif solver == 'working_set':
@@ -201,7 +203,7 @@ def switch_steps(n: int) -> int:
 
 
 def _solve_exact(gram, labels, scale, tolerance, max_iterations, check_every,
-                 max_seconds, log, matvec) -> certificate.MarginResult:
+                 max_seconds, log, device) -> certificate.MarginResult:
   """'exact': coordinate descent, finished by the interior point if slow.
 
   Coordinate descent runs first, with at most `switch_steps(n)` steps; when
@@ -219,7 +221,7 @@ def _solve_exact(gram, labels, scale, tolerance, max_iterations, check_every,
   first = exact.solve_exact(
       gram, labels, scale, tolerance,
       min(max_iterations, switch) if fits else max_iterations, check_every,
-      max_seconds, log, matvec=matvec)
+      max_seconds, log, matvec=device_lib.gram_matvec(gram, device, None))
   if not (fits and max_iterations > switch and
           first.stop_reason == certificate.STOP_MAX_ITERATIONS):
     return first
@@ -236,7 +238,7 @@ def _solve_exact(gram, labels, scale, tolerance, max_iterations, check_every,
   second = interior.solve_interior_point(
       gram, labels, scale, tolerance, interior.DEFAULT_MAX_ITERATIONS,
       remaining, log, start_point=coef if coef.sum() > 0 else None,
-      solver=SWITCHED_SOLVER)
+      solver=SWITCHED_SOLVER, device=device)
   if second.stop_reason not in (certificate.STOP_TOLERANCE,
                                 certificate.STOP_NOT_SEPARABLE) and (
                                     _gap_of(first) <= _gap_of(second)):

@@ -115,3 +115,100 @@ def gram_matvec(gram: np.ndarray, device: str,
           np.asarray(vector, np.float64))).numpy()
 
   return matvec
+
+
+# The interior-point solver's TensorFlow path (`interior._DenseSystem` and
+# `interior._FeatureSystem` with a device): float64 tensors on `device`,
+# float64 numpy vectors in and out.
+
+
+def to_device(array: np.ndarray, device: str):
+  """`array` as a float64 tensor on `device` (widened there)."""
+  tf = _tensorflow()
+  with tf.device(device):
+    return tf.cast(tf.constant(array), tf.float64)
+
+
+def signed_scaled_gram(gram: np.ndarray, signs: np.ndarray, scale: float,
+                       device: str):
+  """Q = diag(signs) K diag(signs) * scale on `device`, float64, with the
+  host path's operation order (so Q has the same bits)."""
+  tf = _tensorflow()
+  with tf.device(device):
+    signs = tf.constant(np.asarray(signs, np.float64))
+    q = to_device(gram, device) * scale
+    return q * signs[:, None] * signs[None, :]
+
+
+def matvec(matrix, vector: np.ndarray, device: str) -> np.ndarray:
+  """matrix @ vector for a device tensor `matrix`; float64 numpy."""
+  tf = _tensorflow()
+  with tf.device(device):
+    return tf.linalg.matvec(matrix, tf.constant(
+        np.asarray(vector, np.float64))).numpy()
+
+
+def feature_matvec(z, vector: np.ndarray, device: str) -> np.ndarray:
+  """Z (Z^T vector) for a device tensor Z; float64 numpy."""
+  tf = _tensorflow()
+  with tf.device(device):
+    inner = tf.linalg.matvec(z, tf.constant(np.asarray(vector, np.float64)),
+                             transpose_a=True)
+    return tf.linalg.matvec(z, inner).numpy()
+
+
+def _cholesky(matrix, device: str):
+  """Lower Cholesky factor of a device tensor; np.linalg.LinAlgError when
+  it is not positive definite (TensorFlow raises InvalidArgumentError on a
+  CPU and returns NaNs on a GPU), as scipy does on the host path."""
+  tf = _tensorflow()
+  try:
+    with tf.device(device):
+      factor = tf.linalg.cholesky(matrix)
+      finite = bool(tf.reduce_all(tf.math.is_finite(
+          tf.linalg.diag_part(factor))))
+  except tf.errors.InvalidArgumentError as e:
+    raise np.linalg.LinAlgError(str(e)) from None
+  if not finite:
+    raise np.linalg.LinAlgError('Cholesky factor has non-finite entries')
+  return factor
+
+
+def cholesky_solver(q, diagonal: np.ndarray, device: str
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+  """v -> (Q + diag(diagonal))^-1 v on `device`; LinAlgError if not PD."""
+  tf = _tensorflow()
+  with tf.device(device):
+    shifted = tf.linalg.set_diag(q, tf.linalg.diag_part(q) + tf.constant(
+        np.asarray(diagonal, np.float64)))
+  factor = _cholesky(shifted, device)
+  del shifted
+
+  def solve(vector: np.ndarray) -> np.ndarray:
+    with tf.device(device):
+      return tf.linalg.cholesky_solve(factor, tf.constant(
+          np.asarray(vector, np.float64))[:, None])[:, 0].numpy()
+
+  return solve
+
+
+def woodbury_solver(z, inverse: np.ndarray, device: str
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+  """v -> (D + Z Z^T)^-1 v, D^-1 = diag(inverse), by Woodbury on `device`
+  (C = I + Z^T D^-1 Z, P x P)."""
+  tf = _tensorflow()
+  with tf.device(device):
+    inverse = tf.constant(np.asarray(inverse, np.float64))
+    root = z * tf.sqrt(inverse)[:, None]
+    inner = tf.linalg.matmul(root, root, transpose_a=True)
+    inner = tf.linalg.set_diag(inner, tf.linalg.diag_part(inner) + 1.0)
+  factor = _cholesky(inner, device)
+
+  def solve(vector: np.ndarray) -> np.ndarray:
+    with tf.device(device):
+      first = inverse * tf.constant(np.asarray(vector, np.float64))
+      small = tf.linalg.cholesky_solve(factor, tf.linalg.matvec(
+          z, first, transpose_a=True)[:, None])[:, 0]
+      return (first - inverse * tf.linalg.matvec(z, small)).numpy()
+
+  return solve

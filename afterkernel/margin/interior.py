@@ -35,6 +35,13 @@ the criterion 'exact' uses.
 Memory: the Gram route holds Q and the factor as two float64 n x n arrays
 (16 n^2 bytes, 1.6 GB at n = 10^4); `require_dense_memory` refuses problems
 above `max_dense_gib` with an error naming n and the GiB needed.
+
+Device (`device.DEVICES`, default 'cpu'): on a TensorFlow device the same
+algorithm keeps Q (or Z), the factors and all products there, float64
+(`device.cholesky_solver`, `device.woodbury_solver`); the host then holds
+only n-vectors. A factorization holds Q, Q + D and the factor (three n x n
+arrays) on the device. Failed factorizations raise LinAlgError on both
+paths, so the regularization retry is the same.
 """
 
 import math
@@ -47,6 +54,7 @@ import scipy.linalg
 from afterkernel import errors
 from afterkernel import progress
 from afterkernel.margin import certificate
+from afterkernel.margin import device as device_lib
 
 SOLVER = 'interior_point'
 # Newton steps; Mehrotra needed 10-17 on the Grams of BENCHMARKS.md, sec. 9.
@@ -82,9 +90,19 @@ def require_dense_memory(n: int, max_dense_gib: float) -> None:
 
 
 class _DenseSystem:
-  """Q as a float64 n x n array; Newton systems by dense Cholesky."""
+  """Q as a float64 n x n array; Newton systems by dense Cholesky.
 
-  def __init__(self, gram: np.ndarray, signs: np.ndarray, inv_scale_sq: float):
+  On a TensorFlow `device` (a `device.resolve_device` result other than
+  'cpu') Q lives on that device only and the products, the factor and the
+  solves run there; vectors cross to the host as float64 numpy.
+  """
+
+  def __init__(self, gram: np.ndarray, signs: np.ndarray, inv_scale_sq: float,
+               device: str = 'cpu'):
+    self.device = device
+    if device != 'cpu':
+      self.q = device_lib.signed_scaled_gram(gram, signs, inv_scale_sq, device)
+      return
     self.q = np.multiply(gram, inv_scale_sq, dtype=np.float64)
     self.q *= signs[:, None]
     self.q *= signs[None, :]
@@ -94,11 +112,15 @@ class _DenseSystem:
     self.work = np.empty_like(self.q, order='F')
 
   def matvec(self, vector: np.ndarray) -> np.ndarray:
+    if self.device != 'cpu':
+      return device_lib.matvec(self.q, vector, self.device)
     return self.q @ vector
 
   def factor(self, diagonal: np.ndarray) -> Callable[[np.ndarray],
                                                       np.ndarray]:
     """v -> (Q + diag(diagonal))^-1 v; raises LinAlgError if not PD."""
+    if self.device != 'cpu':
+      return device_lib.cholesky_solver(self.q, diagonal, self.device)
     np.copyto(self.work, self.q)
     self.work.flat[::len(diagonal) + 1] += diagonal
     factor = scipy.linalg.cho_factor(self.work, lower=True, overwrite_a=True,
@@ -107,18 +129,27 @@ class _DenseSystem:
 
 
 class _FeatureSystem:
-  """Q = Z Z^T for features Z (n x P); Newton systems by Woodbury."""
+  """Q = Z Z^T for features Z (n x P); Newton systems by Woodbury.
 
-  def __init__(self, z: np.ndarray):
-    self.z = z
+  On a TensorFlow `device` Z, C and its factor live there (see
+  `_DenseSystem`).
+  """
+
+  def __init__(self, z: np.ndarray, device: str = 'cpu'):
+    self.device = device
+    self.z = z if device == 'cpu' else device_lib.to_device(z, device)
 
   def matvec(self, vector: np.ndarray) -> np.ndarray:
+    if self.device != 'cpu':
+      return device_lib.feature_matvec(self.z, vector, self.device)
     return self.z @ (self.z.T @ vector)
 
   def factor(self, diagonal: np.ndarray) -> Callable[[np.ndarray],
                                                       np.ndarray]:
     """(D + Z Z^T)^-1 v = D^-1 v - D^-1 Z C^-1 Z^T D^-1 v, C = I + Z^T D^-1 Z."""
     inverse = 1.0 / diagonal
+    if self.device != 'cpu':
+      return device_lib.woodbury_solver(self.z, inverse, self.device)
     scaled = self.z * inverse[:, None]
     # C's upper triangle by one rank-n update (syrk: half a product's flops);
     # (Z D^-1/2)^T is Fortran-ordered as it is, so BLAS copies nothing.
@@ -298,7 +329,8 @@ def solve_interior_point(gram: Optional[np.ndarray], labels: np.ndarray,
                          features: Optional[np.ndarray] = None,
                          max_dense_gib: float = DEFAULT_MAX_DENSE_GIB,
                          start_point: Optional[np.ndarray] = None,
-                         solver: str = SOLVER) -> certificate.MarginResult:
+                         solver: str = SOLVER,
+                         device: str = 'cpu') -> certificate.MarginResult:
   """The interior-point solve of a Gram, or of features (P < n, Woodbury).
 
   Args:
@@ -314,19 +346,23 @@ def solve_interior_point(gram: Optional[np.ndarray], labels: np.ndarray,
     max_dense_gib: memory limit of the Gram route (`require_dense_memory`).
     start_point: optional simplex point to start from (`run_interior_point`).
     solver: the name the result carries.
+    device: where Q (or Z), the Cholesky factors and the products live
+      (`device.DEVICES`); default 'cpu', the numpy / scipy path. A
+      TensorFlow device runs the same algorithm in float64 there.
 
   Returns:
     A `MarginResult` whose bounds are those of its own `dual_coef`.
   """
   start = time.perf_counter()
+  device = device_lib.resolve_device(device)
   n = len(labels)
   signs = np.asarray(labels, dtype=np.float64)
   if features is not None:
     system = _FeatureSystem(np.asarray(features, dtype=np.float64) *
-                            (signs / scale)[:, None])
+                            (signs / scale)[:, None], device)
   else:
     require_dense_memory(n, max_dense_gib)
-    system = _DenseSystem(gram, signs, 1.0 / scale**2)
+    system = _DenseSystem(gram, signs, 1.0 / scale**2, device)
   coef, _, lower, upper, iterations, reason, history = run_interior_point(
       system, n, tolerance, max_iterations, max_seconds, log, start_point)
   return certificate.MarginResult(

@@ -230,21 +230,20 @@ def _train_and_cross_gram(model, x_train, x_test, batch_size, method,
                           strategy, memory_budget_gb, log):
   """`model_train_and_cross_gram` on checked inputs."""
   num_features = features.count_parameters(model)
-  if _concrete_gram_method(model, method) == 'structured':
+  factored = _concrete_gram_method(model, method) == 'structured'
+  if factored and memory_budget_gb is not None:
     # What the factored path holds: Dense factors and the other layers'
     # gradient rows of every train and test example.
     held_gb = (len(x_train) + len(x_test)) * (
         features.factored_size(model) or num_features) * 4 / 2**30
-    within_budget = memory_budget_gb is None or held_gb <= memory_budget_gb
-    if not within_budget and method == 'structured':
+    factored = held_gb <= memory_budget_gb
+    if not factored and method == 'structured':
       raise errors.AfterKernelError(
           f"feature method 'structured' would hold {held_gb:.3g} GiB of "
           f'Dense factors and layer gradients, above memory_budget_gb='
           f"{memory_budget_gb:g}; use 'auto' to stream feature rows under "
           'the budget')
-  else:
-    within_budget = False
-  if within_budget:
+  if factored:
     # Dense layers' Gram contributions from factors: same numbers, far less
     # work for fully connected nets.
     train = features.structured_features(model, x_train, batch_size,

@@ -14,15 +14,11 @@ Methods (`METHODS`, default `DEFAULT_FEATURE_METHOD` = 'auto'):
     'per_layer' for a chain of Dense / NTKDense / Conv2D layers
     (`supports_per_layer`), else 'vectorized'. Grams
     (`kernels.empirical.model_gram`, `model_train_and_cross_gram`) take
-    'structured' instead when it saves work (`structured_pays`: the Dense
-    factors are at most half the row length, e.g. the fully connected
-    net), and per_layer rows otherwise (e.g. the VGG-like net, whose one
-    Dense layer is the output). Measured on this 2-core machine
-    (BENCHMARKS.md sections 1 and 8): per_layer is as fast as vectorized or
-    faster on every chain net here (FC, VGG-like, mega-VGG); for Grams
-    structured is 8x faster than per_layer + Gram on the FC net (Dense
-    layers never materialized) and 1.4-1.5x slower on the VGG-like net at
-    n = 2,048. All methods give the same numbers to float32 rounding.
+    'structured' where the Dense factors save work (`structured_pays`, e.g.
+    the fully connected net) and per_layer rows otherwise (e.g. the VGG-like
+    net). Measured in BENCHMARKS.md sections 1 and 8 (per_layer is as fast
+    as vectorized or faster on every chain net here). All methods give the
+    same numbers to float32 rounding.
   * 'per_layer': one batched forward and backward pass, then each layer's
     per-example weight gradients from its inputs and the gradients at its
     outputs (`per_layer`). Near the speed of a batched forward+backward.
@@ -102,6 +98,7 @@ AUTOTUNE_REPEATS = _blocks.AUTOTUNE_REPEATS
 choose_fastest = _blocks.choose_fastest
 count_parameters = models.count_parameters
 factored_size = per_layer.factored_size
+structured_pays = per_layer.structured_pays
 
 
 def supports_per_layer(model: keras.Model) -> bool:
@@ -109,32 +106,8 @@ def supports_per_layer(model: keras.Model) -> bool:
   return per_layer.chain_layers(model) is not None
 
 
-# 'structured' is chosen for a Gram when its factors are at most this
-# fraction of the row length P: a clear saving in the n^2 products. The
-# fully connected net (factors ~1.5% of P) then gets it; conv nets whose
-# only Dense layer is the output (factors ~100% of P, no saving, and
-# measured 1.4-1.5x slower than per_layer rows at n = 2,048, BENCHMARKS.md
-# 8f) get per_layer rows.
-STRUCTURED_MAX_FRACTION = 0.5
-
-
-def structured_pays(model: keras.Model) -> bool:
-  """Whether Grams of `model` should keep Dense layers factored.
-
-  True for chain models whose structured Gram multiplies at most
-  `STRUCTURED_MAX_FRACTION` of the numbers a feature-row Gram does
-  (`per_layer.factored_size` vs the parameter count): the rule behind
-  'auto' for Grams (`kernels.empirical`). Same Gram either way, to float32
-  rounding.
-  """
-  size = factored_size(model)
-  return size is not None and size <= STRUCTURED_MAX_FRACTION * max(
-      1, count_parameters(model))
-
-
 def rows_method(method: str) -> str:
-  """The feature-row method for a Gram method: 'structured' (a Gram path,
-  no rows) -> 'auto'; any other method is itself."""
+  """Feature-row method of a Gram method: 'structured' (no rows) -> 'auto'."""
   return DEFAULT_FEATURE_METHOD if method == 'structured' else method
 
 

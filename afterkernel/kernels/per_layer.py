@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from afterkernel.models import architectures
+from afterkernel.models import common as model_common
 
 
 class _ChainLayer:
@@ -96,7 +97,7 @@ def factored_size(model: keras.Model) -> Optional[int]:
   gradient row has (d_in + 1) d_out; every other layer's gradient is
   materialized (its parameter count). Compared with the parameter count P
   (the row length), this is the Gram's cost ratio of 'structured' vs
-  feature rows (`features.structured_pays`). None: not a chain model, or
+  feature rows (`structured_pays`). None: not a chain model, or
   a layer's output shape could not be inferred.
   """
   chain = chain_layers(model)
@@ -118,6 +119,29 @@ def factored_size(model: keras.Model) -> Optional[int]:
     # speed (feature rows instead of factors), never a wrong number.
     return None
   return size
+
+
+# 'structured' is chosen for a Gram when its factors are at most this
+# fraction of the row length P: a clear saving in the n^2 products. The
+# fully connected net (factors ~1.5% of P) then gets it; conv nets whose
+# only Dense layer is the output (factors ~100% of P, no saving, and
+# measured 1.4-1.5x slower than per_layer rows at n = 2,048, BENCHMARKS.md
+# 8f) get per_layer rows.
+STRUCTURED_MAX_FRACTION = 0.5
+
+
+def structured_pays(model: keras.Model) -> bool:
+  """Whether Grams of `model` should keep Dense layers factored.
+
+  True for chain models whose structured Gram multiplies at most
+  `STRUCTURED_MAX_FRACTION` of the numbers a feature-row Gram does
+  (`factored_size` vs the parameter count): the rule behind 'auto' for
+  Grams (`kernels.empirical`, as `features.structured_pays`). Same Gram
+  either way, to float32 rounding.
+  """
+  size = factored_size(model)
+  return size is not None and size <= STRUCTURED_MAX_FRACTION * max(
+      1, model_common.count_parameters(model))
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int):

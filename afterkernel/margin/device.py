@@ -104,17 +104,9 @@ def gram_matvec(gram: np.ndarray, device: str,
   """
   if device == 'cpu':
     return cpu_matvec
-  tf = _tensorflow()
-  with tf.device(device):
-    # Widened on the device: no float64 host copy of a float32 Gram.
-    on_device = tf.cast(tf.constant(gram), tf.float64)
-
-  def matvec(vector: np.ndarray) -> np.ndarray:
-    with tf.device(device):
-      return tf.linalg.matvec(on_device, tf.constant(
-          np.asarray(vector, np.float64))).numpy()
-
-  return matvec
+  # Widened on the device: no float64 host copy of a float32 Gram.
+  on_device = to_device(gram, device)
+  return lambda vector: matvec(on_device, vector, device)
 
 
 # The interior-point solver's TensorFlow path (`interior._DenseSystem` and

@@ -304,10 +304,10 @@ def format_summary_blocks(entries: Sequence[Mapping[str, Any]],
 
 # Paired differences between two checkpoints of the same runs.
 
-# Point fields that a pair must share besides the compared field.
-# Point fields whose values `paired_differences` can compare (every point
-# field but the family: epochs, learning rates, augmentation on/off, ...).
-# (Not the task fields: two tasks always differ in dataset or classes too.)
+# Point fields whose values `paired_differences` can compare (epochs,
+# learning rates, augmentation on/off, ...): every point field but the
+# family and the task fields (two tasks always differ in dataset or
+# classes too). A pair shares every other point field.
 PAIRABLE_FIELDS = tuple(f for f in POINT_FIELDS if f not in (
     'family', 'task', 'dataset', 'plus_class', 'minus_class'))
 
@@ -334,8 +334,8 @@ def paired_differences(records: Iterable[Mapping[str, Any]], before: Any,
   Records are paired when they share family, every point field but `field`
   (task, architecture, augmentation, ...) and the run index (hence the seed:
   for epochs the same training trajectory, for other fields such as the
-  learning rate the same initialization and data order); one pair per run. The differences of a
-  metric over the pairs are summarized by `metric_summary` (Student t), so
+  learning rate the same initialization and data order); one pair per run.
+  The differences of a metric over the pairs are summarized by `metric_summary` (Student t), so
   the interval accounts for the runs' correlation between the checkpoints,
   which two separate per-point intervals ignore.
 
@@ -361,15 +361,15 @@ def paired_differences(records: Iterable[Mapping[str, Any]], before: Any,
   errors.require(field in PAIRABLE_FIELDS,
                  f'paired differences compare one of the point fields '
                  f'{", ".join(PAIRABLE_FIELDS)}; got {field!r}')
-  errors.require(isinstance(before, bool) == isinstance(after, bool) and
-                 before != after,
+  # True == 1 in Python: booleans pair only with booleans.
+  same_kind = lambda value: isinstance(value, bool) == isinstance(before, bool)
+  errors.require(same_kind(after) and before != after,
                  f'paired differences need two different {field} values of '
                  f'one kind; got {before!r} and {after!r}')
   groups = collections.OrderedDict()
   records = list(records)
-  present = {point_value for point_value in (
-      r.get('point', {}).get(field) for r in records)
-             if isinstance(point_value, bool) == isinstance(before, bool)}
+  present = {value for value in (r.get('point', {}).get(field)
+                                 for r in records) if same_kind(value)}
   for wanted in (before, after):
     errors.require(
         not records or wanted in present,
@@ -378,9 +378,7 @@ def paired_differences(records: Iterable[Mapping[str, Any]], before: Any,
   for record in records:
     point = record.get('point', {})
     value = point.get(field)
-    # True == 1 in Python: booleans pair only with booleans.
-    if (isinstance(value, bool) != isinstance(before, bool) or
-        value not in (before, after)):
+    if not same_kind(value) or value not in (before, after):
       continue
     key = (str(record.get('family', '')),
            repr(tuple(point.get(f) for f in POINT_FIELDS if f != field)))

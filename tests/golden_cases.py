@@ -421,6 +421,22 @@ def compare(golden: Dict[str, Dict[str, Number]],
   return problems
 
 
+def without_metrics(results: Dict[str, Dict[str, Number]],
+                    metrics: Sequence[str]) -> Dict[str, Dict[str, Number]]:
+  """`results` without the keys of `metrics` (a key path holding one of the
+  names as a component) and, if any are named, without CSV files, whose
+  rows carry no metric name to drop them by (summary.json holds the same
+  numbers)."""
+  if not metrics:
+    return results
+  names = set(metrics)
+  return {
+      file_name: {key: value for key, value in numbers.items()
+                  if not names & set(key.split('/'))}
+      for file_name, numbers in results.items()
+      if not file_name.endswith('.csv')}
+
+
 def _csv_rows(numbers: Dict[str, Number]) -> List[Dict[str, Number]]:
   """'<row>/<column>' numbers -> one {column: number} per row, in order."""
   rows: Dict[int, Dict[str, Number]] = {}

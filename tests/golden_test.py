@@ -26,9 +26,27 @@ import golden_cases
 # Run-to-run, the cases are bit-identical on one machine under
 # golden_cases.ENVIRONMENT (single-threaded deterministic TensorFlow; two
 # recordings compared, see testdata/README.md), so floats are compared
-# exactly by default: (rtol, atol) = (0, 0). A case listed here is compared
+# exactly first: (rtol, atol) = (0, 0). A case listed here is compared
 # within max(atol, rtol * |golden|) instead, for the reason given.
 TOLERANCES = {}
+# Another CPU rounds differently (its oneDNN / Eigen kernels differ): on an
+# AMD EPYC machine every case differed from the goldens (recorded on the
+# machine of issue 12) in the 7th-8th digit of trained weights, losses and
+# invariances, and in the 5th of NAD direction entries near 0, while every
+# count and iteration number was equal. When the exact comparison fails, the
+# numbers are compared again within these tolerances (iterations, counts
+# and flags still exactly); set AFTERKERNEL_GOLDEN_EXACT=1 to refuse
+# anything but bit-equality (restructurings on the recording machine).
+CROSS_MACHINE_TOLERANCE = (1e-4, 1e-5)
+EXACT_ENV = 'AFTERKERNEL_GOLDEN_EXACT'
+# Metrics whose value is set by rounding, so not compared across machines:
+# the sweep_width case's conjugate SVM is certified NOT separable (60
+# examples, ~10 penultimate features), and the classifier it reports is the
+# near-zero w = Z^T p of the simplex point that proved it, whose signs on
+# the test set follow the rounding (0.15 vs 0.175 on 40 test images).
+CROSS_MACHINE_UNSTABLE = {
+    'sweep_width': ('conjugate_svm_error', 'conjugate_svm_margin'),
+}
 # The most differences listed in one failure message.
 _MAX_LISTED = 40
 
@@ -54,6 +72,20 @@ class GoldenTest(parameterized.TestCase):
       results = golden_cases.read_results(output_dir)
     rtol, atol = TOLERANCES.get(name, (0.0, 0.0))
     problems = golden_cases.compare(golden['results'], results, rtol, atol)
+    if problems and not os.environ.get(EXACT_ENV):
+      unstable = CROSS_MACHINE_UNSTABLE.get(name, ())
+      rtol = max(rtol, CROSS_MACHINE_TOLERANCE[0])
+      atol = max(atol, CROSS_MACHINE_TOLERANCE[1])
+      exact_differences = len(problems)
+      problems = golden_cases.compare(
+          golden_cases.without_metrics(golden['results'], unstable),
+          results, rtol, atol)
+      if not problems:
+        print(f'golden case {name}: {exact_differences} numbers not '
+              f'bit-equal, all within the cross-machine tolerance '
+              f'(rtol={rtol}, atol={atol}'
+              + (f', {", ".join(unstable)} not compared' if unstable else '')
+              + f'); {EXACT_ENV}=1 refuses that')
     listed = '\n'.join(problems[:_MAX_LISTED])
     more = len(problems) - _MAX_LISTED
     self.assertEmpty(
@@ -138,6 +170,26 @@ class CompareTest(absltest.TestCase):
     problems = golden_cases.compare(self.golden, {'summary.csv': {}})
     self.assertLen(problems, 1)
     self.assertIn("missing result file 'summary.json'", problems[0])
+
+  def test_without_metrics_drops_their_keys_and_csv_files(self):
+    results = {'summary.json': {'0/metrics/conj/mean': 0.1,
+                                '0/metrics/conj_other/mean': 0.2},
+               'records/r.json': {'metrics/conj': 0.3, 'metrics/x': 0.4},
+               'summary.csv': {'0/mean': 0.1}}
+    self.assertEqual(golden_cases.without_metrics(results, ('conj',)),
+                     {'summary.json': {'0/metrics/conj_other/mean': 0.2},
+                      'records/r.json': {'metrics/x': 0.4}})
+    self.assertIs(golden_cases.without_metrics(results, ()), results)
+
+  def test_cross_machine_tolerance_still_catches_real_changes(self):
+    rtol, atol = CROSS_MACHINE_TOLERANCE
+    # A 7th-digit rounding difference passes; a change in the 4th digit, a
+    # count, or a flag does not.
+    self.assertEmpty(golden_cases.compare(
+        self.golden, self._with(**{'a/mean': 0.25 * (1 + 3e-7)}), rtol, atol))
+    for key, value in (('a/mean', 0.2501), ('a/n', 4), ('ok', False)):
+      self.assertLen(golden_cases.compare(
+          self.golden, self._with(**{key: value}), rtol, atol), 1)
 
   def test_flatten_drops_times_and_strings(self):
     flat = golden_cases.flatten({

@@ -80,6 +80,24 @@ class DefinitenessTest(parameterized.TestCase):
     self.assertTrue(margin.max_margin_from_gram(
         gram.astype(np.float32), labels).converged)
 
+  def test_allowance_grows_with_float32_rounding_only(self):
+    # The floor for float64 and small n; ROUNDING_FACTOR eps sqrt(n) above.
+    self.assertEqual(checks.negative_eigenvalue_allowance(np.eye(300)),
+                     checks.NEGATIVE_EIGENVALUE_TOLERANCE)
+    big = checks.negative_eigenvalue_allowance(np.eye(10_000, dtype=np.float32))
+    self.assertAlmostEqual(big, 4 * np.finfo(np.float32).eps * 100)
+    self.assertLess(big, 1e-4)
+    # The float32 cast of a low-rank Gram: its rounding eigenvalue is within
+    # the allowance (measured, not assumed), at several sizes.
+    for n in (300, 1200):
+      gram, _ = _problem(n, dims=5)
+      cast = gram.astype(np.float32)
+      mean_diagonal = float(np.mean(np.diag(gram)))
+      smallest = np.linalg.eigvalsh(cast.astype(np.float64))[0]
+      self.assertGreaterEqual(
+          smallest, -checks.negative_eigenvalue_allowance(cast) *
+          mean_diagonal, n)
+
 
 if __name__ == '__main__':
   absltest.main()

@@ -18,8 +18,14 @@ from afterkernel import errors
 # products of features are symmetric to ~1e-7 of it (measured).
 ASYMMETRY_TOLERANCE = 1e-6
 # An eigenvalue estimate below -this x mean diagonal: clearly not PSD. Float32
-# Grams have rounding eigenvalues near -1e-7 of it.
+# Grams have rounding eigenvalues near -1e-7 of it at small n; the rounding
+# of an n x n Gram has a spectral norm up to ~eps sqrt(n) of it (a float32
+# rank-5 Gram of n = 300 gave -1.03e-6 on an AMD EPYC machine), so the
+# allowance is the larger of this floor and ROUNDING_FACTOR eps sqrt(n)
+# (`negative_eigenvalue_allowance`): 4.8e-5 for float32 at n = 10,000,
+# still far above any rounding and far below a wrong matrix's eigenvalues.
 NEGATIVE_EIGENVALUE_TOLERANCE = 1e-6
+ROUNDING_FACTOR = 4.0
 # Up to this n the smallest eigenvalue is computed exactly (LAPACK).
 DENSE_EIGENVALUE_MAX_N = 100
 # Block Lanczos probe for larger n: block width and passes over K (each an
@@ -175,13 +181,25 @@ def smallest_eigenvalue_estimate(gram: np.ndarray) -> float:
   return float(np.linalg.eigvalsh((rayleigh + rayleigh.T) / 2)[0])
 
 
+def negative_eigenvalue_allowance(gram: np.ndarray) -> float:
+  """How far below 0 (in units of the mean diagonal) rounding can push
+  lambda_min of `gram`: max(NEGATIVE_EIGENVALUE_TOLERANCE,
+  ROUNDING_FACTOR eps(dtype) sqrt(n))."""
+  dtype = gram.dtype if np.issubdtype(gram.dtype, np.floating) else np.float64
+  return max(NEGATIVE_EIGENVALUE_TOLERANCE,
+             ROUNDING_FACTOR * float(np.finfo(dtype).eps) *
+             np.sqrt(gram.shape[0]))
+
+
 def require_positive_semidefinite(gram: np.ndarray,
                                   mean_diagonal: float) -> None:
   """Raises if lambda_min(K) is clearly below 0 (see the constants)."""
   estimate = smallest_eigenvalue_estimate(gram)
+  allowance = negative_eigenvalue_allowance(gram)
   errors.require(
-      estimate >= -NEGATIVE_EIGENVALUE_TOLERANCE * mean_diagonal,
+      estimate >= -allowance * mean_diagonal,
       f'gram is not positive semidefinite: it has an eigenvalue <= '
       f'{estimate:.3g} ({estimate / mean_diagonal:.3g} of the mean diagonal, '
-      f'allowed -{NEGATIVE_EIGENVALUE_TOLERANCE:g}); a kernel Gram matrix '
-      'is PSD, check how it was formed')
+      f'allowed -{allowance:.3g} for a {gram.dtype} Gram of n = '
+      f'{gram.shape[0]}); a kernel Gram matrix is PSD, check how it was '
+      'formed')

@@ -325,8 +325,10 @@ class BenchmarksSmokeTest(absltest.TestCase):
     # Per kernel: train + test for the SVM, 6 images + 6 perturbed versions
     # of them (translation and rotation have 2 each), alignment and
     # effective rank. (0.1.0 also computed 1 row to probe the feature width;
-    # the one probe's Gram path, kernels.empirical, does not need it.)
-    per_kernel = 40 + 12 + 6 + 6 * 6 + 6 + 10
+    # the one probe's Gram path, kernels.empirical, does not need it.) The
+    # test rows once more for their norms (the certified error bounds,
+    # margin/stability.py).
+    per_kernel = 40 + 12 + 12 + 6 + 6 * 6 + 6 + 10
     self.assertEqual(raw['feature_rows'], 2 * per_kernel)
     self.assertLen(raw['solves'], 2)
     self.assertGreater(raw['speedup'], 0)

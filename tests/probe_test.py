@@ -85,6 +85,19 @@ class KernelProbeTest(absltest.TestCase):
     expected_error = np.mean((decisions > 0) != (task.y_test > 0.5))
     self.assertAlmostEqual(got['svm_error'], expected_error, delta=1 / 20)
     self.assertAlmostEqual(got['svm_margin'], solution.margin, delta=1e-3)
+    # Certified bounds on the exact classifier's error, written out from the
+    # independent solve: uncertain = |f(x)| <= radius ||w|| ||phi(x)||.
+    radius = np.sqrt(1 - (solution.margin / solution.margin_upper_bound)**2)
+    weight = phi_train.T @ solution.dual_coef
+    uncertain = (np.abs(decisions) <= radius * np.linalg.norm(weight) *
+                 np.linalg.norm(phi_test, axis=1))
+    wrong = (decisions > 0) != (task.y_test > 0.5)
+    self.assertAlmostEqual(got['svm_error_lower'],
+                           np.mean(wrong & ~uncertain), delta=1 / 20)
+    self.assertAlmostEqual(got['svm_error_upper'],
+                           np.mean(wrong | uncertain), delta=1 / 20)
+    self.assertBetween(got['svm_error'], got['svm_error_lower'],
+                       got['svm_error_upper'])
     # Alignments and ranks from numpy formulas.
     y = 2.0 * task.y_train - 1.0
     self.assertAlmostEqual(
@@ -178,6 +191,10 @@ class KernelProbeTest(absltest.TestCase):
         np.float64) @ conjugate.T.astype(np.float64))
     self.assertEqual(got['svm_error'], training.sign_error(
         margin.decision_function(by_gram, cross), task.y_test))
+    # The features route bounds the exact classifier's error too (from the
+    # weights and the test rows); the Gram route (below) the same way.
+    self.assertBetween(got['svm_error'], got['svm_error_lower'],
+                       got['svm_error_upper'])
     # Another solver, or the gradient kernel, keeps the Gram route.
     for changes in (dict(svm_solver='working_set'),
                     dict(use_conjugate_kernel=False)):
@@ -186,6 +203,8 @@ class KernelProbeTest(absltest.TestCase):
                                   task).measure(model)['metrics']
       routed.assert_not_called()
       self.assertEqual(other['svm_interior_point'], 0.0)
+      self.assertBetween(other['svm_error'], other['svm_error_lower'],
+                         other['svm_error_upper'])
 
   def test_non_separable_kernel_is_recorded_as_such(self):
     task, model = _task(), _model(3)
@@ -196,6 +215,9 @@ class KernelProbeTest(absltest.TestCase):
         model)['metrics']
     self.assertEqual(got['svm_separable'], 0.0)
     self.assertEqual(got['svm_converged'], 0.0)
+    # No positive margin: the certificate bounds nothing.
+    self.assertIsNone(got['svm_error_lower'])
+    self.assertIsNone(got['svm_error_upper'])
     self.assertBetween(got['svm_error'], 0.0, 1.0)
     separable = probe.KernelProbe(spec, task).measure(model)['metrics']
     self.assertEqual(separable['svm_separable'], 1.0)

@@ -48,6 +48,7 @@ from afterkernel import kernels
 from afterkernel.kernels import metrics as metric_lib
 from afterkernel import margin
 from afterkernel.margin import device as margin_device
+from afterkernel.margin import stability
 from afterkernel import training
 
 # Metric name -> meaning (plots and tables label with these).
@@ -68,10 +69,14 @@ METRICS = tuple(VOCABULARY)
 # Reported with the SVM metrics: the solver's iterations, convergence flag
 # (1.0 / 0.0), relative duality gap (None when the bound is 0) and
 # separability (0.0 when the solver certified that the data are not
-# separable: the error is then that of a non-separable fit).
+# separable: the error is then that of a non-separable fit), and bounds on
+# the test error of the exact max-margin classifier that the certificate
+# guarantees (svm_error_lower <= it <= svm_error_upper; None when it bounds
+# nothing: margin/stability.py).
 SVM_METRICS = ('svm_error', 'svm_margin')
 SVM_DIAGNOSTICS = ('svm_iterations', 'svm_converged', 'svm_relative_gap',
-                   'svm_separable', 'svm_interior_point')
+                   'svm_separable', 'svm_interior_point', 'svm_error_lower',
+                   'svm_error_upper')
 INVARIANCE_METRICS = {'translation': 'trans_inv', 'rotation': 'rotation_inv',
                       'zoom': 'zoom_inv', 'swap': 'swap_inv'}
 # Names of 0.1.0 that mean a metric of the vocabulary (accepted in requests).
@@ -152,6 +157,12 @@ class ProbeSpec:
               'swap': self.num_swaps}
     return {kind: (count if self.wants(INVARIANCE_METRICS[kind]) else 0)
             for kind, count in counts.items()}
+
+
+def _row_norms(rows: np.ndarray) -> np.ndarray:
+  """Euclidean norm of each row, accumulated in float64."""
+  rows = np.asarray(rows, dtype=np.float64)
+  return np.sqrt(np.einsum('ij,ij->i', rows, rows))
 
 
 def _slice(inputs: np.ndarray, size: Optional[int]) -> np.ndarray:
@@ -275,6 +286,8 @@ class KernelProbe:
       solution = margin.max_margin_from_features(
           train_features, task.y_train, solver=solver, **solver_kwargs)
       decisions = test_features.astype(np.float64) @ solution.weights
+      weight_norm = float(np.linalg.norm(solution.weights))
+      test_norms = _row_norms(test_features)
     else:
       train_gram, cross_gram = self._train_and_cross_gram(model, feature_fn,
                                                           timings)
@@ -285,8 +298,21 @@ class KernelProbe:
           train_gram, task.y_train, solver=spec.svm_solver, seed=self.seed,
           device=spec.svm_device, **solver_kwargs)
       decisions = margin.decision_function(solution, cross_gram)
+      weight_norm, test_norms = None, None
     timings['svm_seconds'] = time.time() - start
     metrics['svm_error'] = training.sign_error(decisions, task.y_test)
+    # What the certificate pins down of the max-margin classifier's error
+    # (margin/stability.py): None when it bounds nothing.
+    bounds = (None, None)
+    if stability.prediction_radius(solution) is not None:
+      if weight_norm is None:
+        start = time.time()
+        weight_norm = stability.gram_weight_norm(solution, train_gram)
+        test_norms = self._test_norms(feature_fn)
+        timings['test_norms_seconds'] = time.time() - start
+      bounds = stability.certified_error_bounds(
+          solution, decisions, weight_norm, test_norms, task.y_test)
+    metrics['svm_error_lower'], metrics['svm_error_upper'] = bounds
     metrics['svm_margin'] = solution.margin
     metrics['svm_iterations'] = solution.iterations
     metrics['svm_converged'] = float(solution.converged)
@@ -306,6 +332,14 @@ class KernelProbe:
         solution.margin_upper_bound
         if solution.margin_upper_bound > 0 else None)
     return train_gram
+
+  def _test_norms(self, feature_fn) -> np.ndarray:
+    """||phi(x)|| of the test inputs, a block of feature rows at a time."""
+    block = self.spec.feature_batch_size
+    x_test = self.task.x_test
+    return np.concatenate([
+        _row_norms(feature_fn(x_test[start:start + block]))
+        for start in range(0, len(x_test), block)])
 
   def measure(self, model: keras.Model,
               reference_gram: Optional[np.ndarray] = None,

@@ -36,6 +36,10 @@ Solvers (`SOLVERS`; `max_margin_from_gram(..., solver=NAME)`):
   'sklearn' (libsvm.py): libsvm's SVC(kernel='precomputed') with a bias and
     a large C, the original script's baseline; no upper bound.
 
+stability.py turns a certificate into bounds on the test error of the exact
+max-margin classifier (`certified_error_bounds`): test points whose cosine
+with w is below sqrt(1 - (margin / upper)^2) may be classified either way.
+
 Any solver also stops on `max_iterations` or, if given, `max_seconds` (the
 original script's time limit); an unconverged result has converged=False,
 its stop_reason, and raises an `UnconvergedWarning`. The Gram is checked

@@ -90,6 +90,10 @@ METRICS = dict({name: probe_lib.VOCABULARY[name] for name in (
     'svm_separable': ('1 if the SVM found a positive margin, 0 if it certified '
                       'the data non-separable, empty if it proved neither'),
     'conjugate_svm_separable': 'the same for the conjugate SVM',
+    'svm_error_lower': ('lowest test error of the exact max-margin classifier '
+                        'that the SVM certificate allows'),
+    'svm_error_upper': ('highest test error of the exact max-margin '
+                        'classifier that the SVM certificate allows'),
     'nn_error': 'test error of the network itself',
     'nn_train_loss': 'training BCE of the network',
     'epochs_trained': 'epochs of SGD behind the checkpoint',

@@ -289,13 +289,13 @@ class DeviceTest(parameterized.TestCase):
   def test_regularization_retry_is_the_same(self, device):
     # Q has eigenvalue -1e-9: 1e-12 and 1e-10 fail, 1e-8 factors.
     gram = np.diag([1.0, 2.0, -1e-9])
-    system = interior._DenseSystem(gram, np.ones(3), 1.0, device)
+    system = interior._dense_system(gram, np.ones(3), 1.0, device)
     solve, used = interior._factor(system, np.zeros(3),
                                    interior.REGULARIZATION)
     self.assertAlmostEqual(used / 1e-8, 1.0)
     np.testing.assert_allclose(solve(np.ones(3)),
                                1.0 / (np.diag(gram) + used), rtol=1e-12)
-    indefinite = interior._DenseSystem(-np.eye(3), np.ones(3), 1.0, device)
+    indefinite = interior._dense_system(-np.eye(3), np.ones(3), 1.0, device)
     with self.assertRaisesRegex(errors.AfterKernelError,
                                 'not positive definite'):
       interior._factor(indefinite, np.zeros(3), interior.REGULARIZATION)

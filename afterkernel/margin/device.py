@@ -109,8 +109,8 @@ def gram_matvec(gram: np.ndarray, device: str,
   return lambda vector: matvec(on_device, vector, device)
 
 
-# The interior-point solver's TensorFlow path (`interior._DenseSystem` and
-# `interior._FeatureSystem` with a device): float64 tensors on `device`,
+# The interior-point solver's TensorFlow path (`interior._DeviceDenseSystem`
+# and `interior._DeviceFeatureSystem`): float64 tensors on `device`,
 # float64 numpy vectors in and out.
 
 

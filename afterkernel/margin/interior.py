@@ -90,19 +90,10 @@ def require_dense_memory(n: int, max_dense_gib: float) -> None:
 
 
 class _DenseSystem:
-  """Q as a float64 n x n array; Newton systems by dense Cholesky.
+  """Q as a float64 n x n array; Newton systems by dense Cholesky."""
 
-  On a TensorFlow `device` (a `device.resolve_device` result other than
-  'cpu') Q lives on that device only and the products, the factor and the
-  solves run there; vectors cross to the host as float64 numpy.
-  """
-
-  def __init__(self, gram: np.ndarray, signs: np.ndarray, inv_scale_sq: float,
-               device: str = 'cpu'):
-    self.device = device
-    if device != 'cpu':
-      self.q = device_lib.signed_scaled_gram(gram, signs, inv_scale_sq, device)
-      return
+  def __init__(self, gram: np.ndarray, signs: np.ndarray,
+               inv_scale_sq: float):
     self.q = np.multiply(gram, inv_scale_sq, dtype=np.float64)
     self.q *= signs[:, None]
     self.q *= signs[None, :]
@@ -112,15 +103,11 @@ class _DenseSystem:
     self.work = np.empty_like(self.q, order='F')
 
   def matvec(self, vector: np.ndarray) -> np.ndarray:
-    if self.device != 'cpu':
-      return device_lib.matvec(self.q, vector, self.device)
     return self.q @ vector
 
   def factor(self, diagonal: np.ndarray) -> Callable[[np.ndarray],
                                                       np.ndarray]:
     """v -> (Q + diag(diagonal))^-1 v; raises LinAlgError if not PD."""
-    if self.device != 'cpu':
-      return device_lib.cholesky_solver(self.q, diagonal, self.device)
     np.copyto(self.work, self.q)
     self.work.flat[::len(diagonal) + 1] += diagonal
     factor = scipy.linalg.cho_factor(self.work, lower=True, overwrite_a=True,
@@ -128,28 +115,45 @@ class _DenseSystem:
     return lambda v: scipy.linalg.cho_solve(factor, v, check_finite=False)
 
 
-class _FeatureSystem:
-  """Q = Z Z^T for features Z (n x P); Newton systems by Woodbury.
+class _DeviceDenseSystem:
+  """`_DenseSystem` on a TensorFlow device (a `device.resolve_device` result
+  other than 'cpu'): Q, the factor and the solves live there; vectors cross
+  to the host as float64 numpy."""
 
-  On a TensorFlow `device` Z, C and its factor live there (see
-  `_DenseSystem`).
-  """
-
-  def __init__(self, z: np.ndarray, device: str = 'cpu'):
+  def __init__(self, gram: np.ndarray, signs: np.ndarray,
+               inv_scale_sq: float, device: str):
     self.device = device
-    self.z = z if device == 'cpu' else device_lib.to_device(z, device)
+    self.q = device_lib.signed_scaled_gram(gram, signs, inv_scale_sq, device)
 
   def matvec(self, vector: np.ndarray) -> np.ndarray:
-    if self.device != 'cpu':
-      return device_lib.feature_matvec(self.z, vector, self.device)
+    return device_lib.matvec(self.q, vector, self.device)
+
+  def factor(self, diagonal: np.ndarray) -> Callable[[np.ndarray],
+                                                      np.ndarray]:
+    return device_lib.cholesky_solver(self.q, diagonal, self.device)
+
+
+def _dense_system(gram: np.ndarray, signs: np.ndarray, inv_scale_sq: float,
+                  device: str):
+  """The Gram route's Newton system on `device` ('cpu': numpy / scipy)."""
+  if device == 'cpu':
+    return _DenseSystem(gram, signs, inv_scale_sq)
+  return _DeviceDenseSystem(gram, signs, inv_scale_sq, device)
+
+
+class _FeatureSystem:
+  """Q = Z Z^T for features Z (n x P); Newton systems by Woodbury."""
+
+  def __init__(self, z: np.ndarray):
+    self.z = z
+
+  def matvec(self, vector: np.ndarray) -> np.ndarray:
     return self.z @ (self.z.T @ vector)
 
   def factor(self, diagonal: np.ndarray) -> Callable[[np.ndarray],
                                                       np.ndarray]:
     """(D + Z Z^T)^-1 v = D^-1 v - D^-1 Z C^-1 Z^T D^-1 v, C = I + Z^T D^-1 Z."""
     inverse = 1.0 / diagonal
-    if self.device != 'cpu':
-      return device_lib.woodbury_solver(self.z, inverse, self.device)
     scaled = self.z * inverse[:, None]
     # C's upper triangle by one rank-n update (syrk: half a product's flops);
     # (Z D^-1/2)^T is Fortran-ordered as it is, so BLAS copies nothing.
@@ -164,6 +168,22 @@ class _FeatureSystem:
       return first - scaled @ scipy.linalg.cho_solve(
           factor, self.z.T @ first, check_finite=False)
     return solve
+
+
+class _DeviceFeatureSystem:
+  """`_FeatureSystem` on a TensorFlow device: Z, C and its factor live
+  there (see `_DeviceDenseSystem`)."""
+
+  def __init__(self, z: np.ndarray, device: str):
+    self.device = device
+    self.z = device_lib.to_device(z, device)
+
+  def matvec(self, vector: np.ndarray) -> np.ndarray:
+    return device_lib.feature_matvec(self.z, vector, self.device)
+
+  def factor(self, diagonal: np.ndarray) -> Callable[[np.ndarray],
+                                                      np.ndarray]:
+    return device_lib.woodbury_solver(self.z, 1.0 / diagonal, self.device)
 
 
 def _support_bounds(system, p: np.ndarray, slack: np.ndarray) -> tuple:
@@ -358,11 +378,12 @@ def solve_interior_point(gram: Optional[np.ndarray], labels: np.ndarray,
   n = len(labels)
   signs = np.asarray(labels, dtype=np.float64)
   if features is not None:
-    system = _FeatureSystem(np.asarray(features, dtype=np.float64) *
-                            (signs / scale)[:, None], device)
+    z = np.asarray(features, dtype=np.float64) * (signs / scale)[:, None]
+    system = (_FeatureSystem(z) if device == 'cpu' else
+              _DeviceFeatureSystem(z, device))
   else:
     require_dense_memory(n, max_dense_gib)
-    system = _DenseSystem(gram, signs, 1.0 / scale**2, device)
+    system = _dense_system(gram, signs, 1.0 / scale**2, device)
   coef, _, lower, upper, iterations, reason, history = run_interior_point(
       system, n, tolerance, max_iterations, max_seconds, log, start_point)
   return certificate.MarginResult(

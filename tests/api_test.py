@@ -155,6 +155,38 @@ class ErrorTest(parameterized.TestCase):
       margin.max_margin_from_gram(**kwargs)
     self.assertNotIn('\n', str(caught.exception))
 
+  def test_warm_start_errors(self):
+    result = margin.max_margin_from_gram(self.gram, self.labels)
+    for solver in ('dual', 'jst1', 'working_set', 'stochastic', 'sklearn'):
+      with self.assertRaisesRegex(errors.AfterKernelError,
+                                  f'warm_start is supported by the solvers '
+                                  f'exact, interior_point, not'):
+        margin.max_margin_from_gram(self.gram, self.labels, solver=solver,
+                                    warm_start=result)
+    with self.assertRaisesRegex(errors.AfterKernelError, "not 'primal'"):
+      margin.max_margin_from_features(self.features, self.labels,
+                                      solver='primal', warm_start=result)
+    other = margin.max_margin_from_gram(self.gram[:8, :8], self.labels[:8])
+    with self.assertRaisesRegex(errors.AfterKernelError,
+                                'on these 10 examples.*shape \\(8,\\)'):
+      margin.max_margin_from_gram(self.gram, self.labels, warm_start=other)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'no-bias'):
+      margin.max_margin_from_gram(
+          self.gram, self.labels,
+          warm_start=margin.MarginResult(**{**result.__dict__,
+                                            'intercept': 0.3}))
+
+  def test_warm_start_on_features_matches_the_gram_route(self):
+    loose = margin.max_margin_from_features(
+        self.features, self.labels, solver='interior_point', tolerance=1e-2)
+    tight = margin.max_margin_from_features(
+        self.features, self.labels, solver='interior_point', tolerance=1e-10,
+        warm_start=loose)
+    reference = margin.max_margin_from_gram(self.gram, self.labels,
+                                            tolerance=1e-10)
+    self.assertTrue(tight.converged)
+    np.testing.assert_allclose(tight.margin, reference.margin, rtol=1e-8)
+
   def test_non_finite_gram(self):
     gram = self.gram.copy()
     gram[0, 1] = np.nan

@@ -15,6 +15,7 @@ from absl.testing import parameterized
 import numpy as np
 
 from afterkernel import margin
+from afterkernel.margin import exact
 import margin_fixture
 from margin_fixture import recomputed_bounds as _recomputed_bounds
 from margin_fixture import reference_dual as _reference_dual
@@ -63,6 +64,59 @@ class ExactAgainstReferenceTest(parameterized.TestCase):
     np.testing.assert_allclose(result.margin, optimum, rtol=1e-7)
     np.testing.assert_allclose(result.margin_upper_bound, optimum, rtol=1e-7)
 
+
+class WarmStartTest(parameterized.TestCase):
+
+  def test_zero_start_is_the_cold_solve_bit_for_bit(self):
+    features, labels, _, _ = _separable(80, 30, seed=6)
+    gram = features @ features.T
+    signs = np.where(labels > 0, 1.0, -1.0)
+    scale = float(np.mean(np.sqrt(np.diag(gram))))
+    cold = exact.solve_exact(gram, signs, scale, 1e-6, 10**6, 200, None, None)
+    zero = exact.solve_exact(gram, signs, scale, 1e-6, 10**6, 200, None, None,
+                             initial_coef=np.zeros(80))
+    np.testing.assert_array_equal(zero.dual_coef, cold.dual_coef)
+    self.assertEqual(zero.iterations, cold.iterations)
+
+  @parameterized.named_parameters(('exact', 'exact'),
+                                  ('interior_point', 'interior_point'))
+  def test_continuing_a_loose_solve_reaches_the_tight_optimum(self, solver):
+    features, labels, _, _ = _separable(100, 40, seed=5)
+    gram = features @ features.T
+    optimum, _ = _reference_dual(gram, labels)
+    loose = margin.max_margin_from_gram(gram, labels, solver=solver,
+                                        tolerance=1e-2)
+    tight = margin.max_margin_from_gram(gram, labels, solver=solver,
+                                        tolerance=1e-9, warm_start=loose)
+    cold = margin.max_margin_from_gram(gram, labels, solver=solver,
+                                       tolerance=1e-9)
+    self.assertTrue(tight.converged)
+    self.assertEqual(tight.solver, solver)
+    np.testing.assert_allclose(tight.margin, optimum, rtol=1e-7)
+    np.testing.assert_allclose(tight.margin_upper_bound, optimum, rtol=1e-7)
+    # Its bounds are those of its own coefficients, written out.
+    lower, upper, _ = _recomputed_bounds(gram, labels, tight.dual_coef)
+    np.testing.assert_allclose([lower, upper],
+                               [tight.margin, tight.margin_upper_bound],
+                               rtol=1e-9)
+    if solver == 'exact':
+      # Coordinate descent continues where it stopped: fewer new steps than
+      # the cold solve needs.
+      self.assertLess(tight.iterations, cold.iterations)
+
+  def test_warm_start_from_a_switched_solve_goes_to_the_interior_point(self):
+    features, labels, _, _ = _separable(60, 30, seed=7, gap=0.002)
+    gram = features @ features.T
+    loose = margin.max_margin_from_gram(gram, labels, solver='interior_point',
+                                        tolerance=1e-2)
+    switched = margin.MarginResult(**{**loose.__dict__,
+                                      'solver': margin.SWITCHED_SOLVER})
+    tight = margin.max_margin_from_gram(gram, labels, tolerance=1e-9,
+                                        warm_start=switched)
+    self.assertEqual(tight.solver, margin.SWITCHED_SOLVER)
+    self.assertTrue(tight.converged)
+    optimum, _ = _reference_dual(gram, labels)
+    np.testing.assert_allclose(tight.margin, optimum, rtol=1e-6)
 
 class NotSeparableTest(absltest.TestCase):
 

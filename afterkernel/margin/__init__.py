@@ -60,6 +60,7 @@ from afterkernel.margin.api import SOLVERS
 from afterkernel.margin.api import SWITCHED_SOLVER
 from afterkernel.margin.api import test_error
 from afterkernel.margin.api import UnconvergedWarning
+from afterkernel.margin.api import WARM_START_SOLVERS
 from afterkernel.margin.certificate import certificate
 from afterkernel.margin.certificate import DEFAULT_TOLERANCE
 from afterkernel.margin.certificate import LOG_EVERY_SECONDS

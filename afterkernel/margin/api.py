@@ -49,6 +49,8 @@ SWITCH_STEPS_PER_EXAMPLE = 200
 MIN_SWITCH_STEPS = 100_000
 # The solver name of an 'exact' result finished by the interior point.
 SWITCHED_SOLVER = 'exact+interior_point'
+# The solvers that continue from an earlier result (`warm_start=`).
+WARM_START_SOLVERS = ('exact', interior.SOLVER)
 
 
 class UnconvergedWarning(RuntimeWarning):
@@ -90,6 +92,7 @@ def max_margin_from_gram(
     dtype=np.float64,
     log: Optional[Callable[[str], None]] = None,
     device: str = device_lib.DEFAULT_DEVICE,
+    warm_start: Optional[certificate.MarginResult] = None,
 ) -> certificate.MarginResult:
   """Hard-margin SVM (no bias) on a Gram matrix, certified by a duality gap.
 
@@ -122,6 +125,12 @@ def max_margin_from_gram(
       'interior_point' (Q, its Cholesky factors and every product) and by
       'dual' / 'stochastic' (every product); 'sklearn' and 'working_set'
       always run on the CPU.
+    warm_start: an earlier result on this same Gram and labels (e.g. at a
+      looser tolerance) to continue from; solvers `WARM_START_SOLVERS`
+      only. 'exact' continues coordinate descent from its coefficients (or,
+      when the earlier solve was the interior point's, e.g. switched to it,
+      starts the interior point from them); 'interior_point' starts from them
+      mixed with the uniform point. Its iterations are not counted again.
 
   Returns:
     A `MarginResult`; `margin` is recomputed exactly for the returned
@@ -174,15 +183,18 @@ def max_margin_from_gram(
     gram = np.ascontiguousarray(gram)
   checks.require_symmetric(gram, float(diagonal.mean()))
   checks.require_positive_semidefinite(gram, float(diagonal.mean()))
+  start = _warm_start_coef(warm_start, solver, labels, scale)
   if solver == 'exact':
     # K is symmetric: a Fortran-ordered K's transpose is C-ordered and equal.
     rows = gram if gram.flags.c_contiguous else gram.T
     result = _solve_exact(rows, labels, scale, tolerance, max_iterations,
-                          check_every, max_seconds, log, device)
+                          check_every, max_seconds, log, device, start,
+                          warm_start is not None and
+                          warm_start.solver != 'exact')
   elif solver == interior.SOLVER:
     result = interior.solve_interior_point(gram, labels, scale, tolerance,
                                            max_iterations, max_seconds, log,
-                                           device=device)
+                                           device=device, start_point=start)
   elif solver == 'sklearn':
     result = libsvm.solve_sklearn(gram, labels, scale, max_iterations)
   elif solver == 'working_set':
@@ -197,13 +209,36 @@ def max_margin_from_gram(
   return result
 
 
+def _warm_start_coef(warm_start, solver, labels, scale
+                     ) -> Optional[np.ndarray]:
+  """The a >= 0 (scaled-feature units) of `warm_start`, checked; or None."""
+  if warm_start is None:
+    return None
+  errors.require(
+      solver in WARM_START_SOLVERS,
+      f'warm_start is supported by the solvers '
+      f'{", ".join(WARM_START_SOLVERS)}, not {solver!r}')
+  coef = np.asarray(warm_start.dual_coef, dtype=np.float64)
+  errors.require(
+      coef.shape == labels.shape and np.all(np.isfinite(coef)),
+      f'warm_start must be a finite result on these {len(labels)} examples, '
+      f'got dual_coef of shape {coef.shape}')
+  errors.require(not warm_start.intercept,
+                 'warm_start must be a no-bias result (not sklearn\'s)')
+  # dual_coef = y * a / s^2 (exact.py, interior.py); rounding may leave
+  # tiny negative entries on examples of the other sign.
+  coef = np.maximum(labels * coef * scale**2, 0.0)
+  return coef if coef.sum() > 0 else None
+
+
 def switch_steps(n: int) -> int:
   """Coordinate steps after which 'exact' switches to the interior point."""
   return max(SWITCH_STEPS_PER_EXAMPLE * n, MIN_SWITCH_STEPS)
 
 
 def _solve_exact(gram, labels, scale, tolerance, max_iterations, check_every,
-                 max_seconds, log, device) -> certificate.MarginResult:
+                 max_seconds, log, device, start=None,
+                 interior_only=False) -> certificate.MarginResult:
   """'exact': coordinate descent, finished by the interior point if slow.
 
   Coordinate descent runs first, with at most `switch_steps(n)` steps; when
@@ -214,14 +249,25 @@ def _solve_exact(gram, labels, scale, tolerance, max_iterations, check_every,
   with the smaller certified gap is returned, named 'exact+interior_point'
   when it is the interior point's. Runs that stop within the switch budget
   are those of coordinate descent alone, bit for bit.
+
+  `start` (a >= 0 or None) warm-starts coordinate descent; with
+  `interior_only` (a warm start from a switched solve, on which coordinate
+  descent already ran out of budget) the interior point starts from it
+  directly, when it fits in memory.
   """
   n = len(labels)
   switch = switch_steps(n)
   fits = interior.dense_gib(n) <= interior.DEFAULT_MAX_DENSE_GIB
+  if interior_only and fits:
+    return interior.solve_interior_point(
+        gram, labels, scale, tolerance, interior.DEFAULT_MAX_ITERATIONS,
+        max_seconds, log, start_point=start, solver=SWITCHED_SOLVER,
+        device=device)
   first = exact.solve_exact(
       gram, labels, scale, tolerance,
       min(max_iterations, switch) if fits else max_iterations, check_every,
-      max_seconds, log, matvec=device_lib.gram_matvec(gram, device, None))
+      max_seconds, log, matvec=device_lib.gram_matvec(gram, device, None),
+      initial_coef=start)
   if not (fits and max_iterations > switch and
           first.stop_reason == certificate.STOP_MAX_ITERATIONS):
     return first
@@ -288,6 +334,7 @@ def max_margin_from_features(
     max_seconds: Optional[float] = None,
     log: Optional[Callable[[str], None]] = None,
     solver: Optional[str] = None,
+    warm_start: Optional[certificate.MarginResult] = None,
 ) -> certificate.MarginResult:
   """Hard-margin SVM (no bias) on explicit features phi(x_i).
 
@@ -310,6 +357,8 @@ def max_margin_from_features(
     max_seconds: optional wall-clock limit (makes results machine-dependent).
     log: optional progress printer, as for `max_margin_from_gram`.
     solver: None (automatic, see above) or one of `SOLVERS`.
+    warm_start: an earlier result on these features to continue from
+      (`max_margin_from_gram`); the solvers of `WARM_START_SOLVERS` only.
 
   Returns:
     A `MarginResult` with `weights` (P,) in original feature units:
@@ -340,13 +389,17 @@ def max_margin_from_features(
                    'exists')
     if solver == interior.SOLVER and width < n:
       return _solve_interior_features(features, labels, max_iterations,
-                                      tolerance, max_seconds, log)
+                                      tolerance, max_seconds, log, warm_start)
     result = max_margin_from_gram(
         features @ features.T, labels, solver=solver,
         max_iterations=max_iterations, tolerance=tolerance,
-        check_every=check_every, max_seconds=max_seconds, log=log)
+        check_every=check_every, max_seconds=max_seconds, log=log,
+        warm_start=warm_start)
     result.weights = features.T @ result.dual_coef
     return result
+  errors.require(warm_start is None,
+                 'warm_start is supported by the solvers '
+                 f'{", ".join(WARM_START_SOLVERS)}, not \'primal\'')
   if max_iterations is None:
     max_iterations = jst.DEFAULT_MAX_ITERATIONS
   if check_every is None:
@@ -368,7 +421,8 @@ def max_margin_from_features(
 
 
 def _solve_interior_features(features, labels, max_iterations, tolerance,
-                             max_seconds, log) -> certificate.MarginResult:
+                             max_seconds, log, warm_start=None
+                             ) -> certificate.MarginResult:
   """'interior_point' on features with P < n: Woodbury on P x P systems."""
   if max_iterations is None:
     max_iterations = interior.DEFAULT_MAX_ITERATIONS
@@ -376,7 +430,9 @@ def _solve_interior_features(features, labels, max_iterations, tolerance,
   scale = float(np.mean(np.linalg.norm(features, axis=1)))
   result = interior.solve_interior_point(
       None, labels, scale, tolerance, max_iterations, max_seconds, log,
-      features=features)
+      features=features,
+      start_point=_warm_start_coef(warm_start, interior.SOLVER, labels,
+                                   scale))
   result.weights = features.T @ result.dual_coef
   _warn_if_unconverged(result)
   return result

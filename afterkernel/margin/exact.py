@@ -325,7 +325,8 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
                 max_seconds: Optional[float],
                 log: Optional[Callable[[str], None]],
                 shrinking: bool = True,
-                matvec: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                matvec: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                initial_coef: Optional[np.ndarray] = None
                 ) -> certificate.MarginResult:
   """Greedy dual coordinate descent to a certified relative gap.
 
@@ -345,6 +346,11 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
     matvec: v -> K v on the full Gram (float64), e.g. on a GPU
       (`device.gram_matvec`); None: the host product. The coordinate steps
       and the shrunk problems' resyncs always run on the host.
+    initial_coef: optional (n,) a >= 0 to start from instead of a = 0, e.g.
+      the `dual_coef` of an earlier solve mapped back (`labels * dual_coef *
+      scale**2`): the descent then continues where that solve stopped (a
+      warm start for a tighter tolerance). Its gradient is computed exactly
+      once.
 
   Returns:
     A `MarginResult` (solver 'exact') whose `margin` and
@@ -354,17 +360,20 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
   n = len(labels)
   inv_scale_sq = 1.0 / scale**2
   diagonal = np.diagonal(gram).astype(np.float64) * inv_scale_sq
-  coef = np.zeros(n)
+  coef = (np.zeros(n) if initial_coef is None else
+          np.array(initial_coef, dtype=np.float64))
   history = []
   zero = np.flatnonzero(diagonal == 0)
   if len(zero):
     # phi_i = 0: every w has margin 0 on example i, and p = e_i is a simplex
     # point with ||Z^T p|| = 0.
+    coef = np.zeros(n)
     coef[zero[0]] = 1.0
     return _result(coef, labels, scale, 0.0, 0.0, 0,
                    certificate.STOP_NOT_SEPARABLE, history, start)
-  grad = -np.ones(n)
   signs = np.ascontiguousarray(labels, dtype=np.float64)
+  grad = (-np.ones(n) if initial_coef is None else
+          _exact_gradient(gram, signs, inv_scale_sq, coef, matvec))
   problem = _Problem(gram, signs, diagonal, coef, grad)
   active = np.arange(n)
   index = _best_coordinate(coef, grad, diagonal, active)

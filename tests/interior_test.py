@@ -223,6 +223,36 @@ class InteriorPointTest(parameterized.TestCase):
 DEVICE_RTOL = 1e-9
 
 
+class StallTest(absltest.TestCase):
+
+  def test_unreachable_tolerance_stops_as_stalled_not_at_the_budget(self):
+    # A zero gap cannot be certified in float64: the run must stop once the
+    # gap stops shrinking, with the best certified point, instead of
+    # spending all DEFAULT_MAX_ITERATIONS dense factorizations.
+    features, labels, _, _ = _separable(120, 40, seed=3)
+    gram = features @ features.T
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always')
+      result = margin.max_margin_from_gram(gram, labels,
+                                           solver='interior_point',
+                                           tolerance=0.0)
+    self.assertEqual(result.stop_reason, margin.STOP_STALLED)
+    self.assertFalse(result.converged)
+    self.assertTrue(any(issubclass(w.category, margin.UnconvergedWarning)
+                        for w in caught))
+    self.assertLess(result.iterations, interior.DEFAULT_MAX_ITERATIONS // 4)
+    # What it returns is still certified, and tight.
+    lower, upper, _ = _recomputed_bounds(gram, labels, result.dual_coef)
+    np.testing.assert_allclose([lower, upper],
+                               [result.margin, result.margin_upper_bound],
+                               rtol=1e-9)
+    self.assertLess((upper - lower) / upper, 1e-9)
+    # The last STALL_STEPS steps did not halve the best gap.
+    gaps = [(u - l) / u for _, l, u in result.history]
+    self.assertGreater(gaps[-1], gaps[-1 - interior.STALL_STEPS] *
+                       interior.STALL_FACTOR)
+
+
 class DeviceTest(parameterized.TestCase):
   """device='/CPU:0' runs the TensorFlow path (no GPU here): same results."""
 

@@ -273,6 +273,18 @@ class OutputFolderTest(absltest.TestCase):
                                 'different configuration'):
       self._claim(directory, 'f1')
 
+  def test_the_refusal_names_the_fields_that_differ(self):
+    directory = tempfile.mkdtemp()
+    store.claim_output_dir(directory, {'a': 1, 'b': [1, 2], 'c': 'x'}, 'f1')
+    store.ResultStore(directory).put(_record('k0', 0))
+    with self.assertRaisesRegex(
+        errors.AfterKernelError,
+        r'different configuration \(.*config.json; fields that differ: '
+        r'b, d\); choose another --output_dir') as caught:
+      store.claim_output_dir(directory, {'a': 1, 'b': (1, 3), 'c': 'x',
+                                         'd': None}, 'f2')
+    self.assertNotIn('\n', str(caught.exception))
+
   def test_files_get_the_users_umask_not_0600(self):
     directory = tempfile.mkdtemp()
     old = os.umask(0o022)

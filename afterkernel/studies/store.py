@@ -207,13 +207,28 @@ def claim_output_dir(output_dir: str, config_dict: Mapping[str, Any],
         isinstance(previous, dict) and
         previous.get('fingerprint') == fingerprint,
         f'{output_dir} already holds results of a different configuration '
-        f'({path}); choose another --output_dir (nothing was changed)')
+        f'({path}{_differing_fields(previous, config_dict)}); choose another '
+        '--output_dir (nothing was changed)')
     if rewrite and previous_text != text:
       atomic_write_text(path, text)
   elif not os.path.exists(path) or _read_text(path) != text:
     # New folder, or a config.json without any result (e.g. a command that
     # failed before its first record): this configuration takes it.
     atomic_write_text(path, text)
+
+
+def _differing_fields(previous: Any, config: Mapping[str, Any]) -> str:
+  """', fields that differ: a, b' between a stored and a new config."""
+  stored = previous.get('config') if isinstance(previous, dict) else None
+  if not isinstance(stored, dict):
+    return ''
+  new = json.loads(to_json(dict(config)))
+  names = sorted(name for name in set(stored) | set(new)
+                 if stored.get(name, _MISSING) != new.get(name, _MISSING))
+  return f'; fields that differ: {", ".join(names)}' if names else ''
+
+
+_MISSING = object()
 
 
 def _read_text(path: str) -> str:

@@ -46,7 +46,8 @@ SWEEP_BASE_FIELDS = (
     'num_runs', 'seed', 'batch_size', 'num_translations', 'num_zooms',
     'num_swaps', 'num_rotations', 'ker_alignment_sample_size',
     'effective_rank_sample_size', 'svm_solver', 'svm_max_iterations',
-    'svm_tolerance', 'svm_max_seconds', 'feature_batch_size',
+    'svm_tolerance', 'svm_max_seconds', 'svm_min_tolerance',
+    'feature_batch_size',
     'distribution_strategy')
 # The Sweep fields every sweep binary has flags for (epochs, learning_rates
 # and num_parameters only in the families that use them).

@@ -26,17 +26,27 @@ class ExperimentConfigTest(absltest.TestCase):
     # written by 0.1.0 still resume.
     import hashlib  # pylint: disable=g-import-not-at-top
     import json  # pylint: disable=g-import-not-at-top
-    fields = _TINY.to_dict()
+    # Solving the SVM once (no tightening), as 0.1.0 did.
+    once = dataclasses.replace(_TINY, svm_min_tolerance=None)
+    fields = once.to_dict()
     for name in ('num_runs', 'data_dir', 'feature_batch_size',
                  'feature_method', 'memory_budget_gb', 'distribution_strategy',
-                 'measure_ntk', 'svm_device',
-                 'width'):  # Added after 0.1.0; unset keeps the 0.1.0 hash.
+                 'measure_ntk', 'svm_device', 'width',
+                 'svm_min_tolerance'):  # Added after 0.1.0; see below.
       fields.pop(name)
     expected = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()
                               ).hexdigest()[:16]
-    self.assertTrue(_TINY.measure_ntk)
-    self.assertIsNone(_TINY.width)
-    self.assertEqual(_TINY.fingerprint(), expected)
+    self.assertTrue(once.measure_ntk)
+    self.assertIsNone(once.width)
+    self.assertEqual(once.fingerprint(), expected)
+    # A floor at or above svm_tolerance also solves once: the same hash.
+    self.assertEqual(dataclasses.replace(
+        _TINY, svm_min_tolerance=_TINY.svm_tolerance).fingerprint(), expected)
+    # The default tightens the SVM, which can change its numbers: a new
+    # fingerprint, so 0.1.0 folders are not silently mixed with it.
+    self.assertNotEqual(_TINY.fingerprint(), expected)
+    self.assertNotEqual(dataclasses.replace(
+        _TINY, svm_min_tolerance=1e-8).fingerprint(), _TINY.fingerprint())
 
   def test_validate_names_the_bad_field(self):
     _TINY.validate()
@@ -45,6 +55,8 @@ class ExperimentConfigTest(absltest.TestCase):
                              ('num_translations',
                               dict(num_translations=-1)),
                              ('svm_tolerance', dict(svm_tolerance=-1.0)),
+                             ('svm_min_tolerance',
+                              dict(svm_min_tolerance=0.0)),
                              ('^svm_device: device must be one of auto, '
                               'cpu, gpu', dict(svm_device='tpu')),
                              ('feature_method.*structured',

@@ -38,6 +38,7 @@ from benchmarks import gram_bench
 from benchmarks import margin_bench
 from benchmarks import peers
 from benchmarks import solver_bench
+from benchmarks import tighten_bench
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # A folder without MNIST: the benchmarks must fall back to noise / digits.
@@ -288,6 +289,28 @@ class BenchmarksSmokeTest(absltest.TestCase):
     np.testing.assert_allclose(raw['n=60/working_set']['margin'],
                                raw['n=60/exact']['margin'], rtol=2e-4)
     self.assertIn('| exact |', report.text())
+
+  def test_tighten_bench(self):
+    rng = np.random.default_rng(1)
+    direction = rng.standard_normal(30)
+    points = rng.standard_normal((660, 30))
+    points = points[np.abs(points @ direction) > 0.05 * np.linalg.norm(
+        direction)]
+    labels = (points @ direction > 0).astype(np.float64)
+    x, x_test = points[:60], points[60:]
+    arrays = dict(k=x @ x.T, c=x_test @ x.T, t=np.sum(x_test**2, axis=1),
+                  y=labels[:60], yt=labels[60:])
+    report = tighten_bench.run({'toy': arrays}, tolerance=0.05)
+    raw = report.raw['toy']
+    # The loose solve leaves the interval open; tightening closes it at the
+    # error of the cold solve at the floor tolerance.
+    self.assertLess(raw['once']['bounds'][0], raw['once']['bounds'][1])
+    self.assertEqual(raw['tightened']['bounds'][0],
+                     raw['tightened']['bounds'][1])
+    self.assertGreater(len(raw['tightened']['tolerances']), 1)
+    self.assertEqual(raw['tightened']['error'], raw['cold']['error'])
+    self.assertIn('| toy | tightened |', report.text())
+    self.assertIn('agree', report.text())
 
   def test_solver_bench_child_measures_one_solve(self):
     rng = np.random.default_rng(1)

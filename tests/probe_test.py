@@ -206,6 +206,54 @@ class KernelProbeTest(absltest.TestCase):
       self.assertBetween(other['svm_error'], other['svm_error_lower'],
                          other['svm_error_upper'])
 
+  def test_svm_is_tightened_until_its_error_is_pinned_down(self):
+    task, model = _task(), _model(5)
+    loose = dict(metrics=('svm_error',), svm_tolerance=0.3)
+    with mock.patch.object(margin, 'max_margin_from_gram',
+                           wraps=margin.max_margin_from_gram) as solves:
+      once = probe.KernelProbe(
+          probe.ProbeSpec(svm_min_tolerance=None, **loose),
+          task).measure(model)['metrics']
+    self.assertEqual(solves.call_count, 1)
+    # At a relative gap of 0.3 the interval is open (the test bites).
+    self.assertLess(once['svm_error_lower'], once['svm_error_upper'])
+    with mock.patch.object(margin, 'max_margin_from_gram',
+                           wraps=margin.max_margin_from_gram) as solves:
+      tight = probe.KernelProbe(probe.ProbeSpec(**loose),
+                                task).measure(model)['metrics']
+    tolerances = [call.kwargs['tolerance'] for call in solves.call_args_list]
+    self.assertEqual(tolerances[0], 0.3)
+    self.assertGreater(len(tolerances), 1)
+    # Each later round starts from the one before.
+    self.assertIsNone(solves.call_args_list[0].kwargs['warm_start'])
+    for call in solves.call_args_list[1:]:
+      self.assertIsNotNone(call.kwargs['warm_start'])
+    self.assertEqual(tight['svm_error_lower'], tight['svm_error_upper'])
+    self.assertEqual(tight['svm_error'], tight['svm_error_lower'])
+    self.assertEqual(tight['svm_converged'], 1.0)
+    self.assertLessEqual(tight['svm_relative_gap'], tolerances[-1])
+    # The closed interval is the error of an independent tight solve on the
+    # float64 Gram of loop-computed features.
+    phi_train = features.gradient_features(model, task.x_train,
+                                           method='loop').astype(np.float64)
+    phi_test = features.gradient_features(model, task.x_test,
+                                          method='loop').astype(np.float64)
+    reference = margin.max_margin_from_gram(
+        phi_train @ phi_train.T, task.y_train, solver='interior_point',
+        tolerance=1e-12)
+    self.assertEqual(tight['svm_error'], training.sign_error(
+        (phi_test @ phi_train.T) @ reference.dual_coef, task.y_test))
+    # svm_max_seconds is one budget for all rounds: each gets what is left.
+    with mock.patch.object(margin, 'max_margin_from_gram',
+                           wraps=margin.max_margin_from_gram) as solves:
+      probe.KernelProbe(probe.ProbeSpec(svm_max_seconds=1000.0, **loose),
+                        task).measure(model)
+    budgets = [call.kwargs['max_seconds'] for call in solves.call_args_list]
+    self.assertGreater(len(budgets), 1)
+    self.assertLessEqual(budgets[0], 1000.0)
+    self.assertEqual(budgets, sorted(budgets, reverse=True))
+    self.assertLess(budgets[-1], budgets[0])
+
   def test_non_separable_kernel_is_recorded_as_such(self):
     task, model = _task(), _model(3)
     # Identical features for every example: 0 is in the hull of y_i phi_i.

@@ -128,5 +128,125 @@ class BoundsTest(absltest.TestCase):
                                        np.ones(2))
 
 
+def _bounds_fn(gram, x, x_test, y_test):
+  def error_bounds(result):
+    return stability.certified_error_bounds(
+        result, margin.decision_function(result, x_test @ x.T),
+        stability.gram_weight_norm(result, gram),
+        np.linalg.norm(x_test, axis=1), y_test)
+  return error_bounds
+
+
+class TightenTest(absltest.TestCase):
+
+  def test_closes_the_interval_at_the_exact_classifiers_error(self):
+    for solver in margin.WARM_START_SOLVERS:
+      for seed in range(2):
+        x, y, x_test, y_test, gram, _, _, a_star = _loose_and_reference(
+            seed, tolerance=0.05)
+        tolerances = []
+
+        def solve(tolerance, previous, tolerances=tolerances, gram=gram,
+                  y=y, solver=solver):
+          tolerances.append(tolerance)
+          if previous is not None and solver == 'exact':
+            self.assertEqual(tolerance, max(tolerances[-2] / 100, 1e-12))
+          elif previous is not None:
+            # The interior point goes straight to the floor.
+            self.assertEqual(tolerance, 1e-12)
+          return margin.max_margin_from_gram(gram, y, solver=solver,
+                                             tolerance=tolerance,
+                                             warm_start=previous)
+
+        error_bounds = _bounds_fn(gram, x, x_test, y_test)
+        result, (lower, upper), iterations = stability.tighten(
+            solve, error_bounds, 0.05, 1e-12)
+        # The loose solve left the interval open, so tightening ran.
+        loose = margin.max_margin_from_gram(gram, y, solver=solver,
+                                            tolerance=0.05)
+        loose_lower, loose_upper = error_bounds(loose)
+        self.assertGreater(loose_upper, loose_lower, (solver, seed))
+        self.assertGreater(len(tolerances), 1)
+        self.assertEqual(lower, upper, (solver, seed, tolerances))
+        self.assertTrue(result.converged)
+        self.assertGreaterEqual(iterations, result.iterations)
+        # The closed interval is the independent optimum's test error.
+        signs = np.where(y > 0, 1.0, -1.0)
+        exact = x_test @ (x.T @ (a_star * signs))
+        self.assertEqual(lower, np.mean((exact > 0) != (y_test > 0.5)))
+
+  def test_min_tolerance_none_or_not_below_solves_once(self):
+    x, y, x_test, y_test, gram, _, _, _ = _loose_and_reference(0, 0.05)
+    calls = []
+
+    def solve(tolerance, previous):
+      calls.append((tolerance, previous))
+      return margin.max_margin_from_gram(gram, y, tolerance=tolerance)
+
+    for floor in (None, 0.05, 0.1):
+      calls.clear()
+      _, (lower, upper), _ = stability.tighten(
+          solve, _bounds_fn(gram, x, x_test, y_test), 0.05, floor)
+      self.assertEqual(calls, [(0.05, None)])
+      self.assertGreater(upper, lower)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'min_tolerance'):
+      stability.tighten(solve, _bounds_fn(gram, x, x_test, y_test), 0.05,
+                        0.0)
+
+  def test_unconverged_tighter_round_is_discarded(self):
+    x, y, x_test, y_test, gram, _, _, _ = _loose_and_reference(1, 0.05)
+
+    def solve(tolerance, previous):
+      # The tighter round restarts cold with one step: it cannot converge.
+      return margin.max_margin_from_gram(
+          gram, y, tolerance=tolerance,
+          max_iterations=None if previous is None else 1,
+          check_every=None if previous is None else 1)
+
+    first = margin.max_margin_from_gram(gram, y, tolerance=0.05)
+    result, bounds, iterations = stability.tighten(
+        solve, _bounds_fn(gram, x, x_test, y_test), 0.05, 1e-10)
+    self.assertTrue(result.converged)
+    np.testing.assert_array_equal(result.dual_coef, first.dual_coef)
+    self.assertEqual(iterations, first.iterations + 1)
+    self.assertGreater(bounds[1], bounds[0])
+
+  def test_unconverged_but_better_round_is_kept_as_converged(self):
+    x, y, x_test, y_test, gram, _, _, a_star = _loose_and_reference(0, 0.05)
+
+    def solve(tolerance, previous):
+      if previous is None:
+        return margin.max_margin_from_gram(gram, y, tolerance=tolerance)
+      # Asked for 0 (unreachable): stalls, far tighter than the first.
+      return margin.max_margin_from_gram(gram, y, solver='interior_point',
+                                         tolerance=0.0)
+
+    result, (lower, upper), _ = stability.tighten(
+        solve, _bounds_fn(gram, x, x_test, y_test), 0.05, 1e-10)
+    self.assertEqual(result.stop_reason, margin.STOP_STALLED)
+    self.assertTrue(result.converged)
+    self.assertLess(
+        (result.margin_upper_bound - result.margin) / result.margin_upper_bound,
+        1e-9)
+    signs = np.where(y > 0, 1.0, -1.0)
+    exact = x_test @ (x.T @ (a_star * signs))
+    self.assertEqual(lower, upper)
+    self.assertEqual(lower, np.mean((exact > 0) != (y_test > 0.5)))
+
+  def test_nothing_certified_means_no_tightening(self):
+    calls = []
+    x, y, _, _ = margin_fixture.separable(30, 10, 1, n_test=0)
+    result = margin.max_margin_from_gram(x @ x.T, y)
+
+    def solve(tolerance, previous):
+      calls.append(tolerance)
+      return result
+
+    out, bounds, _ = stability.tighten(solve, lambda r: (None, None), 1e-4)
+    self.assertIs(out, result)
+    self.assertEqual(bounds, (None, None))
+    self.assertEqual(calls, [1e-4])
+
+
 if __name__ == '__main__':
   absltest.main()

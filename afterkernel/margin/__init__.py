@@ -38,7 +38,10 @@ Solvers (`SOLVERS`; `max_margin_from_gram(..., solver=NAME)`):
 
 stability.py turns a certificate into bounds on the test error of the exact
 max-margin classifier (`certified_error_bounds`): test points whose cosine
-with w is below sqrt(1 - (margin / upper)^2) may be classified either way.
+with w is below sqrt(1 - (margin / upper)^2) may be classified either way;
+`tighten` re-solves at smaller gaps (`warm_start=`, 'exact' and
+'interior_point') until that interval is a single value, as the kernel
+probe does by default.
 
 Any solver also stops on `max_iterations` or, if given, `max_seconds` (the
 original script's time limit); an unconverged result has converged=False,

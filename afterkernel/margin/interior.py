@@ -76,8 +76,8 @@ MIN_STEP = 1e-12
 # STALL_FACTOR within STALL_STEPS Newton steps. Rounding in Q p limits the
 # gap float64 can certify (about 1e-16 n^0.5 / margin^2 relative: ~1e-8 on
 # CIFAR-10 kernels whose margins are ~1e-3 of the feature norms); without
-# this a smaller tolerance would spend the whole budget of dense
-# factorizations (measured: 200 steps, ~30 min at n = 10^4).
+# this a smaller tolerance spends up to the whole budget of dense
+# factorizations (~5.5 s each at n = 10^4; BENCHMARKS.md, section 10).
 STALL_STEPS = 8
 STALL_FACTOR = 0.5
 # Cap of the barrier's diagonal t_i / p_i (Q is O(1)).

@@ -22,17 +22,37 @@ upper adds every point below it. At the default relative gap 1e-4 the
 radius is ~0.014; kernels whose certified margins are ~1e-3 of the feature
 norms (CIFAR-10 at full data) have many test points inside it, so two
 certified solves of one Gram can score differently by whole points
-(RESULTS.md). Tighten `tolerance` to narrow the interval. The interval
+(RESULTS.md). Tighten `tolerance` to narrow the interval: `tighten` does
+so round by round (each round warm-started from the last) until the
+interval is a single value or a floor tolerance is reached. The interval
 covers the solver's slack on the Gram it was given, not the rounding of
 the Gram itself (float32 features).
 """
 
-from typing import Optional, Tuple
+import dataclasses
+import warnings
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
 from afterkernel import errors
+from afterkernel.margin import api
+from afterkernel.margin import interior
+from afterkernel.margin.certificate import relative_gap
 from afterkernel.margin.certificate import MarginResult
+
+# Each tightening round divides the tolerance by this.
+TIGHTEN_FACTOR = 100.0
+# The smallest relative gap `tighten` asks for by default: the radius is
+# then ~1.4e-5, and float64 certificates of Grams with margins >= 1e-4 of
+# the feature norms still resolve such gaps (RESULTS.md, "How far a
+# certified SVM error is pinned down").
+DEFAULT_MIN_TOLERANCE = 1e-10
+
+# Results of these solvers are tightened in one round (`tighten`).
+INTERIOR_SOLVERS = (interior.SOLVER, api.SWITCHED_SOLVER)
+
+Bounds = Tuple[Optional[float], Optional[float]]
 
 
 def prediction_radius(result: MarginResult) -> Optional[float]:
@@ -114,3 +134,73 @@ def certified_error_bounds(result: MarginResult,
   wrong = (decisions > 0) != (labels > 0.5)
   lower = float(np.mean(wrong & ~uncertain))
   return lower, lower + float(np.mean(uncertain))
+
+
+def tighten(solve: Callable[[float, Optional[MarginResult]], MarginResult],
+            error_bounds: Callable[[MarginResult], Bounds],
+            tolerance: float,
+            min_tolerance: Optional[float] = DEFAULT_MIN_TOLERANCE,
+            log: Optional[Callable[[str], None]] = None
+            ) -> Tuple[MarginResult, Bounds, int]:
+  """Solves, then re-solves tighter until the error bounds meet.
+
+  Round 0 solves at `tolerance`; while the certified interval of the test
+  error is not a single value and the last solve converged, the next round
+  solves at tolerance / TIGHTEN_FACTOR (not below `min_tolerance`), warm
+  started from the last result, except after an interior-point result
+  (`INTERIOR_SOLVERS`), which goes straight to `min_tolerance`: its warm
+  start is weak, so every round costs about a whole solve, and its last
+  digits cost only a few Newton steps (BENCHMARKS.md, section 10). A
+  tighter round that does not reach its own target (budget, time limit,
+  float64's floor) ends the loop; it is kept, marked converged, if its
+  certified gap is smaller than the last result's (so it certifies the
+  caller's tolerance too), else dropped.
+
+  Args:
+    solve: (tolerance, previous result or None) -> a new result.
+    error_bounds: result -> (lower, upper) test error bounds, (None, None)
+      when the certificate bounds nothing (e.g. `certified_error_bounds`).
+    tolerance: the first round's relative gap.
+    min_tolerance: the smallest gap to ask for; None (or >= tolerance)
+      never tightens.
+    log: optional progress printer.
+
+  Returns:
+    (result, (lower, upper), total solver iterations over the rounds).
+  """
+  errors.require(min_tolerance is None or min_tolerance > 0,
+                 f'min_tolerance must be > 0 or None, got {min_tolerance}')
+  result = solve(tolerance, None)
+  bounds = error_bounds(result)
+  iterations = result.iterations
+  while (min_tolerance is not None and tolerance > min_tolerance and
+         result.converged and bounds[0] is not None and
+         bounds[1] > bounds[0]):
+    tolerance = (min_tolerance if result.solver in INTERIOR_SOLVERS else
+                 max(tolerance / TIGHTEN_FACTOR, min_tolerance))
+    if log is not None:
+      log(f'    test error not pinned down ([{bounds[0]:.4g}, '
+          f'{bounds[1]:.4g}]): solving again to a relative gap of '
+          f'{tolerance:.0e}')
+    with warnings.catch_warnings():
+      # An unconverged tighter round is discarded below, not reported.
+      warnings.simplefilter('ignore', api.UnconvergedWarning)
+      candidate = solve(tolerance, result)
+    iterations += candidate.iterations
+    if not candidate.converged:
+      # Missed its own target (budget, time limit, float64's floor). Its
+      # certificate is still exact: keep it if it is the better one (it
+      # then certifies the caller's tolerance too, hence converged).
+      improved = (relative_gap(candidate.margin,
+                               candidate.margin_upper_bound) <
+                  relative_gap(result.margin, result.margin_upper_bound))
+      if log is not None:
+        log(f'    tighter solve stopped unconverged '
+            f'({candidate.stop_reason}); keeping the '
+            f'{"tighter" if improved else "earlier"} result')
+      if improved:
+        result = dataclasses.replace(candidate, converged=True)
+        bounds = error_bounds(result)
+      break
+    result, bounds = candidate, error_bounds(candidate)
+  return result, bounds, iterations

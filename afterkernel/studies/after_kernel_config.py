@@ -19,6 +19,7 @@ from afterkernel.kernels import features
 from afterkernel.kernels import invariance
 from afterkernel import margin
 from afterkernel.margin import device as margin_device
+from afterkernel.margin import stability
 from afterkernel import models
 from afterkernel.studies import store
 from afterkernel import training
@@ -78,6 +79,12 @@ class ExperimentConfig:
       below this.
     svm_max_seconds: optional wall-clock cap on the solver (results then
       depend on speed).
+    svm_min_tolerance: with the exact and interior_point solvers, re-solve
+      (warm started) at svm_tolerance / 100, / 10^4, ... down to this until
+      the certified range of the SVM test error (svm_error_lower, _upper)
+      is a single value. None, or a value >= svm_tolerance: solve once at
+      svm_tolerance, as before this option (such configurations keep their
+      earlier fingerprints, so older result folders resume).
     svm_device: where the solver's full Gram products run: auto (the GPU
       when TensorFlow sees one, else the CPU), cpu, gpu, or a TensorFlow
       device name such as /GPU:1. Same results to float64 rounding.
@@ -136,6 +143,7 @@ class ExperimentConfig:
   svm_max_iterations: Optional[int] = None
   svm_tolerance: float = margin.DEFAULT_TOLERANCE
   svm_max_seconds: Optional[float] = None
+  svm_min_tolerance: Optional[float] = stability.DEFAULT_MIN_TOLERANCE
   svm_device: str = margin_device.DEFAULT_DEVICE
   num_translations: int = 100
   num_zooms: int = 100
@@ -190,7 +198,8 @@ class ExperimentConfig:
                    'fixed width)')
     for name in ('train_subset', 'test_subset', 'num_parameters', 'width',
                  'num_layers', 'training_loss_target', 'learning_rate',
-                 'svm_max_iterations', 'svm_max_seconds', 'memory_budget_gb'):
+                 'svm_max_iterations', 'svm_max_seconds', 'memory_budget_gb',
+                 'svm_min_tolerance'):
       if getattr(self, name) is not None:
         errors.require_positive(getattr(self, name), name)
     for name in ('max_num_epochs', 'num_translations', 'num_zooms',
@@ -231,6 +240,10 @@ class ExperimentConfig:
       ignored.append('measure_ntk')
     if self.width is None:  # Likewise.
       ignored.append('width')
+    if (self.svm_min_tolerance is None or
+        self.svm_min_tolerance >= self.svm_tolerance):
+      # Solving once, as before the option existed: earlier stores resume.
+      ignored.append('svm_min_tolerance')
     return store.config_fingerprint(self.to_dict(), ignored)
 
 

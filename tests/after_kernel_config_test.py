@@ -47,6 +47,17 @@ class ExperimentConfigTest(absltest.TestCase):
     self.assertNotEqual(_TINY.fingerprint(), expected)
     self.assertNotEqual(dataclasses.replace(
         _TINY, svm_min_tolerance=1e-8).fingerprint(), _TINY.fingerprint())
+    # Configurations the option cannot change keep their hash: no SVM, or
+    # a solver that solves once (the original script's jst1 among them).
+    for changes in (dict(train_linear_model=False), dict(svm_solver='jst1'),
+                    dict(svm_solver='dual'), dict(svm_solver='sklearn'),
+                    dict(svm_solver='primal')):
+      self.assertEqual(
+          dataclasses.replace(_TINY, **changes).fingerprint(),
+          dataclasses.replace(once, **changes).fingerprint(), changes)
+    self.assertNotEqual(
+        dataclasses.replace(_TINY, svm_solver='interior_point').fingerprint(),
+        dataclasses.replace(once, svm_solver='interior_point').fingerprint())
 
   def test_validate_names_the_bad_field(self):
     _TINY.validate()

@@ -170,6 +170,9 @@ class ErrorTest(parameterized.TestCase):
     with self.assertRaisesRegex(errors.AfterKernelError,
                                 'on these 10 examples.*shape \\(8,\\)'):
       margin.max_margin_from_gram(self.gram, self.labels, warm_start=other)
+    scaled = margin.max_margin_from_gram(4 * self.gram, self.labels)
+    with self.assertRaisesRegex(errors.AfterKernelError, 'another Gram'):
+      margin.max_margin_from_gram(self.gram, self.labels, warm_start=scaled)
     with self.assertRaisesRegex(errors.AfterKernelError, 'no-bias'):
       margin.max_margin_from_gram(
           self.gram, self.labels,

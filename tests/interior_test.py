@@ -253,6 +253,20 @@ class StallTest(absltest.TestCase):
                        interior.STALL_FACTOR)
 
 
+  def test_flat_early_phase_is_not_a_stall(self):
+    # Ill-scaled features: the best gap sits flat for 8+ Newton steps while
+    # the margin is still negative, then the run converges (a reviewer's
+    # case: an earlier stall rule stopped it after 10 steps, uncertified).
+    from margin_fixture import separable_problem  # pylint: disable=g-import-not-at-top
+    features, labels, _, _ = separable_problem(300, 50, seed=0, gap=1e-4)
+    features = features * np.logspace(0, -3, 50)
+    result = margin.max_margin_from_gram(features @ features.T, labels,
+                                         solver='interior_point',
+                                         tolerance=1e-4)
+    self.assertEqual(result.stop_reason, 'tolerance')
+    self.assertGreater(result.margin, 0)
+
+
 class DeviceTest(parameterized.TestCase):
   """device='/CPU:0' runs the TensorFlow path (no GPU here): same results."""
 

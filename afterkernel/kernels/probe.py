@@ -272,15 +272,20 @@ class KernelProbe:
              f'{len(task.y_test)} test examples')
     solver_kwargs = dict(max_iterations=spec.svm_max_iterations,
                          log=self.log)
-    first_solve = []  # when the first round started
+    solving = [0.0]  # seconds spent inside the solver so far
 
-    def max_seconds():
-      # svm_max_seconds bounds every tightening round together.
-      if not first_solve:
-        first_solve.append(time.time())
-      if spec.svm_max_seconds is None:
-        return None
-      return max(spec.svm_max_seconds - (time.time() - first_solve[0]), 1e-3)
+    def timed(solver_call):
+      # svm_max_seconds bounds the solver time of all tightening rounds
+      # together (not the test norms or decisions between them).
+      def call(tolerance, previous):
+        budget = (None if spec.svm_max_seconds is None else
+                  max(spec.svm_max_seconds - solving[0], 1e-3))
+        started = time.time()
+        try:
+          return solver_call(tolerance, previous, budget)
+        finally:
+          solving[0] += time.time() - started
+      return call
 
     train_gram = None
     if spec.svm_solver == 'primal' or self._narrow_conjugate(feature_fn):
@@ -303,10 +308,11 @@ class KernelProbe:
                f'{train_features.shape} features')
       test_norms = _row_norms(test_features)
 
-      def solve(tolerance, previous):
+      @timed
+      def solve(tolerance, previous, max_seconds):
         return margin.max_margin_from_features(
             train_features, task.y_train, solver=solver, tolerance=tolerance,
-            warm_start=previous, max_seconds=max_seconds(), **solver_kwargs)
+            warm_start=previous, max_seconds=max_seconds, **solver_kwargs)
 
       def decide(solution):
         return (test_features.astype(np.float64) @ solution.weights,
@@ -321,11 +327,12 @@ class KernelProbe:
       solver = spec.svm_solver
       test_norms = []  # computed once, on first need
 
-      def solve(tolerance, previous):
+      @timed
+      def solve(tolerance, previous, max_seconds):
         return margin.max_margin_from_gram(
             train_gram, task.y_train, solver=solver, seed=self.seed,
             device=spec.svm_device, tolerance=tolerance, warm_start=previous,
-            max_seconds=max_seconds(), **solver_kwargs)
+            max_seconds=max_seconds, **solver_kwargs)
 
       def norms():
         if not test_norms:

@@ -189,8 +189,8 @@ def max_margin_from_gram(
     rows = gram if gram.flags.c_contiguous else gram.T
     result = _solve_exact(rows, labels, scale, tolerance, max_iterations,
                           check_every, max_seconds, log, device, start,
-                          warm_start is not None and
-                          warm_start.solver != 'exact')
+                          warm_start is not None and warm_start.solver in
+                          (interior.SOLVER, SWITCHED_SOLVER))
   elif solver == interior.SOLVER:
     result = interior.solve_interior_point(gram, labels, scale, tolerance,
                                            max_iterations, max_seconds, log,
@@ -225,6 +225,10 @@ def _warm_start_coef(warm_start, solver, labels, scale
       f'got dual_coef of shape {coef.shape}')
   errors.require(not warm_start.intercept,
                  'warm_start must be a no-bias result (not sklearn\'s)')
+  errors.require(
+      math.isclose(warm_start.feature_scale, scale, rel_tol=1e-6),
+      f'warm_start is a result on another Gram (feature scale '
+      f'{warm_start.feature_scale:.6g}, this one {scale:.6g})')
   # dual_coef = y * a / s^2 (exact.py, interior.py); rounding may leave
   # tiny negative entries on examples of the other sign.
   coef = np.maximum(labels * coef * scale**2, 0.0)

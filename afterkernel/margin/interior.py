@@ -72,14 +72,17 @@ REGULARIZATION_GROWTH = 100.0
 MAX_REGULARIZATION = 1e-4
 # Stop as stalled when the step length falls below this.
 MIN_STEP = 1e-12
-# Stop as stalled when the certified gap, once finite, has not shrunk by
-# STALL_FACTOR within STALL_STEPS Newton steps. Rounding in Q p limits the
-# gap float64 can certify (about 1e-16 n^0.5 / margin^2 relative: ~1e-8 on
+# Stop as stalled when the certified gap, once below STALL_BELOW_GAP, has
+# not shrunk by STALL_FACTOR within STALL_STEPS Newton steps. (Earlier,
+# while the margin is negative or the gap large, the best gap can sit flat
+# for 8+ steps and recover: the rule is off there.) Rounding in Q p limits
+# the gap float64 can certify (about 1e-16 n^0.5 / margin^2 relative: ~1e-8 on
 # CIFAR-10 kernels whose margins are ~1e-3 of the feature norms); without
 # this a smaller tolerance spends up to the whole budget of dense
 # factorizations (~5.5 s each at n = 10^4; BENCHMARKS.md, section 10).
 STALL_STEPS = 8
 STALL_FACTOR = 0.5
+STALL_BELOW_GAP = 1e-6
 # Cap of the barrier's diagonal t_i / p_i (Q is O(1)).
 MAX_BARRIER = 1e30
 
@@ -310,7 +313,8 @@ def run_interior_point(system, n: int, tolerance: float, max_iterations: int,
     if best[1] <= certificate.NOT_SEPARABLE_MARGIN:
       reason = certificate.STOP_NOT_SEPARABLE
       break
-    if gap <= progress_mark[1] * STALL_FACTOR or not math.isfinite(gap):
+    if (gap <= progress_mark[1] * STALL_FACTOR or
+        not 0 <= gap < STALL_BELOW_GAP):
       progress_mark = (iteration, gap)
     elif iteration - progress_mark[0] >= STALL_STEPS:
       reason = certificate.STOP_STALLED
@@ -326,9 +330,10 @@ def run_interior_point(system, n: int, tolerance: float, max_iterations: int,
     dual_residual = q_p - nu - slack
     primal_residual = 1.0 - p.sum()
     mu = float(p @ slack) / n
-    with np.errstate(divide='ignore', over='ignore'):
+    with np.errstate(divide='ignore', over='ignore', invalid='ignore'):
       # p_i underflowing at tiny gaps: a huge finite diagonal pins p_i.
-      barrier = np.minimum(slack / p, MAX_BARRIER)
+      # fmin: a 0 / 0 (NaN) is pinned too, not passed to the factorization.
+      barrier = np.fmin(slack / p, MAX_BARRIER)
     solve, regularization = _factor(system, barrier, regularization)
     solve_ones = solve(ones)
     ones_inv_ones = float(solve_ones.sum())

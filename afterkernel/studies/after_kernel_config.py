@@ -241,8 +241,13 @@ class ExperimentConfig:
     if self.width is None:  # Likewise.
       ignored.append('width')
     if (self.svm_min_tolerance is None or
-        self.svm_min_tolerance >= self.svm_tolerance):
-      # Solving once, as before the option existed: earlier stores resume.
+        self.svm_min_tolerance >= self.svm_tolerance or
+        not self.train_linear_model or
+        margin.SOLVER_ALIASES.get(self.svm_solver, self.svm_solver)
+        not in margin.WARM_START_SOLVERS):
+      # No tightening (no SVM, a solver that solves once, or a floor at
+      # the tolerance): results as before the option existed, so earlier
+      # stores resume.
       ignored.append('svm_min_tolerance')
     return store.config_fingerprint(self.to_dict(), ignored)
 

@@ -51,10 +51,11 @@ def _problem(arrays: Dict[str, np.ndarray], solver: str):
   labels, test_labels = arrays['y'], arrays['yt']
   test_norms = np.sqrt(np.maximum(arrays['t'].astype(np.float64), 0.0))
 
-  def solve(tolerance, previous):
+  def solve(tolerance, previous, max_seconds=None):
     return margin.max_margin_from_gram(gram, labels, solver=solver,
                                        tolerance=tolerance,
-                                       warm_start=previous)
+                                       warm_start=previous,
+                                       max_seconds=max_seconds)
 
   def decisions(result):
     return margin.decision_function(result, cross)
@@ -98,9 +99,9 @@ def run(problems: Dict[str, Dict[str, np.ndarray]], solver: str = 'exact',
     started = time.perf_counter()
     rounds = []
 
-    def counted(tol, previous, rounds=rounds, solve=solve):
+    def counted(tol, previous, max_seconds, rounds=rounds, solve=solve):
       rounds.append(tol)
-      return solve(tol, previous)
+      return solve(tol, previous, max_seconds)
 
     tight, tight_bounds, iterations = stability.tighten(
         counted, error_bounds, tolerance, min_tolerance)

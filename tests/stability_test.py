@@ -146,8 +146,8 @@ class TightenTest(absltest.TestCase):
             seed, tolerance=0.05)
         tolerances = []
 
-        def solve(tolerance, previous, tolerances=tolerances, gram=gram,
-                  y=y, solver=solver):
+        def solve(tolerance, previous, max_seconds, tolerances=tolerances,
+                  gram=gram, y=y, solver=solver):
           tolerances.append(tolerance)
           if previous is not None and solver == 'exact':
             self.assertEqual(tolerance, max(tolerances[-2] / 100, 1e-12))
@@ -179,7 +179,7 @@ class TightenTest(absltest.TestCase):
     x, y, x_test, y_test, gram, _, _, _ = _loose_and_reference(0, 0.05)
     calls = []
 
-    def solve(tolerance, previous):
+    def solve(tolerance, previous, max_seconds):
       calls.append((tolerance, previous))
       return margin.max_margin_from_gram(gram, y, tolerance=tolerance)
 
@@ -196,7 +196,7 @@ class TightenTest(absltest.TestCase):
   def test_unconverged_tighter_round_is_discarded(self):
     x, y, x_test, y_test, gram, _, _, _ = _loose_and_reference(1, 0.05)
 
-    def solve(tolerance, previous):
+    def solve(tolerance, previous, max_seconds):
       # The tighter round restarts cold with one step: it cannot converge.
       return margin.max_margin_from_gram(
           gram, y, tolerance=tolerance,
@@ -214,7 +214,7 @@ class TightenTest(absltest.TestCase):
   def test_unconverged_but_better_round_is_kept_as_converged(self):
     x, y, x_test, y_test, gram, _, _, a_star = _loose_and_reference(0, 0.05)
 
-    def solve(tolerance, previous):
+    def solve(tolerance, previous, max_seconds):
       if previous is None:
         return margin.max_margin_from_gram(gram, y, tolerance=tolerance)
       # Asked for 0 (unreachable): stalls, far tighter than the first.
@@ -233,12 +233,31 @@ class TightenTest(absltest.TestCase):
     self.assertEqual(lower, upper)
     self.assertEqual(lower, np.mean((exact > 0) != (y_test > 0.5)))
 
+  def test_max_seconds_is_shared_by_the_rounds(self):
+    x, y, x_test, y_test, gram, _, _, _ = _loose_and_reference(0, 0.05)
+    budgets, spent = [], []
+
+    def solve(tolerance, previous, max_seconds):
+      budgets.append(max_seconds)
+      result = margin.max_margin_from_gram(gram, y, tolerance=tolerance,
+                                           warm_start=previous,
+                                           max_seconds=max_seconds)
+      spent.append(result.seconds)
+      return result
+
+    stability.tighten(solve, _bounds_fn(gram, x, x_test, y_test), 0.05,
+                      1e-10, max_seconds=100.0)
+    self.assertGreater(len(budgets), 1)
+    self.assertEqual(budgets[0], 100.0)
+    for k in range(1, len(budgets)):
+      self.assertAlmostEqual(budgets[k], 100.0 - sum(spent[:k]), places=9)
+
   def test_nothing_certified_means_no_tightening(self):
     calls = []
     x, y, _, _ = margin_fixture.separable(30, 10, 1, n_test=0)
     result = margin.max_margin_from_gram(x @ x.T, y)
 
-    def solve(tolerance, previous):
+    def solve(tolerance, previous, max_seconds):
       calls.append(tolerance)
       return result
 

@@ -272,21 +272,6 @@ class KernelProbe:
              f'{len(task.y_test)} test examples')
     solver_kwargs = dict(max_iterations=spec.svm_max_iterations,
                          log=self.log)
-    solving = [0.0]  # seconds spent inside the solver so far
-
-    def timed(solver_call):
-      # svm_max_seconds bounds the solver time of all tightening rounds
-      # together (not the test norms or decisions between them).
-      def call(tolerance, previous):
-        budget = (None if spec.svm_max_seconds is None else
-                  max(spec.svm_max_seconds - solving[0], 1e-3))
-        started = time.time()
-        try:
-          return solver_call(tolerance, previous, budget)
-        finally:
-          solving[0] += time.time() - started
-      return call
-
     train_gram = None
     if spec.svm_solver == 'primal' or self._narrow_conjugate(feature_fn):
       start = time.time()
@@ -308,7 +293,6 @@ class KernelProbe:
                f'{train_features.shape} features')
       test_norms = _row_norms(test_features)
 
-      @timed
       def solve(tolerance, previous, max_seconds):
         return margin.max_margin_from_features(
             train_features, task.y_train, solver=solver, tolerance=tolerance,
@@ -327,7 +311,6 @@ class KernelProbe:
       solver = spec.svm_solver
       test_norms = []  # computed once, on first need
 
-      @timed
       def solve(tolerance, previous, max_seconds):
         return margin.max_margin_from_gram(
             train_gram, task.y_train, solver=solver, seed=self.seed,
@@ -363,7 +346,8 @@ class KernelProbe:
     tighten_to = (spec.svm_min_tolerance
                   if solver in margin.WARM_START_SOLVERS else None)
     solution, bounds, iterations = stability.tighten(
-        solve, error_bounds, spec.svm_tolerance, tighten_to, self.log)
+        solve, error_bounds, spec.svm_tolerance, tighten_to, self.log,
+        spec.svm_max_seconds)
     # The test norms (feature rows) are timed on their own.
     timings['svm_seconds'] = (time.time() - start -
                               timings.get('test_norms_seconds', 0.0))
@@ -377,7 +361,7 @@ class KernelProbe:
     # 1 when the interior point gave the answer ('interior_point', or
     # 'exact' switched to it after coordinate descent's budget).
     metrics['svm_interior_point'] = float(
-        solution.solver in (margin.INTERIOR_POINT, margin.SWITCHED_SOLVER))
+        solution.solver in margin.INTERIOR_SOLVERS)
     # 1: a classifier with a positive margin was found (separable); 0: the
     # solver certified 0 in the hull of the y_i phi_i; None: an unconverged
     # solve that proved neither.

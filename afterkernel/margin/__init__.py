@@ -55,6 +55,7 @@ from afterkernel.margin.api import decision_function
 from afterkernel.margin.api import default_max_iterations
 from afterkernel.margin.api import DEFAULT_SOLVER
 from afterkernel.margin.api import GRAM_SOLVERS
+from afterkernel.margin.api import INTERIOR_SOLVERS
 from afterkernel.margin.api import max_margin_from_features
 from afterkernel.margin.api import max_margin_from_gram
 from afterkernel.margin.api import predict_labels

@@ -51,6 +51,8 @@ MIN_SWITCH_STEPS = 100_000
 SWITCHED_SOLVER = 'exact+interior_point'
 # The solvers that continue from an earlier result (`warm_start=`).
 WARM_START_SOLVERS = ('exact', interior.SOLVER)
+# Results whose answer came from the interior point.
+INTERIOR_SOLVERS = (interior.SOLVER, SWITCHED_SOLVER)
 
 
 class UnconvergedWarning(RuntimeWarning):
@@ -125,12 +127,10 @@ def max_margin_from_gram(
       'interior_point' (Q, its Cholesky factors and every product) and by
       'dual' / 'stochastic' (every product); 'sklearn' and 'working_set'
       always run on the CPU.
-    warm_start: an earlier result on this same Gram and labels (e.g. at a
-      looser tolerance) to continue from; solvers `WARM_START_SOLVERS`
-      only. 'exact' continues coordinate descent from its coefficients (or,
-      when the earlier solve was the interior point's, e.g. switched to it,
-      starts the interior point from them); 'interior_point' starts from them
-      mixed with the uniform point. Its iterations are not counted again.
+    warm_start: an earlier result on this Gram and labels to continue from
+      (`WARM_START_SOLVERS`): coordinate descent continues from it, the
+      interior point starts from it (mixed with the uniform point) after an
+      `INTERIOR_SOLVERS` result; its iterations are not counted again.
 
   Returns:
     A `MarginResult`; `margin` is recomputed exactly for the returned
@@ -189,8 +189,8 @@ def max_margin_from_gram(
     rows = gram if gram.flags.c_contiguous else gram.T
     result = _solve_exact(rows, labels, scale, tolerance, max_iterations,
                           check_every, max_seconds, log, device, start,
-                          warm_start is not None and warm_start.solver in
-                          (interior.SOLVER, SWITCHED_SOLVER))
+                          warm_start is not None and
+                          warm_start.solver in INTERIOR_SOLVERS)
   elif solver == interior.SOLVER:
     result = interior.solve_interior_point(gram, labels, scale, tolerance,
                                            max_iterations, max_seconds, log,
@@ -214,25 +214,17 @@ def _warm_start_coef(warm_start, solver, labels, scale
   """The a >= 0 (scaled-feature units) of `warm_start`, checked; or None."""
   if warm_start is None:
     return None
+  _require_warm_start_solver(solver)
+  coef = certificate.scaled_coefficients(warm_start, labels, scale,
+                                         'warm_start')
+  return coef if coef.sum() > 0 else None
+
+
+def _require_warm_start_solver(solver: str) -> None:
   errors.require(
       solver in WARM_START_SOLVERS,
       f'warm_start is supported by the solvers '
       f'{", ".join(WARM_START_SOLVERS)}, not {solver!r}')
-  coef = np.asarray(warm_start.dual_coef, dtype=np.float64)
-  errors.require(
-      coef.shape == labels.shape and np.all(np.isfinite(coef)),
-      f'warm_start must be a finite result on these {len(labels)} examples, '
-      f'got dual_coef of shape {coef.shape}')
-  errors.require(not warm_start.intercept,
-                 'warm_start must be a no-bias result (not sklearn\'s)')
-  errors.require(
-      math.isclose(warm_start.feature_scale, scale, rel_tol=1e-6),
-      f'warm_start is a result on another Gram (feature scale '
-      f'{warm_start.feature_scale:.6g}, this one {scale:.6g})')
-  # dual_coef = y * a / s^2 (exact.py, interior.py); rounding may leave
-  # tiny negative entries on examples of the other sign.
-  coef = np.maximum(labels * coef * scale**2, 0.0)
-  return coef if coef.sum() > 0 else None
 
 
 def switch_steps(n: int) -> int:
@@ -254,10 +246,8 @@ def _solve_exact(gram, labels, scale, tolerance, max_iterations, check_every,
   when it is the interior point's. Runs that stop within the switch budget
   are those of coordinate descent alone, bit for bit.
 
-  `start` (a >= 0 or None) warm-starts coordinate descent; with
-  `interior_only` (a warm start from a switched solve, on which coordinate
-  descent already ran out of budget) the interior point starts from it
-  directly, when it fits in memory.
+  `start` (a >= 0 or None) warm-starts coordinate descent, or with
+  `interior_only` (coordinate descent already ran out) the interior point.
   """
   n = len(labels)
   switch = switch_steps(n)
@@ -401,9 +391,8 @@ def max_margin_from_features(
         warm_start=warm_start)
     result.weights = features.T @ result.dual_coef
     return result
-  errors.require(warm_start is None,
-                 'warm_start is supported by the solvers '
-                 f'{", ".join(WARM_START_SOLVERS)}, not \'primal\'')
+  if warm_start is not None:
+    _require_warm_start_solver('primal')
   if max_iterations is None:
     max_iterations = jst.DEFAULT_MAX_ITERATIONS
   if check_every is None:

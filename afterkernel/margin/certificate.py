@@ -219,6 +219,30 @@ def bounds(gram_y_coef: np.ndarray, coef: np.ndarray) -> tuple:
   return float(gram_y_coef.min()) / norm, norm / total
 
 
+def scaled_coefficients(result: MarginResult, signs: np.ndarray,
+                        scale: float, name: str = 'result') -> np.ndarray:
+  """The a >= 0 (features rescaled by `scale`) of a no-bias `result` on
+  the problem with labels `signs` (+-1), inverting dual_coef = y a / s^2.
+
+  Raises:
+    AfterKernelError: a result with a bias, of another size or non-finite,
+      or fitted on a Gram of another scale (the message says `name`).
+  """
+  coef = np.asarray(result.dual_coef, dtype=np.float64)
+  errors.require(
+      coef.shape == signs.shape and np.all(np.isfinite(coef)),
+      f'{name} must be a finite result on these {len(signs)} examples, '
+      f'got dual_coef of shape {coef.shape}')
+  errors.require(not result.intercept,
+                 f'{name} must be a no-bias result (not sklearn\'s)')
+  errors.require(
+      math.isclose(result.feature_scale, scale, rel_tol=1e-6),
+      f'{name} is a result on another Gram (feature scale '
+      f'{result.feature_scale:.6g}, this one {scale:.6g})')
+  # Rounding may leave tiny negative entries on examples of the other sign.
+  return np.maximum(signs * coef * scale**2, 0.0)
+
+
 def certificate(gram: np.ndarray, labels: np.ndarray,
                 dual_coef: np.ndarray, device: str = 'cpu') -> tuple:
   """Rechecks a result's bounds from its `dual_coef` alone.

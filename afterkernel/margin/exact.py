@@ -346,11 +346,8 @@ def solve_exact(gram: np.ndarray, labels: np.ndarray, scale: float,
     matvec: v -> K v on the full Gram (float64), e.g. on a GPU
       (`device.gram_matvec`); None: the host product. The coordinate steps
       and the shrunk problems' resyncs always run on the host.
-    initial_coef: optional (n,) a >= 0 to start from instead of a = 0, e.g.
-      the `dual_coef` of an earlier solve mapped back (`labels * dual_coef *
-      scale**2`): the descent then continues where that solve stopped (a
-      warm start for a tighter tolerance). Its gradient is computed exactly
-      once.
+    initial_coef: optional (n,) a >= 0 to start from instead of 0, e.g.
+      an earlier solve's `labels * dual_coef * scale**2` (a warm start).
 
   Returns:
     A `MarginResult` (solver 'exact') whose `margin` and

@@ -37,7 +37,6 @@ import numpy as np
 
 from afterkernel import errors
 from afterkernel.margin import api
-from afterkernel.margin import interior
 from afterkernel.margin.certificate import relative_gap
 from afterkernel.margin.certificate import MarginResult
 
@@ -48,9 +47,6 @@ TIGHTEN_FACTOR = 100.0
 # the feature norms still resolve such gaps (RESULTS.md, "How far a
 # certified SVM error is pinned down").
 DEFAULT_MIN_TOLERANCE = 1e-10
-
-# Results of these solvers are tightened in one round (`tighten`).
-INTERIOR_SOLVERS = (interior.SOLVER, api.SWITCHED_SOLVER)
 
 Bounds = Tuple[Optional[float], Optional[float]]
 
@@ -136,11 +132,13 @@ def certified_error_bounds(result: MarginResult,
   return lower, lower + float(np.mean(uncertain))
 
 
-def tighten(solve: Callable[[float, Optional[MarginResult]], MarginResult],
+def tighten(solve: Callable[[float, Optional[MarginResult], Optional[float]],
+                            MarginResult],
             error_bounds: Callable[[MarginResult], Bounds],
             tolerance: float,
             min_tolerance: Optional[float] = DEFAULT_MIN_TOLERANCE,
-            log: Optional[Callable[[str], None]] = None
+            log: Optional[Callable[[str], None]] = None,
+            max_seconds: Optional[float] = None
             ) -> Tuple[MarginResult, Bounds, int]:
   """Solves, then re-solves tighter until the error bounds meet.
 
@@ -148,7 +146,7 @@ def tighten(solve: Callable[[float, Optional[MarginResult]], MarginResult],
   error is not a single value and the last solve converged, the next round
   solves at tolerance / TIGHTEN_FACTOR (not below `min_tolerance`), warm
   started from the last result, except after an interior-point result
-  (`INTERIOR_SOLVERS`), which goes straight to `min_tolerance`: its warm
+  (`api.INTERIOR_SOLVERS`), which goes straight to `min_tolerance`: its warm
   start is weak, so every round costs about a whole solve, and its last
   digits cost only a few Newton steps (BENCHMARKS.md, section 10). A
   tighter round that does not reach its own target (budget, time limit,
@@ -157,26 +155,29 @@ def tighten(solve: Callable[[float, Optional[MarginResult]], MarginResult],
   caller's tolerance too), else dropped.
 
   Args:
-    solve: (tolerance, previous result or None) -> a new result.
+    solve: (tolerance, previous result or None, max_seconds or None) -> a
+      new result.
     error_bounds: result -> (lower, upper) test error bounds, (None, None)
       when the certificate bounds nothing (e.g. `certified_error_bounds`).
     tolerance: the first round's relative gap.
     min_tolerance: the smallest gap to ask for; None (or >= tolerance)
       never tightens.
     log: optional progress printer.
+    max_seconds: optional solver time of all rounds together: each round
+      gets what the earlier rounds' `seconds` left (at least 1 ms).
 
   Returns:
     (result, (lower, upper), total solver iterations over the rounds).
   """
   errors.require(min_tolerance is None or min_tolerance > 0,
                  f'min_tolerance must be > 0 or None, got {min_tolerance}')
-  result = solve(tolerance, None)
+  result = solve(tolerance, None, max_seconds)
   bounds = error_bounds(result)
-  iterations = result.iterations
+  iterations, seconds = result.iterations, result.seconds
   while (min_tolerance is not None and tolerance > min_tolerance and
          result.converged and bounds[0] is not None and
          bounds[1] > bounds[0]):
-    tolerance = (min_tolerance if result.solver in INTERIOR_SOLVERS else
+    tolerance = (min_tolerance if result.solver in api.INTERIOR_SOLVERS else
                  max(tolerance / TIGHTEN_FACTOR, min_tolerance))
     if log is not None:
       log(f'    test error not pinned down ([{bounds[0]:.4g}, '
@@ -185,8 +186,10 @@ def tighten(solve: Callable[[float, Optional[MarginResult]], MarginResult],
     with warnings.catch_warnings():
       # An unconverged tighter round is discarded below, not reported.
       warnings.simplefilter('ignore', api.UnconvergedWarning)
-      candidate = solve(tolerance, result)
+      candidate = solve(tolerance, result, None if max_seconds is None else
+                        max(max_seconds - seconds, 1e-3))
     iterations += candidate.iterations
+    seconds += candidate.seconds
     if not candidate.converged:
       # Missed its own target (budget, time limit, float64's floor). Its
       # certificate is still exact: keep it if it is the better one (it
